@@ -1,0 +1,1 @@
+"""The berth command: up, serve, status, ctl."""

@@ -1,0 +1,25 @@
+"""Plumbing shared by the ctl modules: stubs over a blocking channel, errors."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from services.common.clients import sync_channel
+from services.common.config import Config
+
+
+def stub(config: Config, service: str, stub_class: type) -> Any:
+    return stub_class(sync_channel(config, service))
+
+
+def run_command(command: Callable[[], int | None]) -> int:
+    """Run a ctl command; a gRPC error becomes one line on stderr and exit 1."""
+    try:
+        return command() or 0
+    except grpc.RpcError as error:
+        print(f"berth: {error.details()} ({error.code().name})", file=sys.stderr)
+        return 1

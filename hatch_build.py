@@ -1,0 +1,46 @@
+"""Generate the gRPC Python code from protos/ at build time.
+
+The generated modules (berth.<service>.v1.*_pb2) live in gen/, which is not
+committed; every wheel and editable install regenerates them.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+
+def generate(root: Path) -> None:
+    from grpc_tools import protoc  # build requirement
+
+    protos = root / "protos"
+    out = root / "gen"
+    out.mkdir(exist_ok=True)
+    sources = sorted(str(p.relative_to(protos)) for p in protos.rglob("*.proto"))
+    include = str(Path(protoc.__file__).parent / "_proto")
+    args = [
+        "protoc",
+        f"-I{protos}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--pyi_out={out}",
+        f"--grpc_python_out={out}",
+        *sources,
+    ]
+    if protoc.main(args) != 0:
+        sys.exit("protoc failed")
+    for package_dir in (out / "berth").rglob("*"):
+        if package_dir.is_dir():
+            (package_dir / "__init__.py").touch()
+    (out / "berth" / "__init__.py").touch()
+
+
+class CustomBuildHook(BuildHookInterface):
+    def initialize(self, version: str, build_data: dict) -> None:
+        generate(Path(self.root))
+
+
+if __name__ == "__main__":
+    generate(Path(__file__).parent)

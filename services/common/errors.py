@@ -1,0 +1,63 @@
+"""Domain errors every service raises, and their gRPC status codes.
+
+Domain code raises these (it never imports grpc); the server wrapper turns
+them into gRPC statuses and the gateway turns those into HTTP codes.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+
+class BerthError(Exception):
+    """Base of errors a user can cause; the message is shown to them as is."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class NotFound(BerthError):
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Conflict(BerthError):
+    """The object exists or is in a state that forbids the call (HTTP 409)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
+class AlreadyExists(BerthError):
+    code = grpc.StatusCode.ALREADY_EXISTS
+
+
+class InvalidArgument(BerthError):
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+
+class Unauthenticated(BerthError):
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(BerthError):
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+class Unimplemented(BerthError):
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
+class Internal(BerthError):
+    """A failure outside the user's control (a registry that is down, a
+    runtime that fails): HTTP 500. Never UNAVAILABLE, which the gateway
+    reserves for a berth service that cannot be reached."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+def require(value: object, field: str) -> None:
+    """Raise INVALID_ARGUMENT naming `field` when a required value is empty."""
+    if value in (None, "", b"") or (isinstance(value, list | tuple) and not value):
+        raise InvalidArgument(f"{field} is required")

@@ -1,0 +1,93 @@
+"""Each service's event stream: a bounded replay buffer plus live subscribers.
+
+`Subscribe` RPCs replay buffered events from `since`, then follow live ones
+until `until` (or forever); the gateway merges every service's stream into
+Docker's /events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+
+from berth.types.v1 import types_pb2
+
+# Filter keys that name the actor of an event of the same type.
+_ACTOR_FILTERS = {"container", "image", "network", "volume"}
+
+
+def matches(event: types_pb2.Event, filters: types_pb2.Filters) -> bool:
+    """Docker's event filter semantics: OR within a key, AND across keys."""
+    for key, accepted in filters.filters.items():
+        values = set(accepted.values)
+        if not values:
+            continue
+        if key == "type" and event.type not in values:
+            return False
+        if key == "event" and event.action.split(":")[0] not in values:
+            return False
+        if key == "scope" and event.scope not in values:
+            return False
+        if key == "label" and not any(_label_matches(event, v) for v in values):
+            return False
+        if key in _ACTOR_FILTERS:
+            if event.type != key:
+                return False
+            names = {event.actor_id, event.attributes.get("name", "")}
+            if not any(v in names or event.actor_id.startswith(v) for v in values):
+                return False
+    return True
+
+
+def _label_matches(event: types_pb2.Event, expr: str) -> bool:
+    key, sep, value = expr.partition("=")
+    if key not in event.attributes:
+        return False
+    return not sep or event.attributes[key] == value
+
+
+class EventBus:
+    def __init__(self, event_type: str, capacity: int = 1024) -> None:
+        self.event_type = event_type
+        self._buffer: deque[types_pb2.Event] = deque(maxlen=capacity)
+        self._subscribers: set[asyncio.Queue[types_pb2.Event]] = set()
+
+    def publish(self, action: str, actor_id: str, attributes: dict[str, str] | None = None,
+                event_type: str | None = None) -> types_pb2.Event:
+        event = types_pb2.Event(
+            type=event_type or self.event_type, action=action, actor_id=actor_id,
+            attributes=attributes or {}, time_nano=time.time_ns(), scope="local",
+        )
+        self._buffer.append(event)
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+        return event
+
+    async def subscribe(self, request: types_pb2.SubscribeRequest
+                        ) -> AsyncIterator[types_pb2.Event]:
+        queue: asyncio.Queue[types_pb2.Event] = asyncio.Queue()
+        self._subscribers.add(queue)
+        try:
+            until = request.until_nano or None
+            if request.since_nano:
+                for event in list(self._buffer):
+                    in_window = event.time_nano >= request.since_nano and (
+                        until is None or event.time_nano <= until)
+                    if in_window and matches(event, request.filters):
+                        yield event
+            if until is not None and until <= time.time_ns():
+                return
+            while True:
+                timeout = None if until is None else max(0, (until - time.time_ns()) / 1e9)
+                try:
+                    event = await asyncio.wait_for(queue.get(), timeout)
+                except TimeoutError:
+                    return
+                if until is not None and event.time_nano > until:
+                    return
+                if matches(event, request.filters):
+                    yield event
+        finally:
+            self._subscribers.discard(queue)

@@ -1,0 +1,129 @@
+"""Prometheus metrics every process serves: gRPC server metrics named as
+go-grpc-prometheus names them, process metrics, and an HTTP endpoint."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import grpc
+from prometheus_client import Counter, Histogram, start_http_server
+
+from services.common.errors import BerthError
+
+GRPC_STARTED = Counter(
+    "grpc_server_started_total", "RPCs started on the server.",
+    ["grpc_type", "grpc_service", "grpc_method"])
+GRPC_HANDLED = Counter(
+    "grpc_server_handled_total", "RPCs completed on the server, regardless of success.",
+    ["grpc_type", "grpc_service", "grpc_method", "grpc_code"])
+GRPC_SECONDS = Histogram(
+    "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"],
+    buckets=(.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
+GRPC_MSG_RECEIVED = Counter(
+    "grpc_server_msg_received_total", "Stream messages received by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"])
+GRPC_MSG_SENT = Counter(
+    "grpc_server_msg_sent_total", "Stream messages sent by the server.",
+    ["grpc_type", "grpc_service", "grpc_method"])
+
+
+def serve_metrics(addr: str) -> str:
+    """Serve the default registry over HTTP on HOST:PORT; returns its URL."""
+    host, _, port = addr.rpartition(":")
+    server, _thread = start_http_server(int(port), addr=host or "127.0.0.1")
+    bound_host, bound_port = server.server_address[:2]
+    return f"http://{bound_host}:{bound_port}/metrics"
+
+
+def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
+    if handler.request_streaming and handler.response_streaming:
+        return "bidi_stream"
+    if handler.request_streaming:
+        return "client_stream"
+    if handler.response_streaming:
+        return "server_stream"
+    return "unary"
+
+
+async def _abort_with(context: grpc.aio.ServicerContext, exc: BerthError) -> None:
+    await context.abort(exc.code, exc.message)
+
+
+def _code_of(context: grpc.aio.ServicerContext) -> str:
+    code = context.code()
+    if code is None:
+        return "OK"
+    return code.name if isinstance(code, grpc.StatusCode) else str(code)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Counts and times every RPC, and turns BerthError into gRPC statuses."""
+
+    async def intercept_service(self, continuation: Callable, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        service, _, method = details.method.lstrip("/").rpartition("/")
+        labels = (_rpc_type(handler), service, method)
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, labels),
+                handler.request_deserializer, handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, labels),
+                handler.request_deserializer, handler.response_serializer)
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, labels, counted_input=True),
+                handler.request_deserializer, handler.response_serializer)
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, labels, counted_input=True),
+            handler.request_deserializer, handler.response_serializer)
+
+    @staticmethod
+    def _wrap_unary(behaviour: Callable, labels: tuple[str, str, str],
+                    counted_input: bool = False) -> Callable:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            GRPC_STARTED.labels(*labels).inc()
+            start = time.perf_counter()
+            if counted_input:
+                request = _count_messages(request, labels)
+            try:
+                response = await behaviour(request, context)
+                GRPC_MSG_SENT.labels(*labels).inc()
+                return response
+            except BerthError as exc:
+                await _abort_with(context, exc)
+            finally:
+                GRPC_HANDLED.labels(*labels, _code_of(context)).inc()
+                GRPC_SECONDS.labels(*labels).observe(time.perf_counter() - start)
+        return wrapper
+
+    @staticmethod
+    def _wrap_stream(behaviour: Callable, labels: tuple[str, str, str],
+                     counted_input: bool = False) -> Callable:
+        async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
+            GRPC_STARTED.labels(*labels).inc()
+            start = time.perf_counter()
+            if counted_input:
+                request = _count_messages(request, labels)
+            try:
+                async for response in behaviour(request, context):
+                    GRPC_MSG_SENT.labels(*labels).inc()
+                    yield response
+            except BerthError as exc:
+                await _abort_with(context, exc)
+            finally:
+                GRPC_HANDLED.labels(*labels, _code_of(context)).inc()
+                GRPC_SECONDS.labels(*labels).observe(time.perf_counter() - start)
+        return wrapper
+
+
+async def _count_messages(requests: AsyncIterator, labels: tuple[str, str, str]) -> AsyncIterator:
+    async for message in requests:
+        GRPC_MSG_RECEIVED.labels(*labels).inc()
+        yield message

@@ -1,0 +1,16 @@
+"""gRPC servicer of the container service: decode, call the domain, encode."""
+
+from __future__ import annotations
+
+from berth.container.v1 import container_pb2_grpc
+
+from services.common.events import EventBus
+
+
+class ContainerServicer(container_pb2_grpc.ContainerServiceServicer):
+    def __init__(self, events: EventBus) -> None:
+        self._events = events
+
+    async def Subscribe(self, request, context):  # noqa: N802
+        async for event in self._events.subscribe(request):
+            yield event

@@ -1,0 +1,1 @@
+"""The gateway: Docker Engine REST API in front of the berth services."""

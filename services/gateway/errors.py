@@ -1,0 +1,51 @@
+"""HTTP errors in Docker's shape: {"message": "..."} with Docker's codes."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import grpc
+from aiohttp import web
+
+HTTP_STATUS = {
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.FAILED_PRECONDITION: 409,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+
+
+def error_response(status: int, message: str) -> web.Response:
+    return web.json_response({"message": message}, status=status)
+
+
+class HTTPError(Exception):
+    """Raised by handlers for errors the gateway itself detects."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def bad_request(message: str) -> HTTPError:
+    return HTTPError(400, message)
+
+
+async def read_json(request: web.Request, default: Any = None) -> Any:
+    """The request body as JSON; an empty body gives `default`."""
+    raw = await request.read()
+    if not raw.strip():
+        return {} if default is None else default
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"malformed JSON body: {exc}") from exc

@@ -1,0 +1,202 @@
+"""Docker API routes for the engine itself: ping, version, info, events."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from typing import Any
+
+from aiohttp import web
+from berth.types.v1 import types_pb2
+
+from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
+from services.gateway import hostinfo
+from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
+from services.gateway.errors import bad_request
+from services.gateway.params import filters
+from services.gateway.routing import Route
+
+PING_HEADERS = {
+    "API-Version": API_VERSION,
+    "OSType": "linux",
+    "Docker-Experimental": "false",
+    "Builder-Version": "1",
+    "Cache-Control": "no-cache, no-store, must-revalidate",
+    "Pragma": "no-cache",
+}
+
+
+def routes(backends: Backends) -> list[Route]:
+    handlers = SystemHandlers(backends)
+    return [
+        Route("GET", "/_ping", handlers.ping),
+        Route("HEAD", "/_ping", handlers.ping),
+        Route("GET", "/version", handlers.version),
+        Route("GET", "/info", handlers.info),
+        Route("GET", "/events", handlers.events),
+    ]
+
+
+def parse_timestamp(value: str, now: float) -> int:
+    """Docker's --since/--until: unix seconds[.nanos], or a duration back from now."""
+    if not value:
+        return 0
+    try:
+        seconds, _, nanos = value.partition(".")
+        return int(seconds) * 1_000_000_000 + int((nanos or "0").ljust(9, "0")[:9])
+    except ValueError:
+        pass
+    units = {"s": 1, "m": 60, "h": 3600}
+    if value[-1] in units:
+        try:
+            return int((now - float(value[:-1]) * units[value[-1]]) * 1e9)
+        except ValueError:
+            pass
+    raise bad_request(f"invalid timestamp: {value!r}")
+
+
+def event_to_json(event: types_pb2.Event) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "Type": event.type, "Action": event.action,
+        "Actor": {"ID": event.actor_id, "Attributes": dict(event.attributes)},
+        "scope": event.scope or "local",
+        "time": event.time_nano // 1_000_000_000, "timeNano": event.time_nano,
+    }
+    if event.type in ("container", "image"):
+        # The fields Docker still sends for old clients.
+        out["status"] = event.action
+        out["id"] = event.actor_id
+        if "image" in event.attributes:
+            out["from"] = event.attributes["image"]
+    return out
+
+
+class SystemHandlers:
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.config = backends.config
+
+    async def ping(self, request: web.Request) -> web.Response:
+        body = "" if request.method == "HEAD" else "OK"
+        return web.Response(text=body, headers=PING_HEADERS, content_type="text/plain")
+
+    async def version(self, request: web.Request) -> web.Response:
+        details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
+                   "Os": "linux", "Arch": hostinfo.go_arch(),
+                   "KernelVersion": hostinfo.kernel_version(), "GitCommit": "",
+                   "Experimental": "false", "BuildTime": ""}
+        components = [{"Name": "berth", "Version": VERSION, "Details": details}]
+        for tool in ("runc", "conmon"):
+            tool_version = hostinfo.tool_version(tool)
+            if tool_version:
+                components.append({"Name": tool, "Version": tool_version,
+                                   "Details": {"GitCommit": ""}})
+        return web.json_response({
+            "Platform": {"Name": "berth"}, "Components": components, "Version": VERSION,
+            "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
+            "GoVersion": "", "Os": "linux", "Arch": hostinfo.go_arch(),
+            "KernelVersion": hostinfo.kernel_version(), "BuildTime": "",
+        })
+
+    async def _counts(self) -> dict[str, int]:
+        """Object counts from every service that answers (0 for one that is down)."""
+        counts: dict[str, int] = {}
+
+        async def ask(name: str) -> None:
+            with contextlib.suppress(RpcFailed, ServiceUnavailable):
+                info = await self.backends.info[name].GetServiceInfo(
+                    types_pb2.GetServiceInfoRequest(), timeout=2)
+                counts.update(info.object_counts)
+        await asyncio.gather(*(ask(name) for name in ("container", "image")))
+        return counts
+
+    async def info(self, request: web.Request) -> web.Response:
+        counts = await self._counts()
+        insecure = self.config.engine.get("insecure-registries", [])
+        mirrors = self.config.engine.get("registry-mirrors", [])
+        return web.json_response({
+            "ID": hostinfo.engine_id(self.config.data_root),
+            "Containers": counts.get("containers", 0),
+            "ContainersRunning": counts.get("running", 0),
+            "ContainersPaused": counts.get("paused", 0),
+            "ContainersStopped": counts.get("stopped", 0),
+            "Images": counts.get("images", 0),
+            "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"],
+                             ["Using metacopy", "false"], ["Native Overlay Diff", "true"]],
+            "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
+                        "Authorization": None, "Log": ["json-file"]},
+            "MemoryLimit": True, "SwapLimit": True, "KernelMemoryTCP": False,
+            "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True,
+            "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": False,
+            "BridgeNfIp6tables": False, "Debug": False, "NFd": 0, "OomKillDisable": True,
+            "NGoroutines": 0, "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z",
+                                                          time.gmtime()),
+            "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
+            "CgroupVersion": hostinfo.cgroup_version(), "NEventsListener": 0,
+            "KernelVersion": hostinfo.kernel_version(),
+            "OperatingSystem": hostinfo.operating_system(), "OSVersion": hostinfo.os_version(),
+            "OSType": "linux", "Architecture": hostinfo.architecture(),
+            "IndexServerAddress": "https://index.docker.io/v1/",
+            "RegistryConfig": {
+                "AllowNondistributableArtifactsCIDRs": None,
+                "AllowNondistributableArtifactsHostnames": None,
+                "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"],
+                "IndexConfigs": {
+                    "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True,
+                                  "Official": True},
+                    **{name: {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+                       for name in insecure}},
+                "Mirrors": mirrors,
+            },
+            "NCPU": hostinfo.ncpu(), "MemTotal": hostinfo.mem_total(),
+            "GenericResources": None, "DockerRootDir": str(self.config.data_root),
+            "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
+            "Name": hostinfo.hostname(), "Labels": [], "ExperimentalBuild": False,
+            "ServerVersion": VERSION,
+            "Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc",
+            "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
+                      "ControlAvailable": False, "Error": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "tini",
+            "ContainerdCommit": {"ID": ""},
+            "RuncCommit": {"ID": hostinfo.tool_version("runc")},
+            "InitCommit": {"ID": ""},
+            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "CDISpecDirs": [], "Containerd": None, "Warnings": [],
+        })
+
+    async def events(self, request: web.Request) -> web.StreamResponse:
+        now = time.time()
+        subscribe = types_pb2.SubscribeRequest(
+            since_nano=parse_timestamp(request.query.get("since", ""), now),
+            until_nano=parse_timestamp(request.query.get("until", ""), now),
+            filters=filters(request))
+        queue: asyncio.Queue[types_pb2.Event | None] = asyncio.Queue(maxsize=1024)
+        clients = [self.backends.image, self.backends.container, self.backends.network,
+                   self.backends.volume, self.backends.build]
+
+        async def pump(client: Any) -> None:
+            with contextlib.suppress(RpcFailed, ServiceUnavailable):
+                async for event in client.Subscribe(subscribe):
+                    await queue.put(event)
+
+        tasks = [asyncio.create_task(pump(client)) for client in clients]
+        finisher = asyncio.create_task(self._finish_when_done(tasks, queue))
+        response = web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(request)
+        try:
+            while (event := await queue.get()) is not None:
+                await response.write(json.dumps(event_to_json(event)).encode() + b"\n")
+        finally:
+            finisher.cancel()
+            for task in tasks:
+                task.cancel()
+        return response
+
+    @staticmethod
+    async def _finish_when_done(tasks: list[asyncio.Task], queue: asyncio.Queue) -> None:
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await queue.put(None)

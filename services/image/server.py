@@ -1,0 +1,15 @@
+"""Wiring of the image service: build the domain objects, register the servicer."""
+
+from __future__ import annotations
+
+from berth.image.v1 import image_pb2, image_pb2_grpc
+
+from services.common.events import EventBus
+from services.common.server import ServiceContext
+from services.image.servicer import ImageServicer
+
+
+async def setup(ctx: ServiceContext) -> list[str]:
+    events = EventBus("image")
+    image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(events), ctx.server)
+    return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]

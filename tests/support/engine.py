@@ -1,0 +1,127 @@
+"""A real berth engine on temporary roots, driven by the docker CLI and SDK."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import docker
+
+REPO = Path(__file__).resolve().parents[2]
+BERTH = [sys.executable, "-m", "cli.main"]
+DOCKER_CLI = shutil.which("docker", path="/usr/local/bin") or "docker"
+
+
+@dataclass
+class Engine:
+    root: Path
+    process: subprocess.Popen | None = None
+    log_path: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.data_root = self.root / "data"
+        self.exec_root = self.root / "run"
+        self.log_path = self.root / "engine.log"
+
+    @property
+    def socket(self) -> Path:
+        return self.exec_root / "docker.sock"
+
+    @property
+    def host(self) -> str:
+        return f"unix://{self.socket}"
+
+    def start(self, timeout: float = 60) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [*BERTH, "up", "--data-root", str(self.data_root), "--exec-root",
+             str(self.exec_root)], cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+            start_new_session=True)
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + timeout
+        line = b""
+        while time.monotonic() < deadline:
+            line = self.process.stdout.readline()
+            if line or self.process.poll() is not None:
+                break
+        if not line.startswith(b"berth ready:"):
+            self.stop()
+            raise RuntimeError(f"engine did not start: {line!r}\n{self.logs()[-4000:]}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return self.process.returncode if self.process else None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0")
+        env.pop("DOCKER_CONTEXT", None)
+        env["DOCKER_CONFIG"] = str(self.root / "docker-config")
+        return env
+
+    def docker(self, *args: str, input: bytes | None = None, check: bool = True,
+               timeout: float = 120) -> subprocess.CompletedProcess:
+        """Run the real docker CLI against this engine."""
+        result = subprocess.run([DOCKER_CLI, *args], env=self.env(), input=input,
+                                capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(
+                f"docker {' '.join(args)} exited {result.returncode}:\n"
+                f"{result.stderr.decode(errors='replace')}")
+        return result
+
+    def client(self) -> docker.DockerClient:
+        return docker.DockerClient(base_url=self.host, timeout=120)
+
+    def clean(self) -> None:
+        """Remove every container, then the non-default networks and all volumes."""
+        ids = self.docker("ps", "-aq", check=False).stdout.split()
+        if ids:
+            self.docker("rm", "-f", "-v", *[i.decode() for i in ids], check=False)
+        nets = self.docker("network", "ls", "-q", "--filter", "type=custom", check=False)
+        if nets.returncode == 0 and nets.stdout.split():
+            self.docker("network", "rm", *[n.decode() for n in nets.stdout.split()],
+                        check=False)
+        vols = self.docker("volume", "ls", "-q", check=False)
+        if vols.returncode == 0 and vols.stdout.split():
+            self.docker("volume", "rm", "-f", *[v.decode() for v in vols.stdout.split()],
+                        check=False)
+
+
+def unmount_below(path: Path) -> None:
+    """Lazily unmount anything a failed test left mounted under `path`."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    targets = [line.split()[1] for line in mounts if line.split()[1].startswith(str(path))]
+    for target in sorted(targets, key=len, reverse=True):
+        subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def running_engine(prefix: str = "berth-test-"):
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    engine = Engine(root)
+    engine.start()
+    try:
+        yield engine
+    finally:
+        with contextlib.suppress(Exception):
+            engine.clean()
+        engine.stop()
+        unmount_below(root)
+        shutil.rmtree(root, ignore_errors=True)

@@ -1,0 +1,81 @@
+"""Debian's docker-registry on a free loopback port, for pull/push tests."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Registry:
+    port: int
+    root: Path
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+def _config(port: int, storage: Path, htpasswd: Path | None) -> str:
+    auth = ""
+    if htpasswd is not None:
+        auth = f"""auth:
+  htpasswd:
+    realm: berth-test
+    path: {htpasswd}
+"""
+    return f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {storage}
+  delete:
+    enabled: true
+http:
+  addr: 127.0.0.1:{port}
+{auth}"""
+
+
+@contextlib.contextmanager
+def running_registry(htpasswd: Path | None = None) -> Iterator[Registry]:
+    root = Path(tempfile.mkdtemp(prefix="berth-registry-"))
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(_config(port, root / "storage", htpasswd))
+    log = (root / "registry.log").open("wb")
+    process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break  # 401 from an auth-enabled registry: it is up
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError((root / "registry.log").read_text()) from None
+                time.sleep(0.1)
+        yield Registry(port, root)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)

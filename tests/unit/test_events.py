@@ -1,0 +1,52 @@
+"""The shared event bus: replay window, live follow, Docker filter semantics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from berth.types.v1 import types_pb2
+from services.common.events import EventBus, matches
+
+
+def _filters(**values: list[str]) -> types_pb2.Filters:
+    result = types_pb2.Filters()
+    for key, accepted in values.items():
+        result.filters[key].values.extend(accepted)
+    return result
+
+
+def test_filters_are_or_within_and_across_keys() -> None:
+    event = types_pb2.Event(type="container", action="start", actor_id="abc123",
+                            attributes={"name": "web", "com.example": "1"})
+    assert matches(event, _filters(type=["container", "image"]))
+    assert matches(event, _filters(container=["web"], event=["start", "die"]))
+    assert matches(event, _filters(container=["abc"]))
+    assert not matches(event, _filters(container=["web"], event=["die"]))
+    assert matches(event, _filters(label=["com.example=1"]))
+    assert not matches(event, _filters(label=["com.example=2"]))
+    assert not matches(event, _filters(image=["web"]))
+
+
+def test_replay_since_until_then_stop() -> None:
+    async def scenario() -> list[str]:
+        bus = EventBus("volume")
+        since = time.time_ns()
+        bus.publish("create", "v1")
+        bus.publish("destroy", "v1")
+        request = types_pb2.SubscribeRequest(since_nano=since, until_nano=time.time_ns())
+        return [e.action async for e in bus.subscribe(request)]
+    assert asyncio.run(scenario()) == ["create", "destroy"]
+
+
+def test_live_subscribers_see_new_events() -> None:
+    async def scenario() -> str:
+        bus = EventBus("network")
+        stream = bus.subscribe(types_pb2.SubscribeRequest())
+        first = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        bus.publish("create", "n1")
+        event = await asyncio.wait_for(first, 1)
+        await stream.aclose()
+        return event.action
+    assert asyncio.run(scenario()) == "create"
