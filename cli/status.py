@@ -6,9 +6,9 @@ import json
 import time
 
 import grpc
-from berth.types.v1 import types_pb2, types_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from berth.types.v1 import types_pb2, types_pb2_grpc
 from cli.ctl.output import print_table
 from services.common.clients import sync_channel
 from services.common.config import SERVICES, Config

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from berth.build.v1 import build_pb2, build_pb2_grpc
-
 from cli.ctl.base import stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-from berth.types.v1 import types_pb2, types_pb2_grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from berth.types.v1 import types_pb2, types_pb2_grpc
 from services.common.config import Config
 from services.common.metrics import ServerInterceptor, serve_metrics
 from services.common.version import VERSION

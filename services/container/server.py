@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from berth.container.v1 import container_pb2, container_pb2_grpc
-
 from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.container.servicer import ContainerServicer

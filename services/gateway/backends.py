@@ -11,13 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+
 from berth.build.v1 import build_pb2_grpc
 from berth.container.v1 import container_pb2_grpc
 from berth.image.v1 import image_pb2_grpc
 from berth.network.v1 import network_pb2_grpc
 from berth.types.v1 import types_pb2_grpc
 from berth.volume.v1 import volume_pb2_grpc
-
 from services.common.clients import channel
 from services.common.config import Config
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 from aiohttp import web
-from berth.types.v1 import types_pb2
 
+from berth.types.v1 import types_pb2
 from services.gateway.errors import bad_request
 
 

@@ -11,8 +11,8 @@ from collections.abc import AsyncIterable, Callable
 from typing import Any
 
 from aiohttp import web
-from berth.types.v1 import types_pb2
 
+from berth.types.v1 import types_pb2
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
 
 

@@ -9,8 +9,8 @@ import time
 from typing import Any
 
 from aiohttp import web
-from berth.types.v1 import types_pb2
 
+from berth.types.v1 import types_pb2
 from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
 from services.gateway import hostinfo
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable

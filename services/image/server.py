@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
-
 from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.image.servicer import ImageServicer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from berth.network.v1 import network_pb2, network_pb2_grpc
-
 from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.network.servicer import NetworkServicer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from berth.network.v1 import network_pb2_grpc
-
 from services.common.events import EventBus
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
-
 from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.volume.servicer import VolumeServicer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from berth.volume.v1 import volume_pb2_grpc
-
 from services.common.events import EventBus
 
 
