@@ -68,16 +68,24 @@ class ExecRootLock:
         os.close(self._fd)
 
 
-def child_argv(name: str, config: Config, metrics_port: int, passthrough: list[str]) -> list[str]:
+def child_argv(name: str, config: Config, port: int, passthrough: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "cli.main", "serve", name,
             "--data-root", str(config.data_root), "--exec-root", str(config.exec_root),
-            "--metrics-addr", f"127.0.0.1:{metrics_port}", *passthrough]
+            "--metrics-addr", f"127.0.0.1:{port}", *passthrough]
     if name == "gateway" and config.gateway_tcp:
         tls = config.gateway_tls
         argv += ["--tcp", config.gateway_tcp]
         if tls is not None:
             argv += ["--tlscacert", tls.ca, "--tlscert", tls.cert, "--tlskey", tls.key]
     return argv
+
+
+def metrics_port(base: int, name: str) -> int:
+    """Gateway on `base`, then the services in SERVICES order; 0: free ports."""
+    if not base:
+        return 0
+    order = ["gateway", *(s for s in SERVICES if s != "gateway")]
+    return base + order.index(name)
 
 
 def is_serving(config: Config, name: str) -> bool:
@@ -97,9 +105,9 @@ class Supervisor:
     def __init__(self, config: Config, metrics_base: int, passthrough: list[str]) -> None:
         self.config = config
         self.children = [
-            Child(name, child_argv(name, config, metrics_base + i if metrics_base else 0,
+            Child(name, child_argv(name, config, metrics_port(metrics_base, name),
                                    passthrough))
-            for i, name in enumerate(SERVICES)]
+            for name in SERVICES]
         self.stopping = asyncio.Event()
 
     async def spawn(self, child: Child) -> None:

@@ -1,0 +1,98 @@
+"""Issue 2: `berth serve` on its own — mutual TLS, SIGTERM, a service that is down."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from tests.support.engine import BERTH, DOCKER_CLI, REPO
+from tests.support.registry import free_port
+from tests.support.tls import Certs, make_certs
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
+    return make_certs(tmp_path_factory.mktemp("tls"))
+
+
+def serve(service: str, root: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [*BERTH, "serve", service, "--data-root", str(root / "data"),
+         "--exec-root", str(root / "run"), *extra],
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def wait_serving(channel: grpc.Channel, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                              timeout=1)
+            if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                return
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.1)
+
+
+@pytest.fixture
+def stopped_on_exit() -> Iterator[list[subprocess.Popen]]:
+    processes: list[subprocess.Popen] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_sigterm_exits_zero(tmp_path: Path, stopped_on_exit: list) -> None:
+    process = serve("volume", tmp_path)
+    stopped_on_exit.append(process)
+    with grpc.insecure_channel(f"unix://{tmp_path}/run/volume.sock") as channel:
+        wait_serving(channel)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0
+
+
+def test_tcp_requires_client_certificate(tmp_path: Path, certs: Certs,
+                                         stopped_on_exit: list) -> None:
+    port = free_port()
+    process = serve("volume", tmp_path, "--listen", f"tcp://127.0.0.1:{port}",
+                    "--tls-ca", str(certs.ca), "--tls-cert", str(certs.cert),
+                    "--tls-key", str(certs.key))
+    stopped_on_exit.append(process)
+    creds = grpc.ssl_channel_credentials(certs.ca.read_bytes(), certs.key.read_bytes(),
+                                         certs.cert.read_bytes())
+    with grpc.secure_channel(f"127.0.0.1:{port}", creds) as channel:
+        wait_serving(channel)
+    anonymous = grpc.ssl_channel_credentials(certs.ca.read_bytes())
+    with (grpc.secure_channel(f"127.0.0.1:{port}", anonymous) as channel,
+          pytest.raises(grpc.RpcError)):
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=3)
+
+
+def test_docker_cli_over_tls(tmp_path: Path, certs: Certs, stopped_on_exit: list) -> None:
+    port = free_port()
+    gateway = serve("gateway", tmp_path, "--tcp", f"127.0.0.1:{port}",
+                    "--tlscacert", str(certs.ca), "--tlscert", str(certs.cert),
+                    "--tlskey", str(certs.key))
+    stopped_on_exit.append(gateway)
+    with grpc.insecure_channel(f"unix://{tmp_path}/run/gateway.sock") as channel:
+        wait_serving(channel)
+    tls = ["--tlsverify", "--tlscacert", str(certs.ca), "--tlscert", str(certs.cert),
+           "--tlskey", str(certs.key), "-H", f"tcp://127.0.0.1:{port}"]
+    ok = subprocess.run([DOCKER_CLI, *tls, "version", "--format", "{{.Server.Platform.Name}}"],
+                        capture_output=True, text=True, timeout=30)
+    assert ok.stdout.strip() == "berth", ok.stderr
+    no_cert = subprocess.run([DOCKER_CLI, "--tlsverify", "--tlscacert", str(certs.ca), "-H",
+                              f"tcp://127.0.0.1:{port}", "version"],
+                             capture_output=True, text=True, timeout=30)
+    assert no_cert.returncode != 0
