@@ -24,7 +24,9 @@ HTTP_STATUS = {
 
 
 def error_response(status: int, message: str) -> web.Response:
-    return web.json_response({"message": message}, status=status)
+    # Exactly "application/json": the docker CLI shows any other type raw.
+    return web.Response(body=json.dumps({"message": message}).encode(), status=status,
+                        content_type="application/json")
 
 
 class HTTPError(Exception):
