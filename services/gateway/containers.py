@@ -2,9 +2,232 @@
 
 from __future__ import annotations
 
-from services.gateway.backends import Backends
+import contextlib
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+
+from berth.container.v1 import container_pb2 as pb
+from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
+from services.gateway.convert.container_create import create_request
+from services.gateway.convert.container_view import (
+    ApiVersion,
+    api_version,
+    inspect_json,
+    summary_json,
+)
+from services.gateway.errors import bad_request, read_json
+from services.gateway.hijack import MULTIPLEXED_STREAM, RAW_STREAM, frame_header, hijack, relay
+from services.gateway.params import boolean, filters, integer
 from services.gateway.routing import Route
+from services.gateway.system import parse_timestamp
+
+WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
 
 
 def routes(backends: Backends) -> list[Route]:
-    return []
+    handlers = ContainerHandlers(backends)
+    return [
+        Route("GET", "/containers/json", handlers.list),
+        Route("POST", "/containers/create", handlers.create),
+        Route("POST", "/containers/prune", handlers.prune),
+        Route("GET", "/containers/{id}/json", handlers.inspect),
+        Route("POST", "/containers/{id}/start", handlers.start),
+        Route("POST", "/containers/{id}/stop", handlers.stop),
+        Route("POST", "/containers/{id}/restart", handlers.restart),
+        Route("POST", "/containers/{id}/kill", handlers.kill),
+        Route("POST", "/containers/{id}/pause", handlers.pause),
+        Route("POST", "/containers/{id}/unpause", handlers.unpause),
+        Route("POST", "/containers/{id}/wait", handlers.wait),
+        Route("POST", "/containers/{id}/rename", handlers.rename),
+        Route("POST", "/containers/{id}/resize", handlers.resize),
+        Route("GET", "/containers/{id}/logs", handlers.logs),
+        Route("POST", "/containers/{id}/attach", handlers.attach),
+        Route("DELETE", "/containers/{id}", handlers.remove),
+    ]
+
+
+def _version(request: web.Request) -> ApiVersion:
+    return api_version(request.match_info.get("version"))
+
+
+def _no_content(status: int = 204) -> web.Response:
+    return web.Response(status=status)
+
+
+def _optional_timeout(request: web.Request) -> dict[str, Any]:
+    """?t= as the optional timeout field (absent: the container's own)."""
+    if request.query.get("t", "") == "":
+        return {}
+    return {"timeout": integer(request, "t")}
+
+
+def log_timestamp(time_nano: int) -> bytes:
+    """Docker's fixed-width RFC 3339 timestamp that prefixes log lines."""
+    seconds, nanos = divmod(time_nano, 1_000_000_000)
+    stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z ".encode()
+
+
+def wait_body(status_code: int, error: str) -> dict[str, Any]:
+    return {"StatusCode": status_code, "Error": {"Message": error} if error else None}
+
+
+class ContainerHandlers:
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+        self.container = backends.container
+
+    async def create(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        message = create_request(request.query.get("name", ""),
+                                 request.query.get("platform", ""), body)
+        created = await self.container.Create(message)
+        return web.json_response({"Id": created.id, "Warnings": list(created.warnings)},
+                                 status=201)
+
+    async def inspect(self, request: web.Request) -> web.Response:
+        container = await self.container.Inspect(pb.InspectContainerRequest(
+            id=request.match_info["id"], size=boolean(request, "size")))
+        return web.json_response(inspect_json(container, _version(request)))
+
+    async def list(self, request: web.Request) -> web.Response:
+        size = boolean(request, "size")
+        listed = await self.container.List(pb.ListContainersRequest(
+            all=boolean(request, "all"), limit=integer(request, "limit", 0), size=size,
+            filters=filters(request)))
+        version = _version(request)
+        return web.json_response([summary_json(c, version, size) for c in listed.containers])
+
+    async def start(self, request: web.Request) -> web.Response:
+        started = await self.container.Start(pb.StartContainerRequest(
+            id=request.match_info["id"]))
+        return _no_content(304 if started.already_running else 204)
+
+    async def stop(self, request: web.Request) -> web.Response:
+        stopped = await self.container.Stop(pb.StopContainerRequest(
+            id=request.match_info["id"], signal=request.query.get("signal", ""),
+            **_optional_timeout(request)))
+        return _no_content(304 if stopped.already_stopped else 204)
+
+    async def restart(self, request: web.Request) -> web.Response:
+        await self.container.Restart(pb.RestartContainerRequest(
+            id=request.match_info["id"], signal=request.query.get("signal", ""),
+            **_optional_timeout(request)))
+        return _no_content()
+
+    async def kill(self, request: web.Request) -> web.Response:
+        await self.container.Kill(pb.KillContainerRequest(
+            id=request.match_info["id"], signal=request.query.get("signal", "")))
+        return _no_content()
+
+    async def pause(self, request: web.Request) -> web.Response:
+        await self.container.Pause(pb.ContainerRef(id=request.match_info["id"]))
+        return _no_content()
+
+    async def unpause(self, request: web.Request) -> web.Response:
+        await self.container.Unpause(pb.ContainerRef(id=request.match_info["id"]))
+        return _no_content()
+
+    async def rename(self, request: web.Request) -> web.Response:
+        await self.container.Rename(pb.RenameContainerRequest(
+            id=request.match_info["id"], name=request.query.get("name", "")))
+        return _no_content()
+
+    async def remove(self, request: web.Request) -> web.Response:
+        await self.container.Remove(pb.RemoveContainerRequest(
+            id=request.match_info["id"], force=boolean(request, "force"),
+            remove_volumes=boolean(request, "v"), remove_link=boolean(request, "link")))
+        return _no_content()
+
+    async def prune(self, request: web.Request) -> web.Response:
+        pruned = await self.container.Prune(pb.PruneContainersRequest(
+            filters=filters(request)))
+        return web.json_response({"ContainersDeleted": list(pruned.deleted) or None,
+                                  "SpaceReclaimed": pruned.space_reclaimed})
+
+    async def resize(self, request: web.Request) -> web.Response:
+        await self.container.Resize(pb.ResizeRequest(
+            id=request.match_info["id"], height=integer(request, "h"),
+            width=integer(request, "w")))
+        return web.Response(status=200)
+
+    async def wait(self, request: web.Request) -> web.StreamResponse:
+        condition = request.query.get("condition", "")
+        if condition not in WAIT_CONDITIONS:
+            raise bad_request(f'invalid condition: "{condition}"')
+        call = self.container.Wait(pb.WaitContainerRequest(
+            id=request.match_info["id"], condition=condition))
+        messages = aiter(call)
+        try:
+            # Errors before registration (no such container) keep their status.
+            await anext(messages)
+            response = web.StreamResponse(status=200)
+            response.content_type = "application/json"
+            await response.prepare(request)
+            try:
+                result = await anext(messages)
+                body = wait_body(result.status_code, result.error)
+            except (RpcFailed, ServiceUnavailable, StopAsyncIteration) as exc:
+                body = wait_body(-1, str(exc) or "wait ended unexpectedly")
+            await response.write(json.dumps(body).encode() + b"\n")
+            await response.write_eof()
+            return response
+        finally:
+            call.cancel()
+
+    async def _tty(self, container_id: str) -> bool:
+        container = await self.container.Inspect(pb.InspectContainerRequest(id=container_id))
+        return container.config.tty
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        stdout, stderr = boolean(request, "stdout"), boolean(request, "stderr")
+        if not (stdout or stderr):
+            raise bad_request("Bad parameters: you must choose at least one stream")
+        now = time.time()
+        tty = await self._tty(request.match_info["id"])
+        timestamps = boolean(request, "timestamps")
+        call = self.container.Logs(pb.LogsRequest(
+            id=request.match_info["id"], follow=boolean(request, "follow"),
+            stdout=stdout, stderr=stderr,
+            since_nano=parse_timestamp(request.query.get("since", ""), now),
+            until_nano=parse_timestamp(request.query.get("until", ""), now),
+            tail=request.query.get("tail", "") or "all"))
+        response = web.StreamResponse(status=200)
+        response.content_type = RAW_STREAM if tty else MULTIPLEXED_STREAM
+        await response.prepare(request)
+        try:
+            async for entry in call:
+                # The gateway prefixes the timestamps, so the service sends bare lines.
+                data = (log_timestamp(entry.time_nano) if timestamps else b"") + entry.data
+                if not tty:
+                    data = frame_header(entry.stream + 1, len(data)) + data
+                await response.write(data)
+        except (RpcFailed, ServiceUnavailable) as exc:
+            # Headers are out; Docker ends the stream with the error text.
+            with contextlib.suppress(ConnectionError):
+                await response.write(f"Error: {exc}\n".encode())
+        finally:
+            call.cancel()
+        with contextlib.suppress(ConnectionError):
+            await response.write_eof()
+        return response
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        container_id = request.match_info["id"]
+        tty = await self._tty(container_id)
+        stdin = boolean(request, "stdin")
+        options = pb.AttachOptions(
+            id=container_id, stdin=stdin, stdout=boolean(request, "stdout"),
+            stderr=boolean(request, "stderr"), stream=boolean(request, "stream"),
+            logs=boolean(request, "logs"), detach_keys=request.query.get("detachKeys", ""))
+        call = self.container.Attach()
+        await call.write(pb.AttachRequest(options=options))
+        connection = await hijack(request, multiplexed=not tty)
+        await relay(connection, call,
+                    (lambda data: pb.AttachRequest(stdin=data)) if stdin else None,
+                    pb.AttachRequest(close_stdin=True))
+        return connection.response

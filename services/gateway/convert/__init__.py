@@ -1,0 +1,1 @@
+"""Docker-shaped JSON <-> the typed protos of the services."""
