@@ -5,10 +5,13 @@ from __future__ import annotations
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from services.common.events import EventBus
 from services.common.server import ServiceContext
+from services.image.images import Images
 from services.image.servicer import ImageServicer
 
 
 async def setup(ctx: ServiceContext) -> list[str]:
     events = EventBus("image")
-    image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(events), ctx.server)
+    images = Images(ctx.config.service_dir("image"), events)
+    ctx.counts = lambda: {"images": images.count()}
+    image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images, events), ctx.server)
     return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]

@@ -1,0 +1,481 @@
+"""Local images: records keyed by config digest, references, removal with
+Docker's conflict rules, rootfs leases and garbage collection of layers."""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import json
+import tarfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from services.common.errors import Conflict, InvalidArgument, NotFound
+from services.common.events import EventBus
+from services.image import archive, reference
+from services.image.content import ContentStore
+from services.image.layers import LayerDirs, Unpacked, chain_ids
+from services.image.reference import ImageRef
+from services.image.store import ImageRow, ImageStore, LayerBlob
+
+LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
+LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def short_id(image_id: str) -> str:
+    return image_id.removeprefix("sha256:")[:12]
+
+
+@dataclass
+class ImageRecord:
+    id: str
+    config: dict[str, Any]
+    row: ImageRow
+    refs: list[str]
+    containers: int
+
+    @property
+    def diff_ids(self) -> list[str]:
+        return list((self.config.get("rootfs") or {}).get("diff_ids") or [])
+
+    @property
+    def repo_tags(self) -> list[str]:
+        return [reference.parse(r).familiar for r in self.refs if "@" not in r]
+
+    @property
+    def repo_digests(self) -> list[str]:
+        return [reference.parse(r).familiar for r in self.refs if "@" in r]
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return (self.config.get("config") or {}).get("Labels") or {}
+
+
+@dataclass
+class DeleteItem:
+    untagged: str = ""
+    deleted: str = ""
+
+
+@dataclass
+class LayerSource:
+    """How to get one layer in: its expected diff ID and an opener of its blob."""
+
+    diff_id: str
+    open: Callable[[], IO[bytes]]
+    media_type: str = LAYER_TAR
+    expected_digest: str = ""
+
+
+class Images:
+    def __init__(self, root: Path, events: EventBus) -> None:
+        self.store = ImageStore(root / "state.db")
+        self.content = ContentStore(root)
+        self.layers = LayerDirs(root)
+        self.events = events
+        self._configs: dict[str, dict[str, Any]] = {}
+        self._pinned: Counter[str] = Counter()
+        self._layer_locks: dict[str, asyncio.Lock] = {}
+
+    # Lookup.
+    def config(self, image_id: str) -> dict[str, Any]:
+        if image_id not in self._configs:
+            self._configs[image_id] = json.loads(self.content.read(image_id))
+        return self._configs[image_id]
+
+    def resolve(self, name: str) -> str:
+        """Image ID of a full ID, a reference, or an unambiguous ID prefix."""
+        if name.startswith("sha256:") and len(name) == 71:
+            if self.store.image(name):
+                return name
+            raise NotFound(f"No such image: {name}")
+        ref: ImageRef | None = None
+        try:
+            ref = reference.parse(name)
+        except InvalidArgument:
+            if not reference.looks_like_id(name):
+                raise
+        if ref is not None:
+            image_id = self.store.resolve_ref(str(ref))
+            if image_id:
+                return image_id
+        if reference.looks_like_id(name):
+            matches = self.store.images_with_prefix("sha256:" + name.removeprefix("sha256:"))
+            if len(matches) == 1:
+                return matches[0]
+        raise NotFound(f"No such image: {ref.familiar if ref else name}")
+
+    def record(self, image_id: str) -> ImageRecord:
+        row = self.store.image(image_id)
+        if row is None:
+            raise NotFound(f"No such image: {image_id}")
+        return ImageRecord(id=image_id, config=self.config(image_id), row=row,
+                           refs=self.store.refs_of(image_id),
+                           containers=len(self.store.lease_holders(image_id)))
+
+    def inspect(self, name: str) -> ImageRecord:
+        return self.record(self.resolve(name))
+
+    def count(self) -> int:
+        return self.store.count_images()
+
+    # Listing.
+    def list(self, filters: dict[str, list[str]], show_all: bool = False) -> list[ImageRecord]:
+        refs = self.store.all_refs()
+        leases = self.store.lease_counts()
+        with_children = {row.parent for row in self.store.images() if row.parent}
+        records = [ImageRecord(id=row.id, config=self.config(row.id), row=row,
+                               refs=refs.get(row.id, []), containers=leases.get(row.id, 0))
+                   for row in self.store.images()]
+        bounds = self._time_bounds(filters)
+        result = []
+        for record in records:
+            if not show_all and not record.refs and record.id in with_children:
+                continue
+            if self._matches(record, filters, bounds):
+                result.append(record)
+        return result
+
+    def _time_bounds(self, filters: dict[str, list[str]]) -> tuple[float, float]:
+        def created_of(name: str) -> float:
+            return created_seconds(self.config(self.resolve(name)))
+        after = max((created_of(v) for v in filters.get("since", [])), default=float("-inf"))
+        before = min((created_of(v) for v in filters.get("before", [])), default=float("inf"))
+        return after, before
+
+    @staticmethod
+    def _matches(record: ImageRecord, filters: dict[str, list[str]],
+                 bounds: tuple[float, float]) -> bool:
+        for key in filters:
+            if key not in ("dangling", "reference", "label", "before", "since", "until"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        dangling = filters.get("dangling")
+        if dangling:
+            wanted = dangling[-1].lower() in ("true", "1")
+            if wanted != (not record.repo_tags):
+                return False
+        patterns = filters.get("reference")
+        if patterns and not any(_reference_matches(record, p) for p in patterns):
+            return False
+        labels = filters.get("label")
+        if labels and not all(_label_matches(record.labels, expr) for expr in labels):
+            return False
+        created = created_seconds(record.config)
+        if not bounds[0] < created < bounds[1]:
+            return False
+        until = filters.get("until")
+        return not (until and created >= min(parse_timestamp(u) for u in until))
+
+    # Tags.
+    def tag(self, source: str, target: ImageRef) -> str:
+        if target.digest:
+            raise InvalidArgument("refusing to create a tag with a digest reference")
+        image_id = self.resolve(source)
+        self.set_reference(target, image_id)
+        self.events.publish("tag", image_id, self._event_attrs(image_id, target.familiar))
+        return image_id
+
+    def set_reference(self, ref: ImageRef, image_id: str) -> str | None:
+        previous = self.store.set_ref(str(ref), image_id)
+        if "@" not in str(ref):
+            self.store.set_last_tag_time(image_id, now_rfc3339())
+        return previous
+
+    def _event_attrs(self, image_id: str, name: str) -> dict[str, str]:
+        attrs = dict(self.config(image_id).get("config", {}).get("Labels") or {})
+        attrs["name"] = name
+        return attrs
+
+    # Removal, as moby's image_delete.go decides it.
+    def remove(self, name: str, force: bool, prune: bool) -> list[DeleteItem]:
+        image_id = self.resolve(name)
+        records: list[DeleteItem] = []
+        refs = self.store.refs_of(image_id)
+        by_reference = not _is_id_prefix(image_id, name)
+        if by_reference:
+            ref = reference.parse(name)
+            holders = self.store.lease_holders(image_id)
+            if not force and _single_repository(refs) and holders:
+                raise Conflict(
+                    f'conflict: unable to remove repository reference "{name}" (must force) - '
+                    f"container {holders[0][:12]} is using its referenced image "
+                    f"{short_id(image_id)}")
+            self._untag(image_id, str(ref), records)
+            remaining = self.store.refs_of(image_id)
+            if not ref.digest and not any(
+                    "@" not in r and reference.parse(r).name == ref.name for r in remaining):
+                for other in remaining:
+                    if "@" in other and reference.parse(other).name == ref.name:
+                        self._untag(image_id, other, records)
+            if self.store.refs_of(image_id):
+                return records
+        elif _single_repository(refs):
+            self._check_conflicts(image_id, force, ignore_references=True)
+            for ref_text in refs:
+                self._untag(image_id, ref_text, records)
+        self._delete(image_id, force, prune, records)
+        self.collect_garbage(records)
+        return records
+
+    def _untag(self, image_id: str, ref_text: str, records: list[DeleteItem]) -> None:
+        self.store.delete_ref(ref_text)
+        records.append(DeleteItem(untagged=reference.parse(ref_text).familiar))
+        self.events.publish("untag", image_id, self._event_attrs(image_id, image_id))
+
+    def _check_conflicts(self, image_id: str, force: bool,
+                         ignore_references: bool = False) -> None:
+        short = short_id(image_id)
+        if self.store.children(image_id):
+            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                           f"image has dependent child images")
+        if force:
+            return
+        if not ignore_references and self.store.refs_of(image_id):
+            raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                           f"image is referenced in multiple repositories")
+        holders = self.store.lease_holders(image_id)
+        if holders:
+            raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                           f"image is being used by stopped container {holders[0][:12]}")
+
+    def _delete(self, image_id: str, force: bool, prune: bool,
+                records: list[DeleteItem]) -> None:
+        self._check_conflicts(image_id, force)
+        row = self.store.image(image_id)
+        for ref_text in self.store.refs_of(image_id):
+            self._untag(image_id, ref_text, records)
+        self.events.publish("delete", image_id, self._event_attrs(image_id, image_id))
+        self.store.delete_image(image_id)
+        self._configs.pop(image_id, None)
+        records.append(DeleteItem(deleted=image_id))
+        parent = row.parent if row else ""
+        if prune and parent and self.store.image(parent) and self._prunable(parent):
+            self._delete(parent, False, True, records)
+
+    def _prunable(self, image_id: str) -> bool:
+        return not (self.store.refs_of(image_id) or self.store.children(image_id)
+                    or self.store.lease_holders(image_id))
+
+    # Garbage collection of layers and blobs nobody uses any more.
+    def collect_garbage(self, records: list[DeleteItem] | None = None) -> list[str]:
+        used_chains: set[str] = set(self._pinned)
+        used_blobs: set[str] = set()
+        for row in self.store.images():
+            used_blobs.add(row.id)
+            used_chains.update(chain_ids(self.record_diff_ids(row.id)))
+        parents = {r["chain_id"]: r["parent"] for r in self.store.layers()}
+        for chain in self.store.leased_chains():
+            while chain:
+                used_chains.add(chain)
+                chain = parents.get(chain, "")
+        removed = []
+        for row in self.store.layers():
+            if row["chain_id"] not in used_chains:
+                self.store.delete_layer(row["chain_id"])
+                self.layers.remove(row["chain_id"])
+                removed.append(row["chain_id"])
+                if records is not None:
+                    records.append(DeleteItem(deleted=row["chain_id"]))
+        used_diffs = {r["diff_id"] for r in self.store.layers()}
+        for blob in self.store.all_layer_blobs():
+            if blob.diff_id in used_diffs:
+                used_blobs.add(blob.digest)
+            else:
+                self.store.delete_layer_blobs(blob.diff_id)
+        for digest in self.content.digests():
+            if digest not in used_blobs and not self._pinned.get(digest):
+                self.content.delete(digest)
+        return removed
+
+    def record_diff_ids(self, image_id: str) -> list[str]:
+        return list((self.config(image_id).get("rootfs") or {}).get("diff_ids") or [])
+
+    # Rootfs leases.
+    def acquire(self, name: str, holder: str) -> tuple[ImageRecord, list[str]]:
+        image_id = self.resolve(name)
+        chains = chain_ids(self.record_diff_ids(image_id))
+        self.store.add_lease(holder, image_id, chains[-1] if chains else "")
+        lower = [str(self.layers.path(c)) for c in reversed(chains)] or [str(self.layers.empty)]
+        return self.record(image_id), lower
+
+    def release(self, holder: str) -> None:
+        if self.store.delete_lease(holder):
+            self.collect_garbage()
+
+    # Adding images.
+    @contextmanager
+    def pinned(self, *keys: str) -> Iterator[None]:
+        """Keep layers/blobs being added safe from a concurrent garbage collection."""
+        self._pinned.update(keys)
+        try:
+            yield
+        finally:
+            self._pinned.subtract(keys)
+            self._pinned += Counter()
+
+    async def add_layers(self, sources: list[LayerSource]) -> None:
+        """Unpack every layer not present yet, in order, each exactly once."""
+        chains = chain_ids([s.diff_id for s in sources])
+        parent = ""
+        for source, chain in zip(sources, chains, strict=True):
+            lock = self._layer_locks.setdefault(chain, asyncio.Lock())
+            async with lock:
+                if self.store.layer(chain) is None:
+                    digest, size, unpacked = await asyncio.to_thread(
+                        self._ingest, source, chain)
+                    self.store.add_layer_blob(LayerBlob(source.diff_id, digest,
+                                                        source.media_type, size))
+                    self.store.add_layer(chain, source.diff_id, parent, unpacked.size)
+            parent = chain
+
+    def _ingest(self, source: LayerSource, chain: str) -> tuple[str, int, Unpacked]:
+        """Store the blob, unpack it, verify the diff ID (runs in a thread)."""
+        with source.open() as stream:
+            digest, size = self.content.put_file(stream, source.expected_digest)
+        with self.pinned(digest):
+            try:
+                with self.content.path(digest).open("rb") as blob:
+                    _, unpacked = self.layers.unpack(blob, lambda diff_id: chain)
+                if unpacked.diff_id != source.diff_id:
+                    self.layers.remove(chain)
+                    raise InvalidArgument(f"layer diff ID mismatch: expected {source.diff_id}, "
+                                          f"got {unpacked.diff_id}")
+            except BaseException:
+                if not self.store_has_blob(digest):
+                    self.content.delete(digest)
+                raise
+        return digest, size, unpacked
+
+    def store_has_blob(self, digest: str) -> bool:
+        return any(b.digest == digest for b in self.store.all_layer_blobs())
+
+    def register(self, config_bytes: bytes, parent: str = "") -> str:
+        """Record an image whose layers are all present; returns its ID."""
+        try:
+            config = json.loads(config_bytes)
+        except ValueError as exc:
+            raise InvalidArgument(f"invalid image config: {exc}") from exc
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        size = 0
+        for chain in chain_ids(diff_ids):
+            layer = self.store.layer(chain)
+            if layer is None:
+                raise InvalidArgument(f"layer {chain} is missing")
+            size += layer["size"]
+        image_id = self.content.put(config_bytes)
+        self.store.add_image(image_id, parent, size)
+        return image_id
+
+    # docker load.
+    async def load(self, tar_path: Path) -> list[tuple[str, list[str]]]:
+        """Load every image of an archive; returns (image ID, references moved)."""
+        tar = await asyncio.to_thread(tarfile.open, tar_path)
+        try:
+            try:
+                found = await asyncio.to_thread(archive.read_archive, tar)
+            except tarfile.TarError as exc:
+                raise InvalidArgument(f"invalid archive: {exc}") from exc
+            loaded = []
+            for image in found:
+                loaded.append(await self._load_one(tar, image))
+            return loaded
+        finally:
+            tar.close()
+
+    async def _load_one(self, tar: tarfile.TarFile,
+                        image: archive.ArchivedImage) -> tuple[str, list[str]]:
+        config = json.loads(image.config)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        if len(diff_ids) != len(image.layer_members):
+            raise InvalidArgument("invalid archive: layer count does not match the config")
+        refs = [reference.parse(tag) for tag in image.repo_tags]
+        sources = [LayerSource(diff_id=d, open=_opener(tar, m))
+                   for d, m in zip(diff_ids, image.layer_members, strict=True)]
+        with self.pinned(*chain_ids(diff_ids)):
+            await self.add_layers(sources)
+            image_id = self.register(image.config)
+        messages = []
+        for ref in refs:
+            previous = self.set_reference(ref, image_id)
+            if previous and previous != image_id:
+                messages.append(f"The image {ref.familiar} already exists, renaming the old "
+                                f"one with ID {previous} to empty string")
+        self.events.publish("load", image_id, self._event_attrs(image_id, image_id))
+        names = [f"Loaded image: {ref.familiar}" for ref in refs]
+        return image_id, messages + (names or [f"Loaded image ID: {image_id}"])
+
+
+def _opener(tar: tarfile.TarFile, member: str) -> Callable[[], IO[bytes]]:
+    return lambda: archive.open_member(tar, member)
+
+
+def _is_id_prefix(image_id: str, name: str) -> bool:
+    return reference.looks_like_id(name) and image_id.removeprefix("sha256:").startswith(
+        name.removeprefix("sha256:"))
+
+
+def _single_repository(refs: list[str]) -> bool:
+    """At most one tag, and every reference within one repository."""
+    tags = [r for r in refs if "@" not in r]
+    names = {reference.parse(r).name for r in refs}
+    return len(tags) <= 1 and len(names) <= 1
+
+
+def _reference_matches(record: ImageRecord, pattern: str) -> bool:
+    for ref_text in record.refs:
+        ref = reference.parse(ref_text)
+        candidates = (ref.familiar_name, ref.familiar, ref.name, str(ref))
+        if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
+            return True
+    return False
+
+
+def _label_matches(labels: dict[str, str], expr: str) -> bool:
+    key, sep, value = expr.partition("=")
+    if key not in labels:
+        return False
+    return not sep or labels[key] == value
+
+
+def created_seconds(config: dict[str, Any]) -> float:
+    created = config.get("created")
+    return parse_timestamp(created) if created else 0.0
+
+
+def parse_timestamp(text: str) -> float:
+    """RFC 3339 (any fraction digits) or unix seconds, as Docker's filters accept."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    main, _, rest = text.partition(".")
+    zone = ""
+    if rest:
+        digits = rest.rstrip("Z")
+        for sign in "+-":
+            if sign in digits:
+                digits, _, zone = digits.partition(sign)
+                zone = sign + zone
+        fraction = float("0." + (digits or "0"))
+    else:
+        fraction = 0.0
+        if main.endswith("Z"):
+            main = main[:-1]
+        elif len(main) > 19:
+            main, zone = main[:19], main[19:]
+    if rest.endswith("Z") or not zone:
+        zone = "+00:00"
+    try:
+        parsed = datetime.fromisoformat(main.rstrip("Z") + zone)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid timestamp: {text}") from exc
+    return parsed.timestamp() + fraction

@@ -1,0 +1,203 @@
+"""Layer tars unpacked once into directories keyed by chain ID, with OCI
+whiteouts turned into overlayfs ones, and extraction that cannot escape the
+layer directory."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+import stat
+import tarfile
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
+
+from services.common.errors import InvalidArgument
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+OPAQUE_XATTR = "trusted.overlay.opaque"
+XATTR_PAX_PREFIX = "SCHILY.xattr."
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """The OCI chain ID of every prefix of `diff_ids`."""
+    chains: list[str] = []
+    for diff_id in diff_ids:
+        if not chains:
+            chains.append(diff_id)
+        else:
+            text = f"{chains[-1]} {diff_id}".encode()
+            chains.append("sha256:" + hashlib.sha256(text).hexdigest())
+    return chains
+
+
+def compression_of(head: bytes) -> str:
+    if head.startswith(_GZIP_MAGIC):
+        return "gzip"
+    if head.startswith(_ZSTD_MAGIC):
+        return "zstd"
+    return ""
+
+
+def decompressed(source: BinaryIO) -> BinaryIO:
+    """A reader of the uncompressed tar in `source` (gzip, zstd or plain)."""
+    head = source.read(4)
+    source.seek(0)
+    kind = compression_of(head)
+    if kind == "gzip":
+        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[return-value]
+    if kind == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(source)  # type: ignore[return-value]
+    return source
+
+
+class HashingReader:
+    """Passes reads through while hashing them (the diff ID of a layer)."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.hasher = hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.source.read(size)
+        self.hasher.update(data)
+        return data
+
+    def drain(self) -> str:
+        while self.read(1 << 20):
+            pass
+        return "sha256:" + self.hasher.hexdigest()
+
+
+@dataclass
+class Unpacked:
+    diff_id: str
+    size: int
+
+
+def _clean_name(name: str) -> str:
+    """The member path relative to the layer root; escaping names are refused."""
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if ".." in parts:
+        raise InvalidArgument(f"invalid layer: path {name!r} escapes the layer")
+    return "/".join(parts)
+
+
+def _inside(root: str, path: str) -> bool:
+    return path == root or path.startswith(root + os.sep)
+
+
+def _remove_existing(target: str, keep_dir: bool) -> None:
+    """Replace whatever is at `target`, never following a symlink there."""
+    try:
+        st = os.lstat(target)
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        if not keep_dir:
+            shutil.rmtree(target)
+    else:
+        os.unlink(target)
+
+
+def _apply_xattrs(member: tarfile.TarInfo, target: str) -> None:
+    for key, value in member.pax_headers.items():
+        if key.startswith(XATTR_PAX_PREFIX):
+            name = key.removeprefix(XATTR_PAX_PREFIX)
+            os.setxattr(target, name, value.encode("utf-8", "surrogateescape"),
+                        follow_symlinks=False)
+
+
+def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
+    name = _clean_name(member.name)
+    if not name:
+        return 0
+    parent, _, base = name.rpartition("/")
+    parent_dir = os.path.join(root, parent) if parent else root
+    os.makedirs(parent_dir, exist_ok=True)
+    if not _inside(root, os.path.realpath(parent_dir)):
+        raise InvalidArgument(f"invalid layer: path {member.name!r} escapes the layer")
+    if base == OPAQUE_MARKER:
+        os.setxattr(parent_dir, OPAQUE_XATTR, b"y")
+        return 0
+    if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
+        return 0  # other AUFS metadata entries (.wh..wh.plnk, ...)
+    if base.startswith(WHITEOUT_PREFIX):
+        target = os.path.join(parent_dir, base.removeprefix(WHITEOUT_PREFIX))
+        _remove_existing(target, keep_dir=False)
+        os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        return 0
+    target = os.path.join(parent_dir, base)
+    if member.islnk():
+        link = os.path.join(root, _clean_name(member.linkname))
+        if not _inside(root, os.path.realpath(os.path.dirname(link))):
+            raise InvalidArgument(f"invalid layer: link {member.linkname!r} escapes the layer")
+        member = member.replace(linkname=link, deep=False)
+    _remove_existing(target, keep_dir=member.isdir())
+    member = member.replace(name=name, deep=False)
+    tar.extract(member, root, set_attrs=True, numeric_owner=True,
+                filter="fully_trusted")
+    _apply_xattrs(member, target)
+    return member.size if member.isreg() else 0
+
+
+def unpack(source: BinaryIO, dest: Path) -> Unpacked:
+    """Unpack a (possibly compressed) layer tar into the empty dir `dest`."""
+    reader = HashingReader(decompressed(source))
+    size = 0
+    root = os.path.realpath(dest)
+    try:
+        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                size += _extract_member(tar, member, root)
+    except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
+        raise InvalidArgument(f"invalid layer tar: {exc}") from exc
+    return Unpacked(diff_id=reader.drain(), size=size)
+
+
+class LayerDirs:
+    """The unpacked layer directories: D/image/layers/<chain hex>."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root / "layers"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.empty = self.root / "empty"
+        self.empty.mkdir(exist_ok=True)
+        for leftover in self.root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    def path(self, chain_id: str) -> Path:
+        return self.root / chain_id.removeprefix("sha256:")
+
+    def unpack(self, source: BinaryIO, chain_of: callable) -> tuple[str, Unpacked]:
+        """Unpack into a scratch dir, then move it to the dir of its chain ID
+        (given by `chain_of(diff_id)`); a failure leaves nothing behind."""
+        scratch = self.root / f".tmp-{uuid.uuid4().hex}"
+        scratch.mkdir()
+        try:
+            result = unpack(source, scratch)
+            chain_id = chain_of(result.diff_id)
+            final = self.path(chain_id)
+            if final.exists():
+                shutil.rmtree(scratch)
+            else:
+                os.rename(scratch, final)
+            return chain_id, result
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+
+    def remove(self, chain_id: str) -> None:
+        shutil.rmtree(self.path(chain_id), ignore_errors=True)
+
+    def existing(self) -> set[str]:
+        return {"sha256:" + p.name for p in self.root.iterdir()
+                if not p.name.startswith(".") and p.name != "empty"}

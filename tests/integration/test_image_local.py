@@ -1,0 +1,153 @@
+"""Local image operations through the real docker CLI and SDK: load, images,
+inspect, tag, rmi, and the rootfs leases the container service takes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+import grpc
+import pytest
+
+from berth.image.v1 import image_pb2, image_pb2_grpc
+from tests.support.engine import Engine
+from tests.support.images import busybox_rootfs_tar, image_archive
+
+
+def image_stub(engine: Engine) -> image_pb2_grpc.ImageServiceStub:
+    channel = grpc.insecure_channel(f"unix://{engine.exec_root / 'image.sock'}")
+    return image_pb2_grpc.ImageServiceStub(channel)
+
+
+def layer(files: dict[str, bytes | None]) -> bytes:
+    """A layer tar; a None value makes a directory."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            if data is None:
+                info.type = tarfile.DIRTYPE
+                info.mode = 0o755
+                tar.addfile(info)
+            else:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def test_load_lists_and_inspects(engine: Engine, busybox: str) -> None:
+    listed = engine.docker("images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}").stdout
+    assert b"busybox:latest" in listed
+    data = json.loads(engine.docker("image", "inspect", busybox).stdout)[0]
+    assert data["Id"].startswith("sha256:")
+    assert data["RepoTags"] == ["busybox:latest"]
+    assert data["Config"]["Cmd"] == ["sh"]
+    assert data["RootFS"]["Type"] == "layers" and len(data["RootFS"]["Layers"]) == 1
+    assert data["Os"] == "linux" and data["Architecture"] == "amd64"
+    assert data["Size"] > 1_000_000
+    short = data["Id"].removeprefix("sha256:")[:12]
+    by_id = json.loads(engine.docker("image", "inspect", short).stdout)[0]
+    assert by_id["Id"] == data["Id"]
+    assert engine.client().images.get(busybox).id == data["Id"]
+
+
+def test_load_output_and_reload(engine: Engine, busybox_tar: Path) -> None:
+    out = engine.docker("load", "-i", str(busybox_tar)).stdout
+    assert b"Loaded image: busybox:latest" in out
+    quiet = engine.docker("load", "-q", "-i", str(busybox_tar)).stdout
+    assert quiet.strip() == b"Loaded image: busybox:latest"
+
+
+def test_tag_and_rmi(engine: Engine, busybox: str) -> None:
+    engine.docker("tag", busybox, "example.com/team/app:v1")
+    engine.docker("tag", busybox, "other")
+    tags = json.loads(engine.docker("image", "inspect", busybox).stdout)[0]["RepoTags"]
+    assert set(tags) == {"busybox:latest", "example.com/team/app:v1", "other:latest"}
+    out = engine.docker("rmi", "example.com/team/app:v1").stdout.decode()
+    assert "Untagged: example.com/team/app:v1" in out and "Deleted" not in out
+    engine.docker("rmi", "other")
+    missing = engine.docker("image", "inspect", "other", check=False)
+    assert missing.returncode != 0 and b"No such image: other" in missing.stderr
+
+
+def test_bad_references(engine: Engine, busybox: str) -> None:
+    bad = engine.docker("tag", busybox, "UPPER:case", check=False)
+    assert bad.returncode != 0 and b"invalid reference format" in bad.stderr
+    client = engine.client()
+    response = client.api._post(client.api._url(f"/images/{busybox}/tag"),
+                                params={"repo": "UPPER", "tag": "case"})
+    assert response.status_code == 400
+    assert "invalid reference format" in response.json()["message"]
+
+
+def test_rmi_unknown(engine: Engine) -> None:
+    result = engine.docker("rmi", "nosuchimage:1", check=False)
+    assert result.returncode != 0
+    assert b"No such image: nosuchimage:1" in result.stderr
+
+
+def test_whiteouts_and_layer_sharing(engine: Engine, tmp_path: Path) -> None:
+    base = busybox_rootfs_tar()
+    top = layer({"etc/": None, "etc/.wh.group": b"", "var/": None,
+                 "var/.wh..wh..opq": b"", "var/new": b"hello"})
+    archive = tmp_path / "layered.tar"
+    archive.write_bytes(image_archive([base, top], ["layered:1"], {"Labels": {"a": "b"}}))
+    engine.docker("load", "-i", str(archive))
+    stub = image_stub(engine)
+    rootfs = stub.AcquireRootfs(image_pb2.AcquireRootfsRequest(image="layered:1",
+                                                               holder="c" * 64))
+    try:
+        assert len(rootfs.lower_dirs) == 2
+        top_dir, base_dir = (Path(d) for d in rootfs.lower_dirs)
+        whiteout = os.lstat(top_dir / "etc" / "group")
+        assert stat.S_ISCHR(whiteout.st_mode) and whiteout.st_rdev == 0
+        assert os.getxattr(top_dir / "var", "trusted.overlay.opaque") == b"y"
+        assert (top_dir / "var" / "new").read_bytes() == b"hello"
+        assert (base_dir / "bin" / "busybox").exists()
+        assert rootfs.image.config.labels["a"] == "b"
+        busybox_dirs = stub.AcquireRootfs(image_pb2.AcquireRootfsRequest(
+            image="busybox:latest", holder="d" * 64)).lower_dirs
+        assert busybox_dirs == [str(base_dir)]
+        stub.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder="d" * 64))
+
+        refused = engine.docker("rmi", "layered:1", check=False)
+        assert refused.returncode != 0
+        assert (b'conflict: unable to remove repository reference "layered:1" (must force) '
+                b"- container cccccccccccc is using its referenced image") in refused.stderr
+        engine.docker("rmi", "-f", "layered:1")
+        assert top_dir.exists(), "layers stay while the lease lasts"
+    finally:
+        stub.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder="c" * 64))
+    assert not top_dir.exists()
+    assert base_dir.exists(), "busybox still uses the base layer"
+
+
+def test_escaping_layer_is_refused(engine: Engine, tmp_path: Path) -> None:
+    evil = layer({"../../escaped": b"x"})
+    archive = tmp_path / "evil.tar"
+    archive.write_bytes(image_archive([evil], ["evil:1"]))
+    result = engine.docker("load", "-i", str(archive), check=False)
+    assert result.returncode != 0
+    assert b"escapes the layer" in result.stderr
+    assert engine.docker("images", "-q", "evil").stdout.strip() == b""
+    layers_root = engine.data_root / "image" / "layers"
+    assert not [p for p in layers_root.iterdir() if p.name.startswith(".tmp")]
+
+
+@pytest.mark.parametrize("compress", [True, False])
+def test_dangling_and_filters(engine: Engine, tmp_path: Path, compress: bool) -> None:
+    name = f"filtered{int(compress)}:1"
+    archive = tmp_path / "f.tar"
+    archive.write_bytes(image_archive([layer({"f": str(compress).encode()})], [name],
+                                      {"Labels": {"kind": "filtered"}}, compress=compress))
+    engine.docker("load", "-i", str(archive))
+    ids = engine.docker("images", "-q", "--filter", "label=kind=filtered").stdout.split()
+    assert len(ids) >= 1
+    by_ref = engine.docker("images", "--format", "{{.Repository}}", "--filter",
+                           f"reference={name.split(':')[0]}").stdout.split()
+    assert by_ref == [name.split(":")[0].encode()]
+    engine.docker("rmi", name)
