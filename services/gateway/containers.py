@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
 from datetime import UTC, datetime
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from berth.container.v1 import container_pb2 as pb
-from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
+from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
 from services.gateway.convert.container_create import create_request
 from services.gateway.convert.container_view import (
     ApiVersion,
@@ -46,6 +47,7 @@ def routes(backends: Backends) -> list[Route]:
         Route("POST", "/containers/{id}/resize", handlers.resize),
         Route("GET", "/containers/{id}/logs", handlers.logs),
         Route("POST", "/containers/{id}/attach", handlers.attach),
+        Route("GET", "/containers/{id}/attach/ws", handlers.attach_ws),
         Route("DELETE", "/containers/{id}", handlers.remove),
     ]
 
@@ -173,8 +175,9 @@ class ContainerHandlers:
                 body = wait_body(result.status_code, result.error)
             except (RpcFailed, ServiceUnavailable, StopAsyncIteration) as exc:
                 body = wait_body(-1, str(exc) or "wait ended unexpectedly")
-            await response.write(json.dumps(body).encode() + b"\n")
-            await response.write_eof()
+            with contextlib.suppress(ConnectionError):
+                await response.write(json.dumps(body).encode() + b"\n")
+                await response.write_eof()
             return response
         finally:
             call.cancel()
@@ -206,28 +209,71 @@ class ContainerHandlers:
                 if not tty:
                     data = frame_header(entry.stream + 1, len(data)) + data
                 await response.write(data)
+            await response.write_eof()
         except (RpcFailed, ServiceUnavailable) as exc:
             # Headers are out; Docker ends the stream with the error text.
             with contextlib.suppress(ConnectionError):
                 await response.write(f"Error: {exc}\n".encode())
+                await response.write_eof()
+        except ConnectionError:
+            pass  # the client went away; cancelling the call stops the service's stream
         finally:
             call.cancel()
-        with contextlib.suppress(ConnectionError):
-            await response.write_eof()
         return response
 
-    async def attach(self, request: web.Request) -> web.StreamResponse:
+    async def _open_attach(self, request: web.Request) -> tuple[Stream, bool]:
+        """Check the container (errors keep their status), then open the attach
+        call; returns it and whether the container has a TTY."""
         container_id = request.match_info["id"]
         tty = await self._tty(container_id)
-        stdin = boolean(request, "stdin")
         options = pb.AttachOptions(
-            id=container_id, stdin=stdin, stdout=boolean(request, "stdout"),
+            id=container_id, stdin=boolean(request, "stdin"), stdout=boolean(request, "stdout"),
             stderr=boolean(request, "stderr"), stream=boolean(request, "stream"),
             logs=boolean(request, "logs"), detach_keys=request.query.get("detachKeys", ""))
         call = self.container.Attach()
         await call.write(pb.AttachRequest(options=options))
+        return call, tty
+
+    async def attach(self, request: web.Request) -> web.StreamResponse:
+        call, tty = await self._open_attach(request)
+        stdin = boolean(request, "stdin")
         connection = await hijack(request, multiplexed=not tty)
         await relay(connection, call,
                     (lambda data: pb.AttachRequest(stdin=data)) if stdin else None,
                     pb.AttachRequest(close_stdin=True))
         return connection.response
+
+    async def attach_ws(self, request: web.Request) -> web.StreamResponse:
+        """Attach over a WebSocket: raw output (binary frames from API 1.42,
+        text before), each client message is stdin."""
+        call, _ = await self._open_attach(request)
+        socket = web.WebSocketResponse()
+        await socket.prepare(request)
+        binary = _version(request) >= (1, 42)
+        forward_stdin = boolean(request, "stdin")
+
+        async def pump_stdin() -> None:
+            async for message in socket:
+                if not forward_stdin:
+                    continue
+                if message.type == WSMsgType.BINARY:
+                    await call.write(pb.AttachRequest(stdin=message.data))
+                elif message.type == WSMsgType.TEXT:
+                    await call.write(pb.AttachRequest(stdin=message.data.encode()))
+
+        stdin_task = asyncio.create_task(pump_stdin())
+        try:
+            async for frame in call:
+                if binary:
+                    await socket.send_bytes(frame.data)
+                else:
+                    await socket.send_str(frame.data.decode(errors="replace"))
+        except (ConnectionError, RpcFailed, ServiceUnavailable):
+            pass
+        finally:
+            call.cancel()
+            stdin_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await stdin_task
+            await socket.close()
+        return socket
