@@ -1,0 +1,123 @@
+"""The embedded DNS resolver of user-defined networks.
+
+One UDP listener per user network, on the network's gateway address, port
+53 (the containers' resolv.conf names it). It answers the names of
+containers sharing a network with the asker (container names, aliases,
+short IDs) and forwards everything else to the asker's upstream servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+
+from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from prometheus_client import Counter
+
+log = logging.getLogger("berth.network.dns")
+
+DNS_QUERIES = Counter("berth_network_dns_queries_total",
+                      "DNS queries of containers by outcome (answered, forwarded, failed).",
+                      ["outcome"])
+TTL = 600
+UPSTREAM_TIMEOUT = 2.0
+
+# (asker's IP, lower-case name) -> the addresses, or None when not a container
+Lookup = Callable[[str, str], list[str] | None]
+# asker's IP -> upstream servers
+Upstreams = Callable[[str], list[str]]
+
+
+def _forward(query: bytes, servers: list[str]) -> bytes | None:
+    for server in servers:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.settimeout(UPSTREAM_TIMEOUT)
+            try:
+                sock.sendto(query, (server, 53))
+                return sock.recv(65535)
+            except OSError:
+                continue
+    return None
+
+
+class Resolver:
+    def __init__(self, lookup: Lookup, upstreams: Upstreams) -> None:
+        self._lookup = lookup
+        self._upstreams = upstreams
+
+    async def answer(self, data: bytes, asker: str) -> bytes | None:
+        try:
+            query = DNSRecord.parse(data)
+        except Exception:
+            return None
+        if not query.questions:
+            return None
+        question = query.q
+        name = str(question.qname).rstrip(".").lower()
+        addresses = self._lookup(asker, name)
+        if addresses is not None:
+            DNS_QUERIES.labels("answered").inc()
+            reply = query.reply()
+            if question.qtype in (QTYPE.A, QTYPE.ANY):
+                for address in addresses:
+                    reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
+            return reply.pack()
+        forwarded = await asyncio.to_thread(_forward, data, self._upstreams(asker))
+        if forwarded is None:
+            DNS_QUERIES.labels("failed").inc()
+            reply = query.reply()
+            reply.header.rcode = RCODE.SERVFAIL
+            return reply.pack()
+        DNS_QUERIES.labels("forwarded").inc()
+        return forwarded
+
+
+class _Protocol(asyncio.DatagramProtocol):
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self._transport: asyncio.DatagramTransport | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        task = asyncio.ensure_future(self._reply(data, addr))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
+        try:
+            reply = await self._resolver.answer(data, addr[0])
+        except Exception:
+            log.exception("DNS query from %s failed", addr[0])
+            return
+        if reply is not None and self._transport is not None:
+            self._transport.sendto(reply, addr)
+
+
+class DnsListeners:
+    """The listeners of every user network, by network ID."""
+
+    def __init__(self, resolver: Resolver) -> None:
+        self._resolver = resolver
+        self._transports: dict[str, asyncio.DatagramTransport] = {}
+
+    async def start(self, network_id: str, address: str) -> None:
+        if network_id in self._transports:
+            return
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _Protocol(self._resolver), local_addr=(address, 53))
+        self._transports[network_id] = transport
+
+    def stop(self, network_id: str) -> None:
+        transport = self._transports.pop(network_id, None)
+        if transport is not None:
+            transport.close()
+
+    def stop_all(self) -> None:
+        for network_id in list(self._transports):
+            self.stop(network_id)

@@ -1,0 +1,121 @@
+"""nftables rules of one engine: NAT out, published ports, isolation.
+
+The engine owns one `ip` table and one `bridge` table named with its
+instance prefix. Every change re-renders both from the service's state and
+loads them atomically with one `nft -f -` (delete + add in one transaction),
+so the kernel never holds half a ruleset and two engines never touch each
+other's rules. nftables rather than iptables: whole tables per engine, atomic
+replacement, and no ordering fights in shared chains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+
+from services.common.errors import Internal
+
+
+@dataclass(frozen=True)
+class BridgeRules:
+    bridge: str
+    subnet: str
+    internal: bool
+    icc: bool
+    veths: tuple[str, ...] = ()   # host ends of the endpoints, for icc=false
+
+
+@dataclass(frozen=True)
+class PortRule:
+    proto: str            # tcp or udp
+    host_ip: str          # "" or 0.0.0.0: every local address
+    host_port: int
+    container_ip: str
+    container_port: int
+
+
+def _quote(name: str) -> str:
+    return json.dumps(name)
+
+
+def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> str:
+    names = [_quote(b.bridge) for b in bridges]
+    lines = [f"table ip {table} {{",
+             "  chain ports {"]
+    for p in ports:
+        match = "" if p.host_ip in ("", "0.0.0.0") else f"ip daddr {p.host_ip} "
+        lines.append(f"    {match}{p.proto} dport {p.host_port} "
+                     f"dnat to {p.container_ip}:{p.container_port}")
+    lines += ["  }",
+              "  chain prerouting {",
+              "    type nat hook prerouting priority dstnat; policy accept;",
+              "    fib daddr type local jump ports",
+              "  }",
+              "  chain output {",
+              "    type nat hook output priority -100; policy accept;",
+              "    fib daddr type local jump ports",
+              "  }",
+              "  chain postrouting {",
+              "    type nat hook postrouting priority srcnat; policy accept;"]
+    for b in bridges:
+        lines.append(f"    oifname {_quote(b.bridge)} ip saddr 127.0.0.0/8 masquerade")
+        if not b.internal:
+            lines.append(f"    ip saddr {b.subnet} oifname != {_quote(b.bridge)} masquerade")
+    lines += ["  }",
+              "  chain forward {",
+              "    type filter hook forward priority filter; policy accept;"]
+    for b in bridges:
+        own = _quote(b.bridge)
+        if b.internal:
+            lines.append(f"    iifname {own} oifname != {own} drop")
+            lines.append(f"    oifname {own} iifname != {own} drop")
+        others = [n for n in names if n != own]
+        if others:
+            lines.append(f"    iifname {own} oifname {{ {', '.join(others)} }} drop")
+    lines += ["  }", "}"]
+    return "\n".join(lines)
+
+
+def _bridge_table(table: str, bridges: list[BridgeRules]) -> str:
+    lines = [f"table bridge {table} {{",
+             "  chain forward {",
+             "    type filter hook forward priority filter; policy accept;"]
+    for b in bridges:
+        if not b.icc and b.veths:
+            ports = ", ".join(_quote(v) for v in b.veths)
+            lines.append(f"    iifname {{ {ports} }} oifname {{ {ports} }} drop")
+    lines += ["  }", "}"]
+    return "\n".join(lines)
+
+
+def render(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> str:
+    """The whole nft script: replace both tables of this engine."""
+    return "\n".join([
+        f"table ip {table} {{}}", f"delete table ip {table}",
+        f"table bridge {table} {{}}", f"delete table bridge {table}",
+        _ip_table(table, bridges, ports), _bridge_table(table, bridges), ""])
+
+
+async def _nft(script: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        "nft", "-f", "-", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await process.communicate(script.encode())
+    if process.returncode != 0:
+        raise Internal(f"nft failed: {stderr.decode(errors='replace').strip()}")
+
+
+class Firewall:
+    def __init__(self, table: str) -> None:
+        self.table = table
+        self._lock = asyncio.Lock()
+
+    async def apply(self, bridges: list[BridgeRules], ports: list[PortRule]) -> None:
+        async with self._lock:
+            await _nft(render(self.table, bridges, ports))
+
+    async def remove(self) -> None:
+        async with self._lock:
+            await _nft(f"table ip {self.table} {{}}\ndelete table ip {self.table}\n"
+                       f"table bridge {self.table} {{}}\ndelete table bridge {self.table}\n")

@@ -1,0 +1,204 @@
+"""Netlink work through pyroute2: bridges, veth pairs, netns files.
+
+Every function here blocks (netlink round trips, a fork for netns sockets);
+callers run them with asyncio.to_thread.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import ipaddress
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+from pyroute2 import IPRoute, netns
+from pyroute2.netlink.exceptions import NetlinkError
+
+from services.common.errors import Internal
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+
+
+def _sysctl(path: str, value: str) -> None:
+    Path("/proc/sys/net", path).write_text(value)
+
+
+def enable_forwarding() -> None:
+    _sysctl("ipv4/ip_forward", "1")
+
+
+def host_networks() -> list[ipaddress.IPv4Network]:
+    """Every IPv4 subnet routed or addressed on the host (the default route aside)."""
+    found: list[ipaddress.IPv4Network] = []
+    with IPRoute() as ipr:
+        for route in ipr.get_routes(family=2):
+            dst = route.get_attr("RTA_DST")
+            if dst and route["dst_len"] > 0:
+                found.append(ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
+        for addr in ipr.get_addr(family=2):
+            local = addr.get_attr("IFA_ADDRESS")
+            if local and not local.startswith("127."):
+                found.append(ipaddress.IPv4Network(f"{local}/{addr['prefixlen']}",
+                                                   strict=False))
+    return found
+
+
+def link_exists(name: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=name))
+
+
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> None:
+    """Create (or re-adopt) the bridge with its gateway address, up."""
+    with IPRoute() as ipr:
+        if not ipr.link_lookup(ifname=name):
+            attrs = {"mtu": mtu} if mtu else {}
+            ipr.link("add", ifname=name, kind="bridge", **attrs)
+        index = ipr.link_lookup(ifname=name)[0]
+        present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
+                   for a in ipr.get_addr(index=index, family=2)}
+        if (gateway, prefixlen) not in present:
+            ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+        ipr.link("set", index=index, state="up")
+    # Published ports on 127.0.0.1 are DNATed to the container: the kernel
+    # routes such loopback-sourced packets only with route_localnet.
+    _sysctl(f"ipv4/conf/{name}/route_localnet", "1")
+
+
+def delete_link(name: str) -> None:
+    with IPRoute() as ipr:
+        indexes = ipr.link_lookup(ifname=name)
+        if indexes:
+            try:
+                ipr.link("del", index=indexes[0])
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+
+
+def _in_fresh_thread(work: Callable[[], T]) -> T:
+    """Run `work` on a new thread that may switch network namespace.
+
+    setns/unshare change only the calling thread's namespace; a thread of its
+    own that simply ends afterwards never needs switching back, and nothing
+    forks (forking a gRPC process is unsafe).
+    """
+    result: list = []
+
+    def run() -> None:
+        try:
+            result.append((True, work()))
+        except BaseException as exc:
+            result.append((False, exc))
+
+    thread = threading.Thread(target=run, name="netns")
+    thread.start()
+    thread.join()
+    ok, value = result[0]
+    if not ok:
+        raise value
+    return value
+
+
+def _enter(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if netns._get_libc().setns(fd, CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+    finally:
+        os.close(fd)
+
+
+def in_netns(path: str, work: Callable[[IPRoute], T]) -> T:
+    """`work` with an IPRoute bound inside the netns file `path`."""
+    def run() -> T:
+        _enter(path)
+        with IPRoute() as ipr:
+            return work(ipr)
+    return _in_fresh_thread(run)
+
+
+def create_netns(path: Path) -> None:
+    """A new netns held by a bind mount on `path`, with lo up."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def run() -> None:
+        if netns._get_libc().unshare(CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), "unshare")
+        netns.attach(str(path), pid=f"self/task/{threading.get_native_id()}")
+        with IPRoute() as ipr:
+            ipr.link("set", index=ipr.link_lookup(ifname="lo")[0], state="up")
+    try:
+        _in_fresh_thread(run)
+    except OSError as exc:
+        remove_netns(path)
+        raise Internal(f"cannot create network namespace {path}: {exc}") from exc
+
+
+def remove_netns(path: Path) -> None:
+    if not path.exists():
+        return
+    netns._get_libc().umount2(str(path).encode(), netns.MNT_DETACH)
+    path.unlink(missing_ok=True)
+
+
+def release_netns_dir(directory: Path) -> None:
+    """Unmount the shared bind mount netns.create puts on the directory."""
+    if directory.is_dir() and not any(directory.iterdir()):
+        netns._get_libc().umount2(str(directory).encode(), netns.MNT_DETACH)
+
+
+@dataclass
+class Wiring:
+    netns_path: str
+    bridge: str
+    host_ifname: str
+    ifname: str
+    address: str
+    prefixlen: int
+    mac: str
+    gateway: str          # empty: no default route through this endpoint
+    mtu: int
+
+
+def wire(w: Wiring) -> None:
+    """A veth pair: host end on the bridge, the other end in the netns."""
+    ns_fd = os.open(w.netns_path, os.O_RDONLY)
+    try:
+        peer = {"ifname": w.ifname, "net_ns_fd": ns_fd, "address": w.mac}
+        if w.mtu:
+            peer["mtu"] = w.mtu
+        with IPRoute() as ipr:
+            attrs = {"mtu": w.mtu} if w.mtu else {}
+            ipr.link("add", ifname=w.host_ifname, kind="veth", peer=peer, **attrs)
+    finally:
+        os.close(ns_fd)
+    try:
+        with IPRoute() as ipr:
+            host = ipr.link_lookup(ifname=w.host_ifname)[0]
+            bridge = ipr.link_lookup(ifname=w.bridge)[0]
+            ipr.link("set", index=host, master=bridge, state="up")
+        in_netns(w.netns_path, lambda inside: _configure_inside(inside, w))
+    except Exception:
+        delete_link(w.host_ifname)
+        raise
+
+
+def _configure_inside(inside: IPRoute, w: Wiring) -> None:
+    index = inside.link_lookup(ifname=w.ifname)[0]
+    inside.addr("add", index=index, address=w.address, prefixlen=w.prefixlen)
+    inside.link("set", index=index, state="up")
+    if w.gateway:
+        inside.route("replace", dst="0.0.0.0/0", gateway=w.gateway)
+
+
+def unique_name(prefix: str, tag: str) -> str:
+    """An interface name `prefix`+`tag`+random hex, 15 characters."""
+    room = 15 - len(prefix) - len(tag)
+    return prefix + tag + os.urandom(8).hex()[:room]
