@@ -13,7 +13,16 @@ from aiohttp import web
 from prometheus_client import Counter, Histogram
 
 from services.common.version import API_VERSION, MIN_API_VERSION
-from services.gateway import build, containers, exec, images, networks, system, volumes
+from services.gateway import (
+    build,
+    containers,
+    containers_inside,
+    exec,
+    images,
+    networks,
+    system,
+    volumes,
+)
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
 from services.gateway.errors import HTTP_STATUS, HTTPError, error_response
 from services.gateway.routing import Handler
@@ -29,7 +38,7 @@ HTTP_SECONDS = Histogram(
     buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
 
 VERSION_PREFIX = r"/v{version:[0-9]+\.[0-9]+}"
-ROUTE_MODULES = (system, containers, exec, images, networks, volumes, build)
+ROUTE_MODULES = (system, containers, containers_inside, exec, images, networks, volumes, build)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

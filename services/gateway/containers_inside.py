@@ -1,0 +1,247 @@
+"""Docker API routes that look inside a container: archive (docker cp), top,
+stats, changes (docker diff), export, update and commit."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from berth.container.v1 import container_pb2 as pb
+from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
+from services.gateway.convert.container_create import (
+    _restart_policy,
+    container_config,
+    resources,
+)
+from services.gateway.errors import bad_request, read_json
+from services.gateway.params import boolean
+from services.gateway.routing import Route
+
+PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
+TAR = "application/x-tar"
+UPLOAD_CHUNK = 1 << 20
+
+
+def routes(backends: Backends) -> list[Route]:
+    handlers = InsideHandlers(backends)
+    return [
+        Route("HEAD", "/containers/{id}/archive", handlers.stat_path),
+        Route("GET", "/containers/{id}/archive", handlers.get_archive),
+        Route("PUT", "/containers/{id}/archive", handlers.put_archive),
+        Route("GET", "/containers/{id}/top", handlers.top),
+        Route("GET", "/containers/{id}/stats", handlers.stats),
+        Route("GET", "/containers/{id}/changes", handlers.changes),
+        Route("GET", "/containers/{id}/export", handlers.export),
+        Route("POST", "/containers/{id}/update", handlers.update),
+        Route("POST", "/commit", handlers.commit),
+    ]
+
+
+def path_stat_header(stat: pb.PathStat) -> str:
+    body = {"name": stat.name, "size": stat.size, "mode": stat.mode, "mtime": stat.mtime,
+            "linkTarget": stat.link_target}
+    return base64.b64encode(json.dumps(body).encode()).decode()
+
+
+def _required_path(request: web.Request) -> str:
+    path = request.query.get("path", "")
+    if not path:
+        raise bad_request("Bad parameter: 'path' cannot be empty")
+    return path
+
+
+def _cpu_json(cpu: pb.CpuStats, with_percpu: bool) -> dict[str, Any]:
+    usage: dict[str, Any] = {"total_usage": cpu.cpu_usage.total_usage,
+                             "usage_in_kernelmode": cpu.cpu_usage.usage_in_kernelmode,
+                             "usage_in_usermode": cpu.cpu_usage.usage_in_usermode}
+    if with_percpu and cpu.cpu_usage.percpu_usage:
+        usage["percpu_usage"] = list(cpu.cpu_usage.percpu_usage)
+    out: dict[str, Any] = {"cpu_usage": usage,
+                           "throttling_data": {"periods": cpu.throttling_periods,
+                                               "throttled_periods": cpu.throttled_periods,
+                                               "throttled_time": cpu.throttled_time}}
+    if cpu.system_cpu_usage:
+        out["system_cpu_usage"] = cpu.system_cpu_usage
+    if cpu.online_cpus:
+        out["online_cpus"] = cpu.online_cpus
+    return out
+
+
+def _blkio_json(entries: Any) -> list[dict[str, Any]] | None:
+    if not entries:
+        return None
+    return [{"major": e.major, "minor": e.minor, "op": e.op, "value": e.value} for e in entries]
+
+
+def stats_json(stats: pb.ContainerStats) -> dict[str, Any]:
+    """Docker's stats JSON (types.StatsJSON)."""
+    memory: dict[str, Any] = {}
+    if stats.memory_stats.usage or stats.memory_stats.limit:
+        m = stats.memory_stats
+        memory = {"usage": m.usage, "stats": dict(m.stats), "limit": m.limit}
+        if m.max_usage:
+            memory["max_usage"] = m.max_usage
+        if m.failcnt:
+            memory["failcnt"] = m.failcnt
+    pids: dict[str, Any] = {}
+    if stats.pids_current:
+        pids["current"] = stats.pids_current
+    if stats.pids_limit:
+        pids["limit"] = stats.pids_limit
+    out: dict[str, Any] = {
+        "name": stats.name, "id": stats.id,
+        "read": stats.read or "0001-01-01T00:00:00Z",
+        "preread": stats.preread or "0001-01-01T00:00:00Z",
+        "pids_stats": pids,
+        "blkio_stats": {
+            "io_service_bytes_recursive": _blkio_json(stats.io_service_bytes_recursive),
+            "io_serviced_recursive": _blkio_json(stats.io_serviced_recursive),
+            "io_queue_recursive": None, "io_service_time_recursive": None,
+            "io_wait_time_recursive": None, "io_merged_recursive": None,
+            "io_time_recursive": None, "sectors_recursive": None},
+        "num_procs": stats.num_procs,
+        "storage_stats": {},
+        "cpu_stats": _cpu_json(stats.cpu_stats, True),
+        "precpu_stats": _cpu_json(stats.precpu_stats, True),
+        "memory_stats": memory,
+    }
+    if stats.networks:
+        out["networks"] = {name: {
+            "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets, "rx_errors": n.rx_errors,
+            "rx_dropped": n.rx_dropped, "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets,
+            "tx_errors": n.tx_errors, "tx_dropped": n.tx_dropped}
+            for name, n in stats.networks.items()}
+    return out
+
+
+async def _first(call: Stream) -> tuple[AsyncIterator[Any], Any]:
+    """The stream's first message (errors before any output keep their status)."""
+    iterator = aiter(call)
+    try:
+        return iterator, await anext(iterator)
+    except StopAsyncIteration:
+        return iterator, None
+
+
+async def _send_tar(request: web.Request, call: Stream, first: Any, iterator: AsyncIterator[Any],
+                    headers: dict[str, str] | None = None) -> web.StreamResponse:
+    response = web.StreamResponse(status=200, headers=headers or {})
+    response.content_type = TAR
+    await response.prepare(request)
+    try:
+        if first is not None and first.data:
+            await response.write(first.data)
+        async for chunk in iterator:
+            await response.write(chunk.data)
+        await response.write_eof()
+    except (ConnectionError, RpcFailed, ServiceUnavailable):
+        # Past the headers an error can only cut the tar short, as Docker does.
+        if request.transport is not None:
+            request.transport.close()
+    finally:
+        call.cancel()
+    return response
+
+
+class InsideHandlers:
+    def __init__(self, backends: Backends) -> None:
+        self.container = backends.container
+
+    def _path_request(self, request: web.Request) -> pb.PathRequest:
+        return pb.PathRequest(id=request.match_info["id"], path=_required_path(request))
+
+    async def stat_path(self, request: web.Request) -> web.Response:
+        try:
+            stat = await self.container.StatPath(self._path_request(request))
+        except RpcFailed as exc:
+            # HEAD answers carry no body; the status says it all.
+            status = 404 if exc.code.name == "NOT_FOUND" else 400
+            return web.Response(status=status)
+        return web.Response(status=200, headers={PATH_STAT_HEADER: path_stat_header(stat)})
+
+    async def get_archive(self, request: web.Request) -> web.StreamResponse:
+        call = self.container.GetArchive(self._path_request(request))
+        iterator, first = await _first(call)
+        headers = {PATH_STAT_HEADER: path_stat_header(first.stat)} if first else {}
+        return await _send_tar(request, call, first, iterator, headers)
+
+    async def put_archive(self, request: web.Request) -> web.Response:
+        options = pb.PutArchiveOptions(
+            id=request.match_info["id"], path=_required_path(request),
+            no_overwrite_dir_non_dir=boolean(request, "noOverwriteDirNonDir"),
+            copy_uid_gid=boolean(request, "copyUIDGID"))
+
+        async def messages() -> AsyncIterator[pb.PutArchiveRequest]:
+            yield pb.PutArchiveRequest(options=options)
+            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
+                yield pb.PutArchiveRequest(data=chunk)
+
+        await self.container.PutArchive(messages())
+        return web.Response(status=200)
+
+    async def top(self, request: web.Request) -> web.Response:
+        reply = await self.container.Top(pb.TopRequest(
+            id=request.match_info["id"], ps_args=request.query.get("ps_args", "")))
+        return web.json_response({"Titles": list(reply.titles),
+                                  "Processes": [list(row.values) for row in reply.processes]})
+
+    async def stats(self, request: web.Request) -> web.StreamResponse:
+        stream = boolean(request, "stream", default=True)
+        call = self.container.Stats(pb.StatsRequest(
+            id=request.match_info["id"], stream=stream, one_shot=boolean(request, "one-shot")))
+        iterator, first = await _first(call)
+        response = web.StreamResponse(status=200)
+        response.content_type = "application/json"
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await response.write(json.dumps(stats_json(first)).encode() + b"\n")
+            async for message in iterator:
+                await response.write(json.dumps(stats_json(message)).encode() + b"\n")
+            await response.write_eof()
+        except (ConnectionError, RpcFailed, ServiceUnavailable):
+            pass
+        finally:
+            call.cancel()
+        return response
+
+    async def changes(self, request: web.Request) -> web.Response:
+        reply = await self.container.Changes(pb.ContainerRef(id=request.match_info["id"]))
+        return web.json_response([{"Path": c.path, "Kind": c.kind} for c in reply.changes])
+
+    async def export(self, request: web.Request) -> web.StreamResponse:
+        call = self.container.Export(pb.ContainerRef(id=request.match_info["id"]))
+        iterator, first = await _first(call)
+        return await _send_tar(request, call, first, iterator)
+
+    async def update(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise bad_request("malformed JSON body")
+        update = pb.UpdateContainerRequest(id=request.match_info["id"],
+                                           resources=resources(body))
+        if body.get("RestartPolicy"):
+            update.restart_policy.CopyFrom(_restart_policy(body["RestartPolicy"]))
+        reply = await self.container.Update(update)
+        return web.json_response({"Warnings": list(reply.warnings)})
+
+    async def commit(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        if not isinstance(body, dict):
+            raise bad_request("malformed JSON body")
+        container = request.query.get("container", "")
+        if not container:
+            raise bad_request("No container specified")
+        commit = pb.CommitRequest(
+            container_id=container, repo=request.query.get("repo", ""),
+            tag=request.query.get("tag", ""), comment=request.query.get("comment", ""),
+            author=request.query.get("author", ""), pause=boolean(request, "pause", True),
+            changes=[c for c in request.query.getall("changes", []) if c])
+        if body:
+            commit.config.CopyFrom(container_config(body))
+        reply = await self.container.Commit(commit)
+        return web.json_response({"Id": reply.id}, status=201)
