@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from berth.image.v1 import image_pb2
+from berth.types.v1 import types_pb2
 from services.gateway.backends import Backends, Stream
 from services.gateway.convert.container_view import ApiVersion, api_version
+from services.gateway.errors import HTTPError, read_json
 from services.gateway.params import boolean, filters
 from services.gateway.routing import Route
 from services.gateway.streams import json_stream, progress_to_json
@@ -26,6 +31,14 @@ def routes(backends: Backends) -> list[Route]:
     return [
         Route("GET", "/images/json", handlers.list),
         Route("POST", "/images/load", handlers.load),
+        Route("POST", "/images/create", handlers.create),
+        Route("POST", "/images/prune", handlers.prune),
+        Route("GET", "/images/get", handlers.save),
+        Route("POST", "/auth", handlers.login),
+        Route("GET", f"/distribution/{NAME}/json", handlers.distribution),
+        Route("GET", f"/images/{NAME}/history", handlers.history),
+        Route("GET", f"/images/{NAME}/get", handlers.save),
+        Route("POST", f"/images/{NAME}/push", handlers.push),
         Route("GET", f"/images/{NAME}/json", handlers.inspect),
         Route("POST", f"/images/{NAME}/tag", handlers.tag),
         Route("DELETE", f"/images/{NAME}", handlers.remove),
@@ -77,6 +90,33 @@ def inspect_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
         out["Container"] = ""
         out["ContainerConfig"] = config_to_json(image_pb2.ImageConfig())
     return out
+
+
+def registry_auth(header: str) -> types_pb2.RegistryAuth:
+    """Decode X-Registry-Auth (base64url JSON, padding optional)."""
+    if not header:
+        return types_pb2.RegistryAuth()
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, binascii.Error):
+        return types_pb2.RegistryAuth()
+    if not isinstance(decoded, dict):
+        return types_pb2.RegistryAuth()
+    return auth_from_json(decoded)
+
+
+def auth_from_json(data: dict[str, Any]) -> types_pb2.RegistryAuth:
+    lowered = {key.lower(): value for key, value in data.items() if isinstance(value, str)}
+    return types_pb2.RegistryAuth(
+        username=lowered.get("username", ""), password=lowered.get("password", ""),
+        server_address=lowered.get("serveraddress", ""),
+        identity_token=lowered.get("identitytoken", ""),
+        registry_token=lowered.get("registrytoken", ""), email=lowered.get("email", ""))
+
+
+def history_json(item: image_pb2.HistoryItem) -> dict[str, Any]:
+    return {"Id": item.id, "Created": item.created, "CreatedBy": item.created_by,
+            "Tags": list(item.tags) or None, "Size": item.size, "Comment": item.comment}
 
 
 def delete_items_json(items: Any) -> list[dict[str, str]]:
@@ -137,3 +177,80 @@ class ImageHandlers:
             options=image_pb2.LoadOptions(quiet=boolean(request, "quiet")))
         return await stream_upload(request, self.image.Load(), options,
                                    lambda chunk: image_pb2.LoadRequest(data=chunk))
+
+    async def create(self, request: web.Request) -> web.StreamResponse:
+        """Pull (fromImage) or import (fromSrc)."""
+        query = request.query
+        if query.get("fromSrc"):
+            if query["fromSrc"] != "-":
+                raise HTTPError(400, "importing from a URL is not supported; send the "
+                                     "archive in the request body (fromSrc=-)")
+            options = image_pb2.ImportOptions(
+                repo=query.get("repo", ""), tag=query.get("tag", ""),
+                changes=query.getall("changes", []), message=query.get("message", ""),
+                platform=query.get("platform", ""), source_url=query["fromSrc"])
+            return await stream_upload(
+                request, self.image.Import(), image_pb2.ImportRequest(options=options),
+                lambda chunk: image_pb2.ImportRequest(data=chunk))
+        if not query.get("fromImage"):
+            raise HTTPError(400, "either fromImage or fromSrc is required")
+        stream = self.image.Pull(image_pb2.PullRequest(
+            reference=query["fromImage"], tag=query.get("tag", ""),
+            platform=query.get("platform", ""),
+            auth=registry_auth(request.headers.get("X-Registry-Auth", ""))))
+        return await json_stream(request, stream, progress_to_json)
+
+    async def push(self, request: web.Request) -> web.StreamResponse:
+        stream = self.image.Push(image_pb2.PushRequest(
+            name=request.match_info["name"], tag=request.query.get("tag", ""),
+            auth=registry_auth(request.headers.get("X-Registry-Auth", ""))))
+        return await json_stream(request, stream, progress_to_json)
+
+    async def login(self, request: web.Request) -> web.Response:
+        body = await read_json(request)
+        reply = await self.image.Login(image_pb2.LoginRequest(auth=auth_from_json(body)))
+        return web.json_response({"Status": reply.status,
+                                  "IdentityToken": reply.identity_token})
+
+    async def distribution(self, request: web.Request) -> web.Response:
+        reply = await self.image.DistributionInspect(image_pb2.DistributionInspectRequest(
+            name=request.match_info["name"],
+            auth=registry_auth(request.headers.get("X-Registry-Auth", ""))))
+        return web.json_response({
+            "Descriptor": {"mediaType": reply.media_type, "digest": reply.digest,
+                           "size": reply.size},
+            "Platforms": [{"architecture": p.architecture, "os": p.os,
+                           **({"variant": p.variant} if p.variant else {})}
+                          for p in reply.platforms]})
+
+    async def history(self, request: web.Request) -> web.Response:
+        reply = await self.image.History(
+            image_pb2.HistoryRequest(name=request.match_info["name"]))
+        return web.json_response([history_json(item) for item in reply.items])
+
+    async def prune(self, request: web.Request) -> web.Response:
+        reply = await self.image.Prune(image_pb2.PruneImagesRequest(filters=filters(request)))
+        return web.json_response({"ImagesDeleted": delete_items_json(reply.deleted) or None,
+                                  "SpaceReclaimed": reply.space_reclaimed})
+
+    async def save(self, request: web.Request) -> web.StreamResponse:
+        names = ([request.match_info["name"]] if "name" in request.match_info
+                 else request.query.getall("names", []))
+        stream = self.image.Save(image_pb2.SaveRequest(names=names))
+        iterator = aiter(stream)
+        try:
+            first = await anext(iterator)
+        except StopAsyncIteration:
+            first = None
+        response = web.StreamResponse()
+        response.content_type = "application/x-tar"
+        await response.prepare(request)
+        try:
+            if first is not None:
+                await response.write(first.data)
+            async for chunk in iterator:
+                await response.write(chunk.data)
+        finally:
+            stream.cancel()
+        await response.write_eof()
+        return response

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from services.common.errors import InvalidArgument
+from services.image.layers import decompressed
 
 CHUNK = 1 << 20
 
@@ -91,3 +92,8 @@ class ContentStore:
 
     def digests(self) -> list[str]:
         return ["sha256:" + p.name for p in self.root.iterdir()]
+
+    def put_decompressed(self, source: Path) -> str:
+        """Store the uncompressed form of a (maybe gzip/zstd) tar file."""
+        with source.open("rb") as raw:
+            return self.put_file(decompressed(raw))[0]

@@ -67,6 +67,16 @@ class DeleteItem:
 
 
 @dataclass
+class HistoryEntry:
+    id: str
+    created: float
+    created_by: str
+    tags: list[str]
+    size: int
+    comment: str
+
+
+@dataclass
 class LayerSource:
     """How to get one layer in: its expected diff ID and an opener of its blob."""
 
@@ -74,6 +84,7 @@ class LayerSource:
     open: Callable[[], IO[bytes]]
     media_type: str = LAYER_TAR
     expected_digest: str = ""
+    blob_digest: str = ""  # set when the blob is already in the content store
 
 
 class Images:
@@ -265,6 +276,64 @@ class Images:
         return not (self.store.refs_of(image_id) or self.store.children(image_id)
                     or self.store.lease_holders(image_id))
 
+    # History and prune.
+    def history(self, name: str) -> list[HistoryEntry]:
+        """Newest first; entries that are local images carry their ID and tags."""
+        image_id = self.resolve(name)
+        steps = list(self.config(image_id).get("history") or [])
+        owners: dict[int, str] = {}
+        current: str | None = image_id
+        while current and self.store.image(current):
+            owners.setdefault(len(self.config(current).get("history") or []) - 1, current)
+            current = self.store.image(current).parent
+        sizes = {r["chain_id"]: r["size"] for r in self.store.layers()}
+        chains = iter(chain_ids(self.record_diff_ids(image_id)))
+        entries = []
+        for index, step in enumerate(steps):
+            size = 0 if step.get("empty_layer") else sizes.get(next(chains, ""), 0)
+            owner = owners.get(index, "")
+            tags = [reference.parse(r).familiar for r in self.store.refs_of(owner)
+                    if "@" not in r] if owner else []
+            entries.append(HistoryEntry(
+                id=owner or "<missing>", created=created_seconds(step),
+                created_by=step.get("created_by", ""), tags=tags, size=size,
+                comment=step.get("comment", "")))
+        return entries[::-1]
+
+    def prune(self, filters: dict[str, list[str]]) -> tuple[list[DeleteItem], int]:
+        """Remove unused images: dangling ones, or all unused with dangling=false."""
+        for key in filters:
+            if key not in ("dangling", "label", "label!", "until"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        only_dangling = (filters.get("dangling") or ["true"])[-1].lower() in ("true", "1")
+        sizes_before = {r["chain_id"]: r["size"] for r in self.store.layers()}
+        records: list[DeleteItem] = []
+        changed = True
+        while changed:
+            changed = False
+            for row in self.store.images():
+                if self._prune_candidate(row.id, filters, only_dangling):
+                    self._delete(row.id, True, False, records)
+                    changed = True
+        removed = self.collect_garbage(records)
+        return records, sum(sizes_before.get(chain, 0) for chain in removed)
+
+    def _prune_candidate(self, image_id: str, filters: dict[str, list[str]],
+                         only_dangling: bool) -> bool:
+        refs = self.store.refs_of(image_id)
+        if only_dangling and any("@" not in r for r in refs):
+            return False
+        if self.store.children(image_id) or self.store.lease_holders(image_id):
+            return False
+        config = self.config(image_id)
+        labels = (config.get("config") or {}).get("Labels") or {}
+        if not all(_label_matches(labels, e) for e in filters.get("label", [])):
+            return False
+        if any(_label_matches(labels, e) for e in filters.get("label!", [])):
+            return False
+        until = filters.get("until")
+        return not (until and created_seconds(config) >= min(map(parse_timestamp, until)))
+
     # Garbage collection of layers and blobs nobody uses any more.
     def collect_garbage(self, records: list[DeleteItem] | None = None) -> list[str]:
         used_chains: set[str] = set(self._pinned)
@@ -339,8 +408,12 @@ class Images:
 
     def _ingest(self, source: LayerSource, chain: str) -> tuple[str, int, Unpacked]:
         """Store the blob, unpack it, verify the diff ID (runs in a thread)."""
-        with source.open() as stream:
-            digest, size = self.content.put_file(stream, source.expected_digest)
+        if source.blob_digest:
+            digest = source.blob_digest
+            size = self.content.path(digest).stat().st_size
+        else:
+            with source.open() as stream:
+                digest, size = self.content.put_file(stream, source.expected_digest)
         with self.pinned(digest):
             try:
                 with self.content.path(digest).open("rb") as blob:

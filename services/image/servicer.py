@@ -10,9 +10,11 @@ from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
-from services.image import reference
-from services.image.codec import config_from_json
+from services.image import export, reference
+from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
+from services.image.codec import config_from_json, config_to_json
 from services.image.images import DeleteItem, ImageRecord, Images
+from services.image.streaming import ChunkPipe
 
 
 def encode_image(record: ImageRecord) -> image_pb2.Image:
@@ -81,6 +83,64 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         for _, messages in loaded:
             for line in messages:
                 yield types_pb2.Progress(stream=line + "\n")
+
+    async def History(self, request, context):  # noqa: N802
+        items = [image_pb2.HistoryItem(id=e.id, created=int(e.created), created_by=e.created_by,
+                                       tags=e.tags, size=e.size, comment=e.comment)
+                 for e in self._images.history(request.name)]
+        return image_pb2.HistoryResponse(items=items)
+
+    async def Prune(self, request, context):  # noqa: N802
+        items, reclaimed = self._images.prune(decode_filters(request.filters))
+        return image_pb2.PruneImagesResponse(deleted=encode_items(items),
+                                             space_reclaimed=reclaimed)
+
+    async def Save(self, request, context):  # noqa: N802
+        items = export.plan(self._images, list(request.names))
+        with self._images.pinned(*(i.image_id for i in items)):
+            pipe = ChunkPipe(asyncio.get_running_loop())
+            async for chunk in pipe.run(export.Exporter(self._images).write_to(items)):
+                yield types_pb2.Chunk(data=chunk)
+        for item in items:
+            self._events.publish("save", item.image_id, {"name": item.image_id})
+
+    async def Import(self, request_iterator, context):  # noqa: N802
+        raw = self._images.content.temp_path(".import")
+        try:
+            options = await spool(request_iterator, raw, "options") or image_pb2.ImportOptions()
+            tags = [reference.parse_repository(options.repo, options.tag)] if options.repo else []
+            digest = await asyncio.to_thread(self._images.content.put_decompressed, raw)
+        finally:
+            raw.unlink(missing_ok=True)
+        os_name, _, arch = (options.platform or "linux/amd64").partition("/")
+        spec = NewImage(
+            config=apply_changes({}, list(options.changes)), tags=tags, os=os_name,
+            architecture=arch.split("/")[0],
+            comment=options.message or f"Imported from {options.source_url or '-'}")
+        image_id = await create_image(self._images, spec, digest)
+        self._events.publish("import", image_id, {"name": image_id})
+        yield types_pb2.Progress(status=image_id)
+
+    async def CommitLayer(self, request_iterator, context):  # noqa: N802
+        options = image_pb2.CommitLayerOptions()
+        with self._images.content.writer() as blob:
+            async for message in request_iterator:
+                if message.WhichOneof("part") == "options":
+                    options = message.options
+                elif message.data:
+                    await asyncio.to_thread(blob.write, message.data)
+            if blob.size == 0:
+                blob.write(EMPTY_TAR)
+        spec = NewImage(
+            config=config_to_json(options.config), parent=options.parent,
+            created_by=options.created_by, comment=options.comment, author=options.author,
+            empty_layer=options.empty_layer, container=options.container_id,
+            container_config=(config_to_json(options.container_config)
+                              if options.HasField("container_config") else None),
+            architecture=options.architecture, os=options.os,
+            tags=[reference.parse(t) for t in options.tags])
+        return image_pb2.CommitLayerResponse(id=await create_image(self._images, spec,
+                                                                   blob.digest))
 
     async def AcquireRootfs(self, request, context):  # noqa: N802
         record, lower_dirs = self._images.acquire(request.image, request.holder)
