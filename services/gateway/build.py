@@ -2,9 +2,106 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from berth.build.v1 import build_pb2
 from services.gateway.backends import Backends
+from services.gateway.errors import bad_request
+from services.gateway.params import boolean, filters, integer
 from services.gateway.routing import Route
+from services.gateway.streams import json_stream, progress_to_json
+
+_CHUNK = 1 << 20
 
 
 def routes(backends: Backends) -> list[Route]:
-    return []
+    handlers = BuildHandlers(backends)
+    return [
+        Route("POST", "/build", handlers.build),
+        Route("POST", "/build/prune", handlers.prune),
+    ]
+
+
+def _json_map(request: web.Request, name: str) -> dict[str, str]:
+    """A JSON object parameter (buildargs, labels); null values are dropped."""
+    raw = request.query.get(name, "")
+    if not raw:
+        return {}
+    try:
+        decoded = json.loads(raw)
+    except ValueError as exc:
+        raise bad_request(f"error reading {name}: {exc}") from exc
+    if not isinstance(decoded, dict):
+        raise bad_request(f"error reading {name}: expected a JSON object")
+    return {str(k): str(v) for k, v in decoded.items() if v is not None}
+
+
+def _json_list(request: web.Request, name: str) -> list[str]:
+    raw = request.query.get(name, "")
+    try:
+        decoded = json.loads(raw) if raw else []
+    except ValueError as exc:
+        raise bad_request(f"error reading {name}: {exc}") from exc
+    return [str(v) for v in decoded] if isinstance(decoded, list) else []
+
+
+def build_options(request: web.Request) -> build_pb2.BuildOptions:
+    """Docker's POST /build query parameters as BuildOptions."""
+    query = request.query
+    if query.get("remote"):
+        raise bad_request("remote build contexts are not supported: send the context "
+                          "as the request body")
+    if query.get("version") == "2":
+        raise bad_request("BuildKit is not supported by this engine: use the legacy builder "
+                          "(DOCKER_BUILDKIT=0)")
+    return build_pb2.BuildOptions(
+        dockerfile=query.get("dockerfile", ""), tags=query.getall("t", []),
+        build_args=_json_map(request, "buildargs"), labels=_json_map(request, "labels"),
+        target=query.get("target", ""), no_cache=boolean(request, "nocache"),
+        pull=boolean(request, "pull"), remove=boolean(request, "rm", True),
+        force_remove=boolean(request, "forcerm"), quiet=boolean(request, "q"),
+        network_mode=query.get("networkmode", ""),
+        extra_hosts=[h for h in query.get("extrahosts", "").split(",") if h],
+        shm_size=integer(request, "shmsize"), memory=integer(request, "memory"),
+        memory_swap=integer(request, "memswap"), cpu_shares=integer(request, "cpushares"),
+        cpu_period=integer(request, "cpuperiod"), cpu_quota=integer(request, "cpuquota"),
+        cpuset_cpus=query.get("cpusetcpus", ""), platform=query.get("platform", ""),
+        cache_from=_json_list(request, "cachefrom"),
+        squash=boolean(request, "squash"))
+
+
+async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:
+    """The BuildCache part of GET /system/df."""
+    reply = await backends.build.DiskUsage(build_pb2.BuildDiskUsageRequest())
+    return [{"ID": r.id, "Parent": r.parent, "Parents": [r.parent] if r.parent else [],
+             "Type": r.type, "Description": r.description, "InUse": r.in_use,
+             "Shared": r.shared, "Size": r.size, "CreatedAt": r.created_at,
+             "LastUsedAt": r.last_used_at or None, "UsageCount": r.usage_count}
+            for r in reply.records]
+
+
+class BuildHandlers:
+    def __init__(self, backends: Backends) -> None:
+        self.backends = backends
+
+    async def build(self, request: web.Request) -> web.StreamResponse:
+        options = build_options(request)
+
+        async def requests() -> AsyncIterator[build_pb2.BuildRequest]:
+            yield build_pb2.BuildRequest(options=options)
+            while chunk := await request.content.read(_CHUNK):
+                yield build_pb2.BuildRequest(context=chunk)
+
+        return await json_stream(request, self.backends.build.Build(requests()),
+                                 progress_to_json)
+
+    async def prune(self, request: web.Request) -> web.Response:
+        keep = integer(request, "keep-storage") or integer(request, "reserved-space")
+        reply = await self.backends.build.Prune(build_pb2.PruneBuildCacheRequest(
+            all=boolean(request, "all"), keep_storage=keep, filters=filters(request)))
+        return web.json_response({"CachesDeleted": list(reply.caches_deleted),
+                                  "SpaceReclaimed": reply.space_reclaimed})

@@ -1,0 +1,715 @@
+"""The classic builder: stages and steps of a Dockerfile dispatched one by
+one, each step an image (RUN through a container, COPY/ADD/WORKDIR as a
+layer tar, the rest metadata-only), reused from the cache when it can be."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import posixpath
+import re
+import secrets
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from docker.utils.build import match_tag
+from google.protobuf import json_format
+
+from berth.container.v1 import container_pb2
+from berth.image.v1 import image_pb2
+from berth.types.v1 import types_pb2
+from services.build import context as build_context
+from services.build import copier, instructions
+from services.build.metrics import BUILDS, CACHE_HITS, CACHE_MISSES, STEP_SECONDS
+from services.build.peers import Peers
+from services.build.rootfs import RootfsView
+from services.build.store import CacheStore, cache_key
+from services.build.words import process_word, process_words
+from services.common.errors import BerthError, InvalidArgument
+
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
+              "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_NS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
+
+
+@dataclass
+class BuildOptions:
+    dockerfile: str = ""
+    tags: list[str] = field(default_factory=list)
+    build_args: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    no_cache: bool = False
+    pull: bool = False
+    remove: bool = True
+    force_remove: bool = False
+    quiet: bool = False
+    network_mode: str = ""
+    extra_hosts: list[str] = field(default_factory=list)
+    shm_size: int = 0
+    memory: int = 0
+    memory_swap: int = 0
+    cpu_shares: int = 0
+    cpu_period: int = 0
+    cpu_quota: int = 0
+    cpuset_cpus: str = ""
+    platform: str = ""
+
+
+class StepFailed(BerthError):
+    """A step failed after output began (the message goes to the stream)."""
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str
+    image_id: str = ""
+    config: image_pb2.ImageConfig = field(default_factory=image_pb2.ImageConfig)
+    args: dict[str, str | None] = field(default_factory=dict)
+    cmd_set: bool = False
+    author: str = ""
+    architecture: str = ""
+    os: str = ""
+
+
+def format_duration(text: str, flag: str) -> int:
+    """Go duration ("30s", "1m30s") in nanoseconds."""
+    if text in ("", "0"):
+        return 0
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InvalidArgument(f"time: invalid duration \"{text}\" for flag {flag}")
+    return int(sum(float(n) * _DURATION_NS[u] for n, u in parts))
+
+
+def go_quote_list(values: list[str]) -> str:
+    """Go's %q of a []string, as Docker writes commands in history."""
+    return "[" + " ".join(json.dumps(v) for v in values) + "]"
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+
+
+def _set_env(config: image_pb2.ImageConfig, key: str, value: str) -> None:
+    entries = [e for e in config.env if e.split("=", 1)[0] != key]
+    entries.append(f"{key}={value}")
+    del config.env[:]
+    config.env.extend(entries)
+
+
+def _expose_ports(spec: str) -> list[str]:
+    port, _, proto = spec.partition("/")
+    proto = proto or "tcp"
+    first, _, last = port.partition("-")
+    if not first.isdigit() or (last and not last.isdigit()):
+        raise InvalidArgument(f"Invalid containerPort: {port}")
+    return [f"{p}/{proto}" for p in range(int(first), int(last or first) + 1)]
+
+
+class Build:
+    """One build: its context, stages, output and the images it made."""
+
+    def __init__(self, builder: Builder, options: BuildOptions, ctx: build_context.Context,
+                 dockerfile: instructions.Dockerfile) -> None:
+        self.builder = builder
+        self.peers = builder.peers
+        self.options = options
+        self.ctx = ctx
+        self.dockerfile = dockerfile
+        self.id = secrets.token_hex(6)
+        self.stages: list[Stage] = []
+        self.meta_args: dict[str, str] = {}
+        self.used_args: set[str] = set()
+        self.holders: list[str] = []
+        self.views: dict[str, RootfsView] = {}
+        self.containers: list[str] = []
+        self.step = 0
+        self.total = 0
+
+    # Output -------------------------------------------------------------
+
+    @staticmethod
+    def say(text: str) -> dict:
+        return {"stream": text}
+
+    # Helpers ------------------------------------------------------------
+
+    def env_for_words(self, stage: Stage) -> dict[str, str]:
+        env = {k: v for k, v in stage.args.items() if v is not None}
+        env.update(_env_dict(list(stage.config.env)))
+        return env
+
+    def word(self, stage: Stage, text: str) -> str:
+        return process_word(text, self.env_for_words(stage), self.dockerfile.escape)
+
+    async def view(self, image_id: str) -> RootfsView:
+        """The file system of an image, leased for the rest of the build."""
+        if not image_id:
+            return RootfsView([])
+        if image_id not in self.views:
+            holder = f"build-{self.id}-{len(self.holders)}"
+            self.holders.append(holder)
+            self.views[image_id] = RootfsView(await self.peers.acquire_rootfs(image_id, holder))
+        return self.views[image_id]
+
+    async def release(self) -> None:
+        for holder in self.holders:
+            await self.peers.release_rootfs(holder)
+        for container_id in self.containers:
+            await self.peers.remove_container(container_id)
+
+    def build_arg_env(self, stage: Stage) -> list[str]:
+        """Build args a RUN sees: declared ones with values, and given proxy args;
+        never those an ENV of the same name overrides."""
+        env_keys = set(_env_dict(list(stage.config.env)))
+        result = {k: v for k, v in stage.args.items() if v is not None and k not in env_keys}
+        for key in PROXY_ARGS & set(self.options.build_args):
+            if key not in env_keys:
+                result.setdefault(key, self.options.build_args[key])
+                self.used_args.add(key)
+        return [f"{k}={v}" for k, v in result.items()]
+
+    # Cache --------------------------------------------------------------
+
+    async def cached(self, stage: Stage, key: str) -> str:
+        """The image the cache has for `key`, if it still exists."""
+        if self.options.no_cache:
+            return ""
+        record = self.builder.cache.lookup(key)
+        if record is None:
+            return ""
+        image = await self.peers.inspect_image(record.image_id)
+        if image is None:
+            self.builder.cache.forget(key)
+            return ""
+        self.builder.cache.touch(key)
+        return image.id
+
+    def step_key(self, stage: Stage, created_by: list[str], extra: str = "") -> str:
+        return cache_key(stage.image_id, {
+            "cmd": created_by,
+            "config": stage.config.SerializeToString(deterministic=True).hex(),
+            "extra": extra,
+        })
+
+    async def commit(self, stage: Stage, created_by: list[str], key: str,
+                     layer: Path | None = None, size: int = 0) -> str:
+        options = image_pb2.CommitLayerOptions(
+            parent=stage.image_id, config=stage.config, created_by=" ".join(created_by),
+            author=stage.author, empty_layer=layer is None, architecture=stage.architecture,
+            os=stage.os,
+            container_config=image_pb2.ImageConfig(cmd=types_pb2.StringList(values=created_by)))
+        image_id = await self.peers.commit_layer(options, layer)
+        self.builder.cache.record(key, stage.image_id, image_id, " ".join(created_by), size)
+        return image_id
+
+    # Stages -------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[dict]:
+        stages = self.dockerfile.stages
+        if self.options.target:
+            names = [s.name for s in stages]
+            if self.options.target.lower() not in names:
+                raise InvalidArgument(
+                    f"failed to reach build target {self.options.target} in Dockerfile")
+            stages = stages[:names.index(self.options.target.lower()) + 1]
+        if self.options.labels:
+            stages[-1].instructions.append(self.label_instruction())
+        self.total = len(self.dockerfile.meta_args) + sum(1 + len(s.instructions)
+                                                          for s in stages)
+        for arg in self.dockerfile.meta_args:
+            yield self.step_line(arg.original)
+            self.meta_arg(arg)
+        for index, spec in enumerate(stages):
+            stage = Stage(index=index, name=spec.name)
+            self.stages.append(stage)
+            yield self.step_line(spec.original)
+            async for message in self.from_(stage, spec):
+                yield message
+            for instruction in spec.instructions:
+                yield self.step_line(instruction.original)
+                async for message in self.dispatch(stage, instruction):
+                    yield message
+                yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
+            if stage.image_id:
+                yield {"aux": {"ID": stage.image_id}}
+        unused = sorted(set(self.options.build_args) - self.used_args)
+        if unused:
+            yield self.say(f"[Warning] One or more build-args [{' '.join(unused)}] "
+                           "were not consumed\n")
+
+    def label_instruction(self) -> instructions.Instruction:
+        pairs = [f"{json.dumps(k)}='{v}'" for k, v in sorted(self.options.labels.items())]
+        text = "LABEL " + " ".join(pairs)
+        values = []
+        for k, v in sorted(self.options.labels.items()):
+            values += [json.dumps(k), "'" + v + "'"]
+        return instructions.Instruction(name="LABEL", args=values, flags={}, json=False,
+                                        original=text, line=0)
+
+    def step_line(self, original: str) -> dict:
+        self.step += 1
+        return self.say(f"Step {self.step}/{self.total} : {original}\n")
+
+    def meta_arg(self, arg: instructions.Instruction) -> None:
+        name, sep, default = arg.args[0].partition("=")
+        self.used_args.add(name)
+        value = (self.options.build_args[name] if name in self.options.build_args
+                 else process_word(default, self.meta_args, self.dockerfile.escape)
+                 if sep else None)
+        if value is not None:
+            self.meta_args[name] = value
+
+    async def from_(self, stage: Stage, spec: instructions.Stage) -> AsyncIterator[dict]:
+        base = process_word(spec.base, self.meta_args, self.dockerfile.escape)
+        if not base:
+            raise StepFailed("base name (" + spec.base + ") should not be blank")
+        previous = next((s for s in self.stages[:-1] if s.name and s.name == base.lower()),
+                        None)
+        if previous is not None:
+            stage.image_id, stage.config = previous.image_id, image_pb2.ImageConfig()
+            stage.config.CopyFrom(previous.config)
+            stage.architecture, stage.os = previous.architecture, previous.os
+        elif base.lower() != "scratch":
+            image = None
+            async for item in self.base_image(base, spec.platform):
+                if isinstance(item, image_pb2.Image):
+                    image = item
+                else:
+                    yield item
+            assert image is not None
+            stage.image_id = image.id
+            stage.config.CopyFrom(image.config)
+            stage.architecture, stage.os = image.architecture, image.os
+        if not any(e.startswith("PATH=") for e in stage.config.env):
+            stage.config.env.append(DEFAULT_PATH)
+        triggers = list(stage.config.on_build)
+        del stage.config.on_build[:]
+        yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
+        if triggers:
+            plural = "s" if len(triggers) > 1 else ""
+            yield self.say(f"# Executing {len(triggers)} build trigger{plural}\n")
+            for text in triggers:
+                async for message in self.dispatch(stage, instructions.parse_trigger(text)):
+                    yield message
+            yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
+
+    async def base_image(self, name: str, platform: str) -> AsyncIterator:
+        """The image `name`, pulled first when missing or when asked to."""
+        image = None if self.options.pull else await self.peers.inspect_image(name)
+        if image is None:
+            try:
+                async for progress in self.peers.pull(name, platform or self.options.platform):
+                    yield progress
+            except BerthError as exc:
+                raise StepFailed(exc.message) from exc
+            image = await self.peers.inspect_image(name)
+            if image is None:
+                raise StepFailed(f"No such image: {name}")
+        yield image
+
+    # Instructions -------------------------------------------------------
+
+    async def dispatch(self, stage: Stage, instruction: instructions.Instruction
+                       ) -> AsyncIterator[dict]:
+        started = time.perf_counter()
+        handler = getattr(self, "do_" + instruction.name.lower())
+        try:
+            async for message in handler(stage, instruction):
+                yield message
+        except BerthError as exc:
+            raise StepFailed(exc.message) from exc
+        finally:
+            STEP_SECONDS.labels(instruction.name).observe(time.perf_counter() - started)
+
+    async def metadata_step(self, stage: Stage, comment: str) -> AsyncIterator[dict]:
+        """Commit a step that only changes the config (an empty layer)."""
+        created_by = [*DEFAULT_SHELL, "#(nop) ", comment]
+        key = self.step_key(stage, created_by)
+        hit = await self.cached(stage, key)
+        if hit:
+            CACHE_HITS.inc()
+            yield self.say(" ---> Using cache\n")
+            stage.image_id = hit
+            return
+        CACHE_MISSES.inc()
+        stage.image_id = await self.commit(stage, created_by, key)
+
+    async def do_env(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        pairs = []
+        for i in range(0, len(ins.args) - 1, 2):
+            key = self.word(stage, ins.args[i])
+            if not key:
+                raise InvalidArgument("ENV names can not be blank")
+            value = self.word(stage, ins.args[i + 1])
+            _set_env(stage.config, key, value)
+            pairs.append(f"{key}={value}")
+        async for message in self.metadata_step(stage, "ENV " + " ".join(pairs)):
+            yield message
+
+    async def do_label(self, stage: Stage, ins: instructions.Instruction
+                       ) -> AsyncIterator[dict]:
+        pairs = []
+        for i in range(0, len(ins.args) - 1, 2):
+            key = self.word(stage, ins.args[i])
+            if not key:
+                raise InvalidArgument("LABEL names can not be blank")
+            value = self.word(stage, ins.args[i + 1])
+            stage.config.labels[key] = value
+            pairs.append(f"{key}={value}")
+        async for message in self.metadata_step(stage, "LABEL " + " ".join(pairs)):
+            yield message
+
+    async def do_maintainer(self, stage: Stage, ins: instructions.Instruction
+                            ) -> AsyncIterator[dict]:
+        stage.author = " ".join(ins.args)
+        async for message in self.metadata_step(stage, "MAINTAINER " + stage.author):
+            yield message
+
+    async def do_expose(self, stage: Stage, ins: instructions.Instruction
+                        ) -> AsyncIterator[dict]:
+        specs = [p for arg in ins.args
+                 for p in process_words(arg, self.env_for_words(stage), self.dockerfile.escape)]
+        ports = list(stage.config.exposed_ports)
+        for spec in specs:
+            ports += [p for p in _expose_ports(spec) if p not in ports]
+        del stage.config.exposed_ports[:]
+        stage.config.exposed_ports.extend(sorted(ports))
+        async for message in self.metadata_step(stage, "EXPOSE " + " ".join(specs)):
+            yield message
+
+    async def do_user(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        stage.config.user = self.word(stage, ins.args[0])
+        async for message in self.metadata_step(stage, "USER " + stage.config.user):
+            yield message
+
+    async def do_stopsignal(self, stage: Stage, ins: instructions.Instruction
+                            ) -> AsyncIterator[dict]:
+        stage.config.stop_signal = self.word(stage, ins.args[0])
+        async for message in self.metadata_step(stage, "STOPSIGNAL " + stage.config.stop_signal):
+            yield message
+
+    async def do_volume(self, stage: Stage, ins: instructions.Instruction
+                        ) -> AsyncIterator[dict]:
+        volumes = [self.word(stage, v) for v in ins.args]
+        if any(not v.strip() for v in volumes):
+            raise InvalidArgument("VOLUME specified can not be an empty string")
+        for volume in volumes:
+            if volume not in stage.config.volumes:
+                stage.config.volumes.append(volume)
+        async for message in self.metadata_step(stage, f"VOLUME [{' '.join(volumes)}]"):
+            yield message
+
+    def command_line(self, stage: Stage, ins: instructions.Instruction) -> list[str]:
+        if ins.json:
+            return list(ins.args)
+        return [*(stage.config.shell or DEFAULT_SHELL), ins.args[0]]
+
+    async def do_cmd(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        cmd = self.command_line(stage, ins)
+        stage.config.cmd.CopyFrom(types_pb2.StringList(values=cmd))
+        stage.cmd_set = True
+        async for message in self.metadata_step(stage, "CMD " + go_quote_list(cmd)):
+            yield message
+
+    async def do_entrypoint(self, stage: Stage, ins: instructions.Instruction
+                            ) -> AsyncIterator[dict]:
+        entrypoint = self.command_line(stage, ins)
+        stage.config.entrypoint.CopyFrom(types_pb2.StringList(values=entrypoint))
+        if not stage.cmd_set:
+            stage.config.ClearField("cmd")
+        async for message in self.metadata_step(stage, "ENTRYPOINT " + go_quote_list(entrypoint)):
+            yield message
+
+    async def do_shell(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        del stage.config.shell[:]
+        stage.config.shell.extend(ins.args)
+        async for message in self.metadata_step(stage, "SHELL " + go_quote_list(ins.args)):
+            yield message
+
+    async def do_onbuild(self, stage: Stage, ins: instructions.Instruction
+                         ) -> AsyncIterator[dict]:
+        stage.config.on_build.append(ins.args[0])
+        async for message in self.metadata_step(stage, "ONBUILD " + ins.args[0]):
+            yield message
+
+    async def do_healthcheck(self, stage: Stage, ins: instructions.Instruction
+                             ) -> AsyncIterator[dict]:
+        kind = ins.args[0].upper()
+        check = image_pb2.HealthConfig()
+        if kind == "NONE":
+            if len(ins.args) > 1:
+                raise InvalidArgument("HEALTHCHECK NONE takes no arguments")
+            check.test.values.append("NONE")
+        elif kind == "CMD":
+            rest = ins.args[1:]
+            if not rest or not rest[0]:
+                raise InvalidArgument("Missing command after HEALTHCHECK CMD")
+            check.test.values.extend(["CMD", *rest] if ins.json else ["CMD-SHELL", rest[0]])
+            check.interval_ns = format_duration(ins.flags.get("interval", ""), "--interval")
+            check.timeout_ns = format_duration(ins.flags.get("timeout", ""), "--timeout")
+            check.start_period_ns = format_duration(ins.flags.get("start-period", ""),
+                                                    "--start-period")
+            check.start_interval_ns = format_duration(ins.flags.get("start-interval", ""),
+                                                      "--start-interval")
+            retries = ins.flags.get("retries", "0") or "0"
+            if not retries.isdigit():
+                raise InvalidArgument(f"strconv.ParseInt: parsing \"{retries}\": invalid syntax")
+            check.retries = int(retries)
+        else:
+            raise InvalidArgument(f"Unknown type \"{kind}\" in HEALTHCHECK "
+                                  "(try CMD or NONE)")
+        stage.config.healthcheck.CopyFrom(check)
+        async for message in self.metadata_step(
+                stage, "HEALTHCHECK &{" + go_quote_list(list(check.test.values)) + "}"):
+            yield message
+
+    async def do_arg(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        name, sep, default = ins.args[0].partition("=")
+        self.used_args.add(name)
+        if name in self.options.build_args:
+            value: str | None = self.options.build_args[name]
+        elif sep:
+            value = self.word(stage, default)
+        else:
+            value = self.meta_args.get(name)
+        stage.args[name] = value
+        async for message in self.metadata_step(stage, "ARG " + ins.args[0]):
+            yield message
+
+    async def do_workdir(self, stage: Stage, ins: instructions.Instruction
+                         ) -> AsyncIterator[dict]:
+        path = self.word(stage, ins.args[0])
+        workdir = posixpath.normpath(posixpath.join(stage.config.working_dir or "/", path))
+        stage.config.working_dir = workdir
+        created_by = [*DEFAULT_SHELL, f"#(nop) WORKDIR {workdir}"]
+        key = self.step_key(stage, created_by)
+        if hit := await self.cached(stage, key):
+            CACHE_HITS.inc()
+            yield self.say(" ---> Using cache\n")
+            stage.image_id = hit
+            return
+        CACHE_MISSES.inc()
+        view = await self.view(stage.image_id)
+        if view.is_dir(workdir):
+            stage.image_id = await self.commit(stage, created_by, key)
+            return
+        with self.builder.scratch_file() as layer:
+            with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+                copier.LayerWriter(tar, view, copier.Owner()).directory(workdir)
+            stage.image_id = await self.commit(stage, created_by, key, layer,
+                                               layer.stat().st_size)
+
+    async def do_copy(self, stage: Stage, ins: instructions.Instruction
+                      ) -> AsyncIterator[dict]:
+        async for message in self.copy(stage, ins):
+            yield message
+
+    async def do_add(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        for src in ins.args[:-1]:
+            if re.match(r"^(https?|git)://|^git@", src):
+                raise InvalidArgument(f"ADD failed: source {src} is a URL; this engine has no "
+                                      "remote downloads, put the file in the build context")
+        async for message in self.copy(stage, ins):
+            yield message
+
+    async def copy_source(self, stage: Stage, source: str) -> copier.SourceTree:
+        if not source:
+            return copier.SourceTree(root=self.ctx.root)
+        earlier = {s.name: s for s in self.stages[:-1] if s.name}
+        if source.lower() in earlier:
+            return copier.SourceTree(view=await self.view(earlier[source.lower()].image_id))
+        if source.isdigit():
+            index = int(source)
+            if index >= stage.index:
+                raise InvalidArgument(f"invalid from flag value {source}: refers to current "
+                                      "build stage" if index == stage.index else
+                                      f"invalid from flag value {source}: stage not found")
+            return copier.SourceTree(view=await self.view(self.stages[index].image_id))
+        image = None
+        async for item in self.base_image(source, self.options.platform):
+            if isinstance(item, image_pb2.Image):
+                image = item
+        assert image is not None
+        return copier.SourceTree(view=await self.view(image.id))
+
+    async def copy(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        name = ins.name
+        words = [self.word(stage, a) for a in ins.args]
+        chown = self.word(stage, ins.flags.get("chown", ""))
+        chmod = copier.parse_chmod(ins.flags.get("chmod", ""), name)
+        tree = await self.copy_source(stage, self.word(stage, ins.flags.get("from", "")))
+        parent = await self.view(stage.image_id)
+        plan = await _in_thread(copier.plan_copy, tree, words[:-1], words[-1],
+                                stage.config.working_dir, parent, name)
+        owner = copier.parse_chown(chown, parent, name)
+        dest = words[-1]
+        comment = f"#(nop) {name} {plan.kind}:{plan.digest} in {dest} "
+        created_by = [*DEFAULT_SHELL, comment]
+        key = self.step_key(stage, created_by, f"{owner}|{chmod}")
+        if hit := await self.cached(stage, key):
+            CACHE_HITS.inc()
+            yield self.say(" ---> Using cache\n")
+            stage.image_id = hit
+            return
+        CACHE_MISSES.inc()
+        with self.builder.scratch_file() as layer:
+            await _in_thread(_write_layer, layer, parent, owner, chmod, plan)
+            stage.image_id = await self.commit(stage, created_by, key, layer,
+                                               layer.stat().st_size)
+
+    async def do_run(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
+        cmd = self.command_line(stage, ins)
+        arg_env = self.build_arg_env(stage)
+        declared = sorted(e for e in arg_env if e.split("=", 1)[0] in stage.args)
+        saved = [f"|{len(declared)}", *declared, *cmd] if arg_env else cmd
+        key = self.step_key(stage, saved)
+        if hit := await self.cached(stage, key):
+            CACHE_HITS.inc()
+            yield self.say(" ---> Using cache\n")
+            stage.image_id = hit
+            return
+        CACHE_MISSES.inc()
+        container_id, warnings = await self.peers.create_container(
+            self.run_request(stage, cmd, arg_env))
+        self.containers.append(container_id)
+        for warning in warnings:
+            yield self.say(f" ---> [Warning] {warning}\n")
+        yield self.say(f" ---> Running in {container_id[:12]}\n")
+        exit_code = 0
+        async for item in self.peers.run_container(container_id):
+            if isinstance(item, int):
+                exit_code = item
+            else:
+                yield self.say(item)
+        if exit_code != 0:
+            raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: "
+                             f"{exit_code}")
+        image_id = await self.peers.commit_container(container_id, self.image_config(stage))
+        self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved), 0)
+        stage.image_id = image_id
+        self.containers.remove(container_id)
+        if self.options.remove or self.options.force_remove:
+            await self.peers.remove_container(container_id)
+            yield self.say(f"Removing intermediate container {container_id[:12]}\n")
+
+    @staticmethod
+    def image_config(stage: Stage) -> container_pb2.ContainerConfig:
+        """The step's resulting image config in the container service's shape."""
+        fields = json_format.MessageToDict(stage.config, preserving_proto_field_name=True)
+        return json_format.ParseDict(fields, container_pb2.ContainerConfig(),
+                                     ignore_unknown_fields=True)
+
+    def run_request(self, stage: Stage, cmd: list[str], arg_env: list[str]
+                    ) -> container_pb2.CreateContainerRequest:
+        config = self.image_config(stage)
+        config.image = stage.image_id
+        config.cmd.CopyFrom(types_pb2.StringList(values=cmd))
+        config.entrypoint.CopyFrom(types_pb2.StringList())
+        config.env.extend(arg_env)
+        config.attach_stdout = config.attach_stderr = True
+        config.ClearField("healthcheck")
+        o = self.options
+        host = container_pb2.HostConfig(
+            network_mode=o.network_mode if o.network_mode not in ("", "default") else "",
+            extra_hosts=o.extra_hosts, shm_size=o.shm_size,
+            resources=container_pb2.Resources(
+                memory=o.memory, memory_swap=o.memory_swap, cpu_shares=o.cpu_shares,
+                cpu_period=o.cpu_period, cpu_quota=o.cpu_quota, cpuset_cpus=o.cpuset_cpus))
+        return container_pb2.CreateContainerRequest(config=config, host_config=host)
+
+
+async def _in_thread(function, *args):
+    return await asyncio.to_thread(function, *args)
+
+
+def _write_layer(layer: Path, parent: RootfsView, owner: copier.Owner, chmod: int | None,
+                 plan: copier.CopyPlan) -> None:
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+        writer = copier.LayerWriter(tar, parent, owner, chmod)
+        for entry in plan.entries:
+            writer.add(entry)
+
+
+class Builder:
+    """Runs builds; owns the cache index and the scratch space."""
+
+    def __init__(self, peers: Peers, cache: CacheStore, workdir: Path) -> None:
+        self.peers = peers
+        self.cache = cache
+        self.workdir = workdir
+        shutil.rmtree(workdir, ignore_errors=True)
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def scratch_file(self):
+        handle, name = tempfile.mkstemp(dir=self.workdir, suffix=".tar")
+        os.close(handle)
+        try:
+            yield Path(name)
+        finally:
+            Path(name).unlink(missing_ok=True)
+
+    def check_tags(self, tags: list[str]) -> None:
+        for tag in tags:
+            if not match_tag(tag):
+                raise InvalidArgument(f"invalid reference format: repository name "
+                                      f"({tag}) must be lowercase"
+                                      if tag.lower() != tag else
+                                      f"invalid tag format: {tag}")
+
+    async def build(self, options: BuildOptions, upload: Path) -> AsyncIterator[dict]:
+        """Docker's build output for one build; user errors before the first
+        step raise, later ones end the stream with an error message."""
+        BUILDS.inc()
+        self.check_tags(options.tags)
+        ctx = await _in_thread(build_context.unpack, upload, self.workdir, options.dockerfile)
+        try:
+            dockerfile = instructions.parse(ctx.dockerfile_text, ctx.dockerfile_name)
+            build = Build(self, options, ctx, dockerfile)
+            buffered: list[dict] = []
+            try:
+                async for message in build.run():
+                    if options.quiet and "aux" not in message:
+                        buffered.append(message)
+                    else:
+                        yield message
+                final = build.stages[-1].image_id if build.stages else ""
+                if not final:
+                    raise StepFailed("No image was generated. Is your Dockerfile empty?")
+            except StepFailed:
+                for message in buffered:
+                    yield message
+                if not options.remove and not options.force_remove:
+                    build.containers.clear()  # rm=false keeps the failed step's container
+                raise
+            finally:
+                await build.release()
+            if options.quiet:
+                yield {"stream": final + "\n"}
+                for tag in options.tags:
+                    await self.peers.tag(final, tag)
+                return
+            yield {"stream": f"Successfully built {final.removeprefix('sha256:')[:12]}\n"}
+            for tag in options.tags:
+                await self.peers.tag(final, tag)
+                yield {"stream": f"Successfully tagged {_full_tag(tag)}\n"}
+        finally:
+            ctx.remove()
+
+
+def _full_tag(tag: str) -> str:
+    last = tag.rsplit("/", 1)[-1]
+    return tag if ":" in last else tag + ":latest"

@@ -1,0 +1,25 @@
+"""`.dockerignore` rules, matched with the Docker SDK's port of Docker's
+pattern matcher (`**`, `!` exceptions, `..` cleaning, parent directories)."""
+
+from __future__ import annotations
+
+from docker.utils.build import PatternMatcher
+
+
+def read_patterns(text: str) -> list[str]:
+    """Patterns from a .dockerignore: trimmed lines, no blanks or comments."""
+    lines = (line.strip() for line in text.splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+class Ignore:
+    """Answers whether a context path is excluded from the build."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._matcher = PatternMatcher(patterns) if patterns else None
+
+    def excluded(self, path: str) -> bool:
+        path = path.strip("/")
+        if self._matcher is None or path in ("", "."):
+            return False
+        return bool(self._matcher.matches(path))

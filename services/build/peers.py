@@ -1,0 +1,163 @@
+"""The image and container services as the builder needs them.
+
+gRPC stays in this module: calls are made here, their errors come back as
+berth errors, and build output comes back as Docker JSON message dicts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+
+from berth.container.v1 import container_pb2, container_pb2_grpc
+from berth.image.v1 import image_pb2, image_pb2_grpc
+from services.common import errors
+from services.common.clients import channel
+from services.common.config import Config
+
+_CHUNK = 1 << 20
+_ERRORS: dict[grpc.StatusCode, type[errors.BerthError]] = {
+    grpc.StatusCode.NOT_FOUND: errors.NotFound,
+    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
+    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
+    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
+}
+
+
+def berth_error(error: grpc.aio.AioRpcError) -> errors.BerthError:
+    kind = _ERRORS.get(error.code(), errors.Internal)
+    return kind(error.details() or error.code().name.lower())
+
+
+@contextlib.asynccontextmanager
+async def _translated() -> AsyncIterator[None]:
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        raise berth_error(error) from error
+
+
+class Peers:
+    def __init__(self, config: Config) -> None:
+        self._image_channel = channel(config, "image")
+        self._container_channel = channel(config, "container")
+        self.images = image_pb2_grpc.ImageServiceStub(self._image_channel)
+        self.containers = container_pb2_grpc.ContainerServiceStub(self._container_channel)
+
+    async def close(self) -> None:
+        await self._image_channel.close()
+        await self._container_channel.close()
+
+    async def inspect_image(self, name: str) -> image_pb2.Image | None:
+        try:
+            return await self.images.Inspect(image_pb2.InspectImageRequest(name=name))
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
+            raise berth_error(error) from error
+
+    async def pull(self, reference: str, platform: str) -> AsyncIterator[dict]:
+        async with _translated():
+            async for message in self.images.Pull(
+                    image_pb2.PullRequest(reference=reference, platform=platform)):
+                if message.error:
+                    raise errors.NotFound(message.error)
+                out = {"status": message.status}
+                if message.id:
+                    out["id"] = message.id
+                if message.progress:
+                    out["progress"] = message.progress
+                yield out
+
+    async def commit_layer(self, options: image_pb2.CommitLayerOptions,
+                           layer: Path | None) -> str:
+        async def requests() -> AsyncIterator[image_pb2.CommitLayerRequest]:
+            yield image_pb2.CommitLayerRequest(options=options)
+            if layer is None:
+                return
+            with layer.open("rb") as f:
+                while chunk := await asyncio.to_thread(f.read, _CHUNK):
+                    yield image_pb2.CommitLayerRequest(data=chunk)
+
+        async with _translated():
+            reply = await self.images.CommitLayer(requests())
+        return reply.id
+
+    async def tag(self, image_id: str, reference: str) -> None:
+        repo, tag = split_reference(reference)
+        async with _translated():
+            await self.images.Tag(image_pb2.TagRequest(source=image_id, repo=repo, tag=tag))
+
+    async def acquire_rootfs(self, image: str, holder: str) -> list[str]:
+        async with _translated():
+            rootfs = await self.images.AcquireRootfs(
+                image_pb2.AcquireRootfsRequest(image=image, holder=holder))
+        return list(rootfs.lower_dirs)
+
+    async def release_rootfs(self, holder: str) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self.images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=holder))
+
+    async def remove_image(self, image_id: str) -> bool:
+        try:
+            await self.images.Remove(image_pb2.RemoveImageRequest(name=image_id))
+        except grpc.aio.AioRpcError:
+            return False
+        return True
+
+    async def create_container(self, request: container_pb2.CreateContainerRequest
+                               ) -> tuple[str, list[str]]:
+        async with _translated():
+            reply = await self.containers.Create(request)
+        return reply.id, list(reply.warnings)
+
+    async def run_container(self, container_id: str) -> AsyncIterator[str | int]:
+        """Attach, start, stream the output as text; the last item is the exit code."""
+        async with _translated():
+            waiter = self.containers.Wait(container_pb2.WaitContainerRequest(
+                id=container_id, condition="next-exit"))
+            await waiter.read()
+            attach = self.containers.Attach()
+            await attach.write(container_pb2.AttachRequest(options=container_pb2.AttachOptions(
+                id=container_id, stdout=True, stderr=True, stream=True)))
+            await self.containers.Start(container_pb2.StartContainerRequest(id=container_id))
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            async for frame in attach:
+                if text := decoder.decode(frame.data):
+                    yield text
+            if tail := decoder.decode(b"", final=True):
+                yield tail
+            result = await waiter.read()
+            if result is grpc.aio.EOF:
+                raise errors.Internal(f"wait for container {container_id} ended early")
+            if result.error:
+                raise errors.Internal(result.error)
+            yield result.status_code
+
+    async def commit_container(self, container_id: str,
+                               config: container_pb2.ContainerConfig) -> str:
+        async with _translated():
+            reply = await self.containers.Commit(container_pb2.CommitRequest(
+                container_id=container_id, config=config))
+        return reply.id
+
+    async def remove_container(self, container_id: str) -> None:
+        with contextlib.suppress(grpc.aio.AioRpcError):
+            await self.containers.Remove(
+                container_pb2.RemoveContainerRequest(id=container_id, force=True))
+
+
+def split_reference(reference: str) -> tuple[str, str]:
+    """"repo[:tag]" -> (repo, tag); a registry port is not a tag."""
+    repo, sep, tag = reference.rpartition(":")
+    if not sep or "/" in tag:
+        return reference, "latest"
+    return repo, tag

@@ -1,0 +1,89 @@
+"""Read-only view of an image's file system from its layer directories, as
+overlayfs merges them: upper layers win, a 0/0 character device is a
+whiteout, a directory with trusted.overlay.opaque=y hides lower layers. The
+image service hands the directories out under a lease (AcquireRootfs), as
+it does for containers."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+OPAQUE_XATTR = "trusted.overlay.opaque"
+
+
+def _is_whiteout(path: Path) -> bool:
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
+
+
+def _is_opaque(path: Path) -> bool:
+    try:
+        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
+    except OSError:
+        return False
+
+
+class RootfsView:
+    def __init__(self, lower_dirs: list[str]) -> None:
+        self.layers = [Path(d) for d in lower_dirs]  # topmost first
+
+    def lookup(self, path: str) -> Path | None:
+        """The host path that holds `path` (absolute in the image), if any."""
+        parts = [p for p in path.split("/") if p]
+        for layer in self.layers:
+            candidate = layer.joinpath(*parts)
+            if _is_whiteout(candidate):
+                return None
+            if os.path.lexists(candidate):
+                return candidate
+            if any(_is_opaque(layer.joinpath(*parts[:i])) for i in range(1, len(parts))):
+                return None
+        return None
+
+    def is_dir(self, path: str) -> bool:
+        found = self.lookup(path)
+        return found is not None and found.is_dir() and not found.is_symlink()
+
+    def exists(self, path: str) -> bool:
+        return self.lookup(path) is not None
+
+    def read_text(self, path: str) -> str:
+        found = self.lookup(path)
+        return found.read_text(errors="replace") if found and found.is_file() else ""
+
+    def tree(self, path: str) -> dict[str, Path]:
+        """Every entry under directory `path`: relative name -> host path."""
+        entries: dict[str, Path] = {}
+        base = [p for p in path.split("/") if p]
+        for layer in reversed(self.layers):
+            top = layer.joinpath(*base)
+            if _is_whiteout(top):
+                entries.clear()
+                continue
+            if not top.is_dir() or top.is_symlink():
+                continue
+            if _is_opaque(top):
+                entries.clear()
+            for dirpath, dirnames, filenames in os.walk(top):
+                rel_dir = os.path.relpath(dirpath, top)
+                if rel_dir != "." and _is_opaque(Path(dirpath)):
+                    _drop_below(entries, rel_dir, keep_self=True)
+                for name in dirnames + filenames:
+                    rel = os.path.normpath(os.path.join(rel_dir, name))
+                    host = Path(dirpath) / name
+                    if _is_whiteout(host):
+                        _drop_below(entries, rel, keep_self=False)
+                    else:
+                        entries[rel] = host
+        return dict(sorted(entries.items()))
+
+
+def _drop_below(entries: dict[str, Path], rel: str, keep_self: bool) -> None:
+    prefix = rel + "/"
+    for key in [k for k in entries if k.startswith(prefix) or (k == rel and not keep_self)]:
+        del entries[key]

@@ -1,0 +1,28 @@
+"""Wiring of the build service: build the domain objects, register the servicer."""
+
+from __future__ import annotations
+
+from berth.build.v1 import build_pb2, build_pb2_grpc
+from services.build.builder import Builder
+from services.build.cache import BuildCache
+from services.build.peers import Peers
+from services.build.servicer import BuildServicer
+from services.build.store import CacheStore
+from services.common.events import EventBus
+from services.common.server import ServiceContext
+
+
+async def setup(ctx: ServiceContext) -> list[str]:
+    events = EventBus("builder")
+    directory = ctx.config.service_dir("build")
+    store = CacheStore(directory / "state.db")
+    peers = Peers(ctx.config)
+    builder = Builder(peers, store, directory / "tmp")
+    servicer = BuildServicer(builder, BuildCache(store, peers, events), events)
+    build_pb2_grpc.add_BuildServiceServicer_to_server(servicer, ctx.server)
+
+    async def close() -> None:
+        await peers.close()
+        store.db.close()
+    ctx.on_shutdown.append(close)
+    return [build_pb2.DESCRIPTOR.services_by_name["BuildService"].full_name]

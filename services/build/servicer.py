@@ -1,0 +1,84 @@
+"""gRPC servicer of the build service: decode, call the domain, encode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from berth.build.v1 import build_pb2, build_pb2_grpc
+from berth.types.v1 import types_pb2
+from services.build.builder import Builder, BuildOptions
+from services.build.cache import BuildCache
+from services.common.errors import InvalidArgument
+from services.common.events import EventBus
+
+
+def decode_options(options: build_pb2.BuildOptions) -> BuildOptions:
+    return BuildOptions(
+        dockerfile=options.dockerfile, tags=list(options.tags),
+        build_args=dict(options.build_args), labels=dict(options.labels),
+        target=options.target, no_cache=options.no_cache, pull=options.pull,
+        remove=options.remove, force_remove=options.force_remove, quiet=options.quiet,
+        network_mode=options.network_mode, extra_hosts=list(options.extra_hosts),
+        shm_size=options.shm_size, memory=options.memory, memory_swap=options.memory_swap,
+        cpu_shares=options.cpu_shares, cpu_period=options.cpu_period,
+        cpu_quota=options.cpu_quota, cpuset_cpus=options.cpuset_cpus,
+        platform=options.platform)
+
+
+def encode_message(message: dict) -> types_pb2.Progress:
+    progress = types_pb2.Progress(
+        id=message.get("id", ""), status=message.get("status", ""),
+        progress=message.get("progress", ""), stream=message.get("stream", ""))
+    if "aux" in message:
+        progress.aux.id = message["aux"]["ID"]
+    return progress
+
+
+async def _receive_context(requests: AsyncIterator[build_pb2.BuildRequest], directory: Path
+                           ) -> tuple[build_pb2.BuildOptions, Path]:
+    """The options (first message) and the context bytes, spooled to a file."""
+    first = await anext(aiter(requests), None)
+    if first is None or not first.HasField("options"):
+        raise InvalidArgument("the first message of a build must carry its options")
+    handle, name = tempfile.mkstemp(dir=directory, suffix=".upload")
+    with os.fdopen(handle, "wb") as upload:
+        async for request in requests:
+            await asyncio.to_thread(upload.write, request.context)
+    return first.options, Path(name)
+
+
+class BuildServicer(build_pb2_grpc.BuildServiceServicer):
+    def __init__(self, builder: Builder, cache: BuildCache, events: EventBus) -> None:
+        self._builder = builder
+        self._cache = cache
+        self._events = events
+
+    async def Build(self, request_iterator, context):  # noqa: N802
+        options, upload = await _receive_context(request_iterator, self._builder.workdir)
+        try:
+            async for message in self._builder.build(decode_options(options), upload):
+                yield encode_message(message)
+        finally:
+            upload.unlink(missing_ok=True)
+
+    async def Prune(self, request, context):  # noqa: N802
+        deleted, reclaimed = await self._cache.prune(request.all, request.keep_storage,
+                                                     dict(request.filters.filters))
+        return build_pb2.PruneBuildCacheResponse(caches_deleted=deleted,
+                                                 space_reclaimed=reclaimed)
+
+    async def DiskUsage(self, request, context):  # noqa: N802
+        return build_pb2.BuildDiskUsageResponse(records=[
+            build_pb2.BuildCacheRecord(
+                id=r.key, parent=r.parent, type="regular", description=r.description,
+                in_use=False, shared=False, size=r.size, created_at=r.created_at_rfc3339,
+                last_used_at=r.last_used_at_rfc3339, usage_count=r.usage_count)
+            for r in self._cache.records()])
+
+    async def Subscribe(self, request, context):  # noqa: N802
+        async for event in self._events.subscribe(request):
+            yield event

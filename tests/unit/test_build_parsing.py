@@ -1,0 +1,135 @@
+"""Dockerfile parsing, word expansion, .dockerignore and the cache key."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.build import instructions
+from services.build.dockerignore import Ignore, read_patterns
+from services.build.store import cache_key
+from services.build.words import process_word, process_words
+from services.common.errors import InvalidArgument
+
+ENV = {"name": "world", "empty": "", "path": "/usr/bin"}
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("hello", "hello"),
+    ("$name", "world"),
+    ("${name}", "world"),
+    ("a${name}b", "aworldb"),
+    ("${missing:-fallback}", "fallback"),
+    ("${empty:-fallback}", "fallback"),
+    ("${empty-fallback}", ""),
+    ("${missing-fallback}", "fallback"),
+    ("${name:+alt}", "alt"),
+    ("${empty:+alt}", ""),
+    ("${empty+alt}", "alt"),
+    ("${missing:+alt}", ""),
+    ("${missing:-$name}", "world"),
+    ("'$name'", "$name"),
+    ('"$name x"', "world x"),
+    ('"a\\"b"', 'a"b'),
+    ("\\$name", "$name"),
+    ('"\\n"', "\\n"),
+    ("$", "$"),
+    ("$missing", ""),
+    ("${path}:/bin", "/usr/bin:/bin"),
+])
+def test_process_word(text: str, expected: str) -> None:
+    assert process_word(text, ENV) == expected
+
+
+def test_process_word_with_backtick_escape() -> None:
+    assert process_word("`$name", ENV, escape="`") == "$name"
+    assert process_word("C:\\dir", ENV, escape="`") == "C:\\dir"
+
+
+def test_required_variable() -> None:
+    assert process_word("${name:?oops}", ENV) == "world"
+    with pytest.raises(InvalidArgument, match="missing: oops"):
+        process_word("${missing:?oops}", ENV)
+
+
+@pytest.mark.parametrize("text", ["'open", '"open', "${name", "${name:%x}"])
+def test_bad_words(text: str) -> None:
+    with pytest.raises(InvalidArgument):
+        process_word(text, ENV)
+
+
+def test_process_words_splits_unquoted_space() -> None:
+    assert process_words("80 $ports '8 9'", {"ports": "443 53/udp"}) == [
+        "80", "443", "53/udp", "8 9"]
+
+
+DOCKERFILE = """\
+# escape=\\
+ARG BASE=busybox
+FROM ${BASE} AS first
+ENV A=1 B="2 3"
+RUN echo hi \\
+    there
+COPY --chown=1:2 --chmod=644 a b /dest/
+FROM first
+COPY --from=first /x /y
+ONBUILD RUN echo trigger
+"""
+
+
+def test_parse_stages_and_meta_args() -> None:
+    parsed = instructions.parse(DOCKERFILE)
+    assert [a.original for a in parsed.meta_args] == ["ARG BASE=busybox"]
+    assert [s.name for s in parsed.stages] == ["first", ""]
+    first, second = parsed.stages
+    assert first.base == "${BASE}"
+    assert [i.name for i in first.instructions] == ["ENV", "RUN", "COPY"]
+    copy = first.instructions[2]
+    assert copy.flags == {"chown": "1:2", "chmod": "644"}
+    assert copy.args == ["a", "b", "/dest/"]
+    assert second.instructions[0].flags == {"from": "first"}
+    assert second.instructions[1].trigger == "RUN"
+    assert second.instructions[1].args == ["RUN echo trigger"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("FROM busybox\nRUN x\nFOO bar\n",
+     "Dockerfile parse error line 3: unknown instruction: FOO"),
+    ("FROM busybox\nCOPY a\n", "Dockerfile parse error line 2: COPY requires at least two"),
+    ("FROM busybox\nRUN --mount=type=cache echo\n",
+     "Dockerfile parse error line 2: Unknown flag: mount"),
+    ("FROM busybox\nWORKDIR\n", "Dockerfile parse error line 2: WORKDIR requires exactly one"),
+    ("FROM busybox\nONBUILD ONBUILD RUN x\n", "Dockerfile parse error line 2: Chaining ONBUILD"),
+    ("RUN echo\n", "Dockerfile parse error line 1: no build stage in current context"),
+    ("FROM a b\n", "Dockerfile parse error line 1: FROM requires either one or three arguments"),
+    ("FROM busybox\nENV A\n", "Dockerfile parse error line 2: ENV must have two arguments"),
+    ("", "the Dockerfile (Dockerfile) cannot be empty"),
+    ("# only a comment\n", "the Dockerfile (Dockerfile) cannot be empty"),
+])
+def test_parse_errors(text: str, message: str) -> None:
+    with pytest.raises(InvalidArgument) as info:
+        instructions.parse(text)
+    assert info.value.message.startswith(message)
+
+
+def test_escape_directive() -> None:
+    assert instructions.escape_token("# escape=`\nFROM x\n") == "`"
+    assert instructions.escape_token("FROM x\n# escape=`\n") == "\\"
+
+
+def test_dockerignore_rules() -> None:
+    ignore = Ignore(read_patterns("# comment\n\n*.log\n**/tmp\nsecret/\n!secret/keep\n"))
+    assert ignore.excluded("a.log")
+    assert not ignore.excluded("dir/a.log")
+    assert ignore.excluded("x/y/tmp")
+    assert ignore.excluded("tmp")
+    assert ignore.excluded("secret/other")
+    assert not ignore.excluded("secret/keep")
+    assert not ignore.excluded("main.py")
+    assert not Ignore([]).excluded("anything")
+
+
+def test_cache_key_depends_on_parent_and_step() -> None:
+    step = {"cmd": ["/bin/sh", "-c", "echo"], "extra": ""}
+    assert cache_key("sha256:a", step) == cache_key("sha256:a", dict(step))
+    assert cache_key("sha256:a", step) != cache_key("sha256:b", step)
+    assert cache_key("sha256:a", step) != cache_key("sha256:a", {**step, "extra": "x"})
