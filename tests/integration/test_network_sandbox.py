@@ -1,0 +1,284 @@
+"""The network service over gRPC: sandboxes, ports, user networks, DNS, restart.
+
+Real netlink and nftables; traffic only between the host and the namespaces
+these tests create.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from berth.network.v1 import network_pb2 as pb
+from tests.support.network import NetworkService, links, run_in, running_network_service
+
+
+@pytest.fixture(scope="module")
+def service() -> Iterator[NetworkService]:
+    with running_network_service() as running:
+        yield running
+
+
+@pytest.fixture
+def stub(service: NetworkService):
+    stub = service.stub()
+    yield stub
+    service.end_children()
+    for n in range(60):
+        stub.ForgetContainer(pb.ForgetContainerRequest(container_id=cid(n)))
+    for network in stub.List(pb.ListNetworksRequest()).networks:
+        if network.name not in ("bridge", "host", "none"):
+            stub.Remove(pb.RemoveNetworkRequest(id=network.id))
+
+
+def _sandbox_ids(service: NetworkService) -> list[str]:
+    netns_dir = service.root / "run" / "netns"
+    return [p.name for p in netns_dir.iterdir()] if netns_dir.exists() else []
+
+
+def cid(n: int) -> str:
+    return f"{n:064x}"
+
+
+def sandbox(stub, n: int, **kwargs) -> pb.Sandbox:
+    return stub.CreateSandbox(pb.CreateSandboxRequest(
+        container_id=cid(n), container_name=f"c{n}", hostname=cid(n)[:12], **kwargs))
+
+
+def fetch(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        return reply.read().decode()
+
+
+def serve_http(service: NetworkService, box: pb.Sandbox, tmp_path: Path, text: str) -> None:
+    (tmp_path / "index.html").write_text(text)
+    service.spawn(box.netns_path, "busybox", "httpd", "-f", "-p", "80", "-h", str(tmp_path))
+    address = box.endpoints[0].ip_address
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, 80), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("httpd did not start")
+
+
+def host_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return probe.getsockname()[0]
+
+
+def test_default_networks_and_bridge(service: NetworkService, stub) -> None:
+    names = {n.name: n for n in stub.List(pb.ListNetworksRequest()).networks}
+    assert {"bridge", "host", "none"} <= names.keys()
+    assert names["bridge"].driver == "bridge" and names["none"].driver == "null"
+    assert f"{service.prefix}0" in links()
+    assert names["bridge"].ipam.config[0].gateway.endswith(".1")
+
+
+def test_bridge_sandbox_wiring(service: NetworkService, stub) -> None:
+    box = sandbox(stub, 1)
+    endpoint = box.endpoints[0]
+    assert endpoint.network_name == "bridge"
+    octets = [int(o) for o in endpoint.ip_address.split(".")]
+    assert endpoint.mac_address == "02:42:" + ":".join(f"{o:02x}" for o in octets)
+    assert Path(box.netns_path).exists()
+    addr = run_in(box.netns_path, "busybox", "ip", "addr").stdout
+    assert f"{endpoint.ip_address}/{endpoint.ip_prefix_len}" in addr and "eth0" in addr
+    route = run_in(box.netns_path, "busybox", "ip", "route").stdout
+    assert f"default via {endpoint.gateway}" in route
+    ping = run_in(box.netns_path, "busybox", "ping", "-c1", "-W2", endpoint.gateway)
+    assert ping.returncode == 0
+    assert f"{endpoint.ip_address}\t{cid(1)[:12]}" in box.hosts
+    assert "nameserver" in box.resolv_conf and "127.0.0." not in box.resolv_conf
+    assert stub.GetSandbox(pb.GetSandboxRequest(container_id=cid(1))).netns_path == box.netns_path
+
+    before = links()
+    stub.DestroySandbox(pb.DestroySandboxRequest(container_id=cid(1)))
+    assert not Path(box.netns_path).exists()
+    assert not any(name.startswith(f"{service.prefix}v") for name in links() - before) and \
+        not any(name.startswith(f"{service.prefix}v") for name in links())
+
+
+def test_none_and_host_modes(stub) -> None:
+    none = sandbox(stub, 2, network_mode="none")
+    assert not none.endpoints
+    addr = run_in(none.netns_path, "busybox", "ip", "-o", "link").stdout
+    assert "lo:" in addr and "eth0" not in addr
+    host = sandbox(stub, 3, network_mode="host")
+    assert host.netns_path == "" and not host.endpoints
+    assert host.resolv_conf == Path("/etc/resolv.conf").read_text()
+
+
+def test_published_ports(service: NetworkService, stub, tmp_path: Path) -> None:
+    box = sandbox(stub, 4, port_mappings=[
+        pb.PortMapping(container_port="80/tcp", host_port="0"),
+        pb.PortMapping(container_port="80/tcp", host_ip="127.0.0.1", host_port=""),
+    ], publish_all_ports=True, exposed_ports=["80/tcp", "53/udp"])
+    ports = {(p.container_port, p.host_ip): p.host_port for p in box.ports}
+    assert set(ports) == {("80/tcp", "0.0.0.0"), ("80/tcp", "127.0.0.1"), ("53/udp", "0.0.0.0")}
+    assert all(port > 0 for port in ports.values())
+    serve_http(service, box, tmp_path, "published")
+    assert fetch(f"http://127.0.0.1:{ports[('80/tcp', '0.0.0.0')]}/") == "published"
+    assert fetch(f"http://{host_address()}:{ports[('80/tcp', '0.0.0.0')]}/") == "published"
+    assert fetch(f"http://127.0.0.1:{ports[('80/tcp', '127.0.0.1')]}/") == "published"
+
+
+def test_port_in_use_fails_and_cleans_up(service: NetworkService, stub) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        before = links()
+        with pytest.raises(grpc.RpcError) as failure:
+            sandbox(stub, 5, port_mappings=[pb.PortMapping(container_port="80/tcp",
+                                                           host_port=str(port))])
+        assert "address already in use" in failure.value.details()
+        assert links() == before
+        assert cid(5) not in _sandbox_ids(service)
+    first = sandbox(stub, 6, port_mappings=[pb.PortMapping(container_port="80", host_port="0")])
+    taken = str(first.ports[0].host_port)
+    with pytest.raises(grpc.RpcError):
+        sandbox(stub, 7, port_mappings=[pb.PortMapping(container_port="80", host_port=taken)])
+    assert cid(7) not in _sandbox_ids(service)
+
+
+def test_user_networks_dns_isolation(service: NetworkService, stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="front"))
+    stub.Create(pb.CreateNetworkRequest(name="back"))
+    a = sandbox(stub, 10, network_mode="front")
+    b = sandbox(stub, 11, network_mode="front",
+                endpoints=[pb.EndpointRequest(network="front", aliases=["web"])])
+    other = sandbox(stub, 12, network_mode="back")
+    default = sandbox(stub, 13)
+    nameserver = a.resolv_conf.split()[1]
+    assert nameserver == a.endpoints[0].gateway
+    b_ip = b.endpoints[0].ip_address
+    for name in ("c11", "web", cid(11)[:12]):
+        lookup = run_in(a.netns_path, "busybox", "nslookup", name, nameserver)
+        assert b_ip in lookup.stdout, lookup.stdout + lookup.stderr
+    assert run_in(a.netns_path, "busybox", "ping", "-c1", "-W2", b_ip).returncode == 0
+    # Another network, and the default bridge, cannot reach it nor resolve it.
+    assert run_in(other.netns_path, "busybox", "ping", "-c1", "-W1", b_ip).returncode != 0
+    assert run_in(default.netns_path, "busybox", "ping", "-c1", "-W1", b_ip).returncode != 0
+    lookup = run_in(other.netns_path, "busybox", "nslookup", "c11",
+                    other.resolv_conf.split()[1])
+    assert b_ip not in lookup.stdout
+
+    stub.Disconnect(pb.DisconnectRequest(container_id=cid(11), network="front"))
+    assert run_in(a.netns_path, "busybox", "ping", "-c1", "-W1", b_ip).returncode != 0
+    assert "eth0" not in run_in(b.netns_path, "busybox", "ip", "-o", "link").stdout
+    reply = stub.Connect(pb.ConnectRequest(container_id=cid(11), container_name="c11",
+                                           endpoint=pb.EndpointRequest(network="back")))
+    assert reply.endpoint.network_name == "back"
+    back_ip = reply.endpoint.ip_address
+    assert run_in(other.netns_path, "busybox", "ping", "-c1", "-W2", back_ip).returncode == 0
+    with pytest.raises(grpc.RpcError) as twice:
+        stub.Connect(pb.ConnectRequest(container_id=cid(11), container_name="c11",
+                                       endpoint=pb.EndpointRequest(network="back")))
+    assert twice.value.details() == "endpoint with name c11 already exists in network back"
+    with pytest.raises(grpc.RpcError) as busy:
+        stub.Remove(pb.RemoveNetworkRequest(id="back"))
+    assert "has active endpoints" in busy.value.details()
+
+
+def test_internal_and_icc(stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="inner", internal=True))
+    stub.Create(pb.CreateNetworkRequest(
+        name="quiet", options={"com.docker.network.bridge.enable_icc": "false"}))
+    inner = sandbox(stub, 20, network_mode="inner")
+    assert "default" not in run_in(inner.netns_path, "busybox", "ip", "route").stdout
+    q1 = sandbox(stub, 21, network_mode="quiet")
+    q2 = sandbox(stub, 22, network_mode="quiet")
+    target = q2.endpoints[0].ip_address
+    assert run_in(q1.netns_path, "busybox", "ping", "-c1", "-W1", target).returncode != 0
+    assert run_in(q1.netns_path, "busybox", "ping", "-c1", "-W2",
+                  q1.endpoints[0].gateway).returncode == 0
+
+
+def test_bad_input(stub) -> None:
+    def error(call, request) -> tuple[grpc.StatusCode, str]:
+        with pytest.raises(grpc.RpcError) as failure:
+            call(request)
+        return failure.value.code(), failure.value.details()
+
+    stub.Create(pb.CreateNetworkRequest(name="dup", ipam=pb.IPAM(config=[
+        pb.IPAMConfig(subnet="10.231.7.0/24")])))
+    assert error(stub.Create, pb.CreateNetworkRequest(name="dup"))[1] == \
+        "network with name dup already exists"
+    code, message = error(stub.Create, pb.CreateNetworkRequest(name="x", ipam=pb.IPAM(
+        config=[pb.IPAMConfig(subnet="10.231.7.128/25")])))
+    assert "Pool overlaps with other one on this address space" in message
+    code, message = error(stub.Create, pb.CreateNetworkRequest(name="x", ipam=pb.IPAM(
+        config=[pb.IPAMConfig(subnet="10.231.8.0/24", gateway="10.9.9.9")])))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    code, message = error(stub.Remove, pb.RemoveNetworkRequest(id="bridge"))
+    assert message == "bridge is a pre-defined network and cannot be removed"
+    code, message = error(stub.Inspect, pb.InspectNetworkRequest(id="nope"))
+    assert code == grpc.StatusCode.NOT_FOUND and message == "network nope not found"
+    code, message = error(stub.CreateSandbox, pb.CreateSandboxRequest(
+        container_id=cid(30), network_mode="dup",
+        endpoints=[pb.EndpointRequest(network="dup", ipv4_address="10.99.0.5")]))
+    assert "It does not belong to any of this network's subnets" in message
+    code, message = error(stub.CreateSandbox, pb.CreateSandboxRequest(
+        container_id=cid(31), endpoints=[pb.EndpointRequest(network="bridge",
+                                                            ipv4_address="172.17.0.9")]))
+    assert message == "user specified IP address is supported on user defined networks only"
+    static = sandbox(stub, 32, network_mode="dup",
+                     endpoints=[pb.EndpointRequest(network="dup", ipv4_address="10.231.7.50")])
+    assert static.endpoints[0].ip_address == "10.231.7.50"
+    code, message = error(stub.CreateSandbox, pb.CreateSandboxRequest(
+        container_id=cid(33), network_mode="dup",
+        endpoints=[pb.EndpointRequest(network="dup", ipv4_address="10.231.7.50")]))
+    assert message == "Address already in use"
+    code, message = error(stub.CreateSandbox, pb.CreateSandboxRequest(
+        container_id=cid(34), network_mode="missing"))
+    assert code == grpc.StatusCode.NOT_FOUND
+
+
+def test_addresses_released_over_cycles(stub) -> None:
+    seen = set()
+    for _ in range(15):
+        box = sandbox(stub, 40)
+        seen.add(box.endpoints[0].ip_address)
+        stub.DestroySandbox(pb.DestroySandboxRequest(container_id=cid(40)))
+    assert len(seen) == 1
+
+
+def test_restart_readopts_running_sandboxes(service: NetworkService, stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="kept"))
+    box = sandbox(stub, 50, network_mode="kept",
+                  port_mappings=[pb.PortMapping(container_port="80/tcp", host_port="0")])
+    service.stop()
+    assert Path(box.netns_path).exists()
+    service.start()
+    stub = service.stub()
+    again = stub.GetSandbox(pb.GetSandboxRequest(container_id=cid(50)))
+    assert again.endpoints[0].ip_address == box.endpoints[0].ip_address
+    assert again.ports[0].host_port == box.ports[0].host_port
+    peer = sandbox(stub, 51, network_mode="kept")
+    assert peer.endpoints[0].ip_address != box.endpoints[0].ip_address
+    lookup = run_in(peer.netns_path, "busybox", "nslookup", "c50", peer.resolv_conf.split()[1])
+    assert box.endpoints[0].ip_address in lookup.stdout
+
+
+def test_two_engines_do_not_collide(service: NetworkService) -> None:
+    with running_network_service() as second:
+        ours = service.stub().Inspect(pb.InspectNetworkRequest(id="bridge"))
+        theirs = second.stub().Inspect(pb.InspectNetworkRequest(id="bridge"))
+        assert ours.ipam.config[0].subnet != theirs.ipam.config[0].subnet
+        assert second.prefix != service.prefix
+        assert f"{second.prefix}0" in links()
+        tables = subprocess.run(["nft", "list", "tables"], capture_output=True,
+                                text=True).stdout
+        assert f"ip {second.prefix}" in tables and f"ip {service.prefix}" in tables
+    assert f"{second.prefix}0" not in links()

@@ -1,0 +1,118 @@
+"""The network service alone on temporary roots, driven over gRPC.
+
+Processes started inside a sandbox's netns (busybox httpd, nc, ping) go
+through `nsenter --net=PATH`; each is ended by its PID at teardown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+
+from berth.network.v1 import network_pb2, network_pb2_grpc
+from services.common.config import Config
+from tests.support.engine import BERTH, REPO
+
+
+@dataclass
+class NetworkService:
+    root: Path
+    process: subprocess.Popen | None = None
+    children: list[subprocess.Popen] = field(default_factory=list)
+
+    @property
+    def config(self) -> Config:
+        return Config(data_root=self.root / "data", exec_root=self.root / "run")
+
+    @property
+    def prefix(self) -> str:
+        return self.config.instance_prefix
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "run" / "network.sock"
+
+    def start(self, timeout: float = 30) -> None:
+        log = (self.root / "network.log").open("ab")
+        self.process = subprocess.Popen(
+            [*BERTH, "serve", "network", "--data-root", str(self.root / "data"),
+             "--exec-root", str(self.root / "run")], cwd=REPO, stdout=log, stderr=log,
+            start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"network service exited:\n{self.logs()}")
+            if self.socket.exists():
+                with contextlib.suppress(grpc.RpcError):
+                    self.stub().List(network_pb2.ListNetworksRequest(), timeout=2)
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"network service did not start:\n{self.logs()}")
+
+    def stop(self) -> int | None:
+        if self.process is None or self.process.poll() is not None:
+            return None if self.process is None else self.process.returncode
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def logs(self) -> str:
+        path = self.root / "network.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stub(self) -> network_pb2_grpc.NetworkServiceStub:
+        channel = grpc.insecure_channel(f"unix://{self.socket}")
+        return network_pb2_grpc.NetworkServiceStub(channel)
+
+    def spawn(self, netns: str, *argv: str) -> subprocess.Popen:
+        """A long-running process inside `netns`, ended at teardown."""
+        child = subprocess.Popen(["nsenter", f"--net={netns}", *argv],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.children.append(child)
+        return child
+
+    def end_children(self) -> None:
+        for child in self.children:
+            if child.poll() is None:
+                child.kill()
+            child.wait()
+        self.children.clear()
+
+
+def run_in(netns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
+    return subprocess.run(["nsenter", f"--net={netns}", *argv], capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def links() -> set[str]:
+    return set(os.listdir("/sys/class/net"))
+
+
+@contextlib.contextmanager
+def running_network_service() -> Iterator[NetworkService]:
+    root = Path(tempfile.mkdtemp(prefix="berth-net-"))
+    service = NetworkService(root)
+    service.start()
+    try:
+        yield service
+    finally:
+        service.end_children()
+        service.stop()
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+        for target in sorted((line.split()[1] for line in mounts
+                              if line.split()[1].startswith(str(root))), reverse=True):
+            subprocess.run(["umount", "-l", target], check=False, capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
