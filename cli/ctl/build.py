@@ -3,26 +3,83 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from cli.ctl.base import stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config
 
+_CHUNK = 1 << 20
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("build", help="build service")
     verbs = parser.add_subparsers(dest="verb", required=True)
+    build = verbs.add_parser("build", help="build an image from a context directory")
+    build.add_argument("path")
+    build.add_argument("-t", "--tag", action="append", default=[])
+    build.add_argument("-f", "--file", default="")
+    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    build.add_argument("--target", default="")
+    build.add_argument("--no-cache", action="store_true")
+    build.add_argument("--pull", action="store_true")
+    build.add_argument("-q", "--quiet", action="store_true")
+    build.set_defaults(command=run_build)
     du = verbs.add_parser("du", help="build cache records")
     du.add_argument("--json", action="store_true")
     du.set_defaults(command=disk_usage)
+    prune = verbs.add_parser("prune", help="remove the build cache")
+    prune.set_defaults(command=prune_cache)
+
+
+def _client(config: Config) -> build_pb2_grpc.BuildServiceStub:
+    return stub(config, "build", build_pb2_grpc.BuildServiceStub)
+
+
+def _requests(options: build_pb2.BuildOptions, context_dir: Path
+              ) -> Iterator[build_pb2.BuildRequest]:
+    """The options, then the directory as a tar (the service applies .dockerignore)."""
+    yield build_pb2.BuildRequest(options=options)
+    with tempfile.TemporaryFile() as spool:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
+            tar.add(context_dir, arcname=".")
+        spool.seek(0)
+        while chunk := spool.read(_CHUNK):
+            yield build_pb2.BuildRequest(context=chunk)
+
+
+def run_build(args: argparse.Namespace, config: Config) -> int:
+    build_args = dict(arg.partition("=")[::2] for arg in args.build_arg)
+    options = build_pb2.BuildOptions(
+        dockerfile=args.file, tags=args.tag, build_args=build_args, target=args.target,
+        no_cache=args.no_cache, pull=args.pull, quiet=args.quiet, remove=True)
+    for message in _client(config).Build(_requests(options, Path(args.path))):
+        if message.error:
+            print(message.error, file=sys.stderr)
+            return 1
+        text = message.stream or (f"{message.id}: {message.status}" if message.id
+                                  else message.status)
+        if text:
+            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    return 0
 
 
 def disk_usage(args: argparse.Namespace, config: Config) -> None:
-    client = stub(config, "build", build_pb2_grpc.BuildServiceStub)
-    reply = client.DiskUsage(build_pb2.BuildDiskUsageRequest())
+    reply = _client(config).DiskUsage(build_pb2.BuildDiskUsageRequest())
     if args.json:
         print_json(reply.records)
         return
-    print_table(["ID", "SIZE", "LAST USED"],
-                ([r.id[:12], r.size, r.last_used_at] for r in reply.records))
+    print_table(["ID", "SIZE", "LAST USED", "DESCRIPTION"],
+                ([r.id[:12], r.size, r.last_used_at, r.description[:60]]
+                 for r in reply.records))
+
+
+def prune_cache(args: argparse.Namespace, config: Config) -> None:
+    reply = _client(config).Prune(build_pb2.PruneBuildCacheRequest(all=True))
+    print(f"Deleted build cache objects: {len(reply.caches_deleted)}")
+    print(f"Total reclaimed space: {reply.space_reclaimed}B")

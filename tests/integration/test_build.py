@@ -1,0 +1,225 @@
+"""docker build (legacy builder) through the real docker CLI and SDK: steps,
+the layer cache, COPY/ADD semantics, multi-stage builds and bad input."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import docker.errors
+import pytest
+
+from tests.support.engine import Engine
+
+
+def write_context(root: Path, files: dict[str, str | bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return root
+
+
+def build(engine: Engine, context: Path, *args: str, check: bool = True):
+    return engine.docker("build", *args, str(context), check=check, timeout=180)
+
+
+def inspect(engine: Engine, name: str) -> dict:
+    return json.loads(engine.docker("image", "inspect", name).stdout)[0]
+
+
+def top_layer(engine: Engine, name: str, index: int = -1
+              ) -> dict[str, tarfile.TarInfo | bytes]:
+    """One layer of an image (from docker save; the newest by default):
+    name -> info, and name + '#data' -> bytes for regular files."""
+    entries: dict[str, tarfile.TarInfo | bytes] = {}
+    saved = io.BytesIO(engine.docker("save", name).stdout)
+    with tarfile.open(fileobj=saved) as archive:
+        manifest = json.load(archive.extractfile("manifest.json"))
+        layer = archive.extractfile(manifest[0]["Layers"][index])
+        with tarfile.open(fileobj=layer) as layer_tar:
+            for member in layer_tar:
+                entries[member.name] = member
+                if member.isreg():
+                    entries[member.name + "#data"] = layer_tar.extractfile(member).read()
+    return entries
+
+
+def tags(engine: Engine) -> str:
+    return engine.docker("images", "--format", "{{.Repository}}:{{.Tag}}").stdout.decode()
+
+
+METADATA_DOCKERFILE = """\
+FROM busybox
+ARG VERSION=1.0
+ENV APP_VERSION=$VERSION GREETING="hello world"
+LABEL org.example.name=demo version=${VERSION}
+WORKDIR /app
+COPY a.txt .
+COPY conf /etc/demo/
+EXPOSE 8080 53/udp
+USER nobody
+STOPSIGNAL SIGTERM
+VOLUME /data
+ENTRYPOINT ["/bin/cat"]
+CMD ["/app/a.txt"]
+"""
+
+
+def test_build_steps_config_and_full_cache(engine: Engine, busybox: str,
+                                           tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": METADATA_DOCKERFILE, "a.txt": "hello\n", "conf/app.conf": "x=1\n"})
+    first = build(engine, context, "-t", "meta:1", "-t", "meta:2").stdout.decode()
+    assert "Step 1/13 : FROM busybox\n" in first
+    assert "Step 6/13 : COPY a.txt .\n" in first
+    assert "Successfully tagged meta:1\n" in first and "Successfully tagged meta:2\n" in first
+    built = first.split("Successfully built ")[1][:12]
+    data = inspect(engine, "meta:1")
+    assert data["Id"].removeprefix("sha256:").startswith(built)
+    config = data["Config"]
+    assert "APP_VERSION=1.0" in config["Env"] and "GREETING=hello world" in config["Env"]
+    assert config["Labels"] == {"org.example.name": "demo", "version": "1.0"}
+    assert config["WorkingDir"] == "/app"
+    assert set(config["ExposedPorts"]) == {"8080/tcp", "53/udp"}
+    assert config["User"] == "nobody" and config["StopSignal"] == "SIGTERM"
+    assert set(config["Volumes"]) == {"/data"}
+    assert config["Entrypoint"] == ["/bin/cat"] and config["Cmd"] == ["/app/a.txt"]
+
+    again = build(engine, context, "-t", "meta:1").stdout.decode()
+    assert again.count(" ---> Using cache") == 12
+    assert "Running in" not in again
+    assert f"Successfully built {built}" in again
+
+
+def test_changed_file_rebuilds_from_its_copy(engine: Engine, busybox: str,
+                                             tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nENV A=1\nCOPY one.txt /one.txt\nENV B=2\n"
+                      "COPY two.txt /two.txt\nLABEL done=yes\n",
+        "one.txt": "one\n", "two.txt": "two\n"})
+    build(engine, context, "-t", "partial")
+    (context / "two.txt").write_text("changed\n")
+    out = build(engine, context, "-t", "partial").stdout.decode()
+    steps = out.split("Step ")[1:]
+    assert [" ---> Using cache" in s for s in steps] == [False, True, True, True, False, False]
+    assert top_layer(engine, "partial")["two.txt#data"] == b"changed\n"
+    nocache = build(engine, context, "--no-cache", "-t", "partial").stdout.decode()
+    assert "Using cache" not in nocache
+
+
+def test_copy_semantics(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    payload = io.BytesIO()
+    with tarfile.open(fileobj=payload, mode="w:gz") as tar:
+        info = tarfile.TarInfo("inner/file.txt")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"inner"))
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\n"
+                      "COPY --chown=33:33 --chmod=600 src/ /dest/\n",
+        "src/a.txt": "a", "src/sub/b.txt": "b"})
+    build(engine, context, "-t", "copy1")
+    layer = top_layer(engine, "copy1")
+    assert layer["dest/a.txt"].uid == 33 and layer["dest/a.txt"].gid == 33
+    assert layer["dest/a.txt"].mode & 0o7777 == 0o600
+    assert layer["dest/sub/b.txt#data"] == b"b"
+
+    write_context(context, {
+        "Dockerfile": "FROM busybox\nADD --chown=www-data payload.tgz /opt/\n"
+                      "COPY *.txt /texts/\n",
+        "payload.tgz": payload.getvalue(), "x.txt": "x", "y.txt": "y"})
+    build(engine, context, "-t", "copy2")
+    layer = top_layer(engine, "copy2")
+    assert set(n for n in layer if not n.endswith("#data")) >= {"texts/x.txt", "texts/y.txt"}
+    quiet = build(engine, context, "-q").stdout.decode()
+    assert quiet.strip() == inspect(engine, "copy2")["Id"]
+    add_layer = top_layer(engine, "copy2", index=-2)
+    assert add_layer["opt/inner/file.txt#data"] == b"inner"
+    assert add_layer["opt/inner/file.txt"].uid == 33
+
+
+def test_multi_stage_copy_from(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox AS first\nCOPY made.txt /out/made.txt\n"
+                      "FROM scratch AS unused\nCOPY made.txt /never\n"
+                      "FROM busybox\nCOPY --from=first /out/made.txt /final.txt\n"
+                      "COPY --from=0 /out /out0\n",
+        "made.txt": "stage one\n"})
+    out = build(engine, context, "-t", "multi").stdout.decode()
+    assert "Step 3/7 : FROM scratch AS unused" in out
+    assert top_layer(engine, "multi")["out0/made.txt#data"] == b"stage one\n"
+    assert top_layer(engine, "multi", index=-2)["final.txt#data"] == b"stage one\n"
+    targeted = build(engine, context, "--target", "first", "-t", "first-only").stdout.decode()
+    assert "Step 2/2 : COPY made.txt /out/made.txt" in targeted
+    missing = build(engine, context, "--target", "nope", check=False)
+    assert b"failed to reach build target nope in Dockerfile" in missing.stderr
+
+
+def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: str,
+                                                     tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "build.Dockerfile": "FROM busybox\nARG WHO\nENV WHO=${WHO:-nobody}\n"
+                            "COPY . /ctx/\n",
+        "keep.txt": "k", "secret.log": "s", "logs/a.log": "a", ".dockerignore": "*.log\nlogs\n"})
+    client = engine.client()
+    image, logs = client.images.build(path=str(context), dockerfile="build.Dockerfile",
+                                      tag="sdk:built", buildargs={"WHO": "me", "UNUSED": "x"},
+                                      labels={"via": "sdk"})
+    assert "WHO=me" in image.attrs["Config"]["Env"]
+    assert image.attrs["Config"]["Labels"] == {"via": "sdk"}
+    text = "".join(chunk.get("stream", "") for chunk in logs)
+    assert "[Warning] One or more build-args [UNUSED] were not consumed" in text
+    names = set(top_layer(engine, "sdk:built"))
+    assert "ctx/keep.txt" in names
+    assert not any(n.endswith(".log") for n in names)
+
+
+@pytest.mark.parametrize(("dockerfile", "message"), [
+    ("FROM busybox\nRUN true\nFOO bar\n",
+     "Dockerfile parse error line 3: unknown instruction: FOO"),
+    ("FROM busybox\nCOPY\n", "Dockerfile parse error line 2: COPY requires at least two"),
+    ("FROM busybox\nCOPY missing.txt /\n",
+     "COPY failed: file not found in build context or excluded by .dockerignore: "
+     "stat missing.txt: file does not exist"),
+    ("FROM busybox\nCOPY ignored.txt /\n",
+     "COPY failed: file not found in build context or excluded by .dockerignore: "
+     "stat ignored.txt: file does not exist"),
+    ("FROM busybox\nCOPY ../outside /\n",
+     "COPY failed: forbidden path outside the build context: ../outside ()"),
+])
+def test_bad_builds_tag_nothing(engine: Engine, busybox: str, tmp_path: Path,
+                                dockerfile: str, message: str) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": dockerfile, "ignored.txt": "x", ".dockerignore": "ignored.txt\n"})
+    result = build(engine, context, "-t", "broken", check=False)
+    assert result.returncode != 0
+    assert message in result.stderr.decode()
+    assert "broken:" not in tags(engine)
+    assert engine.docker("ps", "-aq").stdout.strip() == b""
+
+
+def test_context_with_parent_entries_is_refused(engine: Engine, busybox: str) -> None:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in (("Dockerfile", b"FROM busybox\nCOPY . /\n"), ("../evil", b"x")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    client = engine.client()
+    with pytest.raises(docker.errors.APIError) as info:
+        list(client.api.build(fileobj=buf, custom_context=True, tag="evil"))
+    assert "is outside of" in str(info.value)
+    assert "evil:" not in tags(engine)
+
+
+def test_dockerfile_from_stdin(engine: Engine, busybox: str) -> None:
+    out = engine.docker("build", "-t", "stdin:1", "-", input=b"FROM busybox\nENV X=1\n")
+    assert b"Successfully tagged stdin:1" in out.stdout
+    assert "X=1" in inspect(engine, "stdin:1")["Config"]["Env"]
