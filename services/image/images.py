@@ -17,7 +17,7 @@ from typing import IO, Any
 
 from services.common.errors import Conflict, InvalidArgument, NotFound
 from services.common.events import EventBus
-from services.image import archive, reference
+from services.image import archive, metrics, reference
 from services.image.content import ContentStore
 from services.image.layers import LayerDirs, Unpacked, chain_ids
 from services.image.reference import ImageRef
@@ -138,6 +138,10 @@ class Images:
 
     def count(self) -> int:
         return self.store.count_images()
+
+    def refresh_metrics(self) -> None:
+        metrics.IMAGES.set(self.count())
+        metrics.LAYER_BYTES.set(sum(row["size"] for row in self.store.layers()))
 
     # Listing.
     def list(self, filters: dict[str, list[str]], show_all: bool = False) -> list[ImageRecord]:
@@ -363,6 +367,7 @@ class Images:
         for digest in self.content.digests():
             if digest not in used_blobs and not self._pinned.get(digest):
                 self.content.delete(digest)
+        self.refresh_metrics()
         return removed
 
     def record_diff_ids(self, image_id: str) -> list[str]:
@@ -393,18 +398,20 @@ class Images:
 
     async def add_layers(self, sources: list[LayerSource]) -> None:
         """Unpack every layer not present yet, in order, each exactly once."""
-        chains = chain_ids([s.diff_id for s in sources])
         parent = ""
-        for source, chain in zip(sources, chains, strict=True):
-            lock = self._layer_locks.setdefault(chain, asyncio.Lock())
-            async with lock:
-                if self.store.layer(chain) is None:
-                    digest, size, unpacked = await asyncio.to_thread(
-                        self._ingest, source, chain)
-                    self.store.add_layer_blob(LayerBlob(source.diff_id, digest,
-                                                        source.media_type, size))
-                    self.store.add_layer(chain, source.diff_id, parent, unpacked.size)
+        for source, chain in zip(sources, chain_ids([s.diff_id for s in sources]), strict=True):
+            await self.add_layer(source, chain, parent)
             parent = chain
+
+    async def add_layer(self, source: LayerSource, chain: str, parent: str) -> None:
+        lock = self._layer_locks.setdefault(chain, asyncio.Lock())
+        async with lock:
+            if self.store.layer(chain) is None:
+                digest, size, unpacked = await asyncio.to_thread(self._ingest, source, chain)
+                self.store.add_layer_blob(LayerBlob(source.diff_id, digest,
+                                                    source.media_type, size))
+                self.store.add_layer(chain, source.diff_id, parent, unpacked.size)
+        self._layer_locks.pop(chain, None)
 
     def _ingest(self, source: LayerSource, chain: str) -> tuple[str, int, Unpacked]:
         """Store the blob, unpack it, verify the diff ID (runs in a thread)."""
@@ -446,6 +453,7 @@ class Images:
             size += layer["size"]
         image_id = self.content.put(config_bytes)
         self.store.add_image(image_id, parent, size)
+        self.refresh_metrics()
         return image_id
 
     # docker load.

@@ -5,13 +5,19 @@ from __future__ import annotations
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from services.common.events import EventBus
 from services.common.server import ServiceContext
+from services.image.distribution import Distribution
 from services.image.images import Images
+from services.image.registry import Registries
 from services.image.servicer import ImageServicer
 
 
 async def setup(ctx: ServiceContext) -> list[str]:
     events = EventBus("image")
     images = Images(ctx.config.service_dir("image"), events)
+    registries = Registries(ctx.config.engine)
     ctx.counts = lambda: {"images": images.count()}
-    image_pb2_grpc.add_ImageServiceServicer_to_server(ImageServicer(images, events), ctx.server)
+    ctx.on_shutdown.append(registries.close)
+    images.refresh_metrics()
+    servicer = ImageServicer(images, events, Distribution(images, registries))
+    image_pb2_grpc.add_ImageServiceServicer_to_server(servicer, ctx.server)
     return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]

@@ -13,6 +13,7 @@ from services.common.events import EventBus
 from services.image import export, reference
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.codec import config_from_json, config_to_json
+from services.image.distribution import Distribution, Message, credentials_of
 from services.image.images import DeleteItem, ImageRecord, Images
 from services.image.streaming import ChunkPipe
 
@@ -50,10 +51,67 @@ async def spool(requests: AsyncIterator, path: Path, options_field: str) -> obje
     return options
 
 
+def _size(value: float) -> str:
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.4g}{unit}"
+        value /= 1000
+    return f"{value}B"
+
+
+def progress_bar(current: int, total: int) -> str:
+    """Docker's rendered bar: `[=====>     ]  1.5MB/3MB`."""
+    if total <= 0:
+        return f"{_size(current)}"
+    width = 50
+    filled = min(width, int(width * current / total))
+    bar = "=" * max(filled - 1, 0) + (">" if filled else "") + " " * (width - filled)
+    return f"[{bar}] {_size(current)}/{_size(total)}"
+
+
+def encode_message(message: Message) -> types_pb2.Progress:
+    progress = types_pb2.Progress(status=message.status, id=message.id,
+                                  current=message.current, total=message.total)
+    if message.total:
+        progress.progress = progress_bar(message.current, message.total)
+    if message.aux:
+        progress.aux.CopyFrom(types_pb2.Aux(tag=message.aux["Tag"],
+                                            digest=message.aux["Digest"],
+                                            size=message.aux["Size"]))
+    return progress
+
+
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
-    def __init__(self, images: Images, events: EventBus) -> None:
+    def __init__(self, images: Images, events: EventBus, distribution: Distribution) -> None:
         self._images = images
         self._events = events
+        self._distribution = distribution
+
+    async def Pull(self, request, context):  # noqa: N802
+        async for message in self._distribution.pull(
+                request.reference, request.tag, request.platform,
+                credentials_of(request.auth)):
+            yield encode_message(message)
+
+    async def Push(self, request, context):  # noqa: N802
+        async for message in self._distribution.push(request.name, request.tag,
+                                                     credentials_of(request.auth)):
+            yield encode_message(message)
+
+    async def Login(self, request, context):  # noqa: N802
+        status = await self._distribution.login(request.auth.server_address,
+                                                credentials_of(request.auth))
+        return image_pb2.LoginResponse(status=status)
+
+    async def DistributionInspect(self, request, context):  # noqa: N802
+        manifest = await self._distribution.inspect(request.name, credentials_of(request.auth))
+        platforms = [image_pb2.Platform(architecture=p.get("architecture", ""),
+                                        os=p.get("os", ""), variant=p.get("variant", ""),
+                                        os_version=p.get("os.version", ""))
+                     for p in manifest.platforms]
+        return image_pb2.DistributionInspectResponse(
+            media_type=manifest.media_type, digest=manifest.digest, size=manifest.size,
+            platforms=platforms)
 
     async def List(self, request, context):  # noqa: N802
         records = self._images.list(decode_filters(request.filters), show_all=request.all)

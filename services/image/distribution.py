@@ -1,0 +1,433 @@
+"""Pull, push, login and distribution inspect against OCI registries, with
+Docker's progress messages."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
+from services.image import metrics, reference
+from services.image.images import LAYER_GZIP, LAYER_TAR, Images, LayerSource
+from services.image.layers import chain_ids
+from services.image.reference import ImageRef
+from services.image.registry import (
+    Credentials,
+    Registries,
+    RegistrySession,
+    error_text,
+    iter_body,
+    raise_for,
+)
+from services.image.store import LayerBlob
+
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+INDEXES = (DOCKER_LIST, OCI_INDEX)
+ACCEPT = ", ".join((DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX))
+PARALLEL_DOWNLOADS = 3
+PARALLEL_UPLOADS = 5
+PROGRESS_INTERVAL = 0.1
+
+
+@dataclass
+class Message:
+    """One line of Docker's progress stream."""
+
+    status: str = ""
+    id: str = ""
+    current: int = 0
+    total: int = 0
+    aux: dict[str, Any] | None = None
+
+
+@dataclass
+class Platform:
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Platform:
+        if not text:
+            return cls()
+        parts = text.lower().split("/")
+        if len(parts) < 2 or not all(parts):
+            raise InvalidArgument(f'"{text}": unknown operating system or architecture: '
+                                  f"invalid argument")
+        return cls(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
+
+    def matches(self, entry: dict[str, Any]) -> bool:
+        platform = entry.get("platform") or {}
+        if platform.get("os") != self.os or platform.get("architecture") != self.architecture:
+            return False
+        return not self.variant or platform.get("variant", "") == self.variant
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+
+@dataclass
+class Manifest:
+    body: dict[str, Any]
+    digest: str
+    media_type: str
+    size: int
+    platforms: list[dict[str, Any]] = field(default_factory=list)
+
+
+def credentials_of(auth: Any) -> Credentials:
+    return Credentials(username=auth.username, password=auth.password,
+                       identity_token=auth.identity_token, registry_token=auth.registry_token)
+
+
+def pull_reference(text: str, tag: str) -> ImageRef:
+    """fromImage + tag as moby reads them: the tag may be a digest."""
+    if tag.startswith("sha256:"):
+        return reference.parse(f"{text}@{tag}")
+    if tag:
+        return reference.parse_repository(text, tag)
+    return reference.parse(text)
+
+
+def short(digest: str) -> str:
+    return digest.removeprefix("sha256:")[:12]
+
+
+def _sha256(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class Distribution:
+    def __init__(self, images: Images, registries: Registries) -> None:
+        self.images = images
+        self.registries = registries
+
+    # Sessions.
+    async def _session(self, ref: ImageRef, creds: Credentials,
+                       actions: str = "pull") -> RegistrySession:
+        scopes = [f"repository:{ref.path}:{actions}"]
+        urls = self.registries.base_urls(ref.domain)
+        for base_url in urls[:-1]:  # mirrors: use the first that answers
+            session = self.registries.session(ref.domain, creds, scopes, base_url)
+            try:
+                await session.ping()
+                return session
+            except BerthError:
+                continue
+        return self.registries.session(ref.domain, creds, scopes, urls[-1])
+
+    async def login(self, server: str, creds: Credentials) -> str:
+        domain = server.removeprefix("https://").removeprefix("http://").split("/")[0]
+        if domain in ("", "index.docker.io", "registry-1.docker.io"):
+            domain = "docker.io"
+        session = self.registries.session(domain, creds, [])
+        await session.ping()
+        return "Login Succeeded"
+
+    # Manifests.
+    async def fetch_manifest(self, session: RegistrySession, ref: ImageRef,
+                             platform: Platform | None) -> Manifest:
+        """The manifest for `ref`; an index is resolved to `platform`'s entry
+        unless platform is None."""
+        manifest = await self._get_manifest(session, ref, ref.digest or ref.tag)
+        if platform is None or manifest.media_type not in INDEXES:
+            return manifest
+        entries = manifest.body.get("manifests") or []
+        chosen = next((e for e in entries if platform.matches(e)), None)
+        if chosen is None:
+            raise NotFound(f"no matching manifest for {platform} in the manifest list entries")
+        child = await self._get_manifest(session, ref, chosen["digest"])
+        child.platforms = [chosen.get("platform") or {}]
+        return child
+
+    async def _get_manifest(self, session: RegistrySession, ref: ImageRef,
+                            tag_or_digest: str) -> Manifest:
+        response = await session.request("GET", f"{ref.path}/manifests/{tag_or_digest}",
+                                         headers={"Accept": ACCEPT})
+        if response.status_code == 404:
+            raise NotFound(f"manifest for {ref.familiar} not found: "
+                           f"{error_text(response)}")
+        raise_for(response, f'Head "{response.request.url}"')
+        body = response.content
+        digest = _sha256(body)
+        if tag_or_digest.startswith("sha256:") and digest != tag_or_digest:
+            raise InvalidArgument(f"manifest verification failed for digest {tag_or_digest}")
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            raise Internal(f"invalid manifest for {ref.familiar}: {exc}") from exc
+        media_type = data.get("mediaType") or response.headers.get("Content-Type", "")
+        if media_type not in (DOCKER_MANIFEST, OCI_MANIFEST, *INDEXES):
+            raise Internal(f"unsupported manifest media type {media_type!r}")
+        return Manifest(body=data, digest=digest, media_type=media_type, size=len(body))
+
+    async def inspect(self, name: str, creds: Credentials) -> Manifest:
+        ref = reference.parse(name)
+        session = await self._session(ref, creds)
+        manifest = await self.fetch_manifest(session, ref, None)
+        if manifest.media_type in INDEXES:
+            manifest.platforms = [e.get("platform") or {}
+                                  for e in manifest.body.get("manifests") or []]
+        else:
+            config = await self._small_blob(session, ref, manifest.body["config"]["digest"])
+            data = json.loads(config)
+            manifest.platforms = [{"architecture": data.get("architecture", ""),
+                                   "os": data.get("os", ""),
+                                   **({"variant": data["variant"]} if data.get("variant")
+                                      else {})}]
+        return manifest
+
+    async def _small_blob(self, session: RegistrySession, ref: ImageRef, digest: str) -> bytes:
+        response = await session.request("GET", f"{ref.path}/blobs/{digest}")
+        raise_for(response, f"fetching blob {digest}")
+        if _sha256(response.content) != digest:
+            raise InvalidArgument(f"blob verification failed for digest {digest}")
+        return response.content
+
+    # Pull.
+    async def pull(self, text: str, tag: str, platform_text: str,
+                   creds: Credentials) -> AsyncIterator[Message]:
+        started = time.monotonic()
+        ref = pull_reference(text, tag)
+        platform = Platform.parse(platform_text)
+        session = await self._session(ref, creds)
+        manifest = await self.fetch_manifest(session, ref, platform)
+        yield Message(f"Pulling from {ref.path}", id=ref.tag or ref.digest)
+        config_digest = manifest.body["config"]["digest"]
+        config_bytes = await self._small_blob(session, ref, config_digest)
+        config = json.loads(config_bytes)
+        diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+        layers = manifest.body.get("layers") or []
+        if len(diff_ids) != len(layers):
+            raise Internal("manifest and image config disagree on the number of layers")
+        chains = chain_ids(diff_ids)
+        failed = True
+        try:
+            with self.images.pinned(*chains, config_digest,
+                                    *(layer["digest"] for layer in layers)):
+                messages: asyncio.Queue[Message] = asyncio.Queue()
+                work = self._pull_layers(session, ref, layers, diff_ids, chains, messages.put)
+                async for message in _relay(work, messages):
+                    yield message
+                image_id = self.images.register(config_bytes)
+            failed = False
+        finally:
+            if failed:
+                self.images.collect_garbage()
+        yield Message(f"Digest: {manifest.digest}")
+        previous = self.images.store.resolve_ref(str(ref)) if ref.tag else None
+        if ref.tag:
+            self.images.set_reference(ref, image_id)
+        self.images.set_reference(ref.with_digest(manifest.digest), image_id)
+        self.images.events.publish("pull", ref.familiar, {"name": ref.familiar})
+        metrics.PULL_SECONDS.observe(time.monotonic() - started)
+        state = "Image is up to date" if previous == image_id else "Downloaded newer image"
+        yield Message(f"Status: {state} for {ref.familiar}")
+
+    async def _pull_layers(self, session: RegistrySession, ref: ImageRef,
+                           layers: list[dict[str, Any]], diff_ids: list[str],
+                           chains: list[str], emit: Callable[[Message], Awaitable]) -> None:
+        needed = [i for i, chain in enumerate(chains) if self.images.store.layer(chain) is None]
+        for i, layer in enumerate(layers):
+            await emit(Message("Already exists" if i not in needed else "Pulling fs layer",
+                               id=short(layer["digest"])))
+        slots = asyncio.Semaphore(PARALLEL_DOWNLOADS)
+        for position, i in enumerate(needed):
+            if position >= PARALLEL_DOWNLOADS:
+                await emit(Message("Waiting", id=short(layers[i]["digest"])))
+        downloads = {i: asyncio.create_task(self._download(session, ref, layers[i], slots, emit))
+                     for i in needed}
+        try:
+            for i in needed:
+                await downloads[i]
+                layer = layers[i]
+                digest = layer["digest"]
+                await emit(Message("Extracting", id=short(digest), current=0,
+                                   total=layer.get("size", 0)))
+                media = LAYER_TAR if layer.get("mediaType", "").endswith("tar") else LAYER_GZIP
+                source = LayerSource(diff_id=diff_ids[i], open=lambda: None,
+                                     media_type=media, blob_digest=digest)
+                await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
+                await emit(Message("Pull complete", id=short(digest)))
+        finally:
+            for task in downloads.values():
+                task.cancel()
+            await asyncio.gather(*downloads.values(), return_exceptions=True)
+
+    async def _download(self, session: RegistrySession, ref: ImageRef, layer: dict[str, Any],
+                        slots: asyncio.Semaphore, emit: Callable[[Message], Awaitable]) -> None:
+        digest = layer["digest"]
+        if self.images.content.exists(digest):
+            await emit(Message("Download complete", id=short(digest)))
+            return
+        async with slots:
+            response = await session.stream("GET", f"{ref.path}/blobs/{digest}")
+            try:
+                raise_for(response, f"fetching blob {digest}")
+                total = int(response.headers.get("Content-Length") or layer.get("size") or 0)
+                last = 0.0
+                with self.images.content.writer() as blob:
+                    async for chunk in iter_body(response):
+                        blob.write(chunk)
+                        metrics.PULLED_BYTES.inc(len(chunk))
+                        if time.monotonic() - last > PROGRESS_INTERVAL:
+                            last = time.monotonic()
+                            await emit(Message("Downloading", id=short(digest),
+                                               current=blob.size, total=total))
+                    await emit(Message("Verifying Checksum", id=short(digest)))
+                    if blob.digest != digest:
+                        raise InvalidArgument(
+                            f"filesystem layer verification failed for digest {digest}")
+            finally:
+                await response.aclose()
+        await emit(Message("Download complete", id=short(digest)))
+
+    # Push.
+    async def push(self, name: str, tag: str, creds: Credentials) -> AsyncIterator[Message]:
+        ref = reference.parse(name, default_tag=False)
+        if ref.digest:
+            raise InvalidArgument("cannot push a digest reference")
+        targets = self._push_targets(ref, tag)
+        session = await self._session(ref, creds, "pull,push")
+        yield Message(f"The push refers to repository [{ref.name}]")
+        for target, image_id in targets:
+            messages: asyncio.Queue[Message] = asyncio.Queue()
+            result: dict[str, Any] = {}
+            work = self._push_image(session, target, image_id, messages.put, result)
+            async for message in _relay(work, messages):
+                yield message
+            digest, size = result["digest"], result["size"]
+            self.images.set_reference(target.with_digest(digest), image_id)
+            self.images.events.publish("push", target.familiar, {"name": target.familiar})
+            yield Message(f"{target.tag}: digest: {digest} size: {size}")
+            yield Message(aux={"Tag": target.tag, "Digest": digest, "Size": size})
+
+    def _push_targets(self, ref: ImageRef, tag: str) -> list[tuple[ImageRef, str]]:
+        if tag or ref.tag:
+            target = ref.with_tag(tag or ref.tag)
+            image_id = self.images.store.resolve_ref(str(target))
+            if image_id is None:
+                raise NotFound(f"tag does not exist: {target.familiar}")
+            return [(target, image_id)]
+        targets = []
+        for image_id, refs in self.images.store.all_refs().items():
+            for text in refs:
+                other = reference.parse(text)
+                if other.name == ref.name and other.tag:
+                    targets.append((other, image_id))
+        if not targets:
+            raise NotFound(f"An image does not exist locally with the tag: {ref.familiar_name}")
+        return sorted(targets, key=lambda t: t[0].tag)
+
+    async def _push_image(self, session: RegistrySession, ref: ImageRef, image_id: str,
+                          emit: Callable[[Message], Awaitable], result: dict[str, Any]) -> None:
+        diff_ids = self.images.record_diff_ids(image_id)
+        for diff_id in reversed(diff_ids):
+            await emit(Message("Preparing", id=short(diff_id)))
+        slots = asyncio.Semaphore(PARALLEL_UPLOADS)
+
+        async def push_layer(diff_id: str) -> LayerBlob:
+            async with slots:
+                blob = await asyncio.to_thread(self._compressed_blob, diff_id)
+                self.images.store.add_layer_blob(blob)
+                await self._upload_blob(session, ref, blob.digest, blob.size, emit,
+                                        progress_id=short(diff_id))
+                return blob
+
+        blobs = await asyncio.gather(*(push_layer(d) for d in reversed(diff_ids)))
+        config_bytes = self.images.content.read(image_id)
+        await self._upload_blob(session, ref, image_id, len(config_bytes), None)
+        manifest = json.dumps({
+            "schemaVersion": 2, "mediaType": DOCKER_MANIFEST,
+            "config": {"mediaType": DOCKER_CONFIG, "size": len(config_bytes),
+                       "digest": image_id},
+            "layers": [{"mediaType": b.media_type, "size": b.size, "digest": b.digest}
+                       for b in reversed(blobs)],
+        }, indent=3).encode()
+        response = await session.request(
+            "PUT", f"{ref.path}/manifests/{ref.tag}", content=manifest,
+            headers={"Content-Type": DOCKER_MANIFEST})
+        raise_for(response, f"pushing manifest for {ref.familiar}")
+        result["digest"] = response.headers.get("Docker-Content-Digest") or _sha256(manifest)
+        result["size"] = len(manifest)
+
+    def _compressed_blob(self, diff_id: str) -> LayerBlob:
+        """A gzip blob of the layer, made from the uncompressed one if needed
+        (runs in a thread; reading the store from it is safe, writing is not)."""
+        blobs = self.images.store.layer_blobs(diff_id)
+        for blob in blobs:
+            if blob.media_type == LAYER_GZIP and self.images.content.exists(blob.digest):
+                return blob
+        source = next(b for b in blobs if self.images.content.exists(b.digest))
+        with self.images.content.writer() as writer, \
+                self.images.content.path(source.digest).open("rb") as raw, \
+                gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as packed:
+            shutil.copyfileobj(raw, packed, 1 << 20)
+        return LayerBlob(diff_id, writer.digest, LAYER_GZIP, writer.size)
+
+    async def _upload_blob(self, session: RegistrySession, ref: ImageRef, digest: str,
+                           size: int, emit: Callable[[Message], Awaitable] | None,
+                           progress_id: str = "") -> None:
+        head = await session.request("HEAD", f"{ref.path}/blobs/{digest}")
+        if head.status_code == 200:
+            if emit:
+                await emit(Message("Layer already exists", id=progress_id))
+            return
+        start = await session.request("POST", f"{ref.path}/blobs/uploads/")
+        raise_for(start, f"starting upload of {digest}")
+        location = start.headers.get("Location", "")
+        if not location:
+            raise Internal("registry gave no upload location")
+        location = str(start.request.url.join(location))
+        separator = "&" if "?" in location else "?"
+        path = self.images.content.path(digest)
+
+        async def body() -> AsyncIterator[bytes]:
+            sent, last = 0, 0.0
+            with path.open("rb") as file:
+                while chunk := await asyncio.to_thread(file.read, 1 << 20):
+                    sent += len(chunk)
+                    if emit and time.monotonic() - last > PROGRESS_INTERVAL:
+                        last = time.monotonic()
+                        await emit(Message("Pushing", id=progress_id, current=sent, total=size))
+                    yield chunk
+
+        response = await session.request(
+            "PUT", f"{location}{separator}digest={digest}", content=body(),
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
+        raise_for(response, f"uploading blob {digest}")
+        if emit:
+            await emit(Message("Pushed", id=progress_id))
+
+
+async def _relay(work: Awaitable[None], messages: asyncio.Queue[Message]
+                 ) -> AsyncIterator[Message]:
+    """Yield the messages `work` queues while it runs; its error ends the stream."""
+    task = asyncio.ensure_future(work)
+    try:
+        while True:
+            getter = asyncio.ensure_future(messages.get())
+            done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                yield getter.result()
+                continue
+            getter.cancel()
+            while not messages.empty():
+                yield messages.get_nowait()
+            task.result()
+            return
+    finally:
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)

@@ -1,0 +1,212 @@
+"""OCI Distribution HTTP client: endpoints (https, or http for loopback and
+insecure registries, mirrors for Docker Hub) and the WWW-Authenticate
+challenge flow (anonymous, Basic, Bearer token)."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import re
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
+
+import httpx
+
+from services.common.errors import Internal, NotFound, Unauthenticated
+
+DOCKER_HUB_HOST = "registry-1.docker.io"
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+@dataclass
+class Credentials:
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+    registry_token: str = ""
+
+    @property
+    def basic(self) -> str:
+        raw = f"{self.username}:{self.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+
+def _is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0].strip("[]") if host.count(":") <= 1 or "]" in host else host
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _is_insecure(host: str, insecure: list[str]) -> bool:
+    if _is_loopback(host) or host in insecure:
+        return True
+    name = host.rsplit(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(name)
+    except ValueError:
+        return name in insecure
+    for entry in insecure:
+        try:
+            if address in ipaddress.ip_network(entry, strict=False):
+                return True
+        except ValueError:
+            continue
+    return False
+
+
+def parse_challenge(header: str) -> tuple[str, dict[str, str]]:
+    scheme, _, rest = header.partition(" ")
+    return scheme.lower(), dict(_CHALLENGE_PARAM.findall(rest))
+
+
+class ChallengeAuth(httpx.Auth):
+    """Answers a registry's 401 challenge once, caching the bearer token."""
+
+    def __init__(self, session: RegistrySession) -> None:
+        self.session = session
+
+    async def async_auth_flow(self, request: httpx.Request
+                              ) -> AsyncGenerator[httpx.Request, httpx.Response]:
+        if self.session.authorization:
+            request.headers["Authorization"] = self.session.authorization
+        response = yield request
+        if response.status_code != 401:
+            return
+        scheme, params = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        creds = self.session.credentials
+        if scheme == "basic":
+            if not creds.username:
+                return
+            self.session.authorization = creds.basic
+        elif scheme == "bearer":
+            token_request = self.session.token_request(params)
+            token_response = yield token_request
+            if token_response.status_code != 200:
+                return
+            await token_response.aread()
+            body = token_response.json()
+            token = body.get("token") or body.get("access_token")
+            if not token:
+                return
+            self.session.authorization = f"Bearer {token}"
+        else:
+            return
+        request.headers["Authorization"] = self.session.authorization
+        yield request
+
+
+@dataclass
+class RegistrySession:
+    """One registry host with one user's credentials and a set of scopes."""
+
+    domain: str
+    credentials: Credentials
+    scopes: list[str]
+    base_url: str
+    client: httpx.AsyncClient
+    authorization: str = ""
+    token_params: dict[str, str] = field(default_factory=dict)
+
+    def token_request(self, challenge: dict[str, str]) -> httpx.Request:
+        params: list[tuple[str, str]] = []
+        if challenge.get("service"):
+            params.append(("service", challenge["service"]))
+        scopes = self.scopes or ([challenge["scope"]] if challenge.get("scope") else [])
+        params.extend(("scope", scope) for scope in scopes)
+        headers = {}
+        creds = self.credentials
+        if creds.identity_token:
+            return httpx.Request("POST", challenge["realm"], data={
+                "grant_type": "refresh_token", "refresh_token": creds.identity_token,
+                "service": challenge.get("service", ""), "scope": " ".join(scopes),
+                "client_id": "berth"})
+        if creds.username:
+            headers["Authorization"] = creds.basic
+        return httpx.Request("GET", challenge["realm"], params=params, headers=headers)
+
+    def url(self, path: str) -> str:
+        return f"{self.base_url}/v2/{path}"
+
+    async def request(self, method: str, path_or_url: str, **kwargs) -> httpx.Response:
+        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        try:
+            return await self.client.request(method, url, auth=ChallengeAuth(self), **kwargs)
+        except httpx.HTTPError as exc:
+            raise Internal(f"{method} {url}: {exc}") from exc
+
+    async def stream(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """A response whose body is read by the caller (and closed by it)."""
+        request = self.client.build_request(method, self.url(path), **kwargs)
+        try:
+            return await self.client.send(request, auth=ChallengeAuth(self), stream=True)
+        except httpx.HTTPError as exc:
+            raise Internal(f"{method} {self.url(path)}: {exc}") from exc
+
+    async def ping(self) -> None:
+        """GET /v2/ to learn the auth scheme; 401 after answering it fails."""
+        response = await self.request("GET", "")
+        if response.status_code == 401:
+            raise Unauthenticated(f"login attempt to {self.url('')} failed with status: "
+                                  f"401 Unauthorized")
+        if response.status_code >= 400:
+            raise Internal(f"login attempt to {self.url('')} failed with status: "
+                           f"{response.status_code} {response.reason_phrase}")
+
+
+def error_text(response: httpx.Response) -> str:
+    """`code: message` of a registry's JSON error body, or the HTTP status."""
+    try:
+        errors = response.json().get("errors") or []
+    except ValueError:
+        errors = []
+    if errors:
+        first = errors[0]
+        return f"{str(first.get('code', '')).lower().replace('_', ' ')}: {first.get('message', '')}"
+    return f"{response.status_code} {response.reason_phrase}"
+
+
+def raise_for(response: httpx.Response, what: str) -> None:
+    if response.status_code == 401:
+        raise Unauthenticated(f"{what}: unauthorized: {error_text(response)}")
+    if response.status_code == 404:
+        raise NotFound(f"{what}: {error_text(response)}")
+    if response.status_code >= 400:
+        raise Internal(f"{what}: {error_text(response)}")
+
+
+class Registries:
+    """Endpoints per registry host, from the engine config (daemon.json keys)."""
+
+    def __init__(self, engine: dict) -> None:
+        self.insecure: list[str] = list(engine.get("insecure-registries") or [])
+        self.mirrors: list[str] = [m.rstrip("/") for m in engine.get("registry-mirrors") or []]
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10),
+                                        follow_redirects=True,
+                                        limits=httpx.Limits(max_connections=32))
+
+    def base_urls(self, domain: str) -> list[str]:
+        if domain == "docker.io":
+            return [*self.mirrors, f"https://{DOCKER_HUB_HOST}"]
+        scheme = "http" if _is_insecure(domain, self.insecure) else "https"
+        return [f"{scheme}://{domain}"]
+
+    def session(self, domain: str, credentials: Credentials, scopes: list[str],
+                base_url: str = "") -> RegistrySession:
+        return RegistrySession(domain=domain, credentials=credentials, scopes=scopes,
+                               base_url=base_url or self.base_urls(domain)[-1],
+                               client=self.client)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def iter_body(response: httpx.Response, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    try:
+        async for data in response.aiter_bytes(chunk):
+            yield data
+    except httpx.HTTPError as exc:
+        raise Internal(f"error reading blob: {exc}") from exc

@@ -1,0 +1,126 @@
+"""Pull and push against a real registry (Debian's docker-registry), with
+skopeo as an independent client, and the failures a pull must survive."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import tarfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.engine import Engine
+from tests.support.images import image_archive
+from tests.support.registry import Registry
+
+SKOPEO = "/usr/bin/skopeo"
+
+
+def skopeo_copy(source: str, dest: str) -> None:
+    subprocess.run([SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
+                    "--dest-tls-verify=false", source, dest],
+                   check=True, capture_output=True, timeout=120)
+
+
+@pytest.fixture(scope="module")
+def seeded(registry: Registry, busybox_tar: Path) -> str:
+    """busybox put into the registry by skopeo, as <registry>/seed/busybox:1."""
+    name = f"{registry.address}/seed/busybox:1"
+    skopeo_copy(f"docker-archive:{busybox_tar}", f"docker://{name}")
+    return name
+
+
+def test_pull_progress_and_digests(engine: Engine, seeded: str) -> None:
+    out = engine.docker("pull", seeded).stdout.decode()
+    assert "1: Pulling from seed/busybox" in out
+    assert "Pull complete" in out
+    assert "Digest: sha256:" in out
+    assert f"Status: Downloaded newer image for {seeded}" in out
+    again = engine.docker("pull", seeded).stdout.decode()
+    assert f"Status: Image is up to date for {seeded}" in again
+    data = json.loads(engine.docker("image", "inspect", seeded).stdout)[0]
+    repo_digest = data["RepoDigests"][0]
+    assert repo_digest.startswith(seeded.rsplit(":", 1)[0] + "@sha256:")
+    engine.docker("rmi", seeded)
+    by_digest = engine.docker("pull", repo_digest).stdout.decode()
+    assert "Digest: " + repo_digest.split("@")[1] in by_digest
+    engine.docker("rmi", repo_digest)
+
+
+def test_pull_json_stream(engine: Engine, seeded: str) -> None:
+    client = engine.client()
+    repo, tag = seeded.rsplit(":", 1)
+    lines = list(client.api.pull(repo, tag=tag, stream=True, decode=True))
+    statuses = [line.get("status", "") for line in lines]
+    assert "Pulling fs layer" in statuses or "Already exists" in statuses
+    downloading = [line for line in lines if line.get("status") == "Downloading"]
+    for line in downloading:
+        assert line["progressDetail"]["total"] > 0 and "id" in line
+    assert statuses[-1].startswith("Status: ")
+    client.images.remove(seeded)
+
+
+def test_pull_errors(engine: Engine, registry: Registry) -> None:
+    missing = engine.docker("pull", f"{registry.address}/seed/busybox:nope", check=False)
+    assert missing.returncode != 0
+    assert b"not found" in missing.stderr
+    client = engine.client()
+    response = client.api._post(client.api._url("/images/create"),
+                                params={"fromImage": "UPPER", "tag": "case"})
+    assert response.status_code == 400
+    assert "invalid reference format" in response.json()["message"]
+    no_platform = engine.docker("pull", "--platform", "linux/s390x",
+                                f"{registry.address}/seed/busybox:1", check=False)
+    assert no_platform.returncode == 0 or b"no matching manifest" in no_platform.stderr
+
+
+def test_push_is_read_back_by_skopeo(engine: Engine, busybox: str, registry: Registry,
+                                     tmp_path: Path) -> None:
+    target = f"{registry.address}/pushed/app:v1"
+    engine.docker("tag", busybox, target)
+    out = engine.docker("push", target).stdout.decode()
+    assert f"The push refers to repository [{registry.address}/pushed/app]" in out
+    assert "Pushed" in out
+    assert "v1: digest: sha256:" in out
+    again = engine.docker("push", target).stdout.decode()
+    assert "Layer already exists" in again
+    copied = tmp_path / "copied.tar"
+    skopeo_copy(f"docker://{target}", f"docker-archive:{copied}:copied:1")
+    with tarfile.open(copied) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())[0]
+        config = json.loads(tar.extractfile(manifest["Config"]).read())
+        layer = tar.extractfile(manifest["Layers"][0]).read()
+    local = json.loads(engine.docker("image", "inspect", busybox).stdout)[0]
+    assert config["rootfs"]["diff_ids"] == local["RootFS"]["Layers"]
+    assert "sha256:" + hashlib.sha256(layer).hexdigest() == local["RootFS"]["Layers"][0]
+    pushed = json.loads(engine.docker("image", "inspect", target).stdout)[0]
+    assert any(d.startswith(f"{registry.address}/pushed/app@sha256:")
+               for d in pushed["RepoDigests"])
+    engine.docker("rmi", target)
+
+
+def test_corrupt_blob_leaves_nothing(engine: Engine, registry: Registry,
+                                     tmp_path: Path) -> None:
+    archive = tmp_path / "corrupt.tar"
+    archive.write_bytes(image_archive([b"\0" * 1024 + b"x" * 0], ["corrupt:1"],
+                                      {"Labels": {"corrupt": "yes"}}, compress=True))
+    name = f"{registry.address}/corrupt/img:1"
+    skopeo_copy(f"docker-archive:{archive}", f"docker://{name}")
+    manifest = httpx.get(f"http://{registry.address}/v2/corrupt/img/manifests/1",
+                         headers={"Accept": "application/vnd.docker.distribution."
+                                            "manifest.v2+json"}).json()
+    layer_digest = manifest["layers"][0]["digest"].removeprefix("sha256:")
+    blob = next((registry.root / "storage").rglob(f"blobs/sha256/*/{layer_digest}/data"))
+    blob.write_bytes(b"garbage" + blob.read_bytes()[7:])
+    before = set((engine.data_root / "image" / "blobs" / "sha256").iterdir())
+    result = engine.docker("pull", name, check=False)
+    assert result.returncode != 0
+    assert b"verification failed" in result.stderr
+    assert engine.docker("images", "-q", "--filter", "label=corrupt=yes").stdout.strip() == b""
+    after = set((engine.data_root / "image" / "blobs" / "sha256").iterdir())
+    assert after == before
+    tmp = engine.data_root / "image" / "tmp"
+    assert list(tmp.iterdir()) == []
