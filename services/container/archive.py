@@ -274,6 +274,8 @@ def untar_into(host_dir: str, container_dir: str, read: Callable[[int], bytes],
                 tar.extractall(staging, numeric_owner=True, filter=_entry_filter(options))
         except (tarfile.TarError, EOFError, UnicodeError) as exc:
             raise InvalidArgument(f"invalid tar archive: {exc}") from exc
+        except OSError as exc:
+            raise InvalidArgument(f"cannot extract archive: {exc}") from exc
         if options.no_overwrite_dir_non_dir:
             _check_overwrites(staging, host_dir, container_dir)
         _merge(staging, host_dir)

@@ -113,6 +113,9 @@ class ExecManager:
     def of_container(self, container_id: str) -> list[Exec]:
         return [e for e in self._execs.values() if e.container_id == container_id]
 
+    def forget(self, exec_id: str) -> None:
+        self._execs.pop(exec_id, None)
+
     def forget_container(self, container_id: str) -> None:
         for record in self.of_container(container_id):
             del self._execs[record.id]

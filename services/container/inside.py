@@ -1,0 +1,460 @@
+"""The domain of working inside containers: exec, archive (docker cp), top,
+stats, changes, export, commit, update and healthchecks, on top of the
+lifecycle Manager (container lookup, bundle, runtime, events)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from berth.container.v1 import container_pb2
+from berth.image.v1 import image_pb2
+from berth.types.v1 import types_pb2
+from services.common.config import Config
+from services.common.errors import BerthError, Conflict, InvalidArgument, PermissionDenied
+from services.common.events import EventBus
+from services.container import archive, attach, changes, health, rootfs, stats, top, update
+from services.container.cgroups import cgroups_path
+from services.container.commit_changes import apply_changes
+from services.container.containers import Manager
+from services.container.exec import Exec, ExecManager, ExecStartFailed, process_spec
+from services.container.store import Container
+
+Frame = container_pb2.IOFrame
+STATS_INTERVAL = 1.0
+# Sends a layer (options, then tar chunks) to the image service; returns the image ID.
+CommitLayer = Callable[[AsyncIterator[image_pb2.CommitLayerRequest]], Awaitable[str]]
+
+
+class Inside:
+    def __init__(self, config: Config, manager: Manager, events: EventBus) -> None:
+        self.config = config
+        self._manager = manager
+        self._events = events
+        self._runtime = manager._runtime
+        self.execs = ExecManager(config.exec_root / "container", self._runtime)
+        self._health = health.HealthTasks()
+        self._watcher: asyncio.Task | None = None
+        self._mount_users: dict[str, int] = {}
+
+    # -- service lifetime --------------------------------------------------
+
+    async def start(self) -> None:
+        """Follow container starts and exits to run healthchecks."""
+        for container in list(self._manager.containers.values()):
+            if container.state.status in ("running", "paused"):
+                self._start_health(container)
+        self._watcher = asyncio.create_task(self._follow_events())
+
+    async def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self._health.close()
+
+    async def _follow_events(self) -> None:
+        async for event in self._events.subscribe(types_pb2.SubscribeRequest()):
+            if event.type != "container":
+                continue
+            if event.action == "start":
+                with contextlib.suppress(BerthError):
+                    self._start_health(self._manager.get(event.actor_id))
+            elif event.action in ("die", "destroy"):
+                self._health.stop(event.actor_id)
+                if event.action == "destroy":
+                    self.execs.forget_container(event.actor_id)
+
+    def _publish(self, action: str, container: Container, **extra: str) -> None:
+        self._events.publish(action, container.id, self._manager.attributes(container, **extra))
+
+    def _running(self, ref: str) -> Container:
+        container = self._manager.get(ref)
+        if container.state.status not in ("running", "paused") or not container.state.pid:
+            raise Conflict(f"Container {container.id} is not running")
+        return container
+
+    # -- exec --------------------------------------------------------------
+
+    def _exec_target(self, ref: str) -> Container:
+        container = self._manager.get(ref)
+        if container.state.status == "paused":
+            raise Conflict(f"Container {container.id} is paused, unpause the container "
+                           "before exec")
+        if container.state.status != "running" or not container.state.pid:
+            raise Conflict(f"container {container.id} is not running")
+        return container
+
+    def exec_create(self, ref: str, config: container_pb2.ExecConfig) -> Exec:
+        container = self._exec_target(ref)
+        if not config.cmd:
+            raise InvalidArgument("No exec command specified")
+        if config.detach_keys:
+            attach.parse_detach_keys(config.detach_keys)
+        record = self.execs.create(container.id, config)
+        self._publish(f"exec_create: {record.command}", container, execID=record.id)
+        return record
+
+    def _process(self, container: Container, config: container_pb2.ExecConfig) -> dict:
+        bundle = self._manager.bundle(container)
+        document = json.loads((bundle.path / "config.json").read_text())
+        root = Path(f"/proc/{container.state.pid}/root")
+        return process_spec(document["process"], config, root, container.config.user)
+
+    async def exec_start(self, options: container_pb2.ExecStartOptions,
+                         requests: AsyncIterator[Any]) -> AsyncIterator[Frame]:
+        record = self.execs.get(options.exec_id)
+        container = self._exec_target(record.container_id)
+        if options.console_size:
+            del record.config.console_size[:]
+            record.config.console_size.extend(options.console_size)
+        attach_output = not options.detach
+        try:
+            sock = await self.execs.start(record, self._process(container, record.config),
+                                          attach=attach_output)
+        except ExecStartFailed as failure:
+            record.exit_code = failure.exit_code
+            if options.detach:
+                raise InvalidArgument(failure.message) from failure
+            yield Frame(stream=Frame.STDOUT, data=(failure.message + "\r\n").encode(),
+                        exit_code=failure.exit_code)
+            return
+        self._publish(f"exec_start: {record.command}", container, execID=record.id)
+        asyncio.create_task(self._report_exit(record, container))
+        if sock is None:
+            return
+        attach_options = container_pb2.AttachOptions(
+            stdin=record.config.attach_stdin, stdout=record.config.attach_stdout,
+            stderr=record.config.attach_stderr, detach_keys=record.config.detach_keys)
+        async for frame in attach.pump(sock, attach_options, record.config.tty, requests):
+            yield frame
+            if frame.detached:
+                return
+        yield Frame(exit_code=await self.execs.wait(record))
+
+    async def _report_exit(self, record: Exec, container: Container) -> None:
+        code = await self.execs.wait(record)
+        self._publish("exec_die", container, execID=record.id, exitCode=str(code))
+
+    def exec_resize(self, exec_id: str, height: int, width: int) -> None:
+        self.execs.resize(self.execs.get(exec_id), height, width)
+
+    def exec_inspect(self, exec_id: str) -> container_pb2.ExecInstance:
+        record = self.execs.get(exec_id)
+        config = record.config
+        instance = container_pb2.ExecInstance(
+            id=record.id, running=record.running, container_id=record.container_id,
+            config=config, pid=record.pid, open_stdin=config.attach_stdin,
+            open_stdout=config.attach_stdout, open_stderr=config.attach_stderr,
+            detach_keys=config.detach_keys)
+        if record.exit_code is not None:
+            instance.exit_code = record.exit_code
+        return instance
+
+    async def run_probe(self, container_id: str, command: list[str], timeout: float
+                        ) -> tuple[int, str]:
+        """Run a healthcheck command as an exec; (exit code, output)."""
+        container = self._exec_target(container_id)
+        config = container_pb2.ExecConfig(cmd=command, attach_stdout=True, attach_stderr=True)
+        record = self.execs.create(container.id, config)
+        try:
+            sock = await self.execs.start(record, self._process(container, config),
+                                          attach=True, timeout_seconds=max(1, int(timeout)))
+        except ExecStartFailed as failure:
+            self.execs.forget(record.id)
+            return failure.exit_code, failure.message
+        assert sock is not None
+        output = bytearray()
+        options = container_pb2.AttachOptions(stdout=True, stderr=True)
+        try:
+            async with asyncio.timeout(timeout):
+                async for frame in attach.pump(sock, options, False, None):
+                    if len(output) < health.MAX_OUTPUT:
+                        output += frame.data
+                code = await self.execs.wait(record)
+        except TimeoutError:
+            await self.execs.kill(record)
+            raise
+        finally:
+            self.execs.forget(record.id)
+        return code, output.decode(errors="replace")
+
+    # -- healthchecks ------------------------------------------------------
+
+    def _start_health(self, container: Container) -> None:
+        command = health.probe_command(container.config.healthcheck,
+                                       list(container.config.shell))
+        if command is None:
+            return
+        state = health.new_health()
+        container.state.health = state
+
+        def recorded(current: dict, changed: bool) -> None:
+            container.state.health = current
+            if changed:
+                self._publish(f"health_status: {current['status']}", container)
+
+        monitor = health.HealthMonitor(
+            container.config.healthcheck, command,
+            lambda cmd, timeout: self.run_probe(container.id, cmd, timeout), recorded, state)
+        self._health.start(container.id, monitor)
+
+    # -- file systems ------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _filesystem(self, container: Container, live: bool) -> AsyncIterator[str]:
+        """The container's root: its live view with every mount (/proc/<pid>/root)
+        when `live` and running, else the overlay rootfs, mounted for the
+        duration when the container is stopped."""
+        if live and container.state.pid and container.state.status in ("running", "paused"):
+            yield f"/proc/{container.state.pid}/root"
+            return
+        bundle = self._manager.bundle(container)
+        cid = container.id
+        async with self._manager._lock(cid):
+            if self._mount_users.get(cid, 0) == 0 and not container.running:
+                await rootfs.mount_overlay(container.lower_dirs, bundle.path / "upper",
+                                           bundle.path / "work", bundle.rootfs)
+            self._mount_users[cid] = self._mount_users.get(cid, 0) + 1
+        try:
+            yield str(bundle.rootfs)
+        finally:
+            async with self._manager._lock(cid):
+                self._mount_users[cid] -= 1
+                if self._mount_users[cid] == 0:
+                    del self._mount_users[cid]
+                    if not container.running:
+                        await rootfs.unmount(bundle.rootfs)
+
+    @staticmethod
+    def _not_found(path: str, container: Container) -> str:
+        return f"Could not find the file {path} in container {container.name}"
+
+    async def stat_path(self, ref: str, path: str) -> archive.PathInfo:
+        container = self._manager.get(ref)
+        async with self._filesystem(container, live=True) as root:
+            return await asyncio.to_thread(archive.stat_path, root, path,
+                                           self._not_found(path, container))
+
+    async def get_archive(self, ref: str, path: str
+                          ) -> AsyncIterator[archive.PathInfo | bytes]:
+        """The path's stat first, then the tar's bytes."""
+        container = self._manager.get(ref)
+        async with self._filesystem(container, live=True) as root:
+            info = await asyncio.to_thread(archive.stat_path, root, path,
+                                           self._not_found(path, container))
+            yield info
+            async for chunk in archive.stream_from_thread(
+                    lambda out: archive.write_tar(root, path, out)):
+                yield chunk
+        self._publish("archive-path", container)
+
+    async def put_archive(self, options: container_pb2.PutArchiveOptions,
+                          data: AsyncIterator[bytes]) -> None:
+        container = self._manager.get(options.id)
+        async with self._filesystem(container, live=True) as root:
+            host_dir = await asyncio.to_thread(archive.extraction_dir, root, options.path,
+                                               self._not_found(options.path, container))
+            if os.statvfs(host_dir).f_flag & os.ST_RDONLY:
+                raise PermissionDenied("container rootfs is marked read-only")
+            owner = None
+            if options.copy_uid_gid:
+                user = rootfs.resolve_user(Path(root), container.config.user or "0", [])
+                owner = (user.uid, user.gid)
+            extract = archive.ExtractOptions(
+                no_overwrite_dir_non_dir=options.no_overwrite_dir_non_dir, owner=owner)
+            shown = archive.container_path(root, host_dir)
+            await _feed_thread(data, lambda read: archive.untar_into(host_dir, shown, read,
+                                                                      extract))
+        self._publish("extract-to-dir", container)
+
+    async def changes(self, ref: str) -> list[changes.Change]:
+        container = self._manager.get(ref)
+        upper = self._manager.bundle(container).path / "upper"
+        if not upper.is_dir():
+            return []
+        return await asyncio.to_thread(changes.changes, str(upper), container.lower_dirs)
+
+    async def export(self, ref: str) -> AsyncIterator[bytes]:
+        container = self._manager.get(ref)
+        async with self._filesystem(container, live=False) as root:
+            async for chunk in archive.stream_from_thread(
+                    lambda out: archive.write_tree_tar(root, out)):
+                yield chunk
+        self._publish("export", container)
+
+    # -- processes and resources -------------------------------------------
+
+    def _cgroup(self, container: Container) -> str:
+        return cgroups_path(self.config.instance_prefix, container.id)
+
+    async def top(self, ref: str, ps_args: str) -> top.ProcessTable:
+        container = self._running(ref)
+        table = await top.top(stats.cgroup_pids(self._cgroup(container)), ps_args)
+        self._publish("top", container)
+        return table
+
+    async def stats(self, ref: str, stream: bool, one_shot: bool
+                    ) -> AsyncIterator[dict[str, Any]]:
+        container = self._manager.get(ref)
+        identity = {"name": "/" + container.name, "id": container.id}
+        if not container.running or not container.state.pid:
+            yield {**identity, "read": "", "preread": ""}
+            return
+        cgroup, pid = self._cgroup(container), container.state.pid
+        previous = await asyncio.to_thread(stats.sample, cgroup, pid)
+        if one_shot and not stream:
+            yield {**previous, **identity}
+            return
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            if not container.running:
+                return
+            current = await asyncio.to_thread(stats.sample, cgroup, pid)
+            yield {**current, **identity, "preread": previous["read"],
+                   "precpu_stats": previous["cpu_stats"]}
+            if not stream:
+                return
+            previous = current
+
+    async def update(self, request: container_pb2.UpdateContainerRequest) -> list[str]:
+        container = self._manager.get(request.id)
+        merged = update.merge(container.host_config, request)
+        args = update.runc_update_args(request.resources, merged.resources)
+        if container.running and args:
+            await update.runc_update(self._runtime.binary, str(self._runtime.root),
+                                     container.id, args)
+        container.host_config.CopyFrom(merged)
+        self._manager._store.save_host_config(container)
+        self._publish("update", container)
+        return []
+
+    # -- commit ------------------------------------------------------------
+
+    async def commit(self, request: container_pb2.CommitRequest,
+                     commit_layer: CommitLayer) -> str:
+        container = self._manager.get(request.container_id)
+        config = container_pb2.ContainerConfig()
+        config.CopyFrom(request.config)
+        apply_changes(config, list(request.changes))
+        merge_commit_config(config, container.config)
+        upper = self._manager.bundle(container).path / "upper"
+        tags = [f"{request.repo}:{request.tag or 'latest'}"] if request.repo else []
+        layer_options = image_pb2.CommitLayerOptions(
+            parent=container.image_id, config=image_config(config),
+            created_by=" ".join(container.config.cmd.values), comment=request.comment,
+            author=request.author, tags=tags, container_id=container.id,
+            container_config=image_config(container.config), architecture=_architecture(),
+            os="linux")
+
+        async def messages() -> AsyncIterator[image_pb2.CommitLayerRequest]:
+            yield image_pb2.CommitLayerRequest(options=layer_options)
+            if upper.is_dir():
+                async for chunk in archive.stream_from_thread(
+                        lambda out: changes.write_layer_tar(str(upper), out)):
+                    yield image_pb2.CommitLayerRequest(data=chunk)
+
+        paused_here = request.pause and container.state.status == "running"
+        if paused_here:
+            await self._runtime.pause(container.id)
+        try:
+            image_id = await commit_layer(messages())
+        finally:
+            if paused_here:
+                await self._runtime.resume(container.id)
+        self._publish("commit", container, comment=request.comment, imageID=image_id,
+                      imageRef=tags[0] if tags else "", author=request.author)
+        return image_id
+
+
+def merge_commit_config(config: container_pb2.ContainerConfig,
+                        base: container_pb2.ContainerConfig) -> None:
+    """Docker's commit merge: what the user did not set comes from the container."""
+    if not config.user:
+        config.user = base.user
+    if not config.entrypoint.values and not config.cmd.values:
+        if base.HasField("cmd"):
+            config.cmd.CopyFrom(base.cmd)
+        if base.HasField("entrypoint"):
+            config.entrypoint.CopyFrom(base.entrypoint)
+    keys = {entry.partition("=")[0] for entry in config.env}
+    config.env[:0] = [entry for entry in base.env if entry.partition("=")[0] not in keys]
+    for key, value in base.labels.items():
+        config.labels.setdefault(key, value)
+    for port in base.exposed_ports:
+        if port not in config.exposed_ports:
+            config.exposed_ports.append(port)
+    for volume in base.volumes:
+        if volume not in config.volumes:
+            config.volumes.append(volume)
+    for name in ("working_dir", "stop_signal", "hostname", "domainname"):
+        if not getattr(config, name):
+            setattr(config, name, getattr(base, name))
+    if not config.HasField("healthcheck"):
+        config.healthcheck.CopyFrom(base.healthcheck)
+    if not config.on_build:
+        config.on_build.extend(base.on_build)
+    if not config.shell:
+        config.shell.extend(base.shell)
+
+
+def image_config(config: container_pb2.ContainerConfig) -> image_pb2.ImageConfig:
+    image = image_pb2.ImageConfig(
+        user=config.user, exposed_ports=list(config.exposed_ports), env=list(config.env),
+        volumes=list(config.volumes), working_dir=config.working_dir,
+        labels=dict(config.labels), stop_signal=config.stop_signal, shell=list(config.shell),
+        on_build=list(config.on_build), args_escaped=config.args_escaped,
+        hostname=config.hostname, domainname=config.domainname, tty=config.tty,
+        open_stdin=config.open_stdin, stdin_once=config.stdin_once,
+        attach_stdin=config.attach_stdin, attach_stdout=config.attach_stdout,
+        attach_stderr=config.attach_stderr, image=config.image)
+    if config.HasField("cmd"):
+        image.cmd.CopyFrom(config.cmd)
+    if config.HasField("entrypoint"):
+        image.entrypoint.CopyFrom(config.entrypoint)
+    if config.HasField("healthcheck"):
+        image.healthcheck.CopyFrom(config.healthcheck)
+    return image
+
+
+def _architecture() -> str:
+    machine = os.uname().machine
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+async def _feed_thread(data: AsyncIterator[bytes],
+                       consume: Callable[[Callable[[int], bytes]], None]) -> None:
+    """Run `consume(read)` in a thread, `read` returning `data`'s bytes
+    through a pipe; stops feeding when the consumer is done early."""
+    read_fd, write_fd = os.pipe()
+    reader = os.fdopen(read_fd, "rb")
+
+    def run() -> None:
+        try:
+            consume(reader.read)
+        finally:
+            reader.close()
+
+    task = asyncio.ensure_future(asyncio.to_thread(run))
+    try:
+        async for chunk in data:
+            if task.done():
+                break
+            try:
+                await asyncio.to_thread(_write_all, write_fd, chunk)
+            except BrokenPipeError:
+                break
+    finally:
+        os.close(write_fd)
+    await task
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
