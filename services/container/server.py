@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+from prometheus_client import REGISTRY
+
 from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
 from services.common.server import ServiceContext
+from services.container.cgroups import cgroups_path
+from services.container.containers import Manager
+from services.container.inside import Inside
+from services.container.metrics import ContainerCollector
+from services.container.peers import Peers
 from services.container.servicer import ContainerServicer
 
 
 async def setup(ctx: ServiceContext) -> list[str]:
     events = EventBus("container")
-    container_pb2_grpc.add_ContainerServiceServicer_to_server(ContainerServicer(events), ctx.server)
+    manager = Manager(ctx.config, events, Peers(ctx.config))
+    await manager.recover()
+    prefix = ctx.config.instance_prefix
+    REGISTRY.register(ContainerCollector(lambda: [
+        (c.id, c.name, c.state.status, cgroups_path(prefix, c.id))
+        for c in list(manager.containers.values())]))
+    ctx.counts = manager.counts
+    ctx.on_shutdown.append(manager.close)
+    inside = Inside(ctx.config, manager, events)
+    await inside.start()
+    ctx.on_shutdown.insert(0, inside.close)
+    container_pb2_grpc.add_ContainerServiceServicer_to_server(
+        ContainerServicer(events, manager, inside), ctx.server)
     return [container_pb2.DESCRIPTOR.services_by_name["ContainerService"].full_name]

@@ -7,14 +7,93 @@ servicer_inside.py, mixed in below.
 
 from __future__ import annotations
 
-from berth.container.v1 import container_pb2_grpc
+from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
+from services.container import views
+from services.container.containers import Manager
+from services.container.inside import Inside
 from services.container.servicer_inside import InsideServicerMixin
+
+_STREAMS = {"stdout": container_pb2.IOFrame.STDOUT, "stderr": container_pb2.IOFrame.STDERR}
 
 
 class ContainerServicer(InsideServicerMixin, container_pb2_grpc.ContainerServiceServicer):
-    def __init__(self, events: EventBus) -> None:
+    def __init__(self, events: EventBus, manager: Manager, inside: Inside) -> None:
         self._events = events
+        self._manager = manager
+        self._inside = inside
+
+    async def Create(self, request, context):  # noqa: N802
+        cid, warnings = await self._manager.create(request)
+        return container_pb2.CreateContainerResponse(id=cid, warnings=warnings)
+
+    async def Start(self, request, context):  # noqa: N802
+        already = await self._manager.start(request.id)
+        return container_pb2.StartContainerResponse(already_running=already)
+
+    async def Stop(self, request, context):  # noqa: N802
+        timeout = request.timeout if request.HasField("timeout") else None
+        stopped = await self._manager.stop(request.id, request.signal, timeout)
+        return container_pb2.StopContainerResponse(already_stopped=stopped)
+
+    async def Restart(self, request, context):  # noqa: N802
+        timeout = request.timeout if request.HasField("timeout") else None
+        await self._manager.restart(request.id, request.signal, timeout)
+        return container_pb2.RestartContainerResponse()
+
+    async def Kill(self, request, context):  # noqa: N802
+        await self._manager.kill(request.id, request.signal)
+        return container_pb2.KillContainerResponse()
+
+    async def Pause(self, request, context):  # noqa: N802
+        await self._manager.pause(request.id)
+        return container_pb2.PauseContainerResponse()
+
+    async def Unpause(self, request, context):  # noqa: N802
+        await self._manager.unpause(request.id)
+        return container_pb2.PauseContainerResponse()
+
+    async def Wait(self, request, context):  # noqa: N802
+        async for result in self._manager.wait(request.id, request.condition):
+            if result is None:
+                yield container_pb2.WaitContainerResponse(registered=True)
+            else:
+                yield container_pb2.WaitContainerResponse(status_code=result[0],
+                                                          error=result[1])
+
+    async def Rename(self, request, context):  # noqa: N802
+        await self._manager.rename(request.id, request.name)
+        return container_pb2.RenameContainerResponse()
+
+    async def Remove(self, request, context):  # noqa: N802
+        await self._manager.remove(request.id, request.force, request.remove_volumes)
+        return container_pb2.RemoveContainerResponse()
+
+    async def List(self, request, context):  # noqa: N802
+        containers = await views.list_containers(self._manager, request)
+        return container_pb2.ListContainersResponse(containers=containers)
+
+    async def Inspect(self, request, context):  # noqa: N802
+        return await views.inspect(self._manager, request.id, request.size)
+
+    async def Prune(self, request, context):  # noqa: N802
+        keep = views.prune_filter(request.filters)
+        deleted, reclaimed = await self._manager.prune(keep)
+        return container_pb2.PruneContainersResponse(deleted=deleted,
+                                                     space_reclaimed=reclaimed)
+
+    async def Attach(self, request_iterator, context):  # noqa: N802
+        async for frame in self._manager.attach(request_iterator):
+            yield frame
+
+    async def Resize(self, request, context):  # noqa: N802
+        await self._manager.resize(request.id, request.height, request.width)
+        return container_pb2.ResizeResponse()
+
+    async def Logs(self, request, context):  # noqa: N802
+        async for line in self._manager.logs(request):
+            yield container_pb2.LogEntry(stream=_STREAMS[line.stream], data=line.data,
+                                         time_nano=line.time_nano)
 
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):

@@ -1,0 +1,117 @@
+"""Attach sessions: a client's stdin and output joined to conmon's attach socket.
+
+The socket carries packets whose first byte names the stream (2 stdout,
+3 stderr); what the client writes goes to the container's stdin as is.
+Typing the detach keys ends the session without touching the container.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+from berth.container.v1 import container_pb2
+from services.common.errors import InvalidArgument
+from services.container.runtime import STDERR, STDOUT
+
+DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
+_PACKET = 65536
+Frame = container_pb2.IOFrame
+
+
+def parse_detach_keys(spec: str) -> bytes:
+    """Docker's detach key syntax: comma separated `ctrl-<key>` or single chars."""
+    keys = bytearray()
+    for part in (spec or DEFAULT_DETACH_KEYS).split(","):
+        part = part.strip()
+        if len(part) == 1:
+            keys.append(ord(part))
+            continue
+        key = part.removeprefix("ctrl-")
+        if part == key or len(key) != 1 or not ("a" <= key <= "z" or key in "@[\\]^_"):
+            raise InvalidArgument(f"Invalid detach keys ({spec}) provided")
+        keys.append(ord(key.upper()) - 64 if key.isalpha() else ord(key) - 64)
+    return bytes(keys)
+
+
+class _DetachScanner:
+    """Holds back bytes that may start the detach sequence."""
+
+    def __init__(self, keys: bytes) -> None:
+        self._keys = keys
+        self._held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """(bytes to forward, whether the keys were typed)."""
+        out = bytearray()
+        for byte in data:
+            candidate = self._held + bytes([byte])
+            if self._keys.startswith(candidate):
+                if candidate == self._keys:
+                    return bytes(out), True
+                self._held = candidate
+            else:
+                out += candidate
+                self._held = b""
+        return bytes(out), False
+
+
+async def pump(sock: socket.socket, options: container_pb2.AttachOptions, tty: bool,
+               requests: AsyncIterator[container_pb2.AttachRequest] | None
+               ) -> AsyncIterator[Frame]:
+    """Output frames of the session until the container's output ends or the
+    client detaches; stdin flows from `requests` meanwhile."""
+    queue: asyncio.Queue[Frame | None] = asyncio.Queue()
+    wanted = {STDOUT: options.stdout, STDERR: options.stderr}
+    tasks = [asyncio.create_task(_read_output(sock, wanted, queue))]
+    if options.stdin and requests is not None:
+        keys = parse_detach_keys(options.detach_keys)
+        tasks.append(asyncio.create_task(_forward_stdin(sock, requests, keys, tty, queue)))
+    try:
+        while (frame := await queue.get()) is not None:
+            yield frame
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sock.close()
+
+
+async def _read_output(sock: socket.socket, wanted: dict[int, bool],
+                       queue: asyncio.Queue[Frame | None]) -> None:
+    loop = asyncio.get_running_loop()
+    try:
+        while packet := await loop.sock_recv(sock, _PACKET + 1):
+            if wanted.get(packet[0]) and len(packet) > 1:
+                stream = Frame.STDERR if packet[0] == STDERR else Frame.STDOUT
+                queue.put_nowait(Frame(stream=stream, data=packet[1:]))
+    except OSError:
+        pass
+    queue.put_nowait(None)
+
+
+async def _forward_stdin(sock: socket.socket,
+                         requests: AsyncIterator[container_pb2.AttachRequest],
+                         keys: bytes, tty: bool, queue: asyncio.Queue[Frame | None]) -> None:
+    loop = asyncio.get_running_loop()
+    scanner = _DetachScanner(keys)
+    try:
+        async for request in requests:
+            if request.WhichOneof("part") == "close_stdin":
+                break
+            data, detached = scanner.feed(request.stdin)
+            if data:
+                await loop.sock_sendall(sock, data)
+            if detached:
+                queue.put_nowait(Frame(detached=True))
+                queue.put_nowait(None)
+                return
+    except OSError:
+        return
+    if not tty:
+        # conmon closes the container's stdin on this unless it was told to
+        # leave it open (StdinOnce false).
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_WR)

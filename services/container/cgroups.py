@@ -1,0 +1,56 @@
+"""Paths of a container's cgroup files on cgroup v1 (one mount per
+controller) or v2 (one unified hierarchy)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path("/sys/fs/cgroup")
+
+
+def is_v2() -> bool:
+    return (ROOT / "cgroup.controllers").exists()
+
+
+def cgroups_path(instance_prefix: str, container_id: str) -> str:
+    """The OCI cgroupsPath of a container (cgroupfs driver)."""
+    return f"/{instance_prefix}/{container_id}"
+
+
+def read_value(path: str, v1: tuple[str, str], v2: tuple[str, str] | None = None) -> str | None:
+    """A cgroup file of `path`: v1 (controller, file), v2 (file, key in it)."""
+    try:
+        if not is_v2():
+            controller, name = v1
+            return (ROOT / controller / path.lstrip("/") / name).read_text().strip()
+        if v2 is None:
+            return None
+        name, key = v2
+        text = (ROOT / path.lstrip("/") / name).read_text()
+    except OSError:
+        return None
+    if not key:
+        return text.strip()
+    for line in text.splitlines():
+        field, _, value = line.partition(" ")
+        if field == key:
+            return value
+    return None
+
+
+def cpu_seconds(path: str) -> float | None:
+    if is_v2():
+        usec = read_value(path, ("", ""), ("cpu.stat", "usage_usec"))
+        return int(usec) / 1e6 if usec else None
+    nsec = read_value(path, ("cpuacct", "cpuacct.usage"))
+    return int(nsec) / 1e9 if nsec else None
+
+
+def memory_bytes(path: str) -> int | None:
+    value = read_value(path, ("memory", "memory.usage_in_bytes"), ("memory.current", ""))
+    return int(value) if value else None
+
+
+def pids(path: str) -> int | None:
+    value = read_value(path, ("pids", "pids.current"), ("pids.current", ""))
+    return int(value) if value else None

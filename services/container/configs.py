@@ -1,0 +1,113 @@
+"""Create-time rules: the image's config merged under the user's, and
+Docker's checks of the host config (with Docker's messages)."""
+
+from __future__ import annotations
+
+import os
+
+from berth.container.v1 import container_pb2
+from berth.image.v1 import image_pb2
+from services.common.errors import InvalidArgument
+from services.container.runtime import signal_number
+
+_MIN_MEMORY = 6 * 1024 * 1024
+_RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
+
+
+def merge_image_config(config: container_pb2.ContainerConfig,
+                       image: image_pb2.ImageConfig) -> None:
+    """Fill what the user left unset from the image, as Docker's merge does."""
+    if not config.user:
+        config.user = image.user
+    exposed = list(dict.fromkeys([*config.exposed_ports, *image.exposed_ports]))
+    del config.exposed_ports[:]
+    config.exposed_ports.extend(exposed)
+    user_keys = {item.split("=", 1)[0] for item in config.env}
+    env = [item for item in image.env if item.split("=", 1)[0] not in user_keys]
+    env.extend(config.env)
+    del config.env[:]
+    config.env.extend(env)
+    if not config.entrypoint.values:
+        if not config.cmd.values and image.HasField("cmd"):
+            config.cmd.CopyFrom(image.cmd)
+        if not config.HasField("entrypoint") and image.HasField("entrypoint"):
+            config.entrypoint.CopyFrom(image.entrypoint)
+    if not config.working_dir:
+        config.working_dir = image.working_dir
+    volumes = list(dict.fromkeys([*config.volumes, *image.volumes]))
+    del config.volumes[:]
+    config.volumes.extend(volumes)
+    for key, value in image.labels.items():
+        config.labels.setdefault(key, value)
+    if not config.stop_signal:
+        config.stop_signal = image.stop_signal
+    if not config.HasField("healthcheck") and image.HasField("healthcheck"):
+        config.healthcheck.CopyFrom(image.healthcheck)
+    if not config.shell:
+        config.shell.extend(image.shell)
+    if not config.on_build:
+        config.on_build.extend(image.on_build)
+
+
+def command(config: container_pb2.ContainerConfig) -> list[str]:
+    return [*config.entrypoint.values, *config.cmd.values]
+
+
+def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConfig) -> None:
+    if not command(config):
+        raise InvalidArgument("No command specified")
+    if config.stop_signal:
+        try:
+            signal_number(config.stop_signal)
+        except ValueError:
+            raise InvalidArgument(f"Invalid signal: {config.stop_signal}") from None
+    validate_resources(host.resources)
+    validate_restart_policy(host)
+
+
+def validate_resources(res: container_pb2.Resources) -> None:
+    if 0 < res.memory < _MIN_MEMORY:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if res.memory_swap > 0 and res.memory <= 0:
+        raise InvalidArgument(
+            "You should always set the Memory limit when using Memoryswap limit, see usage")
+    if res.memory_swap > 0 and res.memory_swap < res.memory:
+        raise InvalidArgument(
+            "Minimum memoryswap limit should be larger than memory limit, see usage")
+    if 0 < res.memory_reservation < _MIN_MEMORY:
+        raise InvalidArgument("Minimum memory reservation allowed is 6MB")
+    if res.memory > 0 and res.memory_reservation > res.memory:
+        raise InvalidArgument("Minimum memory limit can not be less than memory reservation "
+                              "limit, see usage")
+    if res.HasField("memory_swappiness") and not -1 <= res.memory_swappiness <= 100:
+        raise InvalidArgument(f"Invalid value: {res.memory_swappiness}, valid memory "
+                              "swappiness range is 0-100")
+    if res.nano_cpus and res.cpu_period:
+        raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    if res.nano_cpus and res.cpu_quota:
+        raise InvalidArgument("Conflicting options: Nano CPUs and CPU Quota cannot both be set")
+    cpus = os.cpu_count() or 1
+    if res.nano_cpus < 0 or res.nano_cpus > cpus * 1_000_000_000:
+        raise InvalidArgument(f"Range of CPUs is from 0.01 to {cpus}.00, as there are only "
+                              f"{cpus} CPUs available")
+    if res.cpu_period and not 1000 <= res.cpu_period <= 1_000_000:
+        raise InvalidArgument("CPU cfs period can not be less than 1ms (i.e. 1000) or larger "
+                              "than 1s (i.e. 1000000)")
+    if 0 < res.cpu_quota < 1000:
+        raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if res.cpu_shares < 0:
+        raise InvalidArgument("invalid CPU shares value: must not be negative")
+
+
+def validate_restart_policy(host: container_pb2.HostConfig) -> None:
+    policy = host.restart_policy
+    if policy.name not in _RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy: unknown policy '{policy.name}'; use "
+                              "one of 'no', 'always', 'on-failure', or 'unless-stopped'")
+    if policy.maximum_retry_count < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    if policy.maximum_retry_count and policy.name != "on-failure":
+        raise InvalidArgument("invalid restart policy: maximum retry count can only be used "
+                              "with 'on-failure'")
+    if host.auto_remove and policy.name not in ("", "no"):
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")

@@ -1,0 +1,129 @@
+"""Container logs from conmon's k8s-file log:
+`<RFC3339Nano> stdout|stderr F|P <message>` per line, P for a partial line."""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+_POLL_SECONDS = 0.1
+
+
+@dataclass
+class LogLine:
+    stream: str          # stdout, stderr
+    data: bytes
+    time_nano: int
+
+
+def parse_time(text: bytes) -> int:
+    """RFC 3339 with nanoseconds and an offset -> ns since the epoch."""
+    stamp = text.decode()
+    date, _, rest = stamp.partition("T")
+    clock, offset_sign, offset = rest[:8], "", "00:00"
+    fraction_and_zone = rest[8:]
+    for sign in ("+", "-", "Z"):
+        if sign in fraction_and_zone:
+            fraction, _, offset = fraction_and_zone.partition(sign)
+            offset_sign = sign
+            break
+    else:
+        fraction = fraction_and_zone
+    seconds = calendar.timegm(time.strptime(f"{date}T{clock}", "%Y-%m-%dT%H:%M:%S"))
+    nanos = int(fraction.lstrip(".").ljust(9, "0")[:9] or 0)
+    if offset_sign in ("+", "-") and offset:
+        hours, _, minutes = offset.partition(":")
+        shift = int(hours) * 3600 + int(minutes or 0) * 60
+        seconds -= shift if offset_sign == "+" else -shift
+    return seconds * 1_000_000_000 + nanos
+
+
+class _Assembler:
+    """Joins partial (P) records into whole lines."""
+
+    def __init__(self) -> None:
+        self._partial: dict[str, list[bytes]] = {}
+
+    def feed(self, raw: bytes) -> LogLine | None:
+        parts = raw.split(b" ", 3)
+        if len(parts) < 3:
+            return None
+        stamp, stream, tag = parts[0], parts[1].decode(), parts[2]
+        message = parts[3] if len(parts) == 4 else b""
+        pending = self._partial.setdefault(stream, [])
+        pending.append(message)
+        if tag == b"P":
+            return None
+        data = b"".join(pending) + b"\n"
+        pending.clear()
+        return LogLine(stream, data, parse_time(stamp))
+
+
+def read_lines(path: Path) -> list[LogLine]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    assembler = _Assembler()
+    lines = []
+    for record in raw.split(b"\n"):
+        if record and (line := assembler.feed(record)):
+            lines.append(line)
+    return lines
+
+
+def select(lines: list[LogLine], streams: set[str], since: int, until: int,
+           tail: str) -> list[LogLine]:
+    chosen = [line for line in lines if line.stream in streams
+              and (not since or line.time_nano >= since)
+              and (not until or line.time_nano <= until)]
+    if tail and tail != "all":
+        count = int(tail)
+        chosen = chosen[-count:] if count > 0 else []
+    return chosen
+
+
+async def follow(path: Path, offset: int, streams: set[str], until: int,
+                 still_running: Callable[[], bool]) -> AsyncIterator[LogLine]:
+    """Lines appended to the log after `offset`, until the container stops.
+
+    conmon truncates the file when it rotates it; reading starts over then.
+    """
+    assembler = _Assembler()
+    buffer = b""
+    while True:
+        running = still_running()
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            return
+        if size < offset:
+            offset = 0
+        if size > offset:
+            with path.open("rb") as handle:
+                handle.seek(offset)
+                chunk = handle.read(size - offset)
+            offset += len(chunk)
+            buffer += chunk
+            *records, buffer = buffer.split(b"\n")
+            for record in records:
+                line = assembler.feed(record) if record else None
+                if line is None or line.stream not in streams:
+                    continue
+                if until and line.time_nano > until:
+                    return
+                yield line
+        elif not running:
+            return
+        await asyncio.sleep(_POLL_SECONDS)
+
+
+def log_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

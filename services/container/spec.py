@@ -1,0 +1,267 @@
+"""The OCI runtime spec (config.json) of a container, as Docker builds it."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from berth.container.v1 import container_pb2
+from services.common.errors import InvalidArgument
+from services.container import seccomp
+
+DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
+                "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
+                "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE")
+ALL_CAPS = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+    "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE")
+MASKED_PATHS = ("/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+DEFAULT_SHM_BYTES = 64 << 20
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INIT_PATH = "/sbin/docker-init"
+_CPU_PERIOD = 100_000
+
+# Docker's default device cgroup rules: deny all, allow mknod, the usual nodes.
+_DEVICE_RULES = [
+    {"allow": False, "access": "rwm"},
+    {"allow": True, "type": "c", "access": "m"},
+    {"allow": True, "type": "b", "access": "m"},
+    *({"allow": True, "type": "c", "major": major, "minor": minor, "access": "rwm"}
+      for major, minor in ((1, 3), (1, 8), (1, 7), (5, 0), (1, 5), (1, 9), (5, 1),
+                           (5, 2), (10, 200))),
+    {"allow": True, "type": "c", "major": 136, "access": "rwm"},
+]
+_RLIMITS = {"core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
+            "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
+            "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
+            "nproc": "RLIMIT_NPROC", "rss": "RLIMIT_RSS", "rtprio": "RLIMIT_RTPRIO",
+            "rttime": "RLIMIT_RTTIME", "sigpending": "RLIMIT_SIGPENDING",
+            "stack": "RLIMIT_STACK", "as": "RLIMIT_AS"}
+
+
+@dataclass
+class User:
+    uid: int = 0
+    gid: int = 0
+    additional_gids: list[int] = field(default_factory=list)
+    home: str = "/"
+
+
+@dataclass
+class SpecInputs:
+    """What the spec needs beyond the container's own config."""
+
+    container_id: str
+    args: list[str]
+    env: list[str]
+    user: User
+    rootfs: Path
+    cgroups_path: str
+    netns_path: str | None          # None: no network namespace (host)
+    files: dict[str, Path]          # /etc/hosts etc. -> file in the bundle
+    extra_mounts: list[dict] = field(default_factory=list)
+    namespace_paths: dict[str, str] = field(default_factory=dict)  # ipc/pid -> other's ns
+    host_namespaces: set[str] = field(default_factory=set)         # ipc/pid/uts on the host
+    init_binary: str | None = None
+
+
+def build(config: container_pb2.ContainerConfig, host: container_pb2.HostConfig,
+          inputs: SpecInputs) -> dict:
+    caps = capabilities(host)
+    args = [INIT_PATH, "--", *inputs.args] if inputs.init_binary else inputs.args
+    process = {
+        "terminal": config.tty, "args": args, "env": inputs.env,
+        "cwd": config.working_dir or "/",
+        "user": {"uid": inputs.user.uid, "gid": inputs.user.gid,
+                 "additionalGids": inputs.user.additional_gids},
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "rlimits": rlimits(host.resources.ulimits),
+        "noNewPrivileges": _no_new_privileges(host.security_opt),
+        "oomScoreAdj": host.oom_score_adj,
+    }
+    if config.tty and len(host.console_size) == 2 and all(host.console_size):
+        process["consoleSize"] = {"height": host.console_size[0], "width": host.console_size[1]}
+    spec = {
+        "ociVersion": "1.0.2-dev",
+        "process": process,
+        "root": {"path": str(inputs.rootfs), "readonly": host.readonly_rootfs},
+        "hostname": "" if "uts" in inputs.host_namespaces else config.hostname,
+        "mounts": _mounts(host, inputs),
+        "linux": _linux(host, inputs, caps),
+    }
+    if config.domainname and "uts" not in inputs.host_namespaces:
+        spec["domainname"] = config.domainname
+    return spec
+
+
+def capabilities(host: container_pb2.HostConfig) -> list[str]:
+    if host.privileged:
+        return list(ALL_CAPS)
+    add = {_cap_name(c) for c in host.cap_add}
+    drop = {_cap_name(c) for c in host.cap_drop}
+    for field_name, names in (("CapAdd", add), ("CapDrop", drop)):
+        unknown = sorted(n for n in names if n != "CAP_ALL" and n not in ALL_CAPS)
+        if unknown:
+            raise InvalidArgument(f'invalid {field_name}: unknown capability: "{unknown[0]}"')
+    base = set() if "CAP_ALL" in drop else set(DEFAULT_CAPS) - drop
+    extra = set(ALL_CAPS) if "CAP_ALL" in add else add
+    chosen = (base | extra) - ({"CAP_ALL"} | (drop if "CAP_ALL" not in add else set()))
+    return [cap for cap in ALL_CAPS if cap in chosen]
+
+
+def _cap_name(name: str) -> str:
+    upper = name.strip().upper()
+    return upper if upper.startswith("CAP_") else "CAP_" + upper
+
+
+def _no_new_privileges(security_opt: list[str]) -> bool:
+    return any(opt.split("=")[0].split(":")[0] == "no-new-privileges"
+               and opt.split("=", 1)[-1].split(":", 1)[-1] in ("no-new-privileges", "true")
+               for opt in security_opt)
+
+
+def host_hard_limit(name: str) -> int:
+    """The service's own hard limit: a container never asks for more."""
+    _, hard = resource.getrlimit(getattr(resource, _RLIMITS[name]))
+    return hard
+
+
+def _clamp(value: int, hard: int) -> int:
+    if hard == resource.RLIM_INFINITY or value < 0:
+        return value if value >= 0 else hard
+    return min(value, hard)
+
+
+def rlimits(ulimits: list[container_pb2.Ulimit]) -> list[dict]:
+    nofile_hard = host_hard_limit("nofile")
+    wanted = {"nofile": (min(1048576, nofile_hard), min(1048576, nofile_hard))}
+    for ulimit in ulimits:
+        if ulimit.name not in _RLIMITS:
+            raise InvalidArgument(f"invalid ulimit type: {ulimit.name}")
+        wanted[ulimit.name] = (ulimit.soft, ulimit.hard)
+    limits = []
+    for name, (soft, hard) in wanted.items():
+        host_hard = host_hard_limit(name)
+        hard = _clamp(hard, host_hard)
+        limits.append({"type": _RLIMITS[name], "hard": hard, "soft": min(_clamp(soft, host_hard),
+                                                                       hard)})
+    return limits
+
+
+def _mounts(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict]:
+    shm = host.shm_size or DEFAULT_SHM_BYTES
+    sys_opts = ["nosuid", "noexec", "nodev", "rw" if host.privileged else "ro"]
+    mounts = [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": sys_opts},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["ro", "nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+    ]
+    if "ipc" not in inputs.host_namespaces:
+        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                       "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"]})
+    for target, source in inputs.files.items():
+        mounts.append({"destination": target, "type": "bind", "source": str(source),
+                       "options": ["rbind", "rprivate"]})
+    if inputs.init_binary:
+        mounts.append({"destination": INIT_PATH, "type": "bind", "source": inputs.init_binary,
+                       "options": ["bind", "ro"]})
+    replaced = {m["destination"] for m in inputs.extra_mounts}
+    return [m for m in mounts if m["destination"] not in replaced] + inputs.extra_mounts
+
+
+def _namespaces(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict]:
+    namespaces = [{"type": "mount"}]
+    if inputs.netns_path is not None:
+        namespaces.append({"type": "network", "path": inputs.netns_path}
+                          if inputs.netns_path else {"type": "network"})
+    for kind in ("pid", "ipc", "uts"):
+        if kind in inputs.host_namespaces:
+            continue
+        path = inputs.namespace_paths.get(kind)
+        namespaces.append({"type": kind, "path": path} if path else {"type": kind})
+    if host.cgroupns_mode == "private":
+        namespaces.append({"type": "cgroup"})
+    return namespaces
+
+
+def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) -> dict:
+    linux = {
+        "namespaces": _namespaces(host, inputs),
+        "cgroupsPath": inputs.cgroups_path,
+        "resources": resources(host.resources, host.privileged),
+        "sysctl": dict(host.sysctls),
+    }
+    if not host.privileged:
+        linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
+        linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
+        profile = _seccomp(host.security_opt, set(caps))
+        if profile:
+            linux["seccomp"] = profile
+    return linux
+
+
+def _seccomp(security_opt: list[str], caps: set[str]) -> dict | None:
+    for opt in security_opt:
+        key, _, value = opt.replace(":", "=", 1).partition("=")
+        if key == "seccomp" and value == "unconfined":
+            return None
+    return seccomp.default_profile(caps)
+
+
+def resources(res: container_pb2.Resources, privileged: bool) -> dict:
+    out: dict = {"devices": [{"allow": True, "access": "rwm"}] if privileged
+                 else list(_DEVICE_RULES)}
+    memory: dict = {}
+    if res.memory > 0:
+        memory["limit"] = res.memory
+        swap = res.memory_swap or 2 * res.memory
+        memory["swap"] = swap
+    if res.memory_reservation > 0:
+        memory["reservation"] = res.memory_reservation
+    if res.HasField("oom_kill_disable") and res.oom_kill_disable:
+        memory["disableOOMKiller"] = True
+    if res.HasField("memory_swappiness") and res.memory_swappiness >= 0:
+        memory["swappiness"] = res.memory_swappiness
+    if memory:
+        out["memory"] = memory
+    cpu: dict = {}
+    if res.nano_cpus > 0:
+        cpu["period"] = _CPU_PERIOD
+        cpu["quota"] = res.nano_cpus * _CPU_PERIOD // 1_000_000_000
+    if res.cpu_period > 0:
+        cpu["period"] = res.cpu_period
+    if res.cpu_quota > 0:
+        cpu["quota"] = res.cpu_quota
+    if res.cpu_shares > 0:
+        cpu["shares"] = res.cpu_shares
+    if res.cpuset_cpus:
+        cpu["cpus"] = res.cpuset_cpus
+    if res.cpuset_mems:
+        cpu["mems"] = res.cpuset_mems
+    if cpu:
+        out["cpu"] = cpu
+    if res.HasField("pids_limit") and res.pids_limit > 0:
+        out["pids"] = {"limit": res.pids_limit}
+    if res.blkio_weight > 0:
+        out["blockIO"] = {"weight": res.blkio_weight}
+    return out

@@ -1,0 +1,288 @@
+"""What inspect and list show: Docker's shapes, filters and status texts."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+from berth.container.v1 import container_pb2
+from berth.network.v1 import network_pb2
+from berth.types.v1 import types_pb2
+from services.common.errors import InvalidArgument
+from services.container import configs, health
+from services.container.containers import Manager, dir_size
+from services.container.store import Container
+
+ZERO_TIME = "0001-01-01T00:00:00Z"
+_FILTERS = {"id", "name", "label", "status", "ancestor", "exited", "before", "since",
+            "network", "volume", "health", "is-task", "publish", "expose"}
+_STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
+
+
+def rfc3339(ns: int) -> str:
+    """Go's RFC3339Nano: trailing zeros of the fraction trimmed."""
+    if not ns:
+        return ZERO_TIME
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
+
+
+def human_duration(seconds: float) -> str:
+    """go-units HumanDuration, as in `docker ps` STATUS."""
+    if seconds < 1:
+        return "Less than a second"
+    if seconds < 2:
+        return "1 second"
+    if seconds < 60:
+        return f"{int(seconds)} seconds"
+    minutes = int(seconds / 60)
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{hours // 24 // 365} years"
+
+
+def status_text(container: Container) -> str:
+    state = container.state
+    now = time.time_ns()
+    if state.status in ("running", "paused"):
+        text = "Up " + human_duration((now - state.started_ns) / 1e9)
+        text += health.status_suffix(state.health)
+        return text + " (Paused)" if state.status == "paused" else text
+    if state.status == "restarting":
+        ago = human_duration((now - state.finished_ns) / 1e9)
+        return f"Restarting ({state.exit_code}) {ago} ago"
+    if state.status == "exited":
+        if not state.finished_ns:
+            return f"Exited ({state.exit_code})"
+        return f"Exited ({state.exit_code}) {human_duration((now - state.finished_ns) / 1e9)} ago"
+    return state.status.capitalize()
+
+
+def _state(container: Container) -> container_pb2.ContainerState:
+    state = container.state
+    return container_pb2.ContainerState(
+        status=state.status, running=state.status in ("running", "paused", "restarting"),
+        paused=state.status == "paused", restarting=state.status == "restarting",
+        oom_killed=state.oom_killed, dead=state.status == "dead", pid=state.pid,
+        exit_code=state.exit_code, error=state.error, started_at=rfc3339(state.started_ns),
+        finished_at=rfc3339(state.finished_ns), health=health.health_proto(state.health))
+
+
+def _endpoint(endpoint: network_pb2.Endpoint) -> container_pb2.EndpointSettings:
+    return container_pb2.EndpointSettings(
+        network_id=endpoint.network_id, endpoint_id=endpoint.endpoint_id,
+        gateway=endpoint.gateway, ip_address=endpoint.ip_address,
+        ip_prefix_len=endpoint.ip_prefix_len, ipv6_gateway=endpoint.ipv6_gateway,
+        global_ipv6_address=endpoint.global_ipv6_address,
+        global_ipv6_prefix_len=endpoint.global_ipv6_prefix_len,
+        mac_address=endpoint.mac_address, aliases=endpoint.aliases,
+        dns_names=endpoint.dns_names, links=endpoint.links,
+        ipam_config=container_pb2.EndpointIPAMConfig(
+            ipv4_address=endpoint.ipv4_address_requested))
+
+
+async def network_settings(manager: Manager, container: Container
+                           ) -> container_pb2.NetworkSettings:
+    settings = container_pb2.NetworkSettings()
+    for port in container.config.exposed_ports:
+        settings.ports[port].SetInParent()
+    sandbox = None
+    if container.running:
+        sandbox = await manager.peers.get_sandbox(container.id)
+    if sandbox is not None:
+        settings.sandbox_id = container.id
+        settings.sandbox_key = sandbox.netns_path
+        for endpoint in sandbox.endpoints:
+            settings.networks[endpoint.network_name or endpoint.network_id].CopyFrom(
+                _endpoint(endpoint))
+        for port in sandbox.ports:
+            settings.ports[port.container_port].bindings.append(container_pb2.PortBinding(
+                host_ip=port.host_ip, host_port=str(port.host_port)))
+        return settings
+    for name, requested in container.networking_config.endpoints_config.items():
+        settings.networks[name].CopyFrom(container_pb2.EndpointSettings(
+            ipam_config=requested.ipam_config, aliases=requested.aliases,
+            links=requested.links, mac_address=requested.mac_address))
+    mode = container.host_config.network_mode
+    if not settings.networks and mode and not mode.startswith("container:"):
+        settings.networks[mode].SetInParent()
+    return settings
+
+
+async def inspect(manager: Manager, ref: str, size: bool) -> container_pb2.ContainerInspect:
+    container = manager.get(ref)
+    bundle = manager.bundle(container)
+    command = configs.command(container.config)
+    result = container_pb2.ContainerInspect(
+        id=container.id, created=rfc3339(container.created_ns),
+        path=command[0] if command else "", args=command[1:], state=_state(container),
+        image=container.image_id, resolv_conf_path=str(bundle.path / "resolv.conf"),
+        hostname_path=str(bundle.path / "hostname"), hosts_path=str(bundle.path / "hosts"),
+        log_path=str(bundle.log), name="/" + container.name,
+        restart_count=container.state.restart_count, driver="overlay2", platform="linux",
+        host_config=container.host_config, config=container.config,
+        graph_driver_data={
+            "LowerDir": ":".join(container.lower_dirs),
+            "UpperDir": str(bundle.path / "upper"), "WorkDir": str(bundle.path / "work"),
+            "MergedDir": str(bundle.rootfs)},
+        network_settings=await network_settings(manager, container),
+        mounts=container.mounts.mount_points())
+    if size:
+        result.size_rw, result.size_root_fs = await _sizes(manager, container)
+    return result
+
+
+async def _sizes(manager: Manager, container: Container) -> tuple[int, int]:
+    upper = manager.bundle(container).path / "upper"
+    rw = await asyncio.to_thread(dir_size, upper)
+    lower = 0
+    for directory in container.lower_dirs:
+        lower += await asyncio.to_thread(dir_size, Path(directory))
+    return rw, rw + lower
+
+
+def _values(filters: types_pb2.Filters) -> dict[str, list[str]]:
+    out = {key: list(values.values) for key, values in filters.filters.items()}
+    for key, values in out.items():
+        if key not in _FILTERS:
+            raise InvalidArgument(f"invalid filter '{key}'")
+        if key == "status":
+            for value in values:
+                if value not in _STATUSES:
+                    raise InvalidArgument(f"invalid filter 'status={value}'")
+    return out
+
+
+def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:
+    for expr in wanted:
+        key, sep, value = expr.partition("=")
+        if key not in labels or (sep and labels[key] != value):
+            return False
+    return True
+
+
+def _networks_of(container: Container) -> set[str]:
+    nets = set(container.networking_config.endpoints_config)
+    mode = container.host_config.network_mode
+    if not nets and mode:
+        nets.add(mode)
+    return nets
+
+
+def matcher(manager: Manager, filters: types_pb2.Filters) -> Callable[[Container], bool]:
+    wanted = _values(filters)
+    before = [manager.get(ref).created_ns for ref in wanted.get("before", [])]
+    since = [manager.get(ref).created_ns for ref in wanted.get("since", [])]
+
+    def keep(container: Container) -> bool:
+        checks = {
+            "id": lambda v: container.id.startswith(v),
+            "name": lambda v: re.search(v, container.name) is not None,
+            "status": lambda v: container.state.status == v,
+            "ancestor": lambda v: v in (container.image, container.image_id)
+            or container.image_id.removeprefix("sha256:").startswith(v.removeprefix("sha256:"))
+            or container.image == v.removesuffix(":latest"),
+            "exited": lambda v: container.state.status == "exited"
+            and str(container.state.exit_code) == v,
+            "network": lambda v: v in _networks_of(container),
+            "health": lambda v: v == health.filter_status(container.state.health,
+                                                          container.config.healthcheck),
+            "volume": lambda v: any(v in (m.name, m.source, m.destination)
+                                    for m in container.mounts.mount_points()),
+        }
+        for key, check in checks.items():
+            if wanted.get(key) and not any(check(v) for v in wanted[key]):
+                return False
+        if wanted.get("label") and not _labels_match(container.config.labels, wanted["label"]):
+            return False
+        if any(container.created_ns >= ns for ns in before):
+            return False
+        return not any(container.created_ns <= ns for ns in since)
+
+    return keep
+
+
+async def summary(manager: Manager, container: Container, size: bool
+                  ) -> container_pb2.ContainerSummary:
+    settings = await network_settings(manager, container)
+    result = container_pb2.ContainerSummary(
+        id=container.id, names=["/" + container.name], image=container.image,
+        image_id=container.image_id, command=" ".join(configs.command(container.config)),
+        created=container.created_ns // 1_000_000_000, labels=container.config.labels,
+        state=container.state.status, status=status_text(container),
+        network_mode=container.host_config.network_mode, networks=settings.networks,
+        mounts=container.mounts.mount_points())
+    for port, bindings in settings.ports.items():
+        number, _, proto = port.partition("/")
+        if not bindings.bindings:
+            result.ports.append(container_pb2.PortSummary(private_port=int(number),
+                                                          type=proto or "tcp"))
+        for binding in bindings.bindings:
+            result.ports.append(container_pb2.PortSummary(
+                ip=binding.host_ip, private_port=int(number),
+                public_port=int(binding.host_port or 0), type=proto or "tcp"))
+    if size:
+        result.size_rw, result.size_root_fs = await _sizes(manager, container)
+    return result
+
+
+async def list_containers(manager: Manager, request: container_pb2.ListContainersRequest
+                          ) -> list[container_pb2.ContainerSummary]:
+    keep = matcher(manager, request.filters)
+    every = request.all or request.limit > 0 or "status" in request.filters.filters
+    chosen = [c for c in sorted(manager.containers.values(), key=lambda c: -c.created_ns)
+              if (every or c.running) and keep(c)]
+    if request.limit > 0:
+        chosen = chosen[:request.limit]
+    return [await summary(manager, c, request.size) for c in chosen]
+
+
+def _until_ns(value: str) -> int:
+    """Docker's `until`: unix seconds, an RFC 3339 time, or a duration ago (10m)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
+            return time.time_ns() - int(float(value[:-1]) * units[value[-1]] * 1e9)
+        if value.replace(".", "", 1).isdigit():
+            return int(float(value) * 1e9)
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        raise InvalidArgument(f"failed to parse value {value!r} of filter until") from None
+
+
+def prune_filter(filters: types_pb2.Filters) -> Callable[[Container], bool]:
+    """Which stopped containers prune keeps (filters until, label, label!)."""
+    wanted = {key: list(values.values) for key, values in filters.filters.items()}
+    for key in wanted:
+        if key not in ("until", "label", "label!"):
+            raise InvalidArgument(f"invalid filter '{key}'")
+    until = [_until_ns(v) for v in wanted.get("until", [])]
+
+    def keep(container: Container) -> bool:
+        if any(container.created_ns >= ns for ns in until):
+            return True
+        if wanted.get("label") and not _labels_match(container.config.labels, wanted["label"]):
+            return True
+        return any(_labels_match(container.config.labels, [expr])
+                   for expr in wanted.get("label!", []))
+
+    return keep
