@@ -38,8 +38,6 @@ DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_NS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
 
 
 @dataclass
@@ -81,16 +79,6 @@ class Stage:
     author: str = ""
     architecture: str = ""
     os: str = ""
-
-
-def format_duration(text: str, flag: str) -> int:
-    """Go duration ("30s", "1m30s") in nanoseconds."""
-    if text in ("", "0"):
-        return 0
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise InvalidArgument(f"time: invalid duration \"{text}\" for flag {flag}")
-    return int(sum(float(n) * _DURATION_NS[u] for n, u in parts))
 
 
 def go_quote_list(values: list[str]) -> str:
@@ -152,7 +140,11 @@ class Build:
         return env
 
     def word(self, stage: Stage, text: str) -> str:
-        return process_word(text, self.env_for_words(stage), self.dockerfile.escape)
+        try:
+            return process_word(text, self.env_for_words(stage), self.dockerfile.escape)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"failed to process {json.dumps(text)}: {exc.message}"
+                                  ) from exc
 
     async def view(self, image_id: str) -> RootfsView:
         """The file system of an image, leased for the rest of the build."""
@@ -458,12 +450,11 @@ class Build:
             if not rest or not rest[0]:
                 raise InvalidArgument("Missing command after HEALTHCHECK CMD")
             check.test.values.extend(["CMD", *rest] if ins.json else ["CMD-SHELL", rest[0]])
-            check.interval_ns = format_duration(ins.flags.get("interval", ""), "--interval")
-            check.timeout_ns = format_duration(ins.flags.get("timeout", ""), "--timeout")
-            check.start_period_ns = format_duration(ins.flags.get("start-period", ""),
-                                                    "--start-period")
-            check.start_interval_ns = format_duration(ins.flags.get("start-interval", ""),
-                                                      "--start-interval")
+            durations = {flag: instructions.duration_ns(ins.flags.get(flag, ""))
+                         for flag in ("interval", "timeout", "start-period", "start-interval")}
+            check.interval_ns, check.timeout_ns = durations["interval"], durations["timeout"]
+            check.start_period_ns = durations["start-period"]
+            check.start_interval_ns = durations["start-interval"]
             retries = ins.flags.get("retries", "0") or "0"
             if not retries.isdigit():
                 raise InvalidArgument(f"strconv.ParseInt: parsing \"{retries}\": invalid syntax")
@@ -539,9 +530,12 @@ class Build:
                                       f"invalid from flag value {source}: stage not found")
             return copier.SourceTree(view=await self.view(self.stages[index].image_id))
         image = None
-        async for item in self.base_image(source, self.options.platform):
-            if isinstance(item, image_pb2.Image):
-                image = item
+        try:
+            async for item in self.base_image(source, self.options.platform):
+                if isinstance(item, image_pb2.Image):
+                    image = item
+        except BerthError as exc:
+            raise InvalidArgument(f"invalid from flag value {source}: {exc.message}") from exc
         assert image is not None
         return copier.SourceTree(view=await self.view(image.id))
 
@@ -554,7 +548,7 @@ class Build:
         parent = await self.view(stage.image_id)
         plan = await _in_thread(copier.plan_copy, tree, words[:-1], words[-1],
                                 stage.config.working_dir, parent, name)
-        owner = copier.parse_chown(chown, parent, name)
+        owner = copier.parse_chown(chown, parent)
         dest = words[-1]
         comment = f"#(nop) {name} {plan.kind}:{plan.digest} in {dest} "
         created_by = [*DEFAULT_SHELL, comment]

@@ -180,7 +180,7 @@ def _ids(text: str) -> dict[str, tuple[int, int]]:
     return table
 
 
-def parse_chown(spec: str, image: RootfsView, instruction: str) -> Owner:
+def parse_chown(spec: str, image: RootfsView) -> Owner:
     """--chown=user[:group], names looked up in the image's passwd/group."""
     if not spec:
         return Owner()
@@ -191,9 +191,8 @@ def parse_chown(spec: str, image: RootfsView, instruction: str) -> Owner:
     elif user in users:
         uid, gid = users[user]
     else:
-        raise InvalidArgument(f"{instruction} failed: unable to convert uid/gid chown string "
-                              f"to host mapping: can't find uid for user {user}: no such user: "
-                              f"{user}")
+        raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
+                              f"can't find uid for user {user}: no such user: {user}")
     if group:
         groups = _ids(image.read_text("/etc/group"))
         if group.isdigit():
@@ -202,8 +201,8 @@ def parse_chown(spec: str, image: RootfsView, instruction: str) -> Owner:
             gid = groups[group][0]
         else:
             raise InvalidArgument(
-                f"{instruction} failed: unable to convert uid/gid chown string to host mapping:"
-                f" can't find gid for group {group}: no such group: {group}")
+                f"unable to convert uid/gid chown string to host mapping: "
+                f"can't find gid for group {group}: no such group: {group}")
     return Owner(uid, gid)
 
 

@@ -21,6 +21,8 @@ _FLAGS: dict[str, dict[str, bool]] = {
     "HEALTHCHECK": {"interval": True, "timeout": True, "start-period": True,
                     "start-interval": True, "retries": True},
 }
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION_NS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
 _KNOWN = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
           "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",
           "WORKDIR"}
@@ -62,7 +64,7 @@ class Dockerfile:
 
 class ParseError(InvalidArgument):
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"Dockerfile parse error line {line}: {message}")
+        super().__init__(f"dockerfile parse error line {line}: {message}")
 
 
 def escape_token(text: str) -> str:
@@ -99,22 +101,10 @@ def _parse_ast(text: str, name: str) -> tuple[dockerfile.Command, ...]:
         message = str(exc)
         if message == "file with no instructions":
             raise InvalidArgument(f"the Dockerfile ({name}) cannot be empty") from exc
-        raise ParseError(_failing_line(text), message) from exc
+        raise InvalidArgument(f"failed to parse {name}: {message}") from exc
     if not commands:
         raise InvalidArgument(f"the Dockerfile ({name}) cannot be empty")
     return commands
-
-
-def _failing_line(text: str) -> int:
-    """The package's errors carry no line: find the first prefix that fails."""
-    lines = text.splitlines()
-    for end in range(1, len(lines) + 1):
-        try:
-            dockerfile.parse_string("\n".join(lines[:end]) + "\n")
-        except dockerfile.GoParseError as exc:
-            if str(exc) != "file with no instructions":
-                return end
-    return len(lines)
 
 
 def _flags(command: dockerfile.Command, name: str) -> dict[str, str]:
@@ -142,6 +132,12 @@ def _check(command: dockerfile.Command) -> Instruction:
     if name == "ONBUILD":
         _check_trigger(command, instruction)
         return instruction
+    if name == "HEALTHCHECK":
+        for flag in ("interval", "timeout", "start-period", "start-interval"):
+            try:
+                duration_ns(instruction.flags.get(flag, ""))
+            except InvalidArgument as exc:
+                raise ParseError(line, exc.message) from exc
     args = [a for a in instruction.args if a != ""]
     if name in _AT_LEAST_ONE and not args and not (name in ("CMD", "ENTRYPOINT", "RUN")
                                                    and command.json):
@@ -182,6 +178,16 @@ def _stage(instruction: Instruction) -> Stage:
                          "with a number or contain symbols")
     return Stage(base=args[0], name=name, platform=instruction.flags.get("platform", ""),
                  original=instruction.original, line=instruction.line)
+
+
+def duration_ns(text: str) -> int:
+    """A Go duration ("30s", "1m30s") in nanoseconds."""
+    if text in ("", "0"):
+        return 0
+    parts = _DURATION.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise InvalidArgument(f"time: invalid duration \"{text}\"")
+    return int(sum(float(n) * _DURATION_NS[u] for n, u in parts))
 
 
 def parse_trigger(text: str) -> Instruction:

@@ -120,7 +120,8 @@ class Peers:
         return reply.id, list(reply.warnings)
 
     async def run_container(self, container_id: str) -> AsyncIterator[str | int]:
-        """Attach, start, stream the output as text; the last item is the exit code."""
+        """Attach, start, stream the output as text (stderr in red, as Docker
+        shows it); the last item is the exit code."""
         async with _translated():
             waiter = self.containers.Wait(container_pb2.WaitContainerRequest(
                 id=container_id, condition="next-exit"))
@@ -129,12 +130,14 @@ class Peers:
             await attach.write(container_pb2.AttachRequest(options=container_pb2.AttachOptions(
                 id=container_id, stdout=True, stderr=True, stream=True)))
             await self.containers.Start(container_pb2.StartContainerRequest(id=container_id))
-            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+            decoders = {stream: codecs.getincrementaldecoder("utf-8")(errors="replace")
+                        for stream in (container_pb2.IOFrame.STDOUT, container_pb2.IOFrame.STDERR)}
             async for frame in attach:
-                if text := decoder.decode(frame.data):
-                    yield text
-            if tail := decoder.decode(b"", final=True):
-                yield tail
+                if text := decoders[frame.stream].decode(frame.data):
+                    yield _colour(frame.stream, text)
+            for stream, decoder in decoders.items():
+                if tail := decoder.decode(b"", final=True):
+                    yield _colour(stream, tail)
             result = await waiter.read()
             if result is grpc.aio.EOF:
                 raise errors.Internal(f"wait for container {container_id} ended early")
@@ -153,6 +156,10 @@ class Peers:
         with contextlib.suppress(grpc.aio.AioRpcError):
             await self.containers.Remove(
                 container_pb2.RemoveContainerRequest(id=container_id, force=True))
+
+
+def _colour(stream: int, text: str) -> str:
+    return f"\x1b[91m{text}\x1b[0m" if stream == container_pb2.IOFrame.STDERR else text
 
 
 def split_reference(reference: str) -> tuple[str, str]:

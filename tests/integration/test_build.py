@@ -182,8 +182,8 @@ def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: st
 
 @pytest.mark.parametrize(("dockerfile", "message"), [
     ("FROM busybox\nRUN true\nFOO bar\n",
-     "Dockerfile parse error line 3: unknown instruction: FOO"),
-    ("FROM busybox\nCOPY\n", "Dockerfile parse error line 2: COPY requires at least two"),
+     "dockerfile parse error line 3: unknown instruction: FOO"),
+    ("FROM busybox\nCOPY\n", "dockerfile parse error line 2: COPY requires at least two"),
     ("FROM busybox\nCOPY missing.txt /\n",
      "COPY failed: file not found in build context or excluded by .dockerignore: "
      "stat missing.txt: file does not exist"),
@@ -223,3 +223,48 @@ def test_dockerfile_from_stdin(engine: Engine, busybox: str) -> None:
     out = engine.docker("build", "-t", "stdin:1", "-", input=b"FROM busybox\nENV X=1\n")
     assert b"Successfully tagged stdin:1" in out.stdout
     assert "X=1" in inspect(engine, "stdin:1")["Config"]["Env"]
+
+
+RUN_DOCKERFILE = """\
+FROM busybox
+ARG WHO=builder
+RUN echo "made by $WHO" > /made.txt && echo to-stderr >&2
+COPY input.txt /input.txt
+RUN cat /input.txt >> /made.txt
+CMD ["cat", "/made.txt"]
+"""
+
+
+def test_run_steps_cache_and_result(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {"Dockerfile": RUN_DOCKERFILE,
+                                               "input.txt": "input one\n"})
+    out = build(engine, context, "--build-arg", "WHO=tests", "-t", "ran").stdout.decode()
+    assert out.count(" ---> Running in ") == 2
+    assert "\x1b[91mto-stderr\n\x1b[0m" in out
+    assert out.count("Removing intermediate container ") == 2
+    made = top_layer(engine, "ran")["made.txt#data"]
+    assert made == b"made by tests\ninput one\n"
+    again = build(engine, context, "--build-arg", "WHO=tests", "-t", "ran").stdout.decode()
+    assert "Running in" not in again and again.count(" ---> Using cache") == 5
+    (context / "input.txt").write_text("input two\n")
+    changed = build(engine, context, "--build-arg", "WHO=tests", "-t", "ran").stdout.decode()
+    assert changed.count(" ---> Using cache") == 2 and changed.count("Running in") == 1
+    other_arg = build(engine, context, "--build-arg", "WHO=else", "-t", "ran").stdout.decode()
+    assert other_arg.count(" ---> Using cache") == 1
+    assert engine.docker("ps", "-aq").stdout.strip() == b""
+
+
+def test_failing_run_reports_and_cleans_up(engine: Engine, busybox: str,
+                                           tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN exit 3\n"})
+    result = build(engine, context, "-t", "fails", check=False)
+    assert result.returncode == 1
+    assert "The command '/bin/sh -c exit 3' returned a non-zero code: 3" in \
+        result.stderr.decode()
+    assert "fails:" not in tags(engine)
+    assert engine.docker("ps", "-aq").stdout.strip() == b""
+    kept = build(engine, context, "--rm=false", check=False)
+    assert kept.returncode == 1
+    left = engine.docker("ps", "-aq").stdout.split()
+    assert len(left) == 1
+    engine.docker("rm", "-f", left[0].decode())
