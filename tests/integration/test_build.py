@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
+import urllib.request
 from pathlib import Path
 
 import docker.errors
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.engine import Engine
+from tests.support.engine import BERTH, REPO, Engine
 
 
 def write_context(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -268,3 +271,60 @@ def test_failing_run_reports_and_cleans_up(engine: Engine, busybox: str,
     left = engine.docker("ps", "-aq").stdout.split()
     assert len(left) == 1
     engine.docker("rm", "-f", left[0].decode())
+
+
+def test_onbuild_triggers_run_in_children(engine: Engine, busybox: str,
+                                          tmp_path: Path) -> None:
+    parent = write_context(tmp_path / "parent", {
+        "Dockerfile": "FROM busybox\nONBUILD COPY marker.txt /marker.txt\n"
+                      "ONBUILD ENV FROM_TRIGGER=yes\n"})
+    build(engine, parent, "-t", "onbuild-parent")
+    assert inspect(engine, "onbuild-parent")["Config"]["OnBuild"] == [
+        "COPY marker.txt /marker.txt", "ENV FROM_TRIGGER=yes"]
+    child = write_context(tmp_path / "child", {
+        "Dockerfile": "FROM onbuild-parent\nLABEL child=1\n", "marker.txt": "m"})
+    out = build(engine, child, "-t", "onbuild-child").stdout.decode()
+    assert "# Executing 2 build triggers\n" in out
+    data = inspect(engine, "onbuild-child")
+    assert "FROM_TRIGGER=yes" in data["Config"]["Env"]
+    assert not data["Config"]["OnBuild"]
+    assert top_layer(engine, "onbuild-child")["marker.txt#data"] == b"m"
+
+
+def ctl(engine: Engine, *args: str) -> str:
+    out = subprocess.run([*BERTH, "ctl", "--exec-root", str(engine.exec_root), "build", *args],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def service_metrics(engine: Engine) -> dict:
+    out = subprocess.run([*BERTH, "status", "--exec-root", str(engine.exec_root), "--json"],
+                         cwd=REPO, capture_output=True, text=True, timeout=30)
+    url = {row["service"]: row for row in json.loads(out.stdout)}["build"]["metrics_url"]
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return {f.name: f for f in text_string_to_metric_families(text)}
+
+
+def test_ctl_cache_usage_prune_and_metrics(engine: Engine, busybox: str,
+                                           tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nCOPY big.bin /big.bin\nENV DONE=1\n",
+        "big.bin": b"z" * 100_000})
+    out = ctl(engine, "build", str(context), "-t", "ctl-built")
+    assert "Successfully tagged ctl-built:latest" in out
+    assert "Using cache" in ctl(engine, "build", str(context), "-t", "ctl-built")
+    usage = json.loads(ctl(engine, "du", "--json"))
+    copies = [int(r.get("size", 0)) for r in usage if "COPY" in r["description"]]
+    assert copies and max(copies) >= 100_000
+    families = service_metrics(engine)
+    assert families["berth_build_cache_hits"].samples[0].value >= 2
+    assert families["berth_build_builds"].samples[0].value >= 2
+    assert "berth_build_step_seconds" in families
+
+    engine.docker("rmi", "ctl-built")
+    pruned = engine.docker("builder", "prune", "-f").stdout.decode()
+    assert "Total reclaimed space" in pruned
+    assert json.loads(ctl(engine, "du", "--json")) == []
+    rebuilt = ctl(engine, "build", str(context))
+    assert "Using cache" not in rebuilt
