@@ -84,6 +84,11 @@ class Manifest:
     media_type: str
     size: int
     platforms: list[dict[str, Any]] = field(default_factory=list)
+    index_digest: str = ""  # the index it was picked from: what the tag points at
+
+    @property
+    def reference_digest(self) -> str:
+        return self.index_digest or self.digest
 
 
 def credentials_of(auth: Any) -> Credentials:
@@ -149,6 +154,7 @@ class Distribution:
             raise NotFound(f"no matching manifest for {platform} in the manifest list entries")
         child = await self._get_manifest(session, ref, chosen["digest"])
         child.platforms = [chosen.get("platform") or {}]
+        child.index_digest = manifest.digest
         return child
 
     async def _get_manifest(self, session: RegistrySession, ref: ImageRef,
@@ -203,10 +209,13 @@ class Distribution:
         platform = Platform.parse(platform_text)
         session = await self._session(ref, creds)
         manifest = await self.fetch_manifest(session, ref, platform)
-        yield Message(f"Pulling from {ref.path}", id=ref.tag or ref.digest)
         config_digest = manifest.body["config"]["digest"]
         config_bytes = await self._small_blob(session, ref, config_digest)
         config = json.loads(config_bytes)
+        if platform_text and not platform.matches({"platform": config}):
+            raise NotFound(f"image with reference {ref.familiar} was found but does not "
+                           f"provide the specified platform ({platform})")
+        yield Message(f"Pulling from {ref.path}", id=ref.tag or ref.digest)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         layers = manifest.body.get("layers") or []
         if len(diff_ids) != len(layers):
@@ -225,11 +234,11 @@ class Distribution:
         finally:
             if failed:
                 self.images.collect_garbage()
-        yield Message(f"Digest: {manifest.digest}")
+        yield Message(f"Digest: {manifest.reference_digest}")
         previous = self.images.store.resolve_ref(str(ref)) if ref.tag else None
         if ref.tag:
             self.images.set_reference(ref, image_id)
-        self.images.set_reference(ref.with_digest(manifest.digest), image_id)
+        self.images.set_reference(ref.with_digest(manifest.reference_digest), image_id)
         self.images.events.publish("pull", ref.familiar, {"name": ref.familiar})
         metrics.PULL_SECONDS.observe(time.monotonic() - started)
         state = "Image is up to date" if previous == image_id else "Downloaded newer image"

@@ -72,9 +72,9 @@ def test_pull_errors(engine: Engine, registry: Registry) -> None:
                                 params={"fromImage": "UPPER", "tag": "case"})
     assert response.status_code == 400
     assert "invalid reference format" in response.json()["message"]
-    no_platform = engine.docker("pull", "--platform", "linux/s390x",
-                                f"{registry.address}/seed/busybox:1", check=False)
-    assert no_platform.returncode == 0 or b"no matching manifest" in no_platform.stderr
+    bad_platform = client.api._post(client.api._url("/images/create"),
+                                    params={"fromImage": "busybox", "platform": "linux"})
+    assert bad_platform.status_code == 400
 
 
 def test_push_is_read_back_by_skopeo(engine: Engine, busybox: str, registry: Registry,
@@ -124,3 +124,34 @@ def test_corrupt_blob_leaves_nothing(engine: Engine, registry: Registry,
     assert after == before
     tmp = engine.data_root / "image" / "tmp"
     assert list(tmp.iterdir()) == []
+
+
+def test_index_platform_pick_and_distribution_inspect(engine: Engine, registry: Registry,
+                                                      busybox_tar: Path) -> None:
+    skopeo_copy(f"docker-archive:{busybox_tar}", f"docker://{registry.address}/seed/multi:base")
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    base = httpx.get(f"http://{registry.address}/v2/seed/multi/manifests/base", headers=accept)
+    descriptor = {"mediaType": base.headers["Content-Type"],
+                  "digest": base.headers["Docker-Content-Digest"], "size": len(base.content)}
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+             "manifests": [{**descriptor, "platform": {"os": "linux", "architecture": "arm64",
+                                                       "variant": "v8"}},
+                           {**descriptor, "platform": {"os": "linux",
+                                                       "architecture": "amd64"}}]}
+    put = httpx.put(f"http://{registry.address}/v2/seed/multi/manifests/1",
+                    content=json.dumps(index),
+                    headers={"Content-Type": "application/vnd.oci.image.index.v1+json"})
+    assert put.status_code == 201, put.text
+    name = f"{registry.address}/seed/multi:1"
+    data = engine.client().images.get_registry_data(name)
+    assert len(data.attrs["Platforms"]) == 2
+    assert data.attrs["Descriptor"]["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    refused = engine.docker("pull", "--platform", "linux/s390x", name, check=False)
+    assert refused.returncode != 0
+    assert b"no matching manifest for linux/s390x in the manifest list entries" in refused.stderr
+    out = engine.docker("pull", name).stdout.decode()
+    assert "Digest: " + put.headers["Docker-Content-Digest"] in out
+    wrong = engine.docker("pull", "--platform", "linux/arm64",
+                          f"{registry.address}/seed/multi:base", check=False)
+    assert b"does not provide the specified platform (linux/arm64)" in wrong.stderr
+    engine.docker("rmi", name)
