@@ -140,7 +140,8 @@ def stat_path(root: str, path: str, not_found: str) -> PathInfo:
     absolute = _absolute(path)
     host_path = _host_path(root, absolute, follow_last=False)
     try:
-        info = os.lstat(host_path)
+        # The root itself may be /proc/<pid>/root, a symlink to follow.
+        info = os.stat(host_path) if host_path == root else os.lstat(host_path)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise NotFound(not_found) from exc
     link_target = ""
@@ -161,6 +162,8 @@ def write_tar(root: str, path: str, out: Callable[[bytes], object]) -> None:
     absolute = _absolute(path)
     host_path = _host_path(root, absolute, follow_last=False)
     arcname = "." if absolute.endswith("/.") else _base_name(absolute)
+    if host_path == root:
+        host_path = os.path.join(root, ".")   # follow a /proc/<pid>/root root
     writer = TarOutput(out)
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         tar.add(host_path, arcname=arcname, filter=_anonymous_owner)
@@ -232,7 +235,7 @@ def extraction_dir(root: str, path: str, not_found: str) -> str:
     absolute = _absolute(path)
     host_dir = secure_join(root, absolute)
     try:
-        info = os.lstat(host_dir)
+        info = os.stat(host_dir)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise NotFound(not_found) from exc
     if not stat.S_ISDIR(info.st_mode):

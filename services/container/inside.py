@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import json
 import os
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,13 @@ from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.common.config import Config
-from services.common.errors import BerthError, Conflict, InvalidArgument, PermissionDenied
+from services.common.errors import (
+    BerthError,
+    Conflict,
+    Internal,
+    InvalidArgument,
+    PermissionDenied,
+)
 from services.common.events import EventBus
 from services.container import archive, attach, changes, health, rootfs, stats, top, update
 from services.container.cgroups import cgroups_path
@@ -24,6 +31,7 @@ from services.container.commit_changes import apply_changes
 from services.container.containers import Manager
 from services.container.exec import Exec, ExecManager, ExecStartFailed, process_spec
 from services.container.store import Container
+from services.container.untar_chroot import REFUSED
 
 Frame = container_pb2.IOFrame
 STATS_INTERVAL = 1.0
@@ -268,9 +276,7 @@ class Inside:
                 owner = (user.uid, user.gid)
             extract = archive.ExtractOptions(
                 no_overwrite_dir_non_dir=options.no_overwrite_dir_non_dir, owner=owner)
-            shown = archive.container_path(root, host_dir)
-            await _feed_thread(data, lambda read: archive.untar_into(host_dir, shown, read,
-                                                                      extract))
+            await _untar_in_chroot(root, archive.container_path(root, host_dir), extract, data)
         self._publish("extract-to-dir", container)
 
     async def changes(self, ref: str) -> list[changes.Change]:
@@ -427,34 +433,30 @@ def _architecture() -> str:
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
-async def _feed_thread(data: AsyncIterator[bytes],
-                       consume: Callable[[Callable[[int], bytes]], None]) -> None:
-    """Run `consume(read)` in a thread, `read` returning `data`'s bytes
-    through a pipe; stops feeding when the consumer is done early."""
-    read_fd, write_fd = os.pipe()
-    reader = os.fdopen(read_fd, "rb")
-
-    def run() -> None:
-        try:
-            consume(reader.read)
-        finally:
-            reader.close()
-
-    task = asyncio.ensure_future(asyncio.to_thread(run))
+async def _untar_in_chroot(root: str, directory: str, options: archive.ExtractOptions,
+                           data: AsyncIterator[bytes]) -> None:
+    """Feed the archive to untar_chroot, which extracts it chrooted into `root`."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "services.container.untar_chroot", root, directory,
+        json.dumps({"no_overwrite_dir_non_dir": options.no_overwrite_dir_non_dir,
+                    "owner": options.owner}),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    assert process.stdin is not None and process.stderr is not None
     try:
         async for chunk in data:
-            if task.done():
-                break
-            try:
-                await asyncio.to_thread(_write_all, write_fd, chunk)
-            except BrokenPipeError:
-                break
-    finally:
-        os.close(write_fd)
-    await task
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+            process.stdin.write(chunk)
+            await process.stdin.drain()
+        process.stdin.close()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the extractor stopped early; its status says why
+    except BaseException:
+        process.kill()
+        await process.wait()
+        raise
+    message = (await process.stderr.read()).decode(errors="replace").strip()
+    code = await process.wait()
+    if code == REFUSED:
+        raise InvalidArgument(message)
+    if code != 0:
+        raise Internal(f"extracting the archive failed: {message or f'exit status {code}'}")

@@ -1,0 +1,129 @@
+"""docker exec end to end: output, exit codes, stdin, env/user/workdir,
+detach, TTY with resize, inspect, errors and events."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import docker
+import pexpect
+import pytest
+
+from tests.support.engine import DOCKER_CLI, Engine
+
+
+def out(result) -> str:
+    return result.stdout.decode().strip()
+
+
+@pytest.fixture(scope="module")
+def box(engine: Engine, busybox: str):
+    name = "exec-box"
+    engine.docker("run", "-d", "--network", "none", "--name", name, "-e", "FROM_RUN=1",
+                  busybox, "sleep", "1000")
+    yield name
+    engine.docker("rm", "-f", name, check=False)
+
+
+def test_exec_runs_in_the_container(engine: Engine, box: str) -> None:
+    assert out(engine.docker("exec", box, "echo", "hello")) == "hello"
+    assert out(engine.docker("exec", box, "cat", "/proc/1/cmdline")) == "sleep\x001000\x00"
+    assert out(engine.docker("exec", box, "sh", "-c", "echo $FROM_RUN")) == "1"
+
+
+def test_exit_codes_and_stderr(engine: Engine, box: str) -> None:
+    assert engine.docker("exec", box, "false", check=False).returncode == 1
+    result = engine.docker("exec", box, "sh", "-c", "echo oops >&2; exit 3", check=False)
+    assert result.returncode == 3 and result.stderr.decode().strip() == "oops"
+    missing = engine.docker("exec", box, "no-such-binary", check=False)
+    assert missing.returncode == 127
+    assert "executable file not found" in missing.stdout.decode() + missing.stderr.decode()
+    assert engine.docker("exec", box, "/etc/passwd", check=False).returncode == 126
+
+
+def test_stdin_env_user_and_workdir(engine: Engine, box: str) -> None:
+    assert out(engine.docker("exec", "-i", box, "cat", input=b"piped\n")) == "piped"
+    assert out(engine.docker("exec", "-e", "A=b", box, "sh", "-c", "echo $A")) == "b"
+    assert out(engine.docker("exec", "-u", "1234:55", box, "id", "-u")) == "1234"
+    assert out(engine.docker("exec", "-u", "nobody", box, "id", "-un")) == "nobody"
+    assert out(engine.docker("exec", "-w", "/etc", box, "pwd")) == "/etc"
+
+
+def test_detached_exec_keeps_running(engine: Engine, box: str) -> None:
+    engine.docker("exec", "-d", box, "sh", "-c", "sleep 0.3; touch /tmp/detached")
+    deadline = time.monotonic() + 10
+    while engine.docker("exec", box, "test", "-f", "/tmp/detached", check=False).returncode:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_exec_inspect_through_the_sdk(engine: Engine, box: str) -> None:
+    client = engine.client()
+    api = client.api
+    exec_id = api.exec_create(box, ["sh", "-c", "exit 7"], user="root")["Id"]
+    before = api.exec_inspect(exec_id)
+    assert before["Running"] is False and before["ExitCode"] is None
+    assert before["ProcessConfig"] == {"entrypoint": "sh", "arguments": ["-c", "exit 7"],
+                                       "tty": False, "privileged": False, "user": "root"}
+    api.exec_start(exec_id)
+    after = api.exec_inspect(exec_id)
+    assert after["ExitCode"] == 7 and after["Running"] is False
+    assert after["ContainerID"] == client.containers.get(box).id
+    with pytest.raises(docker.errors.NotFound):
+        api.exec_inspect("nope")
+    result = client.containers.get(box).exec_run(["sh", "-c", "echo a; echo b >&2"], demux=True)
+    assert result.exit_code == 0 and result.output == (b"a\n", b"b\n")
+
+
+def test_exec_needs_a_running_unpaused_container(engine: Engine, busybox: str) -> None:
+    engine.docker("create", "--network", "none", "--name", "exec-stopped", busybox, "true")
+    cid = out(engine.docker("inspect", "-f", "{{.Id}}", "exec-stopped"))
+    stopped = engine.docker("exec", "exec-stopped", "true", check=False)
+    assert stopped.returncode != 0
+    assert f"container {cid} is not running" in stopped.stderr.decode()
+    engine.docker("rm", "exec-stopped")
+
+    engine.docker("run", "-d", "--network", "none", "--name", "exec-paused", busybox,
+                  "sleep", "100")
+    engine.docker("pause", "exec-paused")
+    cid = out(engine.docker("inspect", "-f", "{{.Id}}", "exec-paused"))
+    paused = engine.docker("exec", "exec-paused", "true", check=False)
+    assert (f"Container {cid} is paused, unpause the container before exec"
+            in paused.stderr.decode())
+    engine.docker("unpause", "exec-paused")
+    engine.docker("rm", "-f", "exec-paused")
+    missing = engine.docker("exec", "no-such-container", "true", check=False)
+    assert "No such container: no-such-container" in missing.stderr.decode()
+
+
+def test_exec_events(engine: Engine, box: str) -> None:
+    since = str(time.time() - 1)
+    engine.docker("exec", box, "sh", "-c", "exit 4", check=False)
+    until = str(time.time() + 1)
+    result = engine.docker("events", "--since", since, "--until", until, "--format",
+                           "{{json .}}", "--filter", f"container={box}")
+    events = [json.loads(line) for line in out(result).splitlines()]
+    actions = [e["Action"] for e in events]
+    assert "exec_create: sh -c exit 4" in actions and "exec_start: sh -c exit 4" in actions
+    died = [e for e in events if e["Action"] == "exec_die"]
+    assert died and died[-1]["Actor"]["Attributes"]["exitCode"] == "4"
+    assert died[-1]["Actor"]["Attributes"]["execID"]
+
+
+def test_interactive_tty_with_resize(engine: Engine, box: str) -> None:
+    child = pexpect.spawn(DOCKER_CLI, ["exec", "-it", box, "sh"], env=engine.env(),
+                          dimensions=(30, 100), timeout=20)
+    try:
+        child.expect(r"[#$] ")
+        child.sendline("stty size")
+        child.expect(r"30 100")
+        child.setwinsize(40, 120)
+        time.sleep(0.5)
+        child.sendline("stty size")
+        child.expect(r"40 120")
+        child.sendline("exit 5")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 5
