@@ -195,6 +195,14 @@ def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: st
      "stat ignored.txt: file does not exist"),
     ("FROM busybox\nCOPY ../outside /\n",
      "COPY failed: forbidden path outside the build context: ../outside ()"),
+    ("FROM 127.0.0.1:1/missing/image\nRUN true\n",
+     "http://127.0.0.1:1/v2/missing/image/manifests/latest"),
+    ("FROM busybox\nCOPY --from=127.0.0.1:1/nope / /\n",
+     "invalid from flag value 127.0.0.1:1/nope: "),
+    ("FROM busybox\nADD http://127.0.0.1:1/file /\n", "ADD failed: source http://127.0.0.1:1/file"),
+    ("FROM busybox\nENV A=\"open\n",
+     'failed to process "\\"open": unexpected end of statement while looking for matching '
+     "double-quote"),
 ])
 def test_bad_builds_tag_nothing(engine: Engine, busybox: str, tmp_path: Path,
                                 dockerfile: str, message: str) -> None:
@@ -247,6 +255,7 @@ def test_run_steps_cache_and_result(engine: Engine, busybox: str, tmp_path: Path
     assert out.count("Removing intermediate container ") == 2
     made = top_layer(engine, "ran")["made.txt#data"]
     assert made == b"made by tests\ninput one\n"
+    assert engine.docker("run", "--rm", "ran").stdout == made
     again = build(engine, context, "--build-arg", "WHO=tests", "-t", "ran").stdout.decode()
     assert "Running in" not in again and again.count(" ---> Using cache") == 5
     (context / "input.txt").write_text("input two\n")
