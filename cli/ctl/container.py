@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import sys
+import threading
+from collections.abc import Iterator
 
 from berth.container.v1 import container_pb2, container_pb2_grpc
+from berth.types.v1 import types_pb2
 from cli.ctl.base import stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config
@@ -19,6 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     inspect = verbs.add_parser("inspect", help="show one container")
     inspect.add_argument("id")
     inspect.set_defaults(command=inspect_container)
+    run = verbs.add_parser("run", help="create, start and follow a container's output")
+    run.add_argument("--name", default="")
+    run.add_argument("--rm", action="store_true", help="remove the container when it exits")
+    run.add_argument("--network", default="", help="network mode (default: bridge)")
+    run.add_argument("image")
+    run.add_argument("cmd", nargs=argparse.REMAINDER)
+    run.set_defaults(command=run_container)
 
 
 def _client(config: Config) -> container_pb2_grpc.ContainerServiceStub:
@@ -37,3 +48,35 @@ def list_containers(args: argparse.Namespace, config: Config) -> None:
 
 def inspect_container(args: argparse.Namespace, config: Config) -> None:
     print_json(_client(config).Inspect(container_pb2.InspectContainerRequest(id=args.id)))
+
+
+def run_container(args: argparse.Namespace, config: Config) -> int:
+    """Like `docker run` without -d: attach, start, copy output, exit with its code."""
+    client = _client(config)
+    container_config = container_pb2.ContainerConfig(image=args.image)
+    if args.cmd:
+        container_config.cmd.CopyFrom(types_pb2.StringList(values=args.cmd))
+    cid = client.Create(container_pb2.CreateContainerRequest(
+        name=args.name, config=container_config,
+        host_config=container_pb2.HostConfig(network_mode=args.network,
+                                             auto_remove=args.rm))).id
+    done = threading.Event()
+
+    def requests() -> Iterator[container_pb2.AttachRequest]:
+        yield container_pb2.AttachRequest(options=container_pb2.AttachOptions(
+            id=cid, stdout=True, stderr=True, stream=True))
+        done.wait()
+
+    waiting = client.Wait(container_pb2.WaitContainerRequest(id=cid, condition="next-exit"))
+    next(waiting)
+    frames = client.Attach(requests())
+    try:
+        next(frames)  # the session is registered: no output is lost after this
+        client.Start(container_pb2.StartContainerRequest(id=cid))
+        for frame in frames:
+            target = sys.stderr if frame.stream == container_pb2.IOFrame.STDERR else sys.stdout
+            target.buffer.write(frame.data)
+            target.flush()
+    finally:
+        done.set()
+    return next(waiting).status_code

@@ -3,6 +3,7 @@ controller) or v2 (one unified hierarchy)."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 ROOT = Path("/sys/fs/cgroup")
@@ -54,3 +55,12 @@ def memory_bytes(path: str) -> int | None:
 def pids(path: str) -> int | None:
     value = read_value(path, ("pids", "pids.current"), ("pids.current", ""))
     return int(value) if value else None
+
+
+def remove_instance_parent(instance_prefix: str) -> None:
+    """rmdir the engine's parent cgroup in every hierarchy once it is empty
+    (runc removes only the containers' own cgroups)."""
+    roots = [ROOT] if is_v2() else [p for p in ROOT.iterdir() if p.is_dir()]
+    for root in roots:
+        with contextlib.suppress(OSError):
+            (root / instance_prefix).rmdir()

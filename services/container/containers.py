@@ -28,6 +28,7 @@ from services.common.errors import (
 from services.common.events import EventBus
 from services.container import (
     attach,
+    cgroups,
     configs,
     logs,
     mounts,
@@ -37,7 +38,6 @@ from services.container import (
     sandbox,
     spec,
 )
-from services.container.cgroups import cgroups_path
 from services.container.metrics import START_SECONDS
 from services.container.peers import Peers
 from services.container.runtime import Bundle, ConmonOptions, CreateFailed, Runtime
@@ -266,6 +266,7 @@ class Manager:
         await self._notify()
 
     def _start_failed(self, container: Container, message: str, code: int) -> None:
+        cgroups.remove_instance_parent(self._prefix)
         for waiter in self._pending.pop(container.id, []):
             if not waiter.done():
                 waiter.set_result(None)
@@ -314,7 +315,7 @@ class Manager:
             env=list(config.env) + ([f"HOME={user.home}"] if not any(
                 e.startswith("HOME=") for e in config.env) else []),
             user=user, rootfs=bundle.rootfs,
-            cgroups_path=cgroups_path(self._prefix, container.id),
+            cgroups_path=cgroups.cgroups_path(self._prefix, container.id),
             netns_path=files.netns_path, files=etc, namespace_paths=namespace_paths,
             host_namespaces=host_namespaces, init_binary=_init_binary(host),
             extra_mounts=container.mounts.oci_mounts)
@@ -365,6 +366,7 @@ class Manager:
         code = self._runtime.exit_code(cid)
         oom = self._runtime.oom_killed(cid)
         await self._runtime.delete(cid, force=True)
+        cgroups.remove_instance_parent(self._prefix)
         with contextlib.suppress(BerthError):
             await rootfs.unmount(self.bundle(container).rootfs)
         with contextlib.suppress(BerthError):
