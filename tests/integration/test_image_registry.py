@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.engine import Engine
+from tests.support.engine import BERTH, REPO, Engine
 from tests.support.images import image_archive
 from tests.support.registry import Registry
 
@@ -155,3 +155,18 @@ def test_index_platform_pick_and_distribution_inspect(engine: Engine, registry: 
                           f"{registry.address}/seed/multi:base", check=False)
     assert b"does not provide the specified platform (linux/arm64)" in wrong.stderr
     engine.docker("rmi", name)
+
+
+def test_ctl_image(engine: Engine, seeded: str) -> None:
+    def ctl(*args: str) -> str:
+        result = subprocess.run([*BERTH, "ctl", "--exec-root", str(engine.exec_root), "image",
+                                 *args], capture_output=True, text=True, timeout=120,
+                                cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    pulled = ctl("pull", seeded)
+    assert "Pull complete" in pulled or "Already exists" in pulled
+    assert seeded in ctl("ls")
+    assert seeded in json.loads(ctl("inspect", seeded))["repoTags"]
+    assert f"Untagged: {seeded}" in ctl("rm", seeded)
