@@ -94,6 +94,7 @@ def changes(upper: str, lowers: list[str], excluded: frozenset[str] = ENGINE_PAT
         if stat.S_ISDIR(info.st_mode) and lower is not None and stat.S_ISDIR(lower.st_mode):
             if is_opaque(host_path) or not _same_metadata(info, lower):
                 found[path] = MODIFIED
+                _mark_parents(found, path, lowers)
             continue
         found[path] = ADDED if lower is None else MODIFIED
         _mark_parents(found, path, lowers)

@@ -58,7 +58,7 @@ def runc_update_args(update: container_pb2.Resources, merged: container_pb2.Reso
     if update.memory_reservation:
         args += ["--memory-reservation", str(merged.memory_reservation)]
     if update.cpu_shares:
-        args += ["--cpu-shares", str(merged.cpu_shares)]
+        args += ["--cpu-share", str(merged.cpu_shares)]
     if update.nano_cpus:
         args += ["--cpu-period", str(CPU_PERIOD),
                  "--cpu-quota", str(merged.nano_cpus * CPU_PERIOD // 1_000_000_000)]

@@ -1,0 +1,203 @@
+"""top, stats, diff, export, update, commit and healthchecks end to end with
+the real docker CLI and the SDK."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from pathlib import Path
+
+import docker
+import pytest
+
+from tests.support.engine import Engine
+
+CGROUP = Path("/sys/fs/cgroup")
+
+
+def out(result) -> str:
+    return result.stdout.decode().strip()
+
+
+def wait_for(predicate, timeout: float = 20, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+def container_id(engine: Engine, name: str) -> str:
+    return out(engine.docker("inspect", "-f", "{{.Id}}", name))
+
+
+def cgroup_file(cid: str, controller: str, name: str) -> str:
+    """A v1 controller file of the container's cgroup, wherever its parent is."""
+    matches = list((CGROUP / controller).glob(f"*/{cid}/{name}"))
+    assert matches, f"no {controller} cgroup for {cid}"
+    return matches[0].read_text().strip()
+
+
+@pytest.fixture(scope="module")
+def box(engine: Engine, busybox: str):
+    name = "inside-box"
+    engine.docker("run", "-d", "--network", "none", "--name", name, "-m", "64m", busybox,
+                  "sh", "-c", "while true; do sleep 1; done")
+    yield name
+    engine.docker("rm", "-f", name, check=False)
+
+
+def test_top_lists_the_container_processes(engine: Engine, box: str) -> None:
+    lines = out(engine.docker("top", box)).splitlines()
+    assert lines[0].split()[:3] == ["UID", "PID", "PPID"]
+    assert any("while true" in line for line in lines[1:])
+    custom = out(engine.docker("top", box, "-o", "pid,comm")).splitlines()
+    assert custom[0].split() == ["PID", "COMMAND"] and any("sh" in c for c in custom[1:])
+    top = engine.client().api.top(box, ps_args="aux")
+    assert "PID" in top["Titles"] and top["Processes"]
+    engine.docker("create", "--network", "none", "--name", "top-stopped", "busybox", "true")
+    stopped = engine.docker("top", "top-stopped", check=False)
+    assert stopped.returncode != 0 and "is not running" in stopped.stderr.decode()
+    engine.docker("rm", "top-stopped")
+
+
+def test_stats_report_cpu_memory_and_pids(engine: Engine, box: str) -> None:
+    line = out(engine.docker("stats", "--no-stream", "--format", "{{json .}}", box))
+    row = json.loads(line)
+    assert row["Name"] == box
+    assert row["MemUsage"].endswith("/ 64MiB")
+    assert int(row["PIDs"]) >= 1
+    assert row["CPUPerc"].endswith("%")
+    sample = engine.client().api.stats(box, stream=False)
+    assert sample["memory_stats"]["limit"] == 64 << 20
+    assert sample["cpu_stats"]["cpu_usage"]["total_usage"] > 0
+    assert sample["precpu_stats"]["cpu_usage"]["total_usage"] > 0
+    assert sample["cpu_stats"]["online_cpus"] >= 1
+    assert sample["pids_stats"]["current"] >= 1
+    one_shot = engine.client().api.stats(box, stream=False, one_shot=True)
+    assert one_shot["name"] == f"/{box}" and one_shot["memory_stats"]["usage"] > 0
+    stream = engine.client().api.stats(box, decode=True)
+    first, second = next(stream), next(stream)
+    assert second["preread"] == first["read"]
+
+
+def test_stats_of_network_interfaces(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "stats-net", busybox, "sleep", "100")
+    try:
+        sample = engine.client().api.stats("stats-net", stream=False)
+        assert "eth0" in sample["networks"]
+        assert set(sample["networks"]["eth0"]) >= {"rx_bytes", "tx_bytes", "rx_packets"}
+    finally:
+        engine.docker("rm", "-f", "stats-net")
+
+
+def test_diff_and_export(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    engine.docker("run", "--network", "none", "--name", "diffed", busybox, "sh", "-c",
+                  "mkdir /new && echo hi > /new/file && rm /bin/arch && echo x >> /etc/passwd")
+    try:
+        changes = out(engine.docker("diff", "diffed")).splitlines()
+        assert changes == ["C /bin", "D /bin/arch", "C /etc", "C /etc/passwd", "A /new",
+                           "A /new/file"]
+        exported = engine.docker("export", "diffed").stdout
+        with tarfile.open(fileobj=io.BytesIO(exported)) as tar:
+            names = set(tar.getnames())
+            assert tar.extractfile("new/file").read() == b"hi\n"
+        assert "bin/busybox" in names and "bin/arch" not in names
+        engine.docker("export", "-o", str(tmp_path / "out.tar"), "diffed")
+        assert (tmp_path / "out.tar").stat().st_size == len(exported)
+    finally:
+        engine.docker("rm", "diffed")
+
+
+def test_update_changes_the_cgroup(engine: Engine, box: str) -> None:
+    cid = container_id(engine, box)
+    engine.docker("update", "--memory", "96m", "--memory-swap", "192m", "--cpus", "0.5",
+                  "--cpu-shares", "512", "--pids-limit", "77", box)
+    assert cgroup_file(cid, "memory", "memory.limit_in_bytes") == str(96 << 20)
+    assert cgroup_file(cid, "cpu", "cpu.cfs_quota_us") == "50000"
+    assert cgroup_file(cid, "cpu", "cpu.shares") == "512"
+    assert cgroup_file(cid, "pids", "pids.max") == "77"
+    host = engine.client().api.inspect_container(box)["HostConfig"]
+    assert host["Memory"] == 96 << 20 and host["NanoCpus"] == 500_000_000
+    assert host["PidsLimit"] == 77
+    reply = engine.client().api.update_container(box, restart_policy={"Name": "always"})
+    assert reply == {"Warnings": []} or reply.get("Warnings") in ([], None)
+    assert engine.client().api.inspect_container(box)["HostConfig"]["RestartPolicy"][
+        "Name"] == "always"
+    bad = engine.docker("update", "--memory", "1m", box, check=False)
+    assert bad.returncode != 0 and "Minimum memory limit allowed is 6MB" in bad.stderr.decode()
+
+
+def test_commit_makes_an_image(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--network", "none", "--name", "to-commit", busybox, "sh", "-c",
+                  "echo committed > /hello && rm /bin/arch")
+    try:
+        image_id = out(engine.docker(
+            "commit", "-c", "ENV GREETING=hi", "-c", 'CMD ["cat", "/hello"]', "-m", "a message",
+            "-a", "me", "to-commit", "committed:v1"))
+        assert image_id.startswith("sha256:")
+        assert out(engine.docker("run", "--rm", "--network", "none", "committed:v1")) == (
+            "committed")
+        gone = engine.docker("run", "--rm", "--network", "none", "committed:v1", "ls",
+                             "/bin/arch", check=False)
+        assert gone.returncode != 0
+        config = engine.client().api.inspect_image("committed:v1")
+        assert "GREETING=hi" in config["Config"]["Env"]
+        assert config["Config"]["Cmd"] == ["cat", "/hello"]
+        assert config["Comment"] == "a message" and config["Author"] == "me"
+        bad = engine.docker("commit", "-c", "RUN true", "to-commit", check=False)
+        assert bad.returncode != 0 and "not a valid change command" in bad.stderr.decode()
+    finally:
+        engine.docker("rm", "to-commit")
+        engine.docker("rmi", "committed:v1", check=False)
+    with pytest.raises(docker.errors.NotFound):
+        engine.client().api.commit("no-such-container", repository="x")
+
+
+def test_healthcheck_states_and_events(engine: Engine, busybox: str) -> None:
+    since = str(time.time() - 1)
+    engine.docker("run", "-d", "--network", "none", "--name", "healthy-box",
+                  "--health-cmd", "test -f /tmp/ok", "--health-interval", "300ms",
+                  "--health-retries", "2", busybox, "sleep", "1000")
+    try:
+        assert "(health: starting)" in out(engine.docker("ps", "--filter", "name=healthy-box"))
+
+        def health() -> dict:
+            return engine.client().api.inspect_container("healthy-box")["State"]["Health"]
+
+        wait_for(lambda: health()["Status"] == "unhealthy", message="unhealthy")
+        assert health()["FailingStreak"] >= 2 and health()["Log"][-1]["ExitCode"] == 1
+        engine.docker("exec", "healthy-box", "touch", "/tmp/ok")
+        wait_for(lambda: health()["Status"] == "healthy", message="healthy")
+        assert len(health()["Log"]) <= 5
+        assert "(healthy)" in out(engine.docker("ps", "--filter", "health=healthy"))
+        assert "healthy-box" not in out(engine.docker("ps", "--filter", "health=none"))
+        events = out(engine.docker(
+            "events", "--since", since, "--until", str(time.time() + 1), "--format",
+            "{{.Action}}", "--filter", "event=health_status"))
+        assert "health_status: unhealthy" in events and "health_status: healthy" in events
+    finally:
+        engine.docker("rm", "-f", "healthy-box")
+
+
+def test_healthcheck_timeout_and_no_healthcheck(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--network", "none", "--name", "slow-health",
+                  "--health-cmd", "sleep 5", "--health-interval", "200ms",
+                  "--health-timeout", "300ms", "--health-retries", "1", busybox, "sleep", "100")
+    engine.docker("run", "-d", "--network", "none", "--name", "no-health",
+                  "--no-healthcheck", busybox, "sleep", "100")
+    try:
+        def state() -> dict:
+            return engine.client().api.inspect_container("slow-health")["State"]
+
+        wait_for(lambda: state()["Health"]["Status"] == "unhealthy", message="timeout")
+        assert "exceeded timeout" in state()["Health"]["Log"][-1]["Output"]
+        assert state()["Health"]["Log"][-1]["ExitCode"] == -1
+        plain = engine.client().api.inspect_container("no-health")["State"]
+        assert "Health" not in plain
+        assert "no-health" in out(engine.docker("ps", "--filter", "health=none"))
+    finally:
+        engine.docker("rm", "-f", "slow-health", "no-health")
