@@ -38,6 +38,7 @@ ACCEPT = ", ".join((DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX))
 PARALLEL_DOWNLOADS = 3
 PARALLEL_UPLOADS = 5
 PROGRESS_INTERVAL = 0.1
+CHUNK_SIZE = 16 << 20  # blobs above this go up in PATCH chunks
 
 
 @dataclass
@@ -268,6 +269,7 @@ class Distribution:
                 source = LayerSource(diff_id=diff_ids[i], open=lambda: None,
                                      media_type=media, blob_digest=digest)
                 await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
+                self.images.store.add_blob_source(digest, ref.domain, ref.path)
                 await emit(Message("Pull complete", id=short(digest)))
         finally:
             for task in downloads.values():
@@ -388,36 +390,61 @@ class Distribution:
     async def _upload_blob(self, session: RegistrySession, ref: ImageRef, digest: str,
                            size: int, emit: Callable[[Message], Awaitable] | None,
                            progress_id: str = "") -> None:
+        async def say(status: str, current: int = 0) -> None:
+            if emit:
+                await emit(Message(status, id=progress_id, current=current,
+                                   total=size if current else 0))
+
         head = await session.request("HEAD", f"{ref.path}/blobs/{digest}")
         if head.status_code == 200:
-            if emit:
-                await emit(Message("Layer already exists", id=progress_id))
+            await say("Layer already exists")
             return
-        start = await session.request("POST", f"{ref.path}/blobs/uploads/")
-        raise_for(start, f"starting upload of {digest}")
-        location = start.headers.get("Location", "")
+        location = ""
+        for source in self.images.store.blob_sources(digest, ref.domain):
+            if source == ref.path:
+                continue
+            mount = await session.request(
+                "POST", f"{ref.path}/blobs/uploads/", params={"mount": digest, "from": source})
+            if mount.status_code == 201:
+                self.images.store.add_blob_source(digest, ref.domain, ref.path)
+                await say(f"Mounted from {source}")
+                return
+            if mount.status_code == 202:
+                location = _absolute(mount)
+                break
         if not location:
-            raise Internal("registry gave no upload location")
-        location = str(start.request.url.join(location))
-        separator = "&" if "?" in location else "?"
+            start = await session.request("POST", f"{ref.path}/blobs/uploads/")
+            raise_for(start, f"starting upload of {digest}")
+            location = _absolute(start)
         path = self.images.content.path(digest)
+        sent = 0
+        with path.open("rb") as file:
+            while size - sent > CHUNK_SIZE:
+                chunk = await asyncio.to_thread(file.read, CHUNK_SIZE)
+                patch = await session.request(
+                    "PATCH", location, content=chunk,
+                    headers={"Content-Type": "application/octet-stream",
+                             "Content-Range": f"{sent}-{sent + len(chunk) - 1}"})
+                raise_for(patch, f"uploading blob {digest}")
+                location = _absolute(patch)
+                sent += len(chunk)
+                await say("Pushing", sent)
+            rest = await asyncio.to_thread(file.read)
+        separator = "&" if "?" in location else "?"
+        done = await session.request(
+            "PUT", f"{location}{separator}digest={digest}", content=rest,
+            headers={"Content-Type": "application/octet-stream"})
+        raise_for(done, f"uploading blob {digest}")
+        self.images.store.add_blob_source(digest, ref.domain, ref.path)
+        await say("Pushed")
 
-        async def body() -> AsyncIterator[bytes]:
-            sent, last = 0, 0.0
-            with path.open("rb") as file:
-                while chunk := await asyncio.to_thread(file.read, 1 << 20):
-                    sent += len(chunk)
-                    if emit and time.monotonic() - last > PROGRESS_INTERVAL:
-                        last = time.monotonic()
-                        await emit(Message("Pushing", id=progress_id, current=sent, total=size))
-                    yield chunk
 
-        response = await session.request(
-            "PUT", f"{location}{separator}digest={digest}", content=body(),
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)})
-        raise_for(response, f"uploading blob {digest}")
-        if emit:
-            await emit(Message("Pushed", id=progress_id))
+def _absolute(response: Any) -> str:
+    """The upload URL a registry answered with, made absolute."""
+    location = response.headers.get("Location", "")
+    if not location:
+        raise Internal("registry gave no upload location")
+    return str(response.request.url.join(location))
 
 
 async def _relay(work: Awaitable[None], messages: asyncio.Queue[Message]

@@ -36,6 +36,12 @@ CREATE TABLE IF NOT EXISTS layer_blobs (
     size INTEGER NOT NULL,
     PRIMARY KEY (diff_id, digest)
 );
+CREATE TABLE IF NOT EXISTS blob_sources (
+    digest TEXT NOT NULL,
+    domain TEXT NOT NULL,           -- registry host the blob is known to be in
+    repository TEXT NOT NULL,       -- repository path there (cross-repo mounts)
+    PRIMARY KEY (digest, domain, repository)
+);
 CREATE TABLE IF NOT EXISTS leases (
     holder TEXT PRIMARY KEY,
     image_id TEXT NOT NULL,
@@ -154,6 +160,16 @@ class ImageStore:
 
     def delete_layer_blobs(self, diff_id: str) -> None:
         self.db.execute("DELETE FROM layer_blobs WHERE diff_id = ?", (diff_id,))
+
+    # Where blobs are known to live, for cross-repository mounts on push.
+    def add_blob_source(self, digest: str, domain: str, repository: str) -> None:
+        self.db.execute("INSERT OR IGNORE INTO blob_sources VALUES (?, ?, ?)",
+                        (digest, domain, repository))
+
+    def blob_sources(self, digest: str, domain: str) -> list[str]:
+        rows = self.db.query("SELECT repository FROM blob_sources WHERE digest = ? AND "
+                             "domain = ? ORDER BY rowid", (digest, domain))
+        return [row["repository"] for row in rows]
 
     # Leases.
     def add_lease(self, holder: str, image_id: str, chain_id: str) -> None:

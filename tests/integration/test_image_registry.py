@@ -4,7 +4,9 @@ skopeo as an independent client, and the failures a pull must survive."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import subprocess
 import tarfile
 from pathlib import Path
@@ -170,3 +172,36 @@ def test_ctl_image(engine: Engine, seeded: str) -> None:
     assert seeded in ctl("ls")
     assert seeded in json.loads(ctl("inspect", seeded))["repoTags"]
     assert f"Untagged: {seeded}" in ctl("rm", seeded)
+
+
+def test_cross_repo_mount_and_chunked_upload(engine: Engine, registry: Registry,
+                                             seeded: str, tmp_path: Path) -> None:
+    engine.docker("pull", seeded)
+    mounted = f"{registry.address}/elsewhere/app:1"
+    engine.docker("tag", seeded, mounted)
+    out = engine.docker("push", mounted).stdout.decode()
+    assert "Mounted from " in out
+
+    big = tmp_path / "big.tar"
+    big.write_bytes(image_archive([layer_of(os.urandom(18 << 20))], ["big:1"]))
+    engine.docker("load", "-i", str(big))
+    target = f"{registry.address}/big/app:1"
+    engine.docker("tag", "big:1", target)
+    assert "Pushed" in engine.docker("push", target).stdout.decode()
+    copied = tmp_path / "copied.tar"
+    skopeo_copy(f"docker://{target}", f"docker-archive:{copied}:copied:1")
+    local = json.loads(engine.docker("image", "inspect", target).stdout)[0]
+    with tarfile.open(copied) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())[0]
+        config = json.loads(tar.extractfile(manifest["Config"]).read())
+    assert config["rootfs"]["diff_ids"] == local["RootFS"]["Layers"]
+    engine.docker("rmi", seeded, mounted, "big:1", target)
+
+
+def layer_of(data: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("data.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
