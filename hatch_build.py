@@ -40,6 +40,10 @@ def generate(root: Path) -> None:
 class CustomBuildHook(BuildHookInterface):
     def initialize(self, version: str, build_data: dict) -> None:
         generate(Path(self.root))
+        # An editable install reads gen/ in place (dev-mode-dirs); a copy in
+        # site-packages would shadow it and go stale at the next proto edit.
+        if self.target_name == "wheel" and version != "editable":
+            build_data["force_include"][str(Path(self.root) / "gen" / "berth")] = "berth"
 
 
 if __name__ == "__main__":
