@@ -33,51 +33,74 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
-def _extract(archive: Path, dest: Path) -> None:
-    """Unpack refusing members that would land outside `dest`."""
+def _extract(archive: Path, dest: Path, dockerfile: str) -> Ignore:
+    """Unpack refusing members that would land outside `dest`; what
+    .dockerignore excludes stays out, except the Dockerfile and the
+    .dockerignore itself, which are read first (and removed after, when
+    excluded, as Docker does)."""
+    keep = {DOCKERIGNORE, os.path.normpath(dockerfile.lstrip("/"))}
     try:
         with tarfile.open(archive, "r:*") as tar:
-            ignore = Ignore(_dockerignore_patterns(tar))
-            for member in tar:
+            members = _members(tar)
+            ignore = Ignore(_dockerignore_patterns(tar, members))
+            for member in members:
                 name = os.path.normpath(member.name.lstrip("/"))
                 if name == ".." or name.startswith("../"):
                     raise InvalidArgument(f"{member.name!r} is outside of {str(dest)!r}")
-                if ignore.excluded(name) and name != DOCKERIGNORE:
+                if ignore.excluded(name) and name not in keep:
                     continue
                 tar.extract(member, dest, filter="tar")
+        return ignore
     except tarfile.OutsideDestinationError as exc:
         raise InvalidArgument(f"{exc.tarinfo.name!r} is outside of {str(dest)!r}") from exc
     except (tarfile.TarError, EOFError) as exc:
         raise InvalidArgument(f"failed to read the build context: {exc}") from exc
 
 
-def _dockerignore_patterns(tar: tarfile.TarFile) -> list[str]:
-    try:
-        member = tar.getmember(DOCKERIGNORE)
-    except KeyError:
-        return []
-    stream = tar.extractfile(member)
+def _members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+    """Every member; an archive whose last block lacks its padding (the
+    docker CLI sends one for `-f` outside the context) ends there."""
+    members = []
+    while True:
+        try:
+            member = tar.next()
+        except tarfile.ReadError as exc:
+            if members and str(exc) == "unexpected end of data":
+                return members
+            raise
+        if member is None:
+            return members
+        members.append(member)
+
+
+def _dockerignore_patterns(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> list[str]:
+    found = [m for m in members if os.path.normpath(m.name) == DOCKERIGNORE and m.isreg()]
+    stream = tar.extractfile(found[-1]) if found else None
     return read_patterns(stream.read().decode(errors="replace")) if stream else []
 
 
 def unpack(upload: Path, workdir: Path, dockerfile: str) -> Context:
     """Turn the uploaded bytes into a context directory and read its Dockerfile."""
     root = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
+    name = dockerfile or "Dockerfile"
     try:
+        ignore = Ignore([])
         if _is_archive(upload):
-            _extract(upload, root)
+            ignore = _extract(upload, root, name)
         else:
             shutil.copyfile(upload, root / "Dockerfile")
-            dockerfile = "Dockerfile"
-        name = dockerfile or "Dockerfile"
+            name = "Dockerfile"
         path = (root / name.lstrip("/")).resolve()
         if not path.is_relative_to(root.resolve()) or not path.is_file():
             if not dockerfile and (root / "dockerfile").is_file():
                 path, name = root / "dockerfile", "dockerfile"
             else:
                 raise InvalidArgument(f"Cannot locate specified Dockerfile: {name}")
-        return Context(root=root, dockerfile_text=path.read_text(errors="replace"),
-                       dockerfile_name=name)
+        text = path.read_text(errors="replace")
+        for read in (name, DOCKERIGNORE):
+            if ignore.names(read):
+                (root / read.lstrip("/")).unlink(missing_ok=True)
+        return Context(root=root, dockerfile_text=text, dockerfile_name=name)
     except BaseException:
         shutil.rmtree(root, ignore_errors=True)
         raise

@@ -93,8 +93,14 @@ class BuildHandlers:
 
         async def requests() -> AsyncIterator[build_pb2.BuildRequest]:
             yield build_pb2.BuildRequest(options=options)
-            while chunk := await request.content.read(_CHUNK):
-                yield build_pb2.BuildRequest(context=chunk)
+            buffer = bytearray()
+            async for data in request.content.iter_any():
+                buffer += data
+                if len(buffer) >= _CHUNK:
+                    yield build_pb2.BuildRequest(context=bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                yield build_pb2.BuildRequest(context=bytes(buffer))
 
         return await json_stream(request, self.backends.build.Build(requests()),
                                  progress_to_json)

@@ -337,3 +337,17 @@ def test_ctl_cache_usage_prune_and_metrics(engine: Engine, busybox: str,
     assert json.loads(ctl(engine, "du", "--json")) == []
     rebuilt = ctl(engine, "build", str(context))
     assert "Using cache" not in rebuilt
+
+
+def test_dockerfile_outside_context_or_ignored(engine: Engine, busybox: str,
+                                               tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nCOPY . /ctx/\n", "kept.txt": "k",
+        ".dockerignore": "Dockerfile\n.dockerignore\n"})
+    build(engine, context, "-t", "ignored-df")
+    assert {n for n in top_layer(engine, "ignored-df") if n.startswith("ctx/")} == {
+        "ctx/kept.txt", "ctx/kept.txt#data"}
+    outside = write_context(tmp_path / "elsewhere", {
+        "Custom.Dockerfile": "FROM busybox\nCOPY kept.txt /kept.txt\nENV FROM_OUTSIDE=1\n"})
+    build(engine, context, "-f", str(outside / "Custom.Dockerfile"), "-t", "outside-df")
+    assert "FROM_OUTSIDE=1" in inspect(engine, "outside-df")["Config"]["Env"]

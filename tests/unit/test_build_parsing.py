@@ -126,6 +126,9 @@ def test_dockerignore_rules() -> None:
     assert not ignore.excluded("secret/keep")
     assert not ignore.excluded("main.py")
     assert not Ignore([]).excluded("anything")
+    assert not ignore.excluded(".dockerignore")
+    assert Ignore([".dockerignore", "Dockerfile"]).names(".dockerignore")
+    assert not Ignore(["*", "!Dockerfile"]).names("Dockerfile")
 
 
 def test_cache_key_depends_on_parent_and_step() -> None:
