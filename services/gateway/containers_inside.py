@@ -177,8 +177,15 @@ class InsideHandlers:
 
         async def messages() -> AsyncIterator[pb.PutArchiveRequest]:
             yield pb.PutArchiveRequest(options=options)
-            async for chunk in request.content.iter_chunked(UPLOAD_CHUNK):
-                yield pb.PutArchiveRequest(data=chunk)
+            # Few big messages: the body arrives in small pieces.
+            pending = bytearray()
+            async for piece in request.content.iter_any():
+                pending += piece
+                if len(pending) >= UPLOAD_CHUNK:
+                    yield pb.PutArchiveRequest(data=bytes(pending))
+                    pending.clear()
+            if pending:
+                yield pb.PutArchiveRequest(data=bytes(pending))
 
         await self.container.PutArchive(messages())
         return web.Response(status=200)

@@ -1,0 +1,93 @@
+"""Inside-container benchmarks through the real docker CLI, berth beside
+Debian's dockerd 20.10.
+
+  .venv/bin/python -m tests.perf.bench_inside [--runs 20] [--megabytes 100]
+
+Measures: the median wall time of `docker exec c true`, and `docker cp` of a
+directory of N MiB into a running container and back out. Both engines run
+on temporary roots with their own sockets and are stopped at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from tests.perf.bench_container import Target, berth, real_dockerd
+from tests.support.images import busybox_archive
+
+FILE_BYTES = 1 << 20
+
+
+def exec_latency(target: Target, container: str, runs: int) -> float:
+    target.docker("exec", container, "true")  # warm up
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        target.docker("exec", container, "true")
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def timed(target: Target, *args: str) -> float:
+    start = time.perf_counter()
+    target.docker(*args)
+    return time.perf_counter() - start
+
+
+def copy_times(target: Target, container: str, source: Path, workdir: Path
+               ) -> tuple[float, float]:
+    copy_in = timed(target, "cp", str(source), f"{container}:/bench")
+    destination = workdir / f"out-{target.name.replace(' ', '-')}"
+    copy_out = timed(target, "cp", f"{container}:/bench", str(destination))
+    shutil.rmtree(destination)
+    return copy_in, copy_out
+
+
+def make_tree(root: Path, megabytes: int) -> Path:
+    tree = root / "tree"
+    for index in range(megabytes):
+        directory = tree / f"d{index % 10}"
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / f"f{index}").write_bytes(os.urandom(FILE_BYTES))
+    return tree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=20)
+    parser.add_argument("--megabytes", type=int, default=100)
+    args = parser.parse_args()
+    if shutil.which("dockerd") is None:
+        raise SystemExit("dockerd is missing: apt-get install -y docker.io")
+    workdir = Path(tempfile.mkdtemp(prefix="bench-inside-"))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        archive = busybox_archive(workdir / "busybox.tar")
+        tree = make_tree(workdir, args.megabytes)
+        for make in (berth, real_dockerd):
+            with make(archive) as target:
+                target.docker("run", "-d", "--network", "none", "--name", "bench",
+                              "busybox", "sleep", "1000")
+                latency = exec_latency(target, "bench", args.runs)
+                copy_in, copy_out = copy_times(target, "bench", tree, workdir)
+                results[target.name] = {"exec": latency, "in": copy_in, "out": copy_out}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    ours, theirs = results["berth"], results["dockerd 20.10"]
+    rows = (("docker exec c true, median s", "exec"),
+            (f"docker cp {args.megabytes} MiB dir into container, s", "in"),
+            (f"docker cp {args.megabytes} MiB dir out of container, s", "out"))
+    print(f"{'benchmark':48} {'berth':>10} {'dockerd':>10} {'ratio':>7}")
+    for label, key in rows:
+        print(f"{label:48} {ours[key]:10.3f} {theirs[key]:10.3f} "
+              f"{ours[key] / theirs[key] if theirs[key] else float('nan'):7.2f}")
+
+
+if __name__ == "__main__":
+    main()
