@@ -1,0 +1,162 @@
+"""Bearer token auth: a registry with `auth: token` and a tiny token server
+(aiohttp) that signs RS256 JWTs with a throwaway certificate."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from tests.support.engine import Engine
+from tests.support.registry import REGISTRY_BIN, free_port
+
+USER, PASSWORD = "tokenuser", "tokenpass"
+SERVICE, ISSUER = "berth-test-registry", "berth-test-issuer"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class TokenServer:
+    root: Path
+    port: int = field(default_factory=free_port)
+    issued: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.key = self.root / "key.pem"
+        self.cert = self.root / "cert.pem"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                        str(self.key), "-out", str(self.cert), "-subj", "/CN=berth-token",
+                        "-days", "1"], check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "der"],
+                             check=True, capture_output=True).stdout
+        self.x5c = base64.b64encode(der).decode()
+
+    def sign(self, claims: dict) -> str:
+        header = {"alg": "RS256", "typ": "JWT", "x5c": [self.x5c]}
+        signing_input = f"{b64url(json.dumps(header).encode())}." \
+                        f"{b64url(json.dumps(claims).encode())}"
+        signature = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)],
+                                   input=signing_input.encode(), check=True,
+                                   capture_output=True).stdout
+        return f"{signing_input}.{b64url(signature)}"
+
+    async def token(self, request: web.Request) -> web.Response:
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"details": "bad credentials"}, status=401)
+        access = []
+        for scope in request.query.getall("scope", []):
+            kind, name, actions = scope.split(":")
+            access.append({"type": kind, "name": name, "actions": actions.split(",")})
+        now = int(time.time())
+        token = self.sign({"iss": ISSUER, "sub": USER, "aud": SERVICE, "exp": now + 300,
+                           "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex,
+                           "access": access})
+        self.issued.append(request.query.get("scope", ""))
+        return web.json_response({"token": token, "expires_in": 300})
+
+
+@contextlib.contextmanager
+def serving(app: web.Application, port: int) -> Iterator[None]:
+    loop = asyncio.new_event_loop()
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+        loop.close()
+
+
+@contextlib.contextmanager
+def token_registry(server: TokenServer) -> Iterator[str]:
+    """docker-registry trusting `server`'s tokens; yields its address."""
+    root = Path(tempfile.mkdtemp(prefix="berth-registry-token-"))
+    port = free_port()
+    config = root / "config.yml"
+    config.write_text(f"""version: 0.1
+log:
+  level: warn
+storage:
+  filesystem:
+    rootdirectory: {root / "storage"}
+http:
+  addr: 127.0.0.1:{port}
+auth:
+  token:
+    realm: http://127.0.0.1:{server.port}/token
+    service: {SERVICE}
+    issuer: {ISSUER}
+    rootcertbundle: {server.cert}
+""")
+    log = (root / "registry.log").open("wb")
+    process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError((root / "registry.log").read_text()) from None
+                time.sleep(0.1)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def token_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[TokenServer, str]]:
+    server = TokenServer(tmp_path_factory.mktemp("token"))
+    app = web.Application()
+    app.router.add_get("/token", server.token)
+    with serving(app, server.port), token_registry(server) as address:
+        yield server, address
+
+
+def test_bearer_token_push_and_pull(engine: Engine, busybox: str,
+                                    token_setup: tuple[TokenServer, str]) -> None:
+    server, address = token_setup
+    target = f"{address}/secure/app:1"
+    engine.docker("tag", busybox, target)
+    engine.docker("login", "-u", USER, "--password-stdin", address,
+                  input=PASSWORD.encode() + b"\n")
+    assert b"1: digest: sha256:" in engine.docker("push", target).stdout
+    assert any("secure/app:pull,push" in scope for scope in server.issued)
+    engine.docker("rmi", target)
+    out = engine.docker("pull", target).stdout.decode()
+    assert "Status: Downloaded newer image" in out
+    engine.docker("logout", address)
+    engine.docker("rmi", target)
+    wrong = engine.docker("login", "-u", USER, "--password-stdin", address,
+                          input=b"nope\n", check=False)
+    assert wrong.returncode != 0
