@@ -65,7 +65,8 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
         pull=boolean(request, "pull"), remove=boolean(request, "rm", True),
         force_remove=boolean(request, "forcerm"), quiet=boolean(request, "q"),
         network_mode=query.get("networkmode", ""),
-        extra_hosts=[h for h in query.get("extrahosts", "").split(",") if h],
+        extra_hosts=[h for value in query.getall("extrahosts", []) for h in value.split(",")
+                     if h],
         shm_size=integer(request, "shmsize"), memory=integer(request, "memory"),
         memory_swap=integer(request, "memswap"), cpu_shares=integer(request, "cpushares"),
         cpu_period=integer(request, "cpuperiod"), cpu_quota=integer(request, "cpuquota"),

@@ -351,3 +351,29 @@ def test_dockerfile_outside_context_or_ignored(engine: Engine, busybox: str,
         "Custom.Dockerfile": "FROM busybox\nCOPY kept.txt /kept.txt\nENV FROM_OUTSIDE=1\n"})
     build(engine, context, "-f", str(outside / "Custom.Dockerfile"), "-t", "outside-df")
     assert "FROM_OUTSIDE=1" in inspect(engine, "outside-df")["Config"]["Env"]
+
+
+def test_run_options_reach_the_step_container(engine: Engine, busybox: str,
+                                              tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nRUN grep myhost /etc/hosts; ls /sys/class/net; "
+                      "cat /sys/fs/cgroup/memory/memory.limit_in_bytes "
+                      "/sys/fs/cgroup/cpu/cpu.shares\n"})
+    out = build(engine, context, "--network", "none", "--add-host", "myhost:10.1.2.3",
+                "--memory", "64m", "--cpu-shares", "512").stdout.decode()
+    assert "10.1.2.3\tmyhost\nlo\n67108864\n512\n" in out
+
+
+def test_missing_base_is_pulled_and_pull_forces(engine: Engine, busybox: str, registry,
+                                                tmp_path: Path) -> None:
+    remote = f"{registry.address}/build/base:1"
+    engine.docker("tag", busybox, remote)
+    engine.docker("push", remote)
+    engine.docker("rmi", remote)
+    context = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {remote}\nENV P=1\n"})
+    out = build(engine, context, "-t", "pulled").stdout.decode()
+    assert f"Step 1/2 : FROM {remote}\n" in out
+    assert "Successfully tagged pulled:latest" in out
+    assert remote in tags(engine)
+    forced = build(engine, context, "--pull", "-t", "pulled").stdout.decode()
+    assert "Step 2/2 : ENV P=1\n ---> Using cache" in forced
