@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
+import re
 import tarfile
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +25,9 @@ from services.image.layers import LayerDirs, Unpacked, chain_ids
 from services.image.reference import ImageRef
 from services.image.store import ImageRow, ImageStore, LayerBlob
 
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 
@@ -533,7 +538,12 @@ def created_seconds(config: dict[str, Any]) -> float:
 
 
 def parse_timestamp(text: str) -> float:
-    """RFC 3339 (any fraction digits) or unix seconds, as Docker's filters accept."""
+    """A Go duration before now (`24h`, `1h30m`), unix seconds, or RFC 3339,
+    as Docker's `until`/`since` filters accept them."""
+    if _DURATION.fullmatch(text):
+        seconds = sum(float(amount) * _UNIT_SECONDS[unit]
+                      for amount, unit in _DURATION_PART.findall(text))
+        return time.time() - seconds
     try:
         return float(text)
     except ValueError:

@@ -8,13 +8,14 @@ import json
 import os
 import stat
 import tarfile
+import time
 from pathlib import Path
 
 import grpc
 import pytest
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
-from tests.support.engine import Engine
+from tests.support.engine import Engine, running_engine
 from tests.support.images import busybox_rootfs_tar, image_archive
 
 
@@ -151,3 +152,39 @@ def test_dangling_and_filters(engine: Engine, tmp_path: Path, compress: bool) ->
                            f"reference={name.split(':')[0]}").stdout.split()
     assert by_ref == [name.split(":")[0].encode()]
     engine.docker("rmi", name)
+
+
+def test_image_events(engine: Engine, busybox: str, busybox_tar: Path, tmp_path: Path) -> None:
+    since = str(int(time.time()) - 1)
+    engine.docker("tag", busybox, "evented:1")
+    engine.docker("rmi", "evented:1")
+    engine.docker("load", "-i", str(busybox_tar))
+    engine.docker("save", "-o", str(tmp_path / "s.tar"), busybox)
+    time.sleep(0.5)
+    out = engine.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                        "--filter", "type=image", "--format", "{{json .}}").stdout
+    events = [json.loads(line) for line in out.splitlines()]
+    actions = [e["Action"] for e in events]
+    for action in ("tag", "untag", "load", "save"):
+        assert action in actions, actions
+    assert any(e["Action"] == "tag" and e["Actor"]["Attributes"]["name"] == "evented:1"
+               for e in events)
+
+
+def test_state_survives_restart(busybox_tar: Path) -> None:
+    with running_engine() as engine:
+        engine.docker("load", "-i", str(busybox_tar))
+        stub = image_stub(engine)
+        stub.AcquireRootfs(image_pb2.AcquireRootfsRequest(image="busybox", holder="e" * 64))
+        engine.stop()
+        engine.start()
+        info = json.loads(engine.docker("image", "inspect", "busybox").stdout)[0]
+        assert info["RepoTags"] == ["busybox:latest"]
+        refused = engine.docker("rmi", "busybox", check=False)
+        assert b"container eeeeeeeeeeee is using its referenced image" in refused.stderr
+        image_stub(engine).ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder="e" * 64))
+        engine.docker("rmi", "busybox")
+        layers_root = engine.data_root / "image" / "layers"
+        assert sorted(p.name for p in layers_root.iterdir()) == ["empty"]
+        blobs = engine.data_root / "image" / "blobs" / "sha256"
+        assert list(blobs.iterdir()) == []
