@@ -318,7 +318,11 @@ async def _inherited(host_config: container_pb2.HostConfig, taken: set[str],
     requests: list[Request] = []
     for spec in host_config.volumes_from:
         name, mode = parse_volumes_from(spec)
-        for point in await resolve(name):
+        try:
+            points = await resolve(name)
+        except NotFound as exc:  # Docker answers 400 here, not 404
+            raise InvalidArgument(exc.message) from exc
+        for point in points:
             destination = posixpath.normpath(point.destination)
             if point.type not in ("volume", "bind") or destination in taken:
                 continue
