@@ -1,0 +1,191 @@
+"""Issue 7: volumes, binds and tmpfs mounted into real containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.engine import Engine
+
+
+@pytest.fixture
+def clean(engine: Engine, busybox: str) -> Iterator[str]:
+    """busybox loaded; afterwards every container and volume of the test is gone."""
+    yield busybox
+    engine.clean()
+
+
+def run(engine: Engine, *args: str) -> str:
+    return engine.docker("run", "--rm", *args).stdout.decode()
+
+
+def failure(engine: Engine, *args: str) -> str:
+    result = engine.docker(*args, check=False)
+    assert result.returncode != 0
+    return result.stderr.decode()
+
+
+def mounts_of(engine: Engine, container: str) -> dict[str, dict]:
+    out = engine.docker("inspect", "--format", "{{json .Mounts}}", container).stdout
+    return {m["Destination"]: m for m in json.loads(out)}
+
+
+def eventually(check: Callable[[], bool], seconds: float = 5) -> bool:
+    """AutoRemove finishes just after `docker run --rm` returns."""
+    deadline = time.monotonic() + seconds
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+def volume_path(engine: Engine, name: str) -> Path:
+    return engine.data_root / "volume" / "volumes" / name / "_data"
+
+
+def test_data_outlives_the_container(engine: Engine, clean: str) -> None:
+    engine.docker("run", "--name", "writer", "-v", "keep:/data", clean, "sh", "-c",
+                  "echo persisted > /data/file")
+    engine.docker("rm", "-v", "writer")
+    assert run(engine, "-v", "keep:/data", clean, "cat", "/data/file") == "persisted\n"
+    assert (volume_path(engine, "keep") / "file").read_text() == "persisted\n"
+
+
+def test_running_containers_share_a_volume(engine: Engine, clean: str) -> None:
+    first = engine.docker("run", "-d", "-v", "shared:/s", clean, "sleep", "60").stdout
+    second = engine.docker("run", "-d", "-v", "shared:/s", clean, "sleep", "60").stdout
+    first, second = first.decode().strip(), second.decode().strip()
+    engine.docker("exec", first, "sh", "-c", "echo from-first > /s/a")
+    assert engine.docker("exec", second, "cat", "/s/a").stdout == b"from-first\n"
+    engine.docker("exec", second, "sh", "-c", "echo from-second > /s/b")
+    assert engine.docker("exec", first, "cat", "/s/b").stdout == b"from-second\n"
+    message = failure(engine, "volume", "rm", "shared")
+    assert "remove shared: volume is in use - [" in message
+    assert first in message and second in message
+    engine.docker("rm", "-f", first, second)
+    engine.docker("volume", "rm", "shared")
+
+
+def test_read_only_volume_and_bind_refuse_writes(engine: Engine, clean: str,
+                                                 tmp_path: Path) -> None:
+    (tmp_path / "seen").write_text("host file")
+    for spec in ("ro-vol:/m:ro", f"{tmp_path}:/m:ro"):
+        result = engine.docker("run", "--rm", "-v", spec, clean, "sh", "-c", "echo x > /m/new",
+                               check=False)
+        assert result.returncode != 0
+        assert b"Read-only file system" in result.stderr
+    assert run(engine, "-v", f"{tmp_path}:/m:ro", clean, "cat", "/m/seen") == "host file"
+    assert not (tmp_path / "new").exists()
+    result = engine.docker("run", "--rm", "--mount", "type=volume,src=ro-vol,dst=/m,readonly",
+                           clean, "touch", "/m/x", check=False)
+    assert b"Read-only file system" in result.stderr
+
+
+def test_tmpfs_size_limits_writes(engine: Engine, clean: str) -> None:
+    write = "dd if=/dev/zero of=/t/f bs=1024 count=2048"
+    for args in (["--mount", "type=tmpfs,dst=/t,tmpfs-size=1m"], ["--tmpfs", "/t:size=1m"]):
+        result = engine.docker("run", "--rm", *args, clean, "sh", "-c", write, check=False)
+        assert result.returncode != 0
+        assert b"No space left on device" in result.stderr
+    assert run(engine, "--mount", "type=tmpfs,dst=/t,tmpfs-size=4m", clean, "sh", "-c",
+               f"{write} 2>/dev/null && echo ok") == "ok\n"
+
+
+def test_image_content_is_copied_into_new_volumes(engine: Engine, clean: str) -> None:
+    assert "root:x:0:0" in run(engine, "-v", "etc-copy:/etc", clean, "cat", "/etc/passwd")
+    assert (volume_path(engine, "etc-copy") / "passwd").exists()
+    (volume_path(engine, "etc-copy") / "passwd").write_text("changed\n")
+    assert run(engine, "-v", "etc-copy:/etc", clean, "cat", "/etc/passwd") == "changed\n"
+    assert run(engine, "-v", "etc-empty:/etc:nocopy", clean, "ls", "-A", "/etc") == ""
+    engine.docker("create", "--name", "anon", "-v", "/etc", clean)
+    source = mounts_of(engine, "anon")["/etc"]["Source"]
+    engine.docker("start", "anon")
+    assert (Path(source) / "group").exists()
+
+
+def test_anonymous_volumes_go_with_rm_v_and_auto_remove(engine: Engine, clean: str) -> None:
+    engine.docker("create", "--name", "both", "-v", "/anon", "-v", "named:/named", clean)
+    anonymous = mounts_of(engine, "both")["/anon"]["Name"]
+    assert len(anonymous) == 64
+    engine.docker("rm", "-v", "both")
+    names = engine.docker("volume", "ls", "-q").stdout.decode().split()
+    assert names == ["named"]
+    run(engine, "-v", "/auto", clean, "true")
+    assert eventually(lambda: engine.docker("volume", "ls", "-q").stdout.split() == [b"named"])
+    engine.docker("create", "--name", "kept", "-v", "/kept", clean)
+    engine.docker("rm", "kept")
+    assert len(engine.docker("volume", "ls", "-q").stdout.split()) == 2
+
+
+def test_inspect_mounts_as_docker(engine: Engine, clean: str, tmp_path: Path) -> None:
+    engine.docker("create", "--name", "shown", "-v", "vol:/v", "-v", f"{tmp_path}:/b:ro",
+                  "--mount", "type=tmpfs,dst=/t", "--tmpfs", "/hidden", clean)
+    mounts = mounts_of(engine, "shown")
+    assert mounts["/v"] == {"Type": "volume", "Name": "vol",
+                            "Source": str(volume_path(engine, "vol")), "Destination": "/v",
+                            "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""}
+    assert mounts["/b"] == {"Type": "bind", "Source": str(tmp_path), "Destination": "/b",
+                            "Mode": "ro", "RW": False, "Propagation": "rprivate"}
+    assert mounts["/t"]["Type"] == "tmpfs"
+    assert "/hidden" not in mounts
+
+
+def test_missing_bind_source_is_created_for_v_only(engine: Engine, clean: str,
+                                                   tmp_path: Path) -> None:
+    missing = tmp_path / "made" / "here"
+    run(engine, "-v", f"{missing}:/m", clean, "true")
+    assert missing.is_dir()
+    message = failure(engine, "run", "--rm", "--mount",
+                      f"type=bind,src={tmp_path}/absent,dst=/m", clean, "true")
+    assert (f'invalid mount config for type "bind": bind source path does not exist: '
+            f'{tmp_path}/absent') in message
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["-v", "/x:/"], "invalid volume specification: '/x:/': invalid mount config for type "
+                     "\"bind\": invalid specification: destination can't be '/'"),
+    (["-v", "vol:rel"], "invalid volume specification: 'vol:rel': invalid mount config for "
+                        "type \"volume\": invalid mount path: 'rel' mount path must be absolute"),
+    (["-v", "a/b:/x"], 'create a/b: "a/b" includes invalid characters for a local volume name'),
+    (["--mount", "type=volume,dst=/x,readonly"],
+     'invalid mount config for type "volume": must not set ReadOnly mode when using '
+     'anonymous volumes'),
+    (["-v", "one:/same", "-v", "two:/same"], "Duplicate mount point: /same"),
+])
+def test_bad_mounts_are_refused_and_nothing_is_left(engine: Engine, clean: str,
+                                                     args: list[str], message: str) -> None:
+    assert message in failure(engine, "run", "--rm", *args, clean, "true")
+    assert engine.docker("ps", "-aq").stdout == b""
+    assert engine.docker("volume", "ls", "-q").stdout == b""
+
+
+def test_volumes_from_and_subpath(engine: Engine, clean: str) -> None:
+    engine.docker("run", "--name", "source", "-v", "from-vol:/shared", clean, "sh", "-c",
+                  "mkdir /shared/sub && echo inside > /shared/sub/f")
+    assert run(engine, "--volumes-from", "source", clean, "cat", "/shared/sub/f") == "inside\n"
+    result = engine.docker("run", "--rm", "--volumes-from", "source:ro", clean, "touch",
+                           "/shared/x", check=False)
+    assert b"Read-only file system" in result.stderr
+    assert run(engine, "--mount", "type=volume,src=from-vol,dst=/only,volume-subpath=sub",
+               clean, "cat", "/only/f") == "inside\n"
+    body = json.dumps({"Image": clean, "HostConfig": {"VolumesFrom": ["ghost"]}})
+    out = subprocess.run(["curl", "-sS", "--unix-socket", str(engine.socket), "-w", " %{http_code}",
+                          "-XPOST", "-H", "Content-Type: application/json", "-d", body,
+                          "http://d/containers/create"], capture_output=True, text=True,
+                         timeout=30).stdout
+    assert out == '{"message": "No such container: ghost"} 400'
+
+
+def test_tmpfs_volume_options_reach_the_container(engine: Engine, clean: str) -> None:
+    engine.docker("volume", "create", "--driver", "local", "-o", "type=tmpfs", "-o",
+                  "device=tmpfs", "-o", "o=size=2m", "small")
+    out = run(engine, "-v", "small:/s", clean, "df", "-k", "/s")
+    assert out.splitlines()[1].split()[1] == "2048"
+    assert eventually(lambda: not os.path.ismount(volume_path(engine, "small")))
