@@ -260,7 +260,11 @@ class NetworkManager:
     # -- networks -------------------------------------------------------
 
     def find(self, ref: str) -> NetworkRecord:
-        """By full ID, then name, then unique ID prefix, as Docker looks up."""
+        """By full ID, then name, then unique ID prefix, as Docker looks up.
+
+        "default" is the docker CLI's name for the default network mode.
+        """
+        ref = "bridge" if ref == "default" else ref
         networks = self.store.networks()
         for network in networks:
             if network.id == ref:

@@ -1,0 +1,155 @@
+"""Networks through the real docker CLI and SDK: create/ls/inspect/rm,
+published ports, DNS by name, connect/disconnect, isolation, Docker's errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.request
+
+import docker
+import pytest
+
+from tests.support.engine import Engine
+
+
+def fetch(url: str) -> str:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=5) as reply:
+                return reply.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def host_address() -> str:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        return probe.getsockname()[0]
+
+
+def error_of(engine: Engine, *args: str) -> str:
+    result = engine.docker(*args, check=False)
+    assert result.returncode != 0, result.stdout
+    return result.stderr.decode()
+
+
+@pytest.fixture
+def clean(engine: Engine):
+    yield engine
+    engine.clean()
+
+
+def test_network_lifecycle_and_errors(clean: Engine) -> None:
+    engine = clean
+    listed = engine.docker("network", "ls", "--format", "{{.Name}} {{.Driver}}").stdout.decode()
+    assert {"bridge bridge", "host host", "none null"} <= set(listed.split("\n"))
+    net_id = engine.docker("network", "create", "--subnet", "10.197.3.0/24", "--gateway",
+                           "10.197.3.254", "--label", "team=net", "--internal",
+                           "lifecycle").stdout.decode().strip()
+    info = json.loads(engine.docker("network", "inspect", "lifecycle").stdout)[0]
+    assert info["Id"] == net_id and info["Internal"] is True
+    assert info["IPAM"]["Config"] == [{"Subnet": "10.197.3.0/24", "Gateway": "10.197.3.254"}]
+    assert info["Labels"] == {"team": "net"}
+    custom = engine.docker("network", "ls", "-q", "--no-trunc", "-f", "type=custom",
+                           "-f", "label=team=net").stdout.decode().split()
+    assert custom == [net_id]
+
+    assert "network with name lifecycle already exists" in error_of(
+        engine, "network", "create", "lifecycle")
+    assert "Pool overlaps with other one on this address space" in error_of(
+        engine, "network", "create", "--subnet", "10.197.3.0/25", "other")
+    assert "bridge is a pre-defined network and cannot be removed" in error_of(
+        engine, "network", "rm", "bridge")
+    assert "network nosuchnet not found" in error_of(engine, "network", "inspect", "nosuchnet")
+
+    engine.docker("network", "rm", "lifecycle")
+    assert "lifecycle" not in engine.docker("network", "ls").stdout.decode()
+    engine.docker("network", "create", "--label", "gone=yes", "pruned")
+    pruned = engine.docker("network", "prune", "-f", "--filter", "label=gone").stdout.decode()
+    assert "pruned" in pruned
+
+
+def test_published_ports(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("run", "-d", "--name", "web1", "-p", "127.0.0.1::80", "-p", "0:80",
+                  busybox, "httpd", "-f", "-p", "80", "-h", "/etc")
+    ports = engine.docker("port", "web1").stdout.decode().split("\n")
+    bound = {line.split(" -> ")[1] for line in ports if line}
+    local = next(p for p in bound if p.startswith("127.0.0.1:"))
+    anywhere = next(p for p in bound if p.startswith("0.0.0.0:"))
+    hostname = engine.docker("inspect", "-f", "{{.Config.Hostname}}", "web1").stdout.decode()
+    assert fetch(f"http://{local}/hostname").strip() == hostname.strip()
+    any_port = anywhere.split(":")[1]
+    assert fetch(f"http://127.0.0.1:{any_port}/hostname").strip() == hostname.strip()
+    assert fetch(f"http://{host_address()}:{any_port}/hostname").strip() == hostname.strip()
+
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        message = error_of(engine, "run", "-d", "--name", "clash", "-p", f"{port}:80",
+                           busybox, "sleep", "60")
+        assert "address already in use" in message
+    state = engine.docker("inspect", "-f", "{{.State.Running}}", "clash", check=False)
+    assert state.stdout.decode().strip() != "true"
+
+
+def test_dns_isolation_connect_disconnect(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "front")
+    engine.docker("network", "create", "back")
+    engine.docker("run", "-d", "--name", "server", "--network", "front",
+                  "--network-alias", "api", busybox, "sleep", "300")
+    for name in ("server", "api"):
+        ping = engine.docker("run", "--rm", "--network", "front", busybox,
+                             "ping", "-c1", "-W2", name, check=False)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+
+    # The default bridge resolves no names; another network cannot reach it.
+    lookup = engine.docker("run", "--rm", busybox, "ping", "-c1", "-W1", "server", check=False)
+    assert lookup.returncode != 0
+    address = engine.docker("inspect", "-f", "{{.NetworkSettings.Networks.front.IPAddress}}",
+                            "server").stdout.decode().strip()
+    cross = engine.docker("run", "--rm", "--network", "back", busybox,
+                          "ping", "-c1", "-W1", address, check=False)
+    assert cross.returncode != 0
+
+    engine.docker("network", "connect", "back", "server")
+    assert "already exists in network back" in error_of(
+        engine, "network", "connect", "back", "server")
+    ping = engine.docker("run", "--rm", "--network", "back", busybox,
+                         "ping", "-c1", "-W2", "server", check=False)
+    assert ping.returncode == 0
+    info = json.loads(engine.docker("network", "inspect", "back").stdout)[0]
+    assert [c["Name"] for c in info["Containers"].values()] == ["server"]
+    assert "has active endpoints" in error_of(engine, "network", "rm", "back")
+
+    engine.docker("run", "-d", "--name", "client", "--network", "front", busybox, "sleep", "300")
+    assert engine.docker("exec", "client", "ping", "-c1", "-W2", address,
+                         check=False).returncode == 0
+    engine.docker("network", "disconnect", "front", "server")
+    for target in (address, "server"):
+        gone = engine.docker("exec", "client", "ping", "-c1", "-W1", target, check=False)
+        assert gone.returncode != 0
+
+
+def test_sdk_static_address(clean: Engine, busybox: str) -> None:
+    client = clean.client()
+    ipam = docker.types.IPAMConfig(pool_configs=[docker.types.IPAMPool(subnet="10.197.9.0/24")])
+    network = client.networks.create("fixed", driver="bridge", ipam=ipam)
+    container = client.containers.run(busybox, ["sleep", "300"], detach=True, name="pinned")
+    network.connect(container, ipv4_address="10.197.9.77", aliases=["pin"])
+    network.reload()
+    assert network.containers[0].id == container.id
+    container.reload()
+    settings = container.attrs["NetworkSettings"]["Networks"]["fixed"]
+    assert settings["IPAddress"] == "10.197.9.77"
+    with pytest.raises(docker.errors.APIError) as outside:
+        network.disconnect(container)
+        network.connect(container, ipv4_address="10.1.1.1")
+    assert "does not belong to any of this network's subnets" in str(outside.value)
