@@ -154,6 +154,12 @@ class HealthTasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
 
+def mark_stopped(state: dict) -> None:
+    """A stopped container reports unhealthy, as Docker's does."""
+    if state:
+        state["status"] = UNHEALTHY
+
+
 def health_proto(state: dict) -> container_pb2.Health | None:
     """State.Health for inspect; None when the container has no healthcheck."""
     if not state:

@@ -75,6 +75,9 @@ class Inside:
                     self._start_health(self._manager.get(event.actor_id))
             elif event.action in ("die", "destroy"):
                 self._health.stop(event.actor_id)
+                if event.action == "die":
+                    with contextlib.suppress(BerthError):
+                        health.mark_stopped(self._manager.get(event.actor_id).state.health)
                 if event.action == "destroy":
                     self.execs.forget_container(event.actor_id)
 
@@ -271,8 +274,10 @@ class Inside:
             if os.statvfs(host_dir).f_flag & os.ST_RDONLY:
                 raise PermissionDenied("container rootfs is marked read-only")
             owner = None
-            if options.copy_uid_gid:
-                user = rootfs.resolve_user(Path(root), container.config.user or "0", [])
+            if options.copy_uid_gid and container.config.user:
+                # Archive mode: the container's user owns what is copied in
+                # (without a user, the tar's owners stay, as Docker does).
+                user = rootfs.resolve_user(Path(root), container.config.user, [])
                 owner = (user.uid, user.gid)
             extract = archive.ExtractOptions(
                 no_overwrite_dir_non_dir=options.no_overwrite_dir_non_dir, owner=owner)

@@ -71,9 +71,7 @@ def _cpu_json(cpu: pb.CpuStats, with_percpu: bool) -> dict[str, Any]:
     return out
 
 
-def _blkio_json(entries: Any) -> list[dict[str, Any]] | None:
-    if not entries:
-        return None
+def _blkio_json(entries: Any) -> list[dict[str, Any]]:
     return [{"major": e.major, "minor": e.minor, "op": e.op, "value": e.value} for e in entries]
 
 
@@ -100,9 +98,9 @@ def stats_json(stats: pb.ContainerStats) -> dict[str, Any]:
         "blkio_stats": {
             "io_service_bytes_recursive": _blkio_json(stats.io_service_bytes_recursive),
             "io_serviced_recursive": _blkio_json(stats.io_serviced_recursive),
-            "io_queue_recursive": None, "io_service_time_recursive": None,
-            "io_wait_time_recursive": None, "io_merged_recursive": None,
-            "io_time_recursive": None, "sectors_recursive": None},
+            "io_queue_recursive": [], "io_service_time_recursive": [],
+            "io_wait_time_recursive": [], "io_merged_recursive": [],
+            "io_time_recursive": [], "sectors_recursive": []},
         "num_procs": stats.num_procs,
         "storage_stats": {},
         "cpu_stats": _cpu_json(stats.cpu_stats, True),

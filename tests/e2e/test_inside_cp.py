@@ -78,8 +78,21 @@ def test_copy_in_files_and_dirs(engine: Engine, box: str, tmp_path: Path) -> Non
     engine.docker("cp", str(tmp_path / "in") + "/.", f"{box}:/tmp/")
     assert out(engine.docker("exec", box, "cat", "/tmp/a.txt")) == "A"
     os.chown(tmp_path / "in" / "a.txt", 4321, 4321)
-    engine.docker("cp", "-a", str(tmp_path / "in" / "a.txt"), f"{box}:/archived.txt")
-    assert out(engine.docker("exec", box, "stat", "-c", "%u", "/archived.txt")) == "0"
+    engine.docker("cp", str(tmp_path / "in" / "a.txt"), f"{box}:/kept.txt")
+    assert out(engine.docker("exec", box, "stat", "-c", "%u:%g", "/kept.txt")) == "4321:4321"
+
+
+def test_archive_mode_gives_files_to_the_container_user(engine: Engine, busybox: str,
+                                                        tmp_path: Path) -> None:
+    engine.docker("run", "-d", "--network", "none", "--name", "cp-user", "--user",
+                  "nobody", busybox, "sleep", "100")
+    try:
+        (tmp_path / "mine").write_text("m")
+        engine.docker("cp", "-a", str(tmp_path / "mine"), "cp-user:/tmp/mine")
+        owner = out(engine.docker("exec", "cp-user", "stat", "-c", "%U", "/tmp/mine"))
+        assert owner == "nobody"
+    finally:
+        engine.docker("rm", "-f", "cp-user")
 
 
 def test_copy_with_a_stopped_container(engine: Engine, busybox: str, tmp_path: Path) -> None:
