@@ -348,8 +348,10 @@ class Manager:
     def _conmon_options(container: Container) -> ConmonOptions:
         config = container.config
         size = container.host_config.log_config.config.get("max-size", "")
+        # Docker closes stdin when the first client detaches only without a TTY.
         return ConmonOptions(tty=config.tty, stdin=config.open_stdin,
-                             stdin_once=config.stdin_once, log_size_max=_bytes(size))
+                             stdin_once=config.stdin_once and not config.tty,
+                             log_size_max=_bytes(size))
 
     # -- exits, restart policies -----------------------------------------------
 
@@ -448,7 +450,9 @@ class Manager:
             timeout = container.config.stop_timeout if has_own else _STOP_TIMEOUT
         if container.state.status == "paused":
             await self._signal(container, signal.SIGKILL)
-            await self._runtime.resume(container.id)
+            # A frozen process dies once thawed; runc may have thawed it already.
+            with contextlib.suppress(Internal, Conflict):
+                await self._runtime.resume(container.id)
         elif timeout != 0:
             await self._signal(container, signum)
             if await self._wait_stopped(container, timeout if timeout > 0 else None):
@@ -669,14 +673,17 @@ class Manager:
 
     def _register_attach(self, container: Container, options: container_pb2.AttachOptions
                          ) -> asyncio.Future | None:
-        """Check that the container can be attached; a future for the
-        conmon socket when it has not started yet."""
+        """Check that the container can be attached; a future for the conmon
+        socket when it is not running: as in Docker, the session then waits for
+        the next start (`docker start -a` attaches first)."""
         status = container.state.status
         attach.parse_detach_keys(options.detach_keys)
         if status == "paused":
-            raise Conflict("You cannot attach to a paused container, unpause it first")
-        if status not in ("created", "running", "restarting") and not options.logs:
-            raise Conflict("You cannot attach to a stopped container, start it first")
+            raise Conflict(f"container {options.id} is paused, unpause the container before "
+                           "attach")
+        if status == "restarting":
+            raise Conflict(f"container {options.id} is restarting, wait until the container "
+                           "is running")
         if not options.stream or status == "running":
             return None
         waiter = asyncio.get_running_loop().create_future()

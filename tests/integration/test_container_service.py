@@ -286,20 +286,39 @@ def test_detach_keys_end_the_session_only(stub, made):
     assert inspect(stub, cid).state.running
 
 
-def test_attach_to_stopped_container_is_refused(stub, made):
-    cid, _ = run(stub, made, "echo", "gone")
+def test_attach_to_a_stopped_container_waits_for_its_start(stub, made):
+    cid, _ = run(stub, made, "echo", "again")
+    requests: queue.Queue = queue.Queue()
+    requests.put(pb.AttachRequest(options=pb.AttachOptions(id=cid, stdout=True, logs=True)))
+    requests.put(None)
+    replay = [f.data for f in _attach(stub, requests) if not f.attached]
+    assert b"".join(replay) == b"again\n"
+    requests = queue.Queue()
+    requests.put(pb.AttachRequest(options=pb.AttachOptions(id=cid, stdout=True, stream=True)))
+    frames = _attach(stub, requests)
+    assert next(frames).attached
+    stub.Start(pb.StartContainerRequest(id=cid))
+    assert b"".join(f.data for f in frames) == b"again\n"
+    requests.put(None)
+
+
+def create_running(stub, made: list[str]) -> str:
+    cid = create(stub, made, "sleep", "30")
+    stub.Start(pb.StartContainerRequest(id=cid))
+    return cid
+
+
+def test_attach_to_a_paused_container_is_refused(stub, made):
+    cid = create_running(stub, made)
+    stub.Pause(pb.ContainerRef(id=cid))
     requests: queue.Queue = queue.Queue()
     requests.put(pb.AttachRequest(options=pb.AttachOptions(id=cid, stdout=True, stream=True)))
     with pytest.raises(grpc.RpcError) as caught:
         list(_attach(stub, requests))
     requests.put(None)
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert caught.value.details() == "You cannot attach to a stopped container, start it first"
-    requests = queue.Queue()
-    requests.put(pb.AttachRequest(options=pb.AttachOptions(id=cid, stdout=True, logs=True)))
-    requests.put(None)
-    replay = [f.data for f in _attach(stub, requests) if not f.attached]
-    assert b"".join(replay) == b"gone\n"
+    assert caught.value.details() == (f"container {cid} is paused, unpause the container "
+                                      "before attach")
 
 
 def test_logs_follow_and_tail(stub, made):
