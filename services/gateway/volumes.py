@@ -86,5 +86,5 @@ class VolumeHandlers:
         if _api_version(request) < PRUNE_ALL_BEFORE:
             prune_filters.filters["all"].values[:] = ["true"]
         reply = await self.volumes.Prune(volume_pb2.PruneVolumesRequest(filters=prune_filters))
-        return web.json_response({"VolumesDeleted": list(reply.deleted) or None,
+        return web.json_response({"VolumesDeleted": list(reply.deleted),
                                   "SpaceReclaimed": reply.space_reclaimed})

@@ -227,6 +227,8 @@ def test_prune_anonymous_by_default_all_and_labels(engine: Engine, volumes) -> N
     assert (code, body) == (400, {"message": "Invalid filter 'x'"})
     code, body = curl(engine, "-XPOST", "http://d/v1.41/volumes/prune")
     assert body["VolumesDeleted"] == ["kept"]
+    code, body = curl(engine, "-XPOST", "http://d/volumes/prune")
+    assert (code, body) == (200, {"VolumesDeleted": [], "SpaceReclaimed": 0})
 
 
 def test_events_usage_and_metrics(engine: Engine, volumes) -> None:
