@@ -106,7 +106,20 @@ def build(config: container_pb2.ContainerConfig, host: container_pb2.HostConfig,
     return spec
 
 
+def held_by_host(caps: list[str]) -> list[str]:
+    """The caps this process may grant: runc fails on any outside its bounding
+    set (ALL_CAPS is in bit order)."""
+    status = Path("/proc/self/status").read_text()
+    bounding = int(next(line.split()[1] for line in status.splitlines()
+                        if line.startswith("CapBnd:")), 16)
+    return [cap for cap in caps if bounding >> ALL_CAPS.index(cap) & 1]
+
+
 def capabilities(host: container_pb2.HostConfig) -> list[str]:
+    return held_by_host(_wanted_capabilities(host))
+
+
+def _wanted_capabilities(host: container_pb2.HostConfig) -> list[str]:
     if host.privileged:
         return list(ALL_CAPS)
     add = {_cap_name(c) for c in host.cap_add}

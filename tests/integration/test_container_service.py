@@ -415,3 +415,44 @@ def test_ctl_runs_without_the_gateway(engine, stub):
          "sh", "-c", "echo via ctl; exit 4"], cwd=REPO, capture_output=True, timeout=60)
     assert result.returncode == 4, result.stderr
     assert result.stdout == b"via ctl\n"
+
+
+def _status_field(out: str, name: str) -> str:
+    return next(line.split()[1] for line in out.splitlines() if line.startswith(name + ":"))
+
+
+def test_host_config_reaches_the_runtime(stub, made):
+    host = pb.HostConfig(
+        network_mode="none", cap_drop=["ALL"], cap_add=["NET_ADMIN"], readonly_rootfs=True,
+        shm_size=16 << 20, sysctls={"kernel.msgmax": "65536"}, init=True,
+        security_opt=["no-new-privileges"], group_add=["mail"],
+        resources=pb.Resources(ulimits=[pb.Ulimit(name="nofile", soft=1 << 30, hard=1 << 30)]))
+    script = ("cat /proc/self/status; touch /x 2>/dev/null || echo readonly; "
+              "df -k /dev/shm | tail -1; cat /proc/sys/kernel/msgmax; ulimit -n; "
+              "cat /proc/1/cmdline | tr '\\0' ' '; echo; hostname; id -G")
+    cid, code = run(stub, made, "sh", "-c", script, host=host, hostname="box")
+    assert code == 0
+    out = output(stub, cid)[0].decode()
+    assert _status_field(out, "CapEff") == f"{1 << 12:016x}"
+    assert _status_field(out, "NoNewPrivs") == "1"
+    assert _status_field(out, "Seccomp") == "2"
+    lines = out.splitlines()
+    tail = lines[lines.index("readonly"):]
+    assert tail[1].split()[1] == str(16 << 10)
+    assert tail[2] == "65536"
+    assert tail[3] == "20000"  # clamped to the host's hard limit
+    assert tail[4].startswith("/sbin/docker-init -- sh -c")
+    assert tail[5] == "box"
+    assert tail[6].split() == ["0", "10", "12"]  # root is in wheel in the image
+
+
+def test_privileged_and_unconfined(stub, made):
+    host = pb.HostConfig(network_mode="none", privileged=True)
+    cid, _ = run(stub, made, "cat", "/proc/self/status", host=host)
+    out = output(stub, cid)[0].decode()
+    host_caps = _status_field(Path("/proc/self/status").read_text(), "CapBnd")
+    assert _status_field(out, "CapEff") == host_caps
+    assert _status_field(out, "Seccomp") == "0"
+    host = pb.HostConfig(network_mode="none", security_opt=["seccomp=unconfined"])
+    cid, _ = run(stub, made, "cat", "/proc/self/status", host=host)
+    assert _status_field(output(stub, cid)[0].decode(), "Seccomp") == "0"
