@@ -232,9 +232,14 @@ class Inside:
                 await rootfs.mount_overlay(container.lower_dirs, bundle.path / "upper",
                                            bundle.path / "work", bundle.rootfs)
             self._mount_users[cid] = self._mount_users.get(cid, 0) + 1
+        bound: list[str] = []
         try:
+            if live:
+                bound = await _bind_volumes(str(bundle.rootfs), container)
             yield str(bundle.rootfs)
         finally:
+            for target in reversed(bound):
+                await _run("umount", target)
             async with self._manager._lock(cid):
                 self._mount_users[cid] -= 1
                 if self._mount_users[cid] == 0:
@@ -436,6 +441,41 @@ def image_config(config: container_pb2.ContainerConfig) -> image_pb2.ImageConfig
 def _architecture() -> str:
     machine = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+async def _run(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        raise Internal(f"{args[0]} failed: {err.decode(errors='replace').strip()}")
+
+
+async def _bind_volumes(root: str, container: Container) -> list[str]:
+    """Bind the volumes and bind mounts of a stopped container into its
+    mounted rootfs, as they are when it runs; returns the targets."""
+    bound: list[str] = []
+    points = [m for m in container.mounts.mount_points() if m.type in ("volume", "bind")]
+    try:
+        for point in sorted(points, key=lambda m: len(m.destination)):
+            target = archive.secure_join(root, point.destination)
+            if not os.path.lexists(target):
+                if os.path.isdir(point.source):
+                    os.makedirs(target, exist_ok=True)
+                else:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    Path(target).touch()
+            await _run("mount", "--bind", point.source, target)
+            bound.append(target)
+            if not point.rw:
+                await _run("mount", "-o", "remount,bind,ro", target)
+    except BaseException:
+        for target in reversed(bound):
+            with contextlib.suppress(Internal):
+                await _run("umount", target)
+        raise
+    return bound
 
 
 async def _untar_in_chroot(root: str, directory: str, options: archive.ExtractOptions,

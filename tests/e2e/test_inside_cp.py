@@ -39,6 +39,14 @@ def host_mounts(root: Path) -> list[str]:
             if line.split()[1].startswith(str(root))]
 
 
+def wait_unmounted(engine: Engine, cid: str) -> None:
+    """The service unmounts once a stream is over, maybe just after the client is."""
+    deadline = time.monotonic() + 5
+    while [m for m in host_mounts(engine.root / "data") if cid in m]:
+        assert time.monotonic() < deadline, "rootfs of a stopped container left mounted"
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="module")
 def box(engine: Engine, busybox: str):
     name = "cp-box"
@@ -103,11 +111,7 @@ def test_copy_with_a_stopped_container(engine: Engine, busybox: str, tmp_path: P
         engine.docker("cp", str(tmp_path / "file"), "cp-stopped:/file")
         engine.docker("cp", "cp-stopped:/file", str(tmp_path / "back"))
         assert (tmp_path / "back").read_text() == "into a stopped container"
-        # The service unmounts once the stream is over, maybe just after the client is.
-        deadline = time.monotonic() + 5
-        while [m for m in host_mounts(engine.root / "data") if cid in m]:
-            assert time.monotonic() < deadline, "rootfs of a stopped container left mounted"
-            time.sleep(0.05)
+        wait_unmounted(engine, cid)
     finally:
         engine.docker("rm", "-f", "cp-stopped")
 
@@ -196,3 +200,24 @@ def test_copy_events(engine: Engine, box: str, tmp_path: Path) -> None:
                            "--format", "{{.Action}}", "--filter", f"container={box}")
     actions = out(result).splitlines()
     assert "extract-to-dir" in actions and "archive-path" in actions
+
+
+def test_copy_into_volumes_of_running_and_stopped_containers(engine: Engine, busybox: str,
+                                                             tmp_path: Path) -> None:
+    engine.docker("run", "-d", "--network", "none", "--name", "cp-vol", "-v", "cpdata:/vol",
+                  busybox, "sleep", "100")
+    try:
+        (tmp_path / "v").write_text("in volume")
+        engine.docker("cp", str(tmp_path / "v"), "cp-vol:/vol/v")
+        assert out(engine.docker("exec", "cp-vol", "cat", "/vol/v")) == "in volume"
+        engine.docker("stop", "-t", "0", "cp-vol")
+        engine.docker("cp", "cp-vol:/vol/v", str(tmp_path / "back"))
+        assert (tmp_path / "back").read_text() == "in volume"
+        (tmp_path / "w").write_text("while stopped")
+        engine.docker("cp", str(tmp_path / "w"), "cp-vol:/vol/w")
+        wait_unmounted(engine, out(engine.docker("inspect", "-f", "{{.Id}}", "cp-vol")))
+        engine.docker("start", "cp-vol")
+        assert out(engine.docker("exec", "cp-vol", "cat", "/vol/w")) == "while stopped"
+    finally:
+        engine.docker("rm", "-f", "-v", "cp-vol")
+        engine.docker("volume", "rm", "cpdata", check=False)
