@@ -29,10 +29,10 @@ from services.build import context as build_context
 from services.build import copier, instructions
 from services.build.metrics import BUILDS, CACHE_HITS, CACHE_MISSES, STEP_SECONDS
 from services.build.peers import Peers
-from services.build.rootfs import RootfsView
+from services.build.rootfs import RootfsView, write_layer_tar
 from services.build.store import CacheStore, cache_key
 from services.build.words import process_word, process_words
-from services.common.errors import BerthError, InvalidArgument
+from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -62,10 +62,6 @@ class BuildOptions:
     cpu_quota: int = 0
     cpuset_cpus: str = ""
     platform: str = ""
-
-
-class StepFailed(BerthError):
-    """A step failed after output began (the message goes to the stream)."""
 
 
 @dataclass
@@ -267,7 +263,7 @@ class Build:
     async def from_(self, stage: Stage, spec: instructions.Stage) -> AsyncIterator[dict]:
         base = process_word(spec.base, self.meta_args, self.dockerfile.escape)
         if not base:
-            raise StepFailed("base name (" + spec.base + ") should not be blank")
+            raise InvalidArgument(f"base name ({spec.base}) should not be blank")
         previous = next((s for s in self.stages[:-1] if s.name and s.name == base.lower()),
                         None)
         if previous is not None:
@@ -302,14 +298,11 @@ class Build:
         """The image `name`, pulled first when missing or when asked to."""
         image = None if self.options.pull else await self.peers.inspect_image(name)
         if image is None:
-            try:
-                async for progress in self.peers.pull(name, platform or self.options.platform):
-                    yield progress
-            except BerthError as exc:
-                raise StepFailed(exc.message) from exc
+            async for progress in self.peers.pull(name, platform or self.options.platform):
+                yield progress
             image = await self.peers.inspect_image(name)
             if image is None:
-                raise StepFailed(f"No such image: {name}")
+                raise NotFound(f"No such image: {name}")
         yield image
 
     # Instructions -------------------------------------------------------
@@ -321,8 +314,6 @@ class Build:
         try:
             async for message in handler(stage, instruction):
                 yield message
-        except BerthError as exc:
-            raise StepFailed(exc.message) from exc
         finally:
             STEP_SECONDS.labels(instruction.name).observe(time.perf_counter() - started)
 
@@ -589,15 +580,42 @@ class Build:
             else:
                 yield self.say(item)
         if exit_code != 0:
-            raise StepFailed(f"The command '{' '.join(cmd)}' returned a non-zero code: "
-                             f"{exit_code}")
+            raise Internal(f"The command '{' '.join(cmd)}' returned a non-zero code: "
+                           f"{exit_code}")
         image_id = await self.peers.commit_container(container_id, self.image_config(stage))
-        self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved), 0)
+        if self.commit_leaks(stage, arg_env):
+            image_id = await self.recommit(stage, image_id, saved, key)
+        else:
+            self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved), 0)
         stage.image_id = image_id
         self.containers.remove(container_id)
         if self.options.remove or self.options.force_remove:
             await self.peers.remove_container(container_id)
             yield self.say(f"Removing intermediate container {container_id[:12]}\n")
+
+    @staticmethod
+    def commit_leaks(stage: Stage, arg_env: list[str]) -> bool:
+        """Whether the container service's commit, which merges the step
+        container's config into the image's as POST /commit does, would
+        keep build args in Env, or the RUN command as Cmd."""
+        env_keys = set(_env_dict(list(stage.config.env)))
+        has_command = stage.config.cmd.values or stage.config.entrypoint.values
+        return not has_command or any(e.split("=", 1)[0] not in env_keys for e in arg_env)
+
+    async def recommit(self, stage: Stage, committed: str, created_by: list[str],
+                       key: str) -> str:
+        """The committed layer again, with the step's own config and history."""
+        holder = f"build-{self.id}-recommit"
+        try:
+            lower_dirs = await self.peers.acquire_rootfs(committed, holder)
+            with self.builder.scratch_file() as layer:
+                await _in_thread(write_layer_tar, Path(lower_dirs[0]), layer)
+                image_id = await self.commit(stage, created_by, key, layer,
+                                             layer.stat().st_size)
+        finally:
+            await self.peers.release_rootfs(holder)
+        await self.peers.remove_image(committed)
+        return image_id
 
     @staticmethod
     def image_config(stage: Stage) -> container_pb2.ContainerConfig:
@@ -682,8 +700,8 @@ class Builder:
                         yield message
                 final = build.stages[-1].image_id if build.stages else ""
                 if not final:
-                    raise StepFailed("No image was generated. Is your Dockerfile empty?")
-            except StepFailed:
+                    raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+            except BerthError:
                 for message in buffered:
                     yield message
                 if not options.remove and not options.force_remove:

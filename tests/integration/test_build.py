@@ -256,6 +256,12 @@ def test_run_steps_cache_and_result(engine: Engine, busybox: str, tmp_path: Path
     made = top_layer(engine, "ran")["made.txt#data"]
     assert made == b"made by tests\ninput one\n"
     assert engine.docker("run", "--rm", "ran").stdout == made
+    data = inspect(engine, "ran")
+    assert not any(e.startswith("WHO=") for e in data["Config"]["Env"])
+    assert data["Config"]["Cmd"] == ["cat", "/made.txt"]
+    history = engine.docker("history", "--no-trunc", "--format", "{{.CreatedBy}}",
+                            "ran").stdout.decode()
+    assert '|1 WHO=tests /bin/sh -c echo "made by $WHO" > /made.txt' in history
     again = build(engine, context, "--build-arg", "WHO=tests", "-t", "ran").stdout.decode()
     assert "Running in" not in again and again.count(" ---> Using cache") == 5
     (context / "input.txt").write_text("input two\n")
@@ -377,3 +383,16 @@ def test_missing_base_is_pulled_and_pull_forces(engine: Engine, busybox: str, re
     assert remote in tags(engine)
     forced = build(engine, context, "--pull", "-t", "pulled").stdout.decode()
     assert "Step 2/2 : ENV P=1\n ---> Using cache" in forced
+
+
+def test_run_with_build_args_keeps_deletions(engine: Engine, busybox: str,
+                                             tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nARG TOKEN=secret\n"
+                      "RUN rm /etc/group && mkdir /made && echo $TOKEN > /made/token\n"})
+    build(engine, context, "-t", "deleted")
+    assert "TOKEN=secret" not in "".join(inspect(engine, "deleted")["Config"]["Env"])
+    layer = top_layer(engine, "deleted")
+    assert "etc/.wh.group" in layer and layer["made/token#data"] == b"secret\n"
+    listed = engine.docker("run", "--rm", "deleted", "ls", "/etc").stdout.decode().split()
+    assert "group" not in listed and "passwd" in listed
