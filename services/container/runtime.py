@@ -96,7 +96,8 @@ class Runtime:
             process = await asyncio.create_subprocess_exec(
                 *args, pass_fds=(write_end,), env={**os.environ, "_OCI_SYNCPIPE": str(write_end)},
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, start_new_session=True)
+                stderr=asyncio.subprocess.PIPE, start_new_session=True,
+                cwd=bundle.path)  # conmon also drops an `oom` file in its cwd
             os.close(write_end)
             write_end = -1
             _, stderr = await process.communicate()

@@ -456,3 +456,13 @@ def test_privileged_and_unconfined(stub, made):
     host = pb.HostConfig(network_mode="none", security_opt=["seccomp=unconfined"])
     cid, _ = run(stub, made, "cat", "/proc/self/status", host=host)
     assert _status_field(output(stub, cid)[0].decode(), "Seccomp") == "0"
+
+
+def test_resize_reaches_the_tty(stub, made):
+    cid = create(stub, made, "sh", "-c", "sleep 1; stty size", tty=True)
+    waiting = stub.Wait(pb.WaitContainerRequest(id=cid, condition="next-exit"))
+    next(waiting)
+    stub.Start(pb.StartContainerRequest(id=cid))
+    stub.Resize(pb.ResizeRequest(id=cid, height=33, width=101))
+    next(waiting)
+    assert output(stub, cid)[0].strip() == b"33 101"
