@@ -396,3 +396,37 @@ def test_run_with_build_args_keeps_deletions(engine: Engine, busybox: str,
     assert "etc/.wh.group" in layer and layer["made/token#data"] == b"secret\n"
     listed = engine.docker("run", "--rm", "deleted", "ls", "/etc").stdout.decode().split()
     assert "group" not in listed and "passwd" in listed
+
+
+MISC_DOCKERFILE = """\
+# escape=`
+FROM busybox
+SHELL ["/bin/sh", "-ec"]
+RUN echo one `
+    two > /joined.txt
+RUN ["/bin/sh", "-c", "echo exec > /exec.txt"]
+ENV OLD form value
+HEALTHCHECK --interval=5s --retries=2 CMD wget -q localhost || exit 1
+EXPOSE 7000-7001/udp
+VOLUME ["/v1", "/v2"]
+LABEL "spaced key"="a b" other=c
+USER 1000:1000
+"""
+
+
+def test_shell_escape_healthcheck_and_exec_form(engine: Engine, busybox: str,
+                                                tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {"Dockerfile": MISC_DOCKERFILE})
+    build(engine, context, "-t", "misc")
+    config = inspect(engine, "misc")["Config"]
+    assert config["Shell"] == ["/bin/sh", "-ec"]
+    assert "OLD=form value" in config["Env"]
+    assert config["Healthcheck"]["Test"] == ["CMD-SHELL", "wget -q localhost || exit 1"]
+    assert config["Healthcheck"]["Interval"] == 5_000_000_000
+    assert config["Healthcheck"]["Retries"] == 2
+    assert set(config["ExposedPorts"]) == {"7000/udp", "7001/udp"}
+    assert set(config["Volumes"]) == {"/v1", "/v2"}
+    assert config["Labels"] == {"spaced key": "a b", "other": "c"}
+    out = engine.docker("run", "--rm", "--user", "0", "misc", "cat", "/joined.txt",
+                        "/exec.txt").stdout
+    assert out == b"one two\nexec\n"
