@@ -17,8 +17,11 @@ import re
 import secrets
 import shutil
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from prometheus_client import Counter, Histogram
 
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, NotFound
@@ -26,7 +29,11 @@ from services.container import runtime as oci
 from services.container.rootfs import resolve_user
 from services.container.spec import ALL_CAPS
 
-HEALTH_OUTPUT_LIMIT = 4096
+EXEC_STARTS = Counter("berth_container_exec_starts_total",
+                      "Exec processes started in containers, by result.", ["result"])
+EXEC_START_SECONDS = Histogram(
+    "berth_container_exec_start_seconds", "Time to start an exec process (conmon, runc exec).",
+    buckets=(.01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10))
 
 
 @dataclass
@@ -63,6 +70,14 @@ def start_exit_code(message: str) -> int:
                             message) else 126
 
 
+def bounded_caps() -> list[str]:
+    """Every capability this process may hand on (ALL_CAPS is in capability
+    number order); a host can withhold some, and runc cannot grant those."""
+    status = Path("/proc/self/status").read_text()
+    bounding = int(status.split("CapBnd:")[1].split()[0], 16)
+    return [name for number, name in enumerate(ALL_CAPS) if bounding >> number & 1]
+
+
 def process_spec(container_process: dict, config: container_pb2.ExecConfig, root: Path,
                  default_user: str) -> dict:
     """The container's process spec with the exec's command, env, user, dir."""
@@ -82,7 +97,7 @@ def process_spec(container_process: dict, config: container_pb2.ExecConfig, root
         if user.additional_gids:
             process["user"]["additionalGids"] = user.additional_gids
     if config.privileged:
-        caps = list(ALL_CAPS)
+        caps = bounded_caps()
         process["capabilities"] = {"bounding": caps, "effective": caps, "permitted": caps}
     if len(config.console_size) == 2 and config.tty:
         process["consoleSize"] = {"height": config.console_size[0],
@@ -131,13 +146,18 @@ class ExecManager:
         session = self._dir / record.id
         session.mkdir(parents=True, exist_ok=True)
         record.session_dir = session
+        began = time.perf_counter()
         try:
-            return await self._launch(record, session, process, attach, timeout_seconds)
-        except BaseException:
+            sock = await self._launch(record, session, process, attach, timeout_seconds)
+        except BaseException as exc:
             record.running = False
             record.done.set()
             shutil.rmtree(session, ignore_errors=True)
+            EXEC_STARTS.labels("failed" if isinstance(exc, ExecStartFailed) else "error").inc()
             raise
+        EXEC_STARTS.labels("started").inc()
+        EXEC_START_SECONDS.observe(time.perf_counter() - began)
+        return sock
 
     async def _launch(self, record: Exec, session: Path, process: dict, attach: bool,
                       timeout_seconds: int) -> socket.socket | None:

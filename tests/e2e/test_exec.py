@@ -4,7 +4,9 @@ detach, TTY with resize, inspect, errors and events."""
 from __future__ import annotations
 
 import json
+import re
 import time
+import urllib.request
 
 import docker
 import pexpect
@@ -127,3 +129,38 @@ def test_interactive_tty_with_resize(engine: Engine, box: str) -> None:
     finally:
         child.close()
     assert child.exitstatus == 5
+
+
+def test_privileged_exec_gets_every_capability(engine: Engine, box: str) -> None:
+    def effective_caps(*flags: str) -> int:
+        status = out(engine.docker("exec", *flags, box, "cat", "/proc/self/status"))
+        line = next(line for line in status.splitlines() if line.startswith("CapEff:"))
+        return int(line.split()[1], 16)
+
+    assert bin(effective_caps("--privileged")).count("1") > bin(effective_caps()).count("1")
+
+
+def test_detach_keys_leave_the_exec_running(engine: Engine, box: str) -> None:
+    child = pexpect.spawn(DOCKER_CLI, ["exec", "-it", "--detach-keys", "ctrl-x,x", box, "sh",
+                                       "-c", "echo ready; sleep 3; touch /tmp/after-detach"],
+                          env=engine.env(), timeout=20)
+    try:
+        child.expect("ready")
+        child.send("\x18x")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    deadline = time.monotonic() + 10
+    while engine.docker("exec", box, "test", "-f", "/tmp/after-detach", check=False).returncode:
+        assert time.monotonic() < deadline, "the detached exec did not keep running"
+        time.sleep(0.2)
+
+
+def test_exec_metrics(engine: Engine, box: str) -> None:
+    engine.docker("exec", box, "true")
+    match = re.search(r"container service serving on \S+, metrics at (\S+)", engine.logs())
+    assert match
+    with urllib.request.urlopen(match.group(1), timeout=10) as response:
+        text = response.read().decode()
+    assert 'berth_container_exec_starts_total{result="started"}' in text
+    assert "berth_container_exec_start_seconds_count" in text
