@@ -25,6 +25,7 @@ OPAQUE_XATTR = "trusted.overlay.opaque"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+READ_SIZE = 1 << 20
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -155,7 +156,8 @@ def unpack(source: BinaryIO, dest: Path) -> Unpacked:
     size = 0
     root = os.path.realpath(dest)
     try:
-        with tarfile.open(fileobj=reader, mode="r|") as tar:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
+                          bufsize=READ_SIZE, copybufsize=READ_SIZE) as tar:
             for member in tar:
                 size += _extract_member(tar, member, root)
     except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
