@@ -126,8 +126,11 @@ class Inside:
             record.config.console_size.extend(options.console_size)
         attach_output = not options.detach
         try:
-            sock = await self.execs.start(record, self._process(container, record.config),
-                                          attach=attach_output)
+            try:
+                process = self._process(container, record.config)
+            except BerthError as exc:   # such as a user the container does not know
+                raise ExecStartFailed(exc.message, 126) from exc
+            sock = await self.execs.start(record, process, attach=attach_output)
         except ExecStartFailed as failure:
             record.exit_code = failure.exit_code
             if options.detach:

@@ -50,6 +50,9 @@ def test_stdin_env_user_and_workdir(engine: Engine, box: str) -> None:
     assert out(engine.docker("exec", "-u", "1234:55", box, "id", "-u")) == "1234"
     assert out(engine.docker("exec", "-u", "nobody", box, "id", "-un")) == "nobody"
     assert out(engine.docker("exec", "-w", "/etc", box, "pwd")) == "/etc"
+    unknown = engine.docker("exec", "-u", "nosuchuser", box, "true", check=False)
+    assert unknown.returncode == 126
+    assert "unable to find user nosuchuser" in unknown.stdout.decode() + unknown.stderr.decode()
 
 
 def test_detached_exec_keeps_running(engine: Engine, box: str) -> None:
