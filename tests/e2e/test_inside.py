@@ -203,3 +203,41 @@ def test_healthcheck_timeout_and_no_healthcheck(engine: Engine, busybox: str) ->
         assert "no-health" in out(engine.docker("ps", "--filter", "health=none"))
     finally:
         engine.docker("rm", "-f", "slow-health", "no-health")
+
+
+def test_healthcheck_from_the_image(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--network", "none", "--name", "hc-base", busybox, "true")
+    engine.docker("commit", "-c", "HEALTHCHECK --interval=300ms CMD true", "hc-base",
+                  "with-health:v1")
+    try:
+        engine.docker("run", "-d", "--network", "none", "--name", "hc-image", "with-health:v1",
+                      "sleep", "100")
+        engine.docker("run", "-d", "--network", "none", "--name", "hc-disabled",
+                      "--no-healthcheck", "with-health:v1", "sleep", "100")
+
+        def status(name: str) -> str | None:
+            state = engine.client().api.inspect_container(name)["State"]
+            return state.get("Health", {}).get("Status")
+
+        wait_for(lambda: status("hc-image") == "healthy", message="healthy from the image")
+        assert status("hc-disabled") is None
+    finally:
+        engine.docker("rm", "-f", "hc-base", "hc-image", "hc-disabled")
+        engine.docker("rmi", "with-health:v1", check=False)
+
+
+def test_events_of_inside_operations(engine: Engine, box: str, tmp_path: Path) -> None:
+    since = str(time.time() - 1)
+    engine.docker("top", box)
+    engine.docker("update", "--cpu-shares", "256", box)
+    engine.docker("export", "-o", str(tmp_path / "box.tar"), box)
+    image = out(engine.docker("commit", box, "events-commit:v1"))
+    engine.docker("rmi", "events-commit:v1")
+    result = engine.docker("events", "--since", since, "--until", str(time.time() + 1),
+                           "--format", "{{json .}}", "--filter", f"container={box}")
+    events = [json.loads(line) for line in out(result).splitlines()]
+    actions = [e["Action"] for e in events]
+    for action in ("top", "update", "export", "commit"):
+        assert action in actions
+    commit = next(e for e in events if e["Action"] == "commit")
+    assert commit["Actor"]["Attributes"]["imageID"] == image
