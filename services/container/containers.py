@@ -590,11 +590,12 @@ class Manager:
                 await self._stop(container, "KILL", 0)
             if cid not in self.containers:
                 return
-            del self.containers[cid]
             for waiter in self._pending.pop(cid, []):
                 if not waiter.done():
                     waiter.set_result(None)
             await self._release(container, remove_volumes or container.host_config.auto_remove)
+            # Only now: a wait for "removed" returns once the volumes are released.
+            del self.containers[cid]
             self._store.delete(cid)
         self._locks.pop(cid, None)
         self._backoff.pop(cid, None)
