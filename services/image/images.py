@@ -429,11 +429,7 @@ class Images:
         with self.pinned(digest):
             try:
                 with self.content.path(digest).open("rb") as blob:
-                    _, unpacked = self.layers.unpack(blob, lambda diff_id: chain)
-                if unpacked.diff_id != source.diff_id:
-                    self.layers.remove(chain)
-                    raise InvalidArgument(f"layer diff ID mismatch: expected {source.diff_id}, "
-                                          f"got {unpacked.diff_id}")
+                    unpacked = self.layers.unpack(blob, chain, source.diff_id)
             except BaseException:
                 if not self.store_has_blob(digest):
                     self.content.delete(digest)

@@ -4,6 +4,7 @@ layer directory."""
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import hashlib
 import os
@@ -179,26 +180,35 @@ class LayerDirs:
     def path(self, chain_id: str) -> Path:
         return self.root / chain_id.removeprefix("sha256:")
 
-    def unpack(self, source: BinaryIO, chain_of: callable) -> tuple[str, Unpacked]:
-        """Unpack into a scratch dir, then move it to the dir of its chain ID
-        (given by `chain_of(diff_id)`); a failure leaves nothing behind."""
+    def unpack(self, source: BinaryIO, chain_id: str, diff_id: str) -> Unpacked:
+        """Unpack into a scratch dir, check the diff ID, then move it to the
+        dir of `chain_id`; a failure leaves nothing behind."""
         scratch = self.root / f".tmp-{uuid.uuid4().hex}"
         scratch.mkdir()
         try:
             result = unpack(source, scratch)
-            chain_id = chain_of(result.diff_id)
+            if result.diff_id != diff_id:
+                raise InvalidArgument(f"layer diff ID mismatch: expected {diff_id}, "
+                                      f"got {result.diff_id}")
             final = self.path(chain_id)
             if final.exists():
                 shutil.rmtree(scratch)
             else:
                 os.rename(scratch, final)
-            return chain_id, result
+            return result
         except BaseException:
             shutil.rmtree(scratch, ignore_errors=True)
             raise
 
     def remove(self, chain_id: str) -> None:
-        shutil.rmtree(self.path(chain_id), ignore_errors=True)
+        """Take the dir out of place at once and delete its files in a worker
+        thread (called on the event loop; leftovers go at the next start)."""
+        doomed = self.root / f".tmp-gc-{uuid.uuid4().hex}"
+        try:
+            os.rename(self.path(chain_id), doomed)
+        except FileNotFoundError:
+            return
+        asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, doomed, True)
 
     def existing(self) -> set[str]:
         return {"sha256:" + p.name for p in self.root.iterdir()

@@ -185,6 +185,9 @@ def test_state_survives_restart(busybox_tar: Path) -> None:
         image_stub(engine).ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder="e" * 64))
         engine.docker("rmi", "busybox")
         layers_root = engine.data_root / "image" / "layers"
-        assert sorted(p.name for p in layers_root.iterdir()) == ["empty"]
+        deadline = time.monotonic() + 10
+        while sorted(p.name for p in layers_root.iterdir()) != ["empty"]:
+            assert time.monotonic() < deadline, list(layers_root.iterdir())
+            time.sleep(0.1)
         blobs = engine.data_root / "image" / "blobs" / "sha256"
         assert list(blobs.iterdir()) == []
