@@ -24,6 +24,7 @@ from services.common.errors import (
     Internal,
     InvalidArgument,
     NotFound,
+    Unimplemented,
 )
 from services.common.events import EventBus
 from services.container import (
@@ -709,6 +710,8 @@ class Manager:
 
     async def logs(self, request: container_pb2.LogsRequest) -> AsyncIterator[logs.LogLine]:
         container = self.get(request.id)
+        if container.host_config.log_config.type == "none":
+            raise Unimplemented("configured logging driver does not support reading")
         streams = {name for name, wanted in (("stdout", request.stdout),
                                              ("stderr", request.stderr)) if wanted}
         if request.tail and request.tail != "all" and not request.tail.lstrip("-").isdigit():
@@ -753,7 +756,8 @@ class Manager:
                 if self._should_restart(container):
                     self._schedule_restart(container, _BACKOFF_RESET_AFTER)
                 continue
-            await self._handle_exit(container)
+            # In the background: the network service may still be starting.
+            self._tasks[container.id] = asyncio.create_task(self._handle_exit(container))
 
     async def close(self) -> None:
         """Stop watching; the containers and their conmons keep running."""

@@ -13,6 +13,9 @@ from services.common import errors
 from services.common.clients import channel
 from services.common.config import Config
 
+# How long a cleanup call waits for a peer that is (re)starting.
+_PEER_WAIT_SECONDS = 15
+
 _BY_CODE = {cls.code: cls for cls in (
     errors.NotFound, errors.Conflict, errors.AlreadyExists, errors.InvalidArgument,
     errors.Unauthenticated, errors.PermissionDenied, errors.Unimplemented)}
@@ -62,7 +65,8 @@ class Peers:
     async def destroy_sandbox(self, container_id: str) -> None:
         try:
             await self._network.DestroySandbox(
-                network_pb2.DestroySandboxRequest(container_id=container_id))
+                network_pb2.DestroySandboxRequest(container_id=container_id),
+                wait_for_ready=True, timeout=_PEER_WAIT_SECONDS)
         except grpc.aio.AioRpcError as error:
             if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
                 raise _translate("network", error) from error

@@ -466,3 +466,14 @@ def test_resize_reaches_the_tty(stub, made):
     stub.Resize(pb.ResizeRequest(id=cid, height=33, width=101))
     next(waiting)
     assert output(stub, cid)[0].strip() == b"33 101"
+
+
+def test_prune_and_sizes(stub, made):
+    cid, _ = run(stub, made, "sh", "-c", "head -c 4096 /dev/zero > /blob", labels={"p": "1"})
+    info = stub.Inspect(pb.InspectContainerRequest(id=cid, size=True))
+    assert info.size_rw >= 4096 and info.size_root_fs > info.size_rw
+    keep = create(stub, made, "true", labels={"p": "2"})
+    filters = types_pb2.Filters(filters={"label": types_pb2.StringList(values=["p=1"])})
+    reply = stub.Prune(pb.PruneContainersRequest(filters=filters))
+    assert list(reply.deleted) == [cid] and reply.space_reclaimed >= 4096
+    assert inspect(stub, keep).id == keep
