@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from berth.build.v1 import build_pb2
-from services.gateway.backends import Backends
+from services.gateway.backends import Backends, Stream
 from services.gateway.errors import bad_request
 from services.gateway.params import boolean, filters, integer
 from services.gateway.routing import Route
@@ -85,6 +86,15 @@ async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:
             for r in reply.records]
 
 
+async def _cancel_when_client_leaves(request: web.Request, stream: Stream) -> None:
+    """A build can be silent for long (a RUN step that sleeps): notice the
+    client going away without waiting for the next write to fail, so the
+    build stops and its step container goes."""
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.5)
+    stream.cancel()
+
+
 class BuildHandlers:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
@@ -103,8 +113,12 @@ class BuildHandlers:
             if buffer:
                 yield build_pb2.BuildRequest(context=bytes(buffer))
 
-        return await json_stream(request, self.backends.build.Build(requests()),
-                                 progress_to_json)
+        stream = self.backends.build.Build(requests())
+        watcher = asyncio.create_task(_cancel_when_client_leaves(request, stream))
+        try:
+            return await json_stream(request, stream, progress_to_json)
+        finally:
+            watcher.cancel()
 
     async def prune(self, request: web.Request) -> web.Response:
         keep = integer(request, "keep-storage") or integer(request, "reserved-space")

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import tarfile
+import time
 import urllib.request
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import docker.errors
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support.engine import BERTH, REPO, Engine
+from tests.support.engine import BERTH, DOCKER_CLI, REPO, Engine
 
 
 def write_context(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -430,3 +431,25 @@ def test_shell_escape_healthcheck_and_exec_form(engine: Engine, busybox: str,
     out = engine.docker("run", "--rm", "--user", "0", "misc", "cat", "/joined.txt",
                         "/exec.txt").stdout
     assert out == b"one two\nexec\n"
+
+
+def test_client_going_away_stops_the_build(engine: Engine, busybox: str,
+                                           tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nRUN echo started && sleep 60\n"})
+    client = subprocess.Popen([DOCKER_CLI, "build", "-t", "abandoned", str(context)],
+                              env=engine.env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout is not None
+        for line in client.stdout:
+            if line.startswith("started"):
+                break
+        assert engine.docker("ps", "-q").stdout.strip()
+    finally:
+        client.kill()
+        client.wait()
+    deadline = time.monotonic() + 20
+    while engine.docker("ps", "-aq").stdout.strip() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert engine.docker("ps", "-aq").stdout.strip() == b""
+    assert "abandoned:" not in tags(engine)
