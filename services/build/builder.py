@@ -93,6 +93,11 @@ def _set_env(config: image_pb2.ImageConfig, key: str, value: str) -> None:
     config.env.extend(entries)
 
 
+def _literal(text: str) -> str:
+    """`text` quoted so that word processing gives it back unchanged."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
 def _expose_ports(spec: str) -> list[str]:
     port, _, proto = spec.partition("/")
     proto = proto or "tcp"
@@ -213,8 +218,7 @@ class Build:
                 raise InvalidArgument(
                     f"failed to reach build target {self.options.target} in Dockerfile")
             stages = stages[:names.index(self.options.target.lower()) + 1]
-        if self.options.labels:
-            stages[-1].instructions.append(self.label_instruction())
+        stages[-1].instructions.extend(self.label_instructions())
         self.total = len(self.dockerfile.meta_args) + sum(1 + len(s.instructions)
                                                           for s in stages)
         for arg in self.dockerfile.meta_args:
@@ -238,14 +242,13 @@ class Build:
             yield self.say(f"[Warning] One or more build-args [{' '.join(unused)}] "
                            "were not consumed\n")
 
-    def label_instruction(self) -> instructions.Instruction:
-        pairs = [f"{json.dumps(k)}='{v}'" for k, v in sorted(self.options.labels.items())]
-        text = "LABEL " + " ".join(pairs)
-        values = []
-        for k, v in sorted(self.options.labels.items()):
-            values += [json.dumps(k), "'" + v + "'"]
-        return instructions.Instruction(name="LABEL", args=values, flags={}, json=False,
-                                        original=text, line=0)
+    def label_instructions(self) -> list[instructions.Instruction]:
+        """The `labels` option as dockerd 20.10 adds it: one LABEL step per
+        label, sorted, after the last instruction, values taken literally."""
+        return [instructions.Instruction(name="LABEL", args=[_literal(k), _literal(v)],
+                                         flags={}, json=False, original=f"LABEL {k}={v}",
+                                         line=0)
+                for k, v in sorted(self.options.labels.items())]
 
     def step_line(self, original: str) -> dict:
         self.step += 1

@@ -178,6 +178,7 @@ def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: st
     assert "WHO=me" in image.attrs["Config"]["Env"]
     assert image.attrs["Config"]["Labels"] == {"via": "sdk"}
     text = "".join(chunk.get("stream", "") for chunk in logs)
+    assert "Step 5/5 : LABEL via=sdk\n" in text
     assert "[Warning] One or more build-args [UNUSED] were not consumed" in text
     names = set(top_layer(engine, "sdk:built"))
     assert "ctx/keep.txt" in names
