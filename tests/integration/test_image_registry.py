@@ -9,11 +9,14 @@ import json
 import os
 import subprocess
 import tarfile
+import time
 from pathlib import Path
 
+import grpc
 import httpx
 import pytest
 
+from berth.types.v1 import types_pb2, types_pb2_grpc
 from tests.support.engine import BERTH, REPO, Engine
 from tests.support.images import image_archive
 from tests.support.registry import Registry
@@ -205,3 +208,44 @@ def layer_of(data: bytes) -> bytes:
         info.size = len(data)
         tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
+
+
+def test_zstd_layers_and_metrics(engine: Engine, registry: Registry, tmp_path: Path) -> None:
+    archive = tmp_path / "z.tar"
+    archive.write_bytes(image_archive([layer_of(b"zstd layer " * 1000)], ["z:1"],
+                                      {"Labels": {"zstd": "yes"}}))
+    name = f"{registry.address}/zstd/img:1"
+    subprocess.run([SKOPEO, "copy", "--quiet", "--dest-tls-verify=false", "--format", "oci",
+                    "--dest-compress-format", "zstd", f"docker-archive:{archive}",
+                    f"docker://{name}"], check=True, capture_output=True, timeout=120)
+    manifest = httpx.get(f"http://{registry.address}/v2/zstd/img/manifests/1",
+                         headers={"Accept": "application/vnd.oci.image.manifest.v1+json"}).json()
+    assert manifest["layers"][0]["mediaType"].endswith("+zstd")
+    engine.docker("pull", name)
+    info = json.loads(engine.docker("image", "inspect", name).stdout)[0]
+    assert info["Config"]["Labels"] == {"zstd": "yes"}
+
+    channel = grpc.insecure_channel(f"unix://{engine.exec_root / 'image.sock'}")
+    service = types_pb2_grpc.InfoStub(channel).GetServiceInfo(types_pb2.GetServiceInfoRequest())
+    assert service.object_counts["images"] >= 1
+    metrics = httpx.get(service.metrics_url).text
+    for metric in ("berth_image_images ", "berth_image_layer_bytes ",
+                   "berth_image_pulled_bytes_total ", "berth_image_pull_seconds_count "):
+        assert metric in metrics
+    engine.docker("rmi", name)
+
+
+def test_push_aux_and_registry_events(engine: Engine, busybox: str, registry: Registry) -> None:
+    since = str(int(time.time()) - 1)
+    target = f"{registry.address}/aux/app"
+    engine.docker("tag", busybox, f"{target}:v2")
+    lines = list(engine.client().api.push(target, tag="v2", stream=True, decode=True))
+    aux = [line["aux"] for line in lines if "aux" in line]
+    assert aux and aux[0]["Tag"] == "v2" and aux[0]["Digest"].startswith("sha256:")
+    assert aux[0]["Size"] > 0
+    engine.docker("rmi", f"{target}:v2")
+    engine.docker("pull", f"{target}:v2")
+    out = engine.docker("events", "--since", since, "--until", str(int(time.time()) + 1),
+                        "--filter", "type=image", "--format", "{{json .}}").stdout
+    events = {(e["Action"], e["Actor"]["ID"]) for e in map(json.loads, out.splitlines())}
+    assert ("push", f"{target}:v2") in events and ("pull", f"{target}:v2") in events

@@ -44,10 +44,10 @@ def seeded(auth_registry: Registry, busybox_tar: Path) -> str:
     return name
 
 
-def assert_pull_unauthorized(engine: Engine, name: str) -> None:
+def assert_pull_unauthorized(engine: Engine, name: str, auth: dict | None = None) -> None:
     """The SDK, not the CLI: the CLI answers a 401 with an interactive login prompt."""
     with pytest.raises(docker.errors.APIError) as caught:
-        engine.client().images.pull(name)
+        engine.client().images.pull(name, auth_config=auth)
     assert caught.value.status_code == 401
     assert "unauthorized" in str(caught.value).lower()
 
@@ -55,6 +55,7 @@ def assert_pull_unauthorized(engine: Engine, name: str) -> None:
 def test_login_pull_push_logout(engine: Engine, busybox: str, auth_registry: Registry,
                                 seeded: str) -> None:
     assert_pull_unauthorized(engine, seeded)
+    assert_pull_unauthorized(engine, seeded, {"username": USER, "password": "wrong"})
 
     wrong = engine.docker("login", "-u", USER, "--password-stdin", auth_registry.address,
                           input=b"wrong\n", check=False)
