@@ -136,3 +136,33 @@ def test_oci_layout_load(engine: Engine, tmp_path: Path) -> None:
     out = engine.docker("load", "-i", str(oci_only)).stdout
     assert b"Loaded image: ocisrc:1" in out
     engine.docker("rmi", "ocisrc:1")
+
+
+def test_list_and_prune_filters(engine: Engine, busybox: str) -> None:
+    stub = image_stub(engine)
+    base_id = json.loads(engine.docker("image", "inspect", busybox).stdout)[0]["Id"]
+
+    def labelled(value: str) -> str:
+        config = image_pb2.ImageConfig(labels={"filtertest": value})
+        return commit(stub, image_pb2.CommitLayerOptions(parent=base_id, config=config),
+                      layer({value: value.encode()}))
+
+    first, second = labelled("one"), labelled("two")
+    client = engine.client()
+
+    def ids(**filters: object) -> set[str]:
+        return {i.id for i in client.images.list(filters=filters)}
+
+    assert {first, second} <= ids(dangling=True)
+    assert not {first, second} & ids(dangling=False)
+    assert second in ids(since=first) and first not in ids(since=first)
+    assert first in ids(before=second) and second not in ids(before=second)
+    assert ids(label="filtertest=two") == {second}
+    assert client.images.prune(filters={"until": "2000-01-01T00:00:00Z"})["ImagesDeleted"] \
+        is None
+    pruned = client.images.prune(filters={"label": "filtertest=two"})
+    assert [i["Deleted"] for i in pruned["ImagesDeleted"] if "Deleted" in i][0] == second
+    assert ids(label="filtertest") == {first}
+    bad = engine.docker("images", "--filter", "nosuch=1", check=False)
+    assert bad.returncode != 0 and b"invalid filter 'nosuch'" in bad.stderr
+    client.images.remove(first)
