@@ -179,3 +179,21 @@ def test_tmpfs_volume_options_reach_the_container(engine: Engine, clean: str) ->
     assert out.splitlines()[1].split()[1] == "2048"
     assert not os.path.ismount(volume_path(engine, "small"))
     engine.docker("volume", "rm", "small")
+
+
+def test_image_volume_is_an_anonymous_volume_with_the_image_content(engine: Engine,
+                                                                   clean: str) -> None:
+    engine.docker("run", "--name", "baker", clean, "sh", "-c",
+                  "mkdir /vol && echo baked > /vol/file && chown 33:33 /vol")
+    engine.docker("commit", "--change", "VOLUME /vol", "baker", "with-volume:1")
+    engine.docker("rm", "baker")
+    try:
+        engine.docker("create", "--name", "user", "with-volume:1", "cat", "/vol/file")
+        mount = mounts_of(engine, "user")["/vol"]
+        assert (mount["Type"], mount["Mode"], len(mount["Name"])) == ("volume", "", 64)
+        assert engine.docker("start", "-a", "user").stdout == b"baked\n"
+        assert Path(mount["Source"]).stat().st_uid == 33
+        engine.docker("rm", "-v", "user")
+        assert engine.docker("volume", "ls", "-q").stdout == b""
+    finally:
+        engine.docker("rmi", "with-volume:1", check=False)
