@@ -60,11 +60,17 @@ def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> 
               "    type nat hook postrouting priority srcnat; policy accept;"]
     for b in bridges:
         lines.append(f"    oifname {_quote(b.bridge)} ip saddr 127.0.0.0/8 masquerade")
+        # Hairpin: a container reaching a published port of its own network
+        # must see the reply come back through the host, not straight.
+        lines.append(f"    oifname {_quote(b.bridge)} ip saddr {b.subnet} ct status dnat "
+                     f"masquerade")
         if not b.internal:
             lines.append(f"    ip saddr {b.subnet} oifname != {_quote(b.bridge)} masquerade")
     lines += ["  }",
               "  chain forward {",
-              "    type filter hook forward priority filter; policy accept;"]
+              "    type filter hook forward priority filter; policy accept;",
+              # Published ports stay reachable from every network.
+              "    ct status dnat accept"]
     for b in bridges:
         own = _quote(b.bridge)
         if b.internal:

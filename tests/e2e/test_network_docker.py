@@ -88,6 +88,14 @@ def test_published_ports(clean: Engine, busybox: str) -> None:
     assert fetch(f"http://127.0.0.1:{any_port}/hostname").strip() == hostname.strip()
     assert fetch(f"http://{host_address()}:{any_port}/hostname").strip() == hostname.strip()
 
+    # Hairpin: containers reach the published port through the host's address.
+    engine.docker("network", "create", "hairpin")
+    request = (f'(printf "GET /hostname HTTP/1.0\\r\\n\\r\\n"; sleep 1) '
+               f'| nc {host_address()} {any_port}')
+    for network in ("bridge", "hairpin"):
+        reply = engine.docker("run", "--rm", "--network", network, busybox, "sh", "-c", request)
+        assert hostname.strip() in reply.stdout.decode(), (network, reply)
+
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
         busy.listen()
@@ -101,6 +109,7 @@ def test_published_ports(clean: Engine, busybox: str) -> None:
 
 def test_dns_isolation_connect_disconnect(clean: Engine, busybox: str) -> None:
     engine = clean
+    since = str(time.time())
     engine.docker("network", "create", "front")
     engine.docker("network", "create", "back")
     engine.docker("run", "-d", "--name", "server", "--network", "front",
@@ -136,6 +145,12 @@ def test_dns_isolation_connect_disconnect(clean: Engine, busybox: str) -> None:
     for target in (address, "server"):
         gone = engine.docker("exec", "client", "ping", "-c1", "-W1", target, check=False)
         assert gone.returncode != 0
+
+    events = engine.docker("events", "--since", since, "--until", str(time.time()),
+                           "--filter", "type=network", "--format", "{{json .}}").stdout
+    seen = [json.loads(line) for line in events.decode().splitlines()]
+    actions = {(e["Action"], e["Actor"]["Attributes"].get("name")) for e in seen}
+    assert {("create", "front"), ("connect", "back"), ("disconnect", "front")} <= actions
 
 
 def test_sdk_static_address(clean: Engine, busybox: str) -> None:
