@@ -113,6 +113,7 @@ class ExecManager:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._runtime = runtime
         self._execs: dict[str, Exec] = {}
+        self._watchers: set[asyncio.Task] = set()
 
     def create(self, container_id: str, config: container_pb2.ExecConfig) -> Exec:
         record = Exec(id=secrets.token_hex(32), container_id=container_id, config=config)
@@ -206,7 +207,7 @@ class ExecManager:
             raise ExecStartFailed(f"OCI runtime exec failed: {message}: unknown",
                                   start_exit_code(message))
         record.pid = pid
-        asyncio.get_running_loop().create_task(self._await_exit(record))
+        keep_task(self._watchers, asyncio.create_task(self._await_exit(record)))
         return sock
 
     async def _await_exit(self, record: Exec) -> None:
@@ -277,3 +278,9 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
                                  os.fdopen(fd, "rb", buffering=0))
     return reader
+
+
+def keep_task(tasks: set[asyncio.Task], task: asyncio.Task) -> None:
+    """Hold a reference to a background task until it is done."""
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)

@@ -29,7 +29,7 @@ from services.container import archive, attach, changes, health, rootfs, stats, 
 from services.container.cgroups import cgroups_path
 from services.container.commit_changes import apply_changes
 from services.container.containers import Manager
-from services.container.exec import Exec, ExecManager, ExecStartFailed, process_spec
+from services.container.exec import Exec, ExecManager, ExecStartFailed, keep_task, process_spec
 from services.container.store import Container
 from services.container.untar_chroot import REFUSED
 
@@ -49,6 +49,7 @@ class Inside:
         self._health = health.HealthTasks()
         self._watcher: asyncio.Task | None = None
         self._mount_users: dict[str, int] = {}
+        self._reporters: set[asyncio.Task] = set()
 
     # -- service lifetime --------------------------------------------------
 
@@ -139,7 +140,7 @@ class Inside:
                         exit_code=failure.exit_code)
             return
         self._publish(f"exec_start: {record.command}", container, execID=record.id)
-        asyncio.create_task(self._report_exit(record, container))
+        keep_task(self._reporters, asyncio.create_task(self._report_exit(record, container)))
         if sock is None:
             return
         attach_options = container_pb2.AttachOptions(
