@@ -62,6 +62,17 @@ class BuildOptions:
     cpu_quota: int = 0
     cpuset_cpus: str = ""
     platform: str = ""
+    auth_configs: dict[str, types_pb2.RegistryAuth] = field(default_factory=dict)
+
+    def auth_for(self, reference: str) -> types_pb2.RegistryAuth | None:
+        """The credentials given for the registry `reference` lives on."""
+        first, sep, _ = reference.partition("/")
+        domain = first if sep and ("." in first or ":" in first or first == "localhost") \
+            else "docker.io"
+        names = [domain, f"https://{domain}", f"http://{domain}", f"https://{domain}/v1/"]
+        if domain == "docker.io":
+            names += ["https://index.docker.io/v1/", "index.docker.io"]
+        return next((self.auth_configs[n] for n in names if n in self.auth_configs), None)
 
 
 @dataclass
@@ -301,7 +312,8 @@ class Build:
         """The image `name`, pulled first when missing or when asked to."""
         image = None if self.options.pull else await self.peers.inspect_image(name)
         if image is None:
-            async for progress in self.peers.pull(name, platform or self.options.platform):
+            async for progress in self.peers.pull(name, platform or self.options.platform,
+                                                  self.options.auth_for(name)):
                 yield progress
             image = await self.peers.inspect_image(name)
             if image is None:

@@ -16,6 +16,7 @@ import grpc
 
 from berth.container.v1 import container_pb2, container_pb2_grpc
 from berth.image.v1 import image_pb2, image_pb2_grpc
+from berth.types.v1 import types_pb2
 from services.common import errors
 from services.common.clients import channel
 from services.common.config import Config
@@ -64,10 +65,11 @@ class Peers:
                 return None
             raise berth_error(error) from error
 
-    async def pull(self, reference: str, platform: str) -> AsyncIterator[dict]:
+    async def pull(self, reference: str, platform: str,
+                   auth: types_pb2.RegistryAuth | None) -> AsyncIterator[dict]:
         async with _translated():
-            async for message in self.images.Pull(
-                    image_pb2.PullRequest(reference=reference, platform=platform)):
+            async for message in self.images.Pull(image_pb2.PullRequest(
+                    reference=reference, platform=platform, auth=auth)):
                 if message.error:
                     raise errors.NotFound(message.error)
                 out = {"status": message.status}

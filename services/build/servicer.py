@@ -26,7 +26,7 @@ def decode_options(options: build_pb2.BuildOptions) -> BuildOptions:
         shm_size=options.shm_size, memory=options.memory, memory_swap=options.memory_swap,
         cpu_shares=options.cpu_shares, cpu_period=options.cpu_period,
         cpu_quota=options.cpu_quota, cpuset_cpus=options.cpuset_cpus,
-        platform=options.platform)
+        platform=options.platform, auth_configs=dict(options.auth_configs))
 
 
 def encode_message(message: dict) -> types_pb2.Progress:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,8 +12,10 @@ from typing import Any
 from aiohttp import web
 
 from berth.build.v1 import build_pb2
+from berth.types.v1 import types_pb2
 from services.gateway.backends import Backends, Stream
 from services.gateway.errors import bad_request
+from services.gateway.images import auth_from_json
 from services.gateway.params import boolean, filters, integer
 from services.gateway.routing import Route
 from services.gateway.streams import json_stream, progress_to_json
@@ -50,6 +54,20 @@ def _json_list(request: web.Request, name: str) -> list[str]:
     return [str(v) for v in decoded] if isinstance(decoded, list) else []
 
 
+def registry_config(header: str) -> dict[str, types_pb2.RegistryAuth]:
+    """X-Registry-Config: base64url JSON of registry -> credentials."""
+    if not header:
+        return {}
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, binascii.Error):
+        return {}
+    if not isinstance(decoded, dict):
+        return {}
+    return {str(registry): auth_from_json(auth) for registry, auth in decoded.items()
+            if isinstance(auth, dict)}
+
+
 def build_options(request: web.Request) -> build_pb2.BuildOptions:
     """Docker's POST /build query parameters as BuildOptions."""
     query = request.query
@@ -73,7 +91,8 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
         cpu_period=integer(request, "cpuperiod"), cpu_quota=integer(request, "cpuquota"),
         cpuset_cpus=query.get("cpusetcpus", ""), platform=query.get("platform", ""),
         cache_from=_json_list(request, "cachefrom"),
-        squash=boolean(request, "squash"))
+        squash=boolean(request, "squash"),
+        auth_configs=registry_config(request.headers.get("X-Registry-Config", "")))
 
 
 async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:

@@ -16,6 +16,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.engine import BERTH, DOCKER_CLI, REPO, Engine
+from tests.support.registry import running_registry
 
 
 def write_context(root: Path, files: dict[str, str | bytes]) -> Path:
@@ -454,3 +455,26 @@ def test_client_going_away_stops_the_build(engine: Engine, busybox: str,
         time.sleep(0.5)
     assert engine.docker("ps", "-aq").stdout.strip() == b""
     assert "abandoned:" not in tags(engine)
+
+
+def test_private_base_image_uses_registry_config(engine: Engine, busybox_tar: Path,
+                                                 tmp_path: Path) -> None:
+    htpasswd = tmp_path / "htpasswd"
+    line = subprocess.run(["htpasswd", "-Bbn", "builder", "pw"], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    htpasswd.write_text(line + "\n")
+    with running_registry(htpasswd=htpasswd) as registry:
+        name = f"{registry.address}/private/base:1"
+        subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                        "--dest-creds", "builder:pw", f"docker-archive:{busybox_tar}",
+                        f"docker://{name}"], check=True, capture_output=True, timeout=120)
+        context = write_context(tmp_path / "ctx", {"Dockerfile": f"FROM {name}\nENV P=1\n"})
+        denied = build(engine, context, check=False)
+        assert denied.returncode != 0 and "unauthorized" in denied.stderr.decode().lower()
+        engine.docker("login", "-u", "builder", "--password-stdin", registry.address,
+                      input=b"pw\n")
+        try:
+            out = build(engine, context, "-t", "from-private").stdout.decode()
+        finally:
+            engine.docker("logout", registry.address)
+        assert "Successfully tagged from-private:latest" in out
