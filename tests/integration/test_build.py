@@ -478,3 +478,19 @@ def test_private_base_image_uses_registry_config(engine: Engine, busybox_tar: Pa
         finally:
             engine.docker("logout", registry.address)
         assert "Successfully tagged from-private:latest" in out
+
+
+def test_meta_args_gzip_context_and_remote_refused(engine: Engine, busybox: str,
+                                                   tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "ARG BASE=nothing\nARG TAG=latest\nFROM ${BASE}:$TAG\nARG TAG\n"
+                      "ENV USED_TAG=$TAG\n"})
+    client = engine.client()
+    image, logs = client.images.build(path=str(context), gzip=True, tag="meta-args",
+                                      buildargs={"BASE": "busybox"})
+    assert "USED_TAG=latest" in image.attrs["Config"]["Env"]
+    text = "".join(chunk.get("stream", "") for chunk in logs)
+    assert "Step 3/5 : FROM ${BASE}:$TAG\n" in text
+    with pytest.raises(docker.errors.APIError) as info:
+        list(client.api.build(path="https://example.invalid/repo.git"))
+    assert info.value.status_code == 400
