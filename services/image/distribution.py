@@ -17,6 +17,7 @@ from services.common.errors import BerthError, Internal, InvalidArgument, NotFou
 from services.image import metrics, reference
 from services.image.images import LAYER_GZIP, LAYER_TAR, Images, LayerSource
 from services.image.layers import chain_ids
+from services.image.progress import Message, short
 from services.image.reference import ImageRef
 from services.image.registry import (
     Credentials,
@@ -39,17 +40,6 @@ PARALLEL_DOWNLOADS = 3
 PARALLEL_UPLOADS = 5
 PROGRESS_INTERVAL = 0.1
 CHUNK_SIZE = 16 << 20  # blobs above this go up in PATCH chunks
-
-
-@dataclass
-class Message:
-    """One line of Docker's progress stream."""
-
-    status: str = ""
-    id: str = ""
-    current: int = 0
-    total: int = 0
-    aux: dict[str, Any] | None = None
 
 
 @dataclass
@@ -104,10 +94,6 @@ def pull_reference(text: str, tag: str) -> ImageRef:
     if tag:
         return reference.parse_repository(text, tag)
     return reference.parse(text)
-
-
-def short(digest: str) -> str:
-    return digest.removeprefix("sha256:")[:12]
 
 
 def _sha256(data: bytes) -> str:

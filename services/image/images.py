@@ -10,7 +10,7 @@ import re
 import tarfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +22,7 @@ from services.common.events import EventBus
 from services.image import archive, metrics, reference
 from services.image.content import ContentStore
 from services.image.layers import LayerDirs, Unpacked, chain_ids
+from services.image.progress import Message, short
 from services.image.reference import ImageRef
 from services.image.store import ImageRow, ImageStore, LayerBlob
 
@@ -458,42 +459,51 @@ class Images:
         return image_id
 
     # docker load.
-    async def load(self, tar_path: Path) -> list[tuple[str, list[str]]]:
-        """Load every image of an archive; returns (image ID, references moved)."""
+    async def load(self, tar_path: Path, quiet: bool) -> AsyncIterator[Message]:
+        """Load every image of an archive, with Docker's output lines."""
         tar = await asyncio.to_thread(tarfile.open, tar_path)
         try:
             try:
                 found = await asyncio.to_thread(archive.read_archive, tar)
             except tarfile.TarError as exc:
                 raise InvalidArgument(f"invalid archive: {exc}") from exc
-            loaded = []
             for image in found:
-                loaded.append(await self._load_one(tar, image))
-            return loaded
+                async for message in self._load_one(tar, image, quiet):
+                    yield message
         finally:
             tar.close()
 
-    async def _load_one(self, tar: tarfile.TarFile,
-                        image: archive.ArchivedImage) -> tuple[str, list[str]]:
+    async def _load_one(self, tar: tarfile.TarFile, image: archive.ArchivedImage,
+                        quiet: bool) -> AsyncIterator[Message]:
         config = json.loads(image.config)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(image.layer_members):
             raise InvalidArgument("invalid archive: layer count does not match the config")
         refs = [reference.parse(tag) for tag in image.repo_tags]
-        sources = [LayerSource(diff_id=d, open=_opener(tar, m))
-                   for d, m in zip(diff_ids, image.layer_members, strict=True)]
-        with self.pinned(*chain_ids(diff_ids)):
-            await self.add_layers(sources)
-            image_id = self.register(image.config)
-        messages = []
+        chains = chain_ids(diff_ids)
+        try:
+            with self.pinned(*chains):
+                for i, (diff_id, member) in enumerate(zip(diff_ids, image.layer_members,
+                                                          strict=True)):
+                    source = LayerSource(diff_id=diff_id, open=_opener(tar, member))
+                    await self.add_layer(source, chains[i], chains[i - 1] if i else "")
+                    if not quiet:
+                        size = self.store.layer(chains[i])["size"]
+                        yield Message("Loading layer", id=short(diff_id), current=size,
+                                      total=size)
+                image_id = self.register(image.config)
+        except BaseException:
+            self.collect_garbage()
+            raise
         for ref in refs:
             previous = self.set_reference(ref, image_id)
             if previous and previous != image_id:
-                messages.append(f"The image {ref.familiar} already exists, renaming the old "
-                                f"one with ID {previous} to empty string")
+                yield Message(stream=f"The image {ref.familiar} already exists, renaming the "
+                                     f"old one with ID {previous} to empty string\n")
         self.events.publish("load", image_id, self._event_attrs(image_id, image_id))
-        names = [f"Loaded image: {ref.familiar}" for ref in refs]
-        return image_id, messages + (names or [f"Loaded image ID: {image_id}"])
+        for line in [f"Loaded image: {ref.familiar}" for ref in refs] or [
+                f"Loaded image ID: {image_id}"]:
+            yield Message(stream=line + "\n")
 
 
 def _opener(tar: tarfile.TarFile, member: str) -> Callable[[], IO[bytes]]:

@@ -13,8 +13,9 @@ from services.common.events import EventBus
 from services.image import export, reference
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.codec import config_from_json, config_to_json
-from services.image.distribution import Distribution, Message, credentials_of
+from services.image.distribution import Distribution, credentials_of
 from services.image.images import DeleteItem, ImageRecord, Images
+from services.image.progress import Message
 from services.image.streaming import ChunkPipe
 
 
@@ -70,7 +71,7 @@ def progress_bar(current: int, total: int) -> str:
 
 
 def encode_message(message: Message) -> types_pb2.Progress:
-    progress = types_pb2.Progress(status=message.status, id=message.id,
+    progress = types_pb2.Progress(status=message.status, id=message.id, stream=message.stream,
                                   current=message.current, total=message.total)
     if message.total:
         progress.progress = progress_bar(message.current, message.total)
@@ -132,15 +133,13 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     async def Load(self, request_iterator, context):  # noqa: N802
         path = self._images.content.temp_path(".tar")
         try:
-            await spool(request_iterator, path, "options")
+            options = await spool(request_iterator, path, "options") or image_pb2.LoadOptions()
             if path.stat().st_size == 0:
                 raise InvalidArgument("no images found in the archive")
-            loaded = await self._images.load(path)
+            async for message in self._images.load(path, options.quiet):
+                yield encode_message(message)
         finally:
             path.unlink(missing_ok=True)
-        for _, messages in loaded:
-            for line in messages:
-                yield types_pb2.Progress(stream=line + "\n")
 
     async def History(self, request, context):  # noqa: N802
         items = [image_pb2.HistoryItem(id=e.id, created=int(e.created), created_by=e.created_by,
