@@ -17,7 +17,6 @@ from services.build.rootfs import RootfsView
 from services.common.errors import InvalidArgument
 
 _WILDCARD = set("*?[")
-_CHUNK = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -163,8 +162,7 @@ def _digest(entries: list[Entry]) -> str:
             digest.update(os.readlink(entry.host).encode())
         elif stat.S_ISREG(info.st_mode):
             with open(entry.host, "rb") as f:
-                while chunk := f.read(_CHUNK):
-                    digest.update(chunk)
+                digest.update(hashlib.file_digest(f, "sha256").digest())
     return digest.hexdigest()
 
 
