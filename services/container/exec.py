@@ -227,7 +227,7 @@ class ExecManager:
 
     def resize(self, record: Exec, height: int, width: int) -> None:
         if not record.running or record.session_dir is None:
-            raise Conflict(f"Exec {record.id} is not running")
+            raise NotFound("no such exec")
         oci.resize(oci.Bundle(record.session_dir), height, width)
 
     async def kill(self, record: Exec) -> None:

@@ -71,12 +71,16 @@ def _cpu_json(cpu: pb.CpuStats, with_percpu: bool) -> dict[str, Any]:
     return out
 
 
-def _blkio_json(entries: Any) -> list[dict[str, Any]]:
+def _blkio_json(entries: Any, sampled: bool) -> list[dict[str, Any]] | None:
+    """Docker's lists: empty for a running container, null for a stopped one."""
+    if not sampled:
+        return None
     return [{"major": e.major, "minor": e.minor, "op": e.op, "value": e.value} for e in entries]
 
 
 def stats_json(stats: pb.ContainerStats) -> dict[str, Any]:
     """Docker's stats JSON (types.StatsJSON)."""
+    sampled = bool(stats.read)
     memory: dict[str, Any] = {}
     if stats.memory_stats.usage or stats.memory_stats.limit:
         m = stats.memory_stats
@@ -96,11 +100,12 @@ def stats_json(stats: pb.ContainerStats) -> dict[str, Any]:
         "preread": stats.preread or "0001-01-01T00:00:00Z",
         "pids_stats": pids,
         "blkio_stats": {
-            "io_service_bytes_recursive": _blkio_json(stats.io_service_bytes_recursive),
-            "io_serviced_recursive": _blkio_json(stats.io_serviced_recursive),
-            "io_queue_recursive": [], "io_service_time_recursive": [],
-            "io_wait_time_recursive": [], "io_merged_recursive": [],
-            "io_time_recursive": [], "sectors_recursive": []},
+            "io_service_bytes_recursive": _blkio_json(stats.io_service_bytes_recursive,
+                                                      sampled),
+            "io_serviced_recursive": _blkio_json(stats.io_serviced_recursive, sampled),
+            **{name: _blkio_json([], sampled) for name in (
+                "io_queue_recursive", "io_service_time_recursive", "io_wait_time_recursive",
+                "io_merged_recursive", "io_time_recursive", "sectors_recursive")}},
         "num_procs": stats.num_procs,
         "storage_stats": {},
         "cpu_stats": _cpu_json(stats.cpu_stats, True),
@@ -216,7 +221,8 @@ class InsideHandlers:
 
     async def changes(self, request: web.Request) -> web.Response:
         reply = await self.container.Changes(pb.ContainerRef(id=request.match_info["id"]))
-        return web.json_response([{"Path": c.path, "Kind": c.kind} for c in reply.changes])
+        return web.json_response(
+            [{"Path": c.path, "Kind": c.kind} for c in reply.changes] or None)
 
     async def export(self, request: web.Request) -> web.StreamResponse:
         call = self.container.Export(pb.ContainerRef(id=request.match_info["id"]))
@@ -232,7 +238,7 @@ class InsideHandlers:
         if body.get("RestartPolicy"):
             update.restart_policy.CopyFrom(_restart_policy(body["RestartPolicy"]))
         reply = await self.container.Update(update)
-        return web.json_response({"Warnings": list(reply.warnings)})
+        return web.json_response({"Warnings": list(reply.warnings) or None})
 
     async def commit(self, request: web.Request) -> web.Response:
         body = await read_json(request)

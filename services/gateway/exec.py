@@ -69,7 +69,7 @@ def inspect_json(instance: pb.ExecInstance) -> dict[str, Any]:
             "entrypoint": config.cmd[0] if config.cmd else "",
             "privileged": config.privileged,
             "tty": config.tty,
-            "user": config.user,
+            **({"user": config.user} if config.user else {}),
         },
         "Running": instance.running,
         "Pid": instance.pid,

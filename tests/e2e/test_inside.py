@@ -124,7 +124,7 @@ def test_update_changes_the_cgroup(engine: Engine, box: str) -> None:
     assert host["Memory"] == 96 << 20 and host["NanoCpus"] == 500_000_000
     assert host["PidsLimit"] == 77
     reply = engine.client().api.update_container(box, restart_policy={"Name": "always"})
-    assert reply == {"Warnings": []} or reply.get("Warnings") in ([], None)
+    assert reply == {"Warnings": None}
     assert engine.client().api.inspect_container(box)["HostConfig"]["RestartPolicy"][
         "Name"] == "always"
     bad = engine.docker("update", "--memory", "1m", box, check=False)
