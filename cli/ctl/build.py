@@ -18,23 +18,25 @@ _CHUNK = 1 << 20
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("build", help="build service")
-    verbs = parser.add_subparsers(dest="verb", required=True)
-    build = verbs.add_parser("build", help="build an image from a context directory")
-    build.add_argument("path")
-    build.add_argument("-t", "--tag", action="append", default=[])
-    build.add_argument("-f", "--file", default="")
-    build.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
-    build.add_argument("--target", default="")
-    build.add_argument("--no-cache", action="store_true")
-    build.add_argument("--pull", action="store_true")
-    build.add_argument("-q", "--quiet", action="store_true")
-    build.set_defaults(command=run_build)
-    du = verbs.add_parser("du", help="build cache records")
-    du.add_argument("--json", action="store_true")
-    du.set_defaults(command=disk_usage)
-    prune = verbs.add_parser("prune", help="remove the build cache")
-    prune.set_defaults(command=prune_cache)
+    parser = subparsers.add_parser(
+        "build", help="build service: `build PATH -t NAME`, `build du`, `build prune`",
+        description="Build the context directory PATH; `du` lists the build cache, "
+                    "`prune` removes it (use ./du for a directory of that name).")
+    parser.add_argument("path", metavar="PATH|du|prune")
+    parser.add_argument("-t", "--tag", action="append", default=[])
+    parser.add_argument("-f", "--file", default="")
+    parser.add_argument("--build-arg", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--target", default="")
+    parser.add_argument("--no-cache", action="store_true")
+    parser.add_argument("--pull", action="store_true")
+    parser.add_argument("-q", "--quiet", action="store_true")
+    parser.add_argument("--json", action="store_true", help="du: JSON output")
+    parser.set_defaults(command=dispatch)
+
+
+def dispatch(args: argparse.Namespace, config: Config) -> int | None:
+    verbs = {"du": disk_usage, "prune": prune_cache}
+    return verbs.get(args.path, run_build)(args, config)
 
 
 def _client(config: Config) -> build_pb2_grpc.BuildServiceStub:

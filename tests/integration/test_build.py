@@ -329,9 +329,9 @@ def test_ctl_cache_usage_prune_and_metrics(engine: Engine, busybox: str,
     context = write_context(tmp_path / "ctx", {
         "Dockerfile": "FROM busybox\nCOPY big.bin /big.bin\nENV DONE=1\n",
         "big.bin": b"z" * 100_000})
-    out = ctl(engine, "build", str(context), "-t", "ctl-built")
+    out = ctl(engine, str(context), "-t", "ctl-built")
     assert "Successfully tagged ctl-built:latest" in out
-    assert "Using cache" in ctl(engine, "build", str(context), "-t", "ctl-built")
+    assert "Using cache" in ctl(engine, str(context), "-t", "ctl-built")
     usage = json.loads(ctl(engine, "du", "--json"))
     copies = [int(r.get("size", 0)) for r in usage if "COPY" in r["description"]]
     assert copies and max(copies) >= 100_000
@@ -344,7 +344,7 @@ def test_ctl_cache_usage_prune_and_metrics(engine: Engine, busybox: str,
     pruned = engine.docker("builder", "prune", "-f").stdout.decode()
     assert "Total reclaimed space" in pruned
     assert json.loads(ctl(engine, "du", "--json")) == []
-    rebuilt = ctl(engine, "build", str(context))
+    rebuilt = ctl(engine, str(context))
     assert "Using cache" not in rebuilt
 
 
