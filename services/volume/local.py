@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -55,9 +56,10 @@ class LocalDriver:
         return [p.name for p in self.root.iterdir() if p.is_dir()]
 
     def is_mounted(self, name: str) -> bool:
-        return os.path.ismount(self.data_path(name))
+        return os.path.realpath(self.data_path(name)) in mount_points()
 
     async def remove(self, name: str) -> None:
+        """Delete the volume's directory; never while something is mounted on it."""
         if self.is_mounted(name):
             await self.unmount(name)
         await asyncio.to_thread(shutil.rmtree, self.root / name, True)
@@ -82,6 +84,21 @@ class LocalDriver:
 
     async def size(self, name: str) -> int:
         return await asyncio.to_thread(directory_size, self.data_path(name))
+
+
+def mount_points() -> set[str]:
+    """Every mount point in this mount namespace.
+
+    From /proc/self/mountinfo, not os.path.ismount: a bind mount from the same
+    file system (a `o=bind` volume) looks like a plain directory to ismount.
+    """
+    with open("/proc/self/mountinfo") as mountinfo:
+        return {_unescape(line.split()[4]) for line in mountinfo}
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def directory_size(path: Path) -> int:

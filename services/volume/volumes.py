@@ -104,10 +104,10 @@ class VolumeManager:
     def _view(self, record: VolumeRecord) -> VolumeView:
         return VolumeView(record, str(self.driver.data_path(record.name)))
 
-    def _get(self, name: str, verb: str = "get") -> VolumeRecord:
+    def _get(self, name: str) -> VolumeRecord:
         record = self.store.get(name)
         if record is None:
-            raise NotFound(f"{verb} {name}: no such volume")
+            raise NotFound(f"get {name}: no such volume")
         return record
 
     # Create, inspect, list
@@ -190,6 +190,8 @@ class VolumeManager:
         holders = self.store.holders(record.name)
         if holders:
             raise Conflict(f"remove {record.name}: volume is in use - [{', '.join(holders)}]")
+        if self.driver.is_mounted(record.name):
+            await self.driver.unmount(record.name)  # a failure keeps the volume whole
         self.store.delete(record.name)
         await self.driver.remove(record.name)
         VOLUMES.set(self.store.count())

@@ -31,6 +31,10 @@ def status(engine: Engine) -> dict[str, dict]:
     return {row["service"]: row for row in json.loads(out.stdout)}
 
 
+def mount_points() -> set[str]:
+    return {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+
+
 def volume_stub(engine: Engine) -> Iterator[volume_pb2_grpc.VolumeServiceStub]:
     with grpc.insecure_channel(f"unix://{engine.exec_root / 'volume.sock'}") as channel:
         yield volume_pb2_grpc.VolumeServiceStub(channel)
@@ -208,8 +212,13 @@ def test_bind_volume_of_missing_path_fails_on_first_mount(engine: Engine, volume
     (tmp_path / "missing" / "file").write_text("host")
     reply = volumes.Acquire(volume_pb2.AcquireVolumeRequest(name="hostdir", holder=HOLDER))
     assert Path(reply.host_path, "file").read_text() == "host"
+    assert reply.host_path in mount_points()
+    engine.docker("volume", "prune", "-af")
     volumes.Release(volume_pb2.ReleaseVolumeRequest(holder=HOLDER))
-    assert not os.path.ismount(reply.host_path)
+    assert reply.host_path not in mount_points()
+    (tmp_path / "missing" / "other").write_text("host")
+    engine.docker("volume", "rm", "hostdir")
+    assert sorted(p.name for p in (tmp_path / "missing").iterdir()) == ["file", "other"]
 
 
 def test_prune_anonymous_by_default_all_and_labels(engine: Engine, volumes) -> None:
