@@ -61,9 +61,6 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
         dockerfile=args.file, tags=args.tag, build_args=build_args, target=args.target,
         no_cache=args.no_cache, pull=args.pull, quiet=args.quiet, remove=True)
     for message in _client(config).Build(_requests(options, Path(args.path))):
-        if message.error:
-            print(message.error, file=sys.stderr)
-            return 1
         text = message.stream or (f"{message.id}: {message.status}" if message.id
                                   else message.status)
         if text:
