@@ -41,6 +41,12 @@ def volume_to_json(volume: volume_pb2.Volume, usage: bool = False) -> dict[str, 
     return out
 
 
+async def volume_usage(backends: Backends) -> list[dict[str, Any]]:
+    """The Volumes part of GET /system/df: every volume with its size and lease count."""
+    reply = await backends.volume.List(volume_pb2.ListVolumesRequest(usage=True))
+    return [volume_to_json(v, usage=True) for v in reply.volumes]
+
+
 def _string_map(body: dict, key: str) -> dict[str, str]:
     value = body.get(key) or {}
     if not isinstance(value, dict):
