@@ -63,6 +63,17 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
             raise InvalidArgument(f"Invalid signal: {config.stop_signal}") from None
     validate_resources(host.resources)
     validate_restart_policy(host)
+    if host.shm_size < 0:
+        raise InvalidArgument("SHM size can not be less than 0")
+    for ulimit in host.resources.ulimits:
+        if ulimit.soft > ulimit.hard >= 0:
+            raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard "
+                                  f"limit: {ulimit.soft} > {ulimit.hard}")
+
+
+def validate_runtime(host: container_pb2.HostConfig, configured: str) -> None:
+    if host.runtime and host.runtime not in ("runc", configured):
+        raise InvalidArgument(f"Unknown runtime specified {host.runtime}")
 
 
 def validate_resources(res: container_pb2.Resources) -> None:

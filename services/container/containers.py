@@ -81,6 +81,8 @@ class Manager:
         self._runtime = Runtime(config.exec_root / "container",
                                 config.engine.get("runtime", "runc"))
         self._prefix = config.instance_prefix
+        self._runtime_name = config.engine.get("runtime", "runc")
+        self._default_init = bool(config.engine.get("init", False))
         self._events = events
         self.peers = peers
         self.containers: dict[str, Container] = {c.id: c for c in self._store.all()}
@@ -150,6 +152,7 @@ class Manager:
             raise InvalidArgument("No image specified")
         configs.validate_resources(host.resources)
         configs.validate_restart_policy(host)
+        configs.validate_runtime(host, self._runtime_name)
         cid = secrets.token_hex(32)
         lease = await self.peers.acquire_rootfs(config.image, cid)
         directory = self._root / cid
@@ -318,7 +321,7 @@ class Manager:
             user=user, rootfs=bundle.rootfs,
             cgroups_path=cgroups.cgroups_path(self._prefix, container.id),
             netns_path=files.netns_path, files=etc, namespace_paths=namespace_paths,
-            host_namespaces=host_namespaces, init_binary=_init_binary(host),
+            host_namespaces=host_namespaces, init_binary=_init_binary(host, self._default_init),
             extra_mounts=container.mounts.oci_mounts)
         document = spec.build(config, host, inputs)
         (bundle.path / "config.json").write_text(json.dumps(document))
@@ -789,8 +792,9 @@ def _bytes(size: str) -> int:
         raise InvalidArgument(f"invalid size: '{size}'") from None
 
 
-def _init_binary(host: container_pb2.HostConfig) -> str | None:
-    if not (host.HasField("init") and host.init):
+def _init_binary(host: container_pb2.HostConfig, default: bool) -> str | None:
+    """The init to run as PID 1: HostConfig.Init, else the engine's `init` setting."""
+    if not (host.init if host.HasField("init") else default):
         return None
     for candidate in _INIT_BINARIES:
         if Path(candidate).exists():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import resource
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +33,8 @@ READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysr
 DEFAULT_SHM_BYTES = 64 << 20
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 INIT_PATH = "/sbin/docker-init"
+# Host /dev entries a privileged container does not get (it has its own).
+_SKIPPED_DEV = {"/dev/pts", "/dev/shm", "/dev/mqueue"}
 _CPU_PERIOD = 100_000
 
 # Docker's default device cgroup rules: deny all, allow mknod, the usual nodes.
@@ -217,6 +221,27 @@ def _namespaces(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict
     return namespaces
 
 
+def host_devices() -> list[dict]:
+    """Every device node of the host's /dev, as a privileged container sees them."""
+    devices = []
+    for directory, subdirs, files in os.walk("/dev"):
+        subdirs[:] = [d for d in subdirs if os.path.join(directory, d) not in _SKIPPED_DEV]
+        for name in files:
+            path = os.path.join(directory, name)
+            try:
+                info = os.lstat(path)
+            except OSError:
+                continue
+            kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
+            if not kind or path == "/dev/console":
+                continue
+            devices.append({"path": path, "type": kind, "major": os.major(info.st_rdev),
+                            "minor": os.minor(info.st_rdev),
+                            "fileMode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
+                            "gid": info.st_gid})
+    return devices
+
+
 def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) -> dict:
     linux = {
         "namespaces": _namespaces(host, inputs),
@@ -224,7 +249,9 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
         "resources": resources(host.resources, host.privileged),
         "sysctl": dict(host.sysctls),
     }
-    if not host.privileged:
+    if host.privileged:
+        linux["devices"] = host_devices()
+    else:
         linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
         linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
         profile = _seccomp(host.security_opt, set(caps))
