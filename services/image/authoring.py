@@ -77,27 +77,19 @@ async def create_image(images: Images, spec: NewImage, layer_digest: str) -> str
     if spec.parent:
         spec.parent = images.resolve(spec.parent)
     parent_diffs = images.record_diff_ids(spec.parent) if spec.parent else []
-    with images.pinned(layer_digest):
-        if not spec.empty_layer:
-            diff_ids = [*parent_diffs, layer_digest]
-            sources = [LayerSource(diff_id=d, open=_missing_parent) for d in parent_diffs]
-            sources.append(LayerSource(
-                diff_id=layer_digest, blob_digest=layer_digest,
-                open=lambda: images.content.path(layer_digest).open("rb")))
-            with images.pinned(*chain_ids(diff_ids)):
-                await images.add_layers(sources)
-                image_id = images.register(image_config(images, spec, layer_digest),
-                                           spec.parent)
+    chains = chain_ids([*parent_diffs, layer_digest])
+    with images.pinned(layer_digest, *chains):
+        if spec.empty_layer:
+            config = image_config(images, spec, "")
         else:
-            image_id = images.register(image_config(images, spec, ""), spec.parent)
+            source = LayerSource(diff_id=layer_digest, blob_digest=layer_digest)
+            await images.add_layer(source, chains[-1], chains[-2] if parent_diffs else "")
+            config = image_config(images, spec, layer_digest)
+        image_id = images.register(config, spec.parent)
     for ref in spec.tags:
         images.tag(image_id, ref)
     images.collect_garbage()
     return image_id
-
-
-def _missing_parent() -> Any:
-    raise InvalidArgument("a parent layer is missing")
 
 
 def _unquote(value: str) -> str:

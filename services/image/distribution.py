@@ -252,8 +252,7 @@ class Distribution:
                 await emit(Message("Extracting", id=short(digest), current=0,
                                    total=layer.get("size", 0)))
                 media = LAYER_TAR if layer.get("mediaType", "").endswith("tar") else LAYER_GZIP
-                source = LayerSource(diff_id=diff_ids[i], open=lambda: None,
-                                     media_type=media, blob_digest=digest)
+                source = LayerSource(diff_id=diff_ids[i], media_type=media, blob_digest=digest)
                 await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
                 self.images.store.add_blob_source(digest, ref.domain, ref.path)
                 await emit(Message("Pull complete", id=short(digest)))

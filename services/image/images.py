@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from services.common.errors import Conflict, InvalidArgument, NotFound
+from services.common.errors import Conflict, Internal, InvalidArgument, NotFound
 from services.common.events import EventBus
 from services.image import archive, metrics, reference
 from services.image.content import ContentStore
@@ -87,7 +87,7 @@ class LayerSource:
     """How to get one layer in: its expected diff ID and an opener of its blob."""
 
     diff_id: str
-    open: Callable[[], IO[bytes]]
+    open: Callable[[], IO[bytes]] | None = None
     media_type: str = LAYER_TAR
     expected_digest: str = ""
     blob_digest: str = ""  # set when the blob is already in the content store
@@ -402,13 +402,6 @@ class Images:
             self._pinned.subtract(keys)
             self._pinned += Counter()
 
-    async def add_layers(self, sources: list[LayerSource]) -> None:
-        """Unpack every layer not present yet, in order, each exactly once."""
-        parent = ""
-        for source, chain in zip(sources, chain_ids([s.diff_id for s in sources]), strict=True):
-            await self.add_layer(source, chain, parent)
-            parent = chain
-
     async def add_layer(self, source: LayerSource, chain: str, parent: str) -> None:
         lock = self._layer_locks.setdefault(chain, asyncio.Lock())
         async with lock:
@@ -425,6 +418,8 @@ class Images:
             digest = source.blob_digest
             size = self.content.path(digest).stat().st_size
         else:
+            if source.open is None:
+                raise Internal(f"no content for layer {source.diff_id}")
             with source.open() as stream:
                 digest, size = self.content.put_file(stream, source.expected_digest)
         with self.pinned(digest):

@@ -9,11 +9,13 @@ and socket, and stops it (by PID) at the end.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -41,8 +43,6 @@ def ensure_dockerd() -> str:
 
 def layer(index: int) -> bytes:
     """An uncompressed layer of mostly incompressible bytes."""
-    import io
-    import tarfile
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         data = os.urandom(LAYER_BYTES)
