@@ -156,6 +156,10 @@ class Inside:
         code = await self.execs.wait(record)
         self._publish("exec_die", container, execID=record.id, exitCode=str(code))
 
+    def exec_ids(self, container_id: str) -> list[str]:
+        """Docker's ExecIDs: the container's execs not yet finished."""
+        return [e.id for e in self.execs.of_container(container_id) if not e.done.is_set()]
+
     def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         self.execs.resize(self.execs.get(exec_id), height, width)
 

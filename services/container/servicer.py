@@ -74,7 +74,9 @@ class ContainerServicer(InsideServicerMixin, container_pb2_grpc.ContainerService
         return container_pb2.ListContainersResponse(containers=containers)
 
     async def Inspect(self, request, context):  # noqa: N802
-        return await views.inspect(self._manager, request.id, request.size)
+        inspect = await views.inspect(self._manager, request.id, request.size)
+        inspect.exec_ids.extend(self._inside.exec_ids(inspect.id))
+        return inspect
 
     async def Prune(self, request, context):  # noqa: N802
         keep = views.prune_filter(request.filters)

@@ -4,7 +4,9 @@ detach, TTY with resize, inspect, errors and events."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import time
 import urllib.request
 
@@ -67,6 +69,7 @@ def test_exec_inspect_through_the_sdk(engine: Engine, box: str) -> None:
     client = engine.client()
     api = client.api
     exec_id = api.exec_create(box, ["sh", "-c", "exit 7"], user="root")["Id"]
+    assert exec_id in api.inspect_container(box)["ExecIDs"]
     before = api.exec_inspect(exec_id)
     assert before["Running"] is False and before["ExitCode"] is None
     assert before["ProcessConfig"] == {"entrypoint": "sh", "arguments": ["-c", "exit 7"],
@@ -74,6 +77,12 @@ def test_exec_inspect_through_the_sdk(engine: Engine, box: str) -> None:
     api.exec_start(exec_id)
     after = api.exec_inspect(exec_id)
     assert after["ExitCode"] == 7 and after["Running"] is False
+    assert exec_id not in (api.inspect_container(box)["ExecIDs"] or [])
+    running = api.exec_create(box, ["sleep", "30"])["Id"]
+    api.exec_start(running, detach=True)
+    live = api.exec_inspect(running)
+    assert live["Running"] is True and live["Pid"] > 0
+    os.kill(live["Pid"], signal.SIGKILL)
     assert after["ContainerID"] == client.containers.get(box).id
     with pytest.raises(docker.errors.NotFound):
         api.exec_inspect("nope")
