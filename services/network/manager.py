@@ -212,11 +212,12 @@ class NetworkManager:
 
     async def _bring_up_bridge(self, network: NetworkRecord) -> None:
         """Create the bridge; pick its subnet first when it has none yet."""
+        ours = [ipaddress.IPv4Network(n.subnet) for n in self.store.networks()
+                if n.subnet and n.id != network.id]
+
         def work() -> None:
             with ipam.host_lock():
                 if not network.subnet or self._subnet_taken_elsewhere(network):
-                    ours = [ipaddress.IPv4Network(n.subnet) for n in self.store.networks()
-                            if n.subnet and n.id != network.id]
                     subnet = ipam.pick_subnet([*kernel.host_networks(), *ours])
                     network.subnet = str(subnet)
                     network.gateway = ipam.default_gateway(subnet)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -15,8 +16,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from dnslib import QTYPE, RR, A, DNSRecord
 
 from berth.network.v1 import network_pb2 as pb
+from berth.types.v1 import types_pb2, types_pb2_grpc
 from tests.support.network import NetworkService, links, run_in, running_network_service
 
 
@@ -282,3 +285,54 @@ def test_two_engines_do_not_collide(service: NetworkService) -> None:
                                 text=True).stdout
         assert f"ip {second.prefix}" in tables and f"ip {service.prefix}" in tables
     assert f"{second.prefix}0" not in links()
+
+
+class FakeUpstream:
+    """A DNS server on loopback answering every A query with 192.0.2.123."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.153", 53))
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            query = DNSRecord.parse(data)
+            reply = query.reply()
+            reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A("192.0.2.123"), ttl=5))
+            self.sock.sendto(reply.pack(), peer)
+
+    def close(self) -> None:
+        self.sock.close()
+        self.thread.join(timeout=5)
+
+
+def _metric(url: str, name: str) -> float:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    return sum(float(line.split()[-1]) for line in text.splitlines()
+               if line.startswith(name))
+
+
+def test_dns_forwarding_and_metrics(service: NetworkService, stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="fwd"))
+    upstream = FakeUpstream()
+    try:
+        box = sandbox(stub, 55, network_mode="fwd", dns=["127.0.0.153"])
+        nameserver = box.resolv_conf.split()[1]
+        lookup = run_in(box.netns_path, "busybox", "nslookup", "example.test", nameserver)
+        assert "192.0.2.123" in lookup.stdout, lookup.stdout + lookup.stderr
+        assert run_in(box.netns_path, "busybox", "nslookup", "c55",
+                      nameserver).returncode == 0
+    finally:
+        upstream.close()
+    info = types_pb2_grpc.InfoStub(grpc.insecure_channel(f"unix://{service.socket}"))
+    url = info.GetServiceInfo(types_pb2.GetServiceInfoRequest()).metrics_url
+    assert _metric(url, 'berth_network_dns_queries_total{outcome="forwarded"}') >= 1
+    assert _metric(url, 'berth_network_dns_queries_total{outcome="answered"}') >= 1
+    assert _metric(url, "berth_network_endpoints ") >= 1
+    assert _metric(url, 'berth_network_free_addresses{network="fwd"}') == 65534 - 2
