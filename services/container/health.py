@@ -82,7 +82,8 @@ class HealthMonitor:
     """Probes one container until cancelled."""
 
     def __init__(self, config: image_pb2.HealthConfig, command: list[str], prober: Prober,
-                 recorder: Recorder, health: dict) -> None:
+                 recorder: Recorder, health: dict,
+                 should_probe: Callable[[], bool] = lambda: True) -> None:
         self.interval = (config.interval_ns or DEFAULT_INTERVAL) / SECOND
         self.timeout = (config.timeout_ns or DEFAULT_TIMEOUT) / SECOND
         self.start_period = config.start_period_ns / SECOND
@@ -92,6 +93,7 @@ class HealthMonitor:
         self.prober = prober
         self.recorder = recorder
         self.health = health
+        self.should_probe = should_probe
         self.started = time.monotonic()
 
     def _in_start_period(self) -> bool:
@@ -105,6 +107,8 @@ class HealthMonitor:
     async def run(self) -> None:
         while True:
             await asyncio.sleep(self._next_delay())
+            if not self.should_probe():     # a paused container is not probed
+                continue
             result = await self.probe()
             changed = record(self.health, result, self.retries, self._in_start_period())
             self.recorder(self.health, changed)

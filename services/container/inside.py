@@ -220,7 +220,8 @@ class Inside:
 
         monitor = health.HealthMonitor(
             container.config.healthcheck, command,
-            lambda cmd, timeout: self.run_probe(container.id, cmd, timeout), recorded, state)
+            lambda cmd, timeout: self.run_probe(container.id, cmd, timeout), recorded, state,
+            should_probe=lambda: container.state.status == "running")
         self._health.start(container.id, monitor)
 
     # -- file systems ------------------------------------------------------

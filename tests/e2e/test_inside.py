@@ -179,6 +179,10 @@ def test_healthcheck_states_and_events(engine: Engine, busybox: str) -> None:
             "events", "--since", since, "--until", str(time.time() + 1), "--format",
             "{{.Action}}", "--filter", "event=health_status"))
         assert "health_status: unhealthy" in events and "health_status: healthy" in events
+        engine.docker("pause", "healthy-box")
+        time.sleep(1.2)
+        assert health()["Status"] == "healthy"
+        engine.docker("unpause", "healthy-box")
         engine.docker("stop", "-t", "0", "healthy-box")
         wait_for(lambda: health()["Status"] == "unhealthy", message="unhealthy once stopped")
     finally:
