@@ -64,7 +64,7 @@ class Dockerfile:
 
 class ParseError(InvalidArgument):
     def __init__(self, line: int, message: str) -> None:
-        super().__init__(f"dockerfile parse error line {line}: {message}")
+        super().__init__(f"Dockerfile parse error line {line}: {message}")
 
 
 def escape_token(text: str) -> str:
@@ -101,10 +101,22 @@ def _parse_ast(text: str, name: str) -> tuple[dockerfile.Command, ...]:
         message = str(exc)
         if message == "file with no instructions":
             raise InvalidArgument(f"the Dockerfile ({name}) cannot be empty") from exc
-        raise InvalidArgument(f"failed to parse {name}: {message}") from exc
+        raise ParseError(_failing_line(text), message) from exc
     if not commands:
         raise InvalidArgument(f"the Dockerfile ({name}) cannot be empty")
     return commands
+
+
+def _failing_line(text: str) -> int:
+    """The package's errors carry no line: the first prefix that fails has it."""
+    lines = text.splitlines()
+    for end in range(1, len(lines) + 1):
+        try:
+            dockerfile.parse_string("\n".join(lines[:end]) + "\n")
+        except dockerfile.GoParseError as exc:
+            if str(exc) != "file with no instructions":
+                return end
+    return len(lines)
 
 
 def _flags(command: dockerfile.Command, name: str) -> dict[str, str]:

@@ -188,8 +188,8 @@ def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: st
 
 @pytest.mark.parametrize(("dockerfile", "message"), [
     ("FROM busybox\nRUN true\nFOO bar\n",
-     "dockerfile parse error line 3: unknown instruction: FOO"),
-    ("FROM busybox\nCOPY\n", "dockerfile parse error line 2: COPY requires at least two"),
+     "Dockerfile parse error line 3: unknown instruction: FOO"),
+    ("FROM busybox\nCOPY\n", "Dockerfile parse error line 2: COPY requires at least two"),
     ("FROM busybox\nCOPY missing.txt /\n",
      "COPY failed: file not found in build context or excluded by .dockerignore: "
      "stat missing.txt: file does not exist"),
