@@ -15,8 +15,8 @@ from typing import Any
 
 from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
 from services.image import metrics, reference
-from services.image.images import LAYER_GZIP, LAYER_TAR, Images, LayerSource
-from services.image.layers import chain_ids
+from services.image.images import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Images, LayerSource
+from services.image.layers import chain_ids, decompressed
 from services.image.progress import Message, short
 from services.image.reference import ImageRef
 from services.image.registry import (
@@ -251,7 +251,7 @@ class Distribution:
                 digest = layer["digest"]
                 await emit(Message("Extracting", id=short(digest), current=0,
                                    total=layer.get("size", 0)))
-                media = LAYER_TAR if layer.get("mediaType", "").endswith("tar") else LAYER_GZIP
+                media = _layer_media_type(layer.get("mediaType", ""))
                 source = LayerSource(diff_id=diff_ids[i], media_type=media, blob_digest=digest)
                 await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
                 self.images.store.add_blob_source(digest, ref.domain, ref.path)
@@ -335,7 +335,8 @@ class Distribution:
 
         async def push_layer(diff_id: str) -> LayerBlob:
             async with slots:
-                blob = await asyncio.to_thread(self._compressed_blob, diff_id)
+                known = self.images.store.layer_blobs(diff_id)
+                blob = await asyncio.to_thread(self._compressed_blob, diff_id, known)
                 self.images.store.add_layer_blob(blob)
                 await self._upload_blob(session, ref, blob.digest, blob.size, emit,
                                         progress_id=short(diff_id))
@@ -358,10 +359,9 @@ class Distribution:
         result["digest"] = response.headers.get("Docker-Content-Digest") or _sha256(manifest)
         result["size"] = len(manifest)
 
-    def _compressed_blob(self, diff_id: str) -> LayerBlob:
-        """A gzip blob of the layer, made from the uncompressed one if needed
-        (runs in a thread; reading the store from it is safe, writing is not)."""
-        blobs = self.images.store.layer_blobs(diff_id)
+    def _compressed_blob(self, diff_id: str, blobs: list[LayerBlob]) -> LayerBlob:
+        """A gzip blob of the layer among `blobs`, or made from one of them
+        (runs in a thread)."""
         for blob in blobs:
             if blob.media_type == LAYER_GZIP and self.images.content.exists(blob.digest):
                 return blob
@@ -369,7 +369,7 @@ class Distribution:
         with self.images.content.writer() as writer, \
                 self.images.content.path(source.digest).open("rb") as raw, \
                 gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as packed:
-            shutil.copyfileobj(raw, packed, 1 << 20)
+            shutil.copyfileobj(decompressed(raw), packed, 1 << 20)
         return LayerBlob(diff_id, writer.digest, LAYER_GZIP, writer.size)
 
     async def _upload_blob(self, session: RegistrySession, ref: ImageRef, digest: str,
@@ -422,6 +422,12 @@ class Distribution:
         raise_for(done, f"uploading blob {digest}")
         self.images.store.add_blob_source(digest, ref.domain, ref.path)
         await say("Pushed")
+
+
+def _layer_media_type(manifest_type: str) -> str:
+    if manifest_type.endswith("zstd"):
+        return LAYER_ZSTD
+    return LAYER_TAR if manifest_type.endswith("tar") else LAYER_GZIP
 
 
 def _absolute(response: Any) -> str:

@@ -31,6 +31,7 @@ _DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
 
 
 def now_rfc3339() -> str:

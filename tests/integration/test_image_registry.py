@@ -224,6 +224,16 @@ def test_zstd_layers_and_metrics(engine: Engine, registry: Registry, tmp_path: P
     engine.docker("pull", name)
     info = json.loads(engine.docker("image", "inspect", name).stdout)[0]
     assert info["Config"]["Labels"] == {"zstd": "yes"}
+    repushed = f"{registry.address}/zstd/repushed:1"
+    engine.docker("tag", name, repushed)
+    engine.docker("push", repushed)
+    copied = tmp_path / "copied.tar"
+    skopeo_copy(f"docker://{repushed}", f"docker-archive:{copied}:copied:1")
+    with tarfile.open(copied) as tar:
+        manifest = json.loads(tar.extractfile("manifest.json").read())[0]
+        config = json.loads(tar.extractfile(manifest["Config"]).read())
+    assert config["rootfs"]["diff_ids"] == info["RootFS"]["Layers"]
+    engine.docker("rmi", repushed)
 
     channel = grpc.insecure_channel(f"unix://{engine.exec_root / 'image.sock'}")
     service = types_pb2_grpc.InfoStub(channel).GetServiceInfo(types_pb2.GetServiceInfoRequest())
