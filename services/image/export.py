@@ -14,10 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from services.common.errors import Internal
 from services.image import reference
 from services.image.images import Images
 from services.image.layers import decompressed
 from services.image.reference import ImageRef
+from services.image.store import LayerBlob
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -28,8 +30,12 @@ EPOCH = 0
 
 @dataclass
 class SaveItem:
+    """One image to save, with what the writer thread needs read up front."""
+
     image_id: str
     refs: list[ImageRef] = field(default_factory=list)
+    config: bytes = b""
+    layers: list[tuple[str, LayerBlob]] = field(default_factory=list)  # (diff ID, blob)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
@@ -63,12 +69,8 @@ class Exporter:
             _add_bytes(self.tar, self._blob_name(digest), data)
             self.written.add(digest)
 
-    def _add_layer(self, diff_id: str) -> int:
+    def _add_layer(self, diff_id: str, blob: LayerBlob) -> int:
         """Write the uncompressed layer tar; returns its size."""
-        blobs = self.images.store.layer_blobs(diff_id)
-        if not blobs:
-            raise FileNotFoundError(f"no blob for layer {diff_id}")
-        blob = blobs[0]
         path = self.images.content.path(blob.digest)
         scratch: Path | None = None
         if blob.digest != diff_id:
@@ -105,11 +107,11 @@ class Exporter:
         repositories: dict[str, dict[str, str]] = {}
         index: list[dict[str, Any]] = []
         for item in items:
-            config_bytes = self.images.content.read(item.image_id)
+            config_bytes = item.config
             self._add_blob(item.image_id, config_bytes)
-            diff_ids = self.images.record_diff_ids(item.image_id)
-            layers = [{"mediaType": OCI_LAYER, "digest": d, "size": self._add_layer(d)}
-                      for d in diff_ids]
+            diff_ids = [diff_id for diff_id, _ in item.layers]
+            layers = [{"mediaType": OCI_LAYER, "digest": d, "size": self._add_layer(d, blob)}
+                      for d, blob in item.layers]
             manifest = json.dumps({
                 "schemaVersion": 2, "mediaType": OCI_MANIFEST,
                 "config": {"mediaType": OCI_CONFIG, "digest": item.image_id,
@@ -161,4 +163,11 @@ def plan(images: Images, names: list[str]) -> list[SaveItem]:
                         items.setdefault(image, SaveItem(image)).refs.append(other)
         elif ref.tag:
             item.refs.append(ref)
+    for item in items.values():
+        item.config = images.content.read(item.image_id)
+        for diff_id in images.record_diff_ids(item.image_id):
+            blobs = images.store.layer_blobs(diff_id)
+            if not blobs:
+                raise Internal(f"no content for layer {diff_id}")
+            item.layers.append((diff_id, blobs[0]))
     return list(items.values())

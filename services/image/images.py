@@ -407,13 +407,16 @@ class Images:
         lock = self._layer_locks.setdefault(chain, asyncio.Lock())
         async with lock:
             if self.store.layer(chain) is None:
-                digest, size, unpacked = await asyncio.to_thread(self._ingest, source, chain)
+                known = {blob.digest for blob in self.store.all_layer_blobs()}
+                digest, size, unpacked = await asyncio.to_thread(self._ingest, source, chain,
+                                                                 known)
                 self.store.add_layer_blob(LayerBlob(source.diff_id, digest,
                                                     source.media_type, size))
                 self.store.add_layer(chain, source.diff_id, parent, unpacked.size)
         self._layer_locks.pop(chain, None)
 
-    def _ingest(self, source: LayerSource, chain: str) -> tuple[str, int, Unpacked]:
+    def _ingest(self, source: LayerSource, chain: str,
+                known_blobs: set[str]) -> tuple[str, int, Unpacked]:
         """Store the blob, unpack it, verify the diff ID (runs in a thread)."""
         if source.blob_digest:
             digest = source.blob_digest
@@ -428,13 +431,10 @@ class Images:
                 with self.content.path(digest).open("rb") as blob:
                     unpacked = self.layers.unpack(blob, chain, source.diff_id)
             except BaseException:
-                if not self.store_has_blob(digest):
+                if digest not in known_blobs:
                     self.content.delete(digest)
                 raise
         return digest, size, unpacked
-
-    def store_has_blob(self, digest: str) -> bool:
-        return any(b.digest == digest for b in self.store.all_layer_blobs())
 
     def register(self, config_bytes: bytes, parent: str = "") -> str:
         """Record an image whose layers are all present; returns its ID."""
