@@ -286,8 +286,7 @@ def merge_tmpfs_options(options: list[str]) -> list[str]:
 
 # Planning
 
-def _requests(config: container_pb2.ContainerConfig, host_config: container_pb2.HostConfig,
-              image_volumes: list[str]) -> list[Request]:
+def _explicit(host_config: container_pb2.HostConfig) -> list[Request]:
     """Every bind, mount and tmpfs asked for, validated, duplicates refused."""
     requests = [parse_bind(raw, host_config.volume_driver) for raw in host_config.binds]
     requests += [parse_mount(m) for m in host_config.mounts]
@@ -298,17 +297,30 @@ def _requests(config: container_pb2.ContainerConfig, host_config: container_pb2.
         if destination in seen:
             raise InvalidArgument(f"Duplicate mount point: {destination}")
         seen.add(destination)
-    for path in [*config.volumes, *image_volumes]:
+    return requests
+
+
+def _anonymous_destinations(paths: list[str]) -> list[str]:
+    """Config.Volumes and image VOLUMEs, validated and normalised."""
+    destinations: list[str] = []
+    for path in paths:
         destination = posixpath.normpath(path)
         if not posixpath.isabs(destination):
             raise _mount_error("volume", f"invalid mount path: '{path}' mount path must be "
                                          "absolute")
         if destination == "/":
             raise _mount_error("volume", "invalid specification: destination can't be '/'")
-        if destination not in seen:
-            seen.add(destination)
-            requests.append(Request(type="volume", destination=destination,
-                                    driver=host_config.volume_driver))
+        destinations.append(destination)
+    return destinations
+
+
+def _anonymous(destinations: list[str], taken: set[str], driver: str) -> list[Request]:
+    """A new volume at each destination where nothing else mounts."""
+    requests: list[Request] = []
+    for destination in destinations:
+        if destination not in taken:
+            taken.add(destination)
+            requests.append(Request(type="volume", destination=destination, driver=driver))
     return requests
 
 
@@ -417,9 +429,12 @@ async def plan_mounts(container_id: str, config: container_pb2.ContainerConfig,
     NotFound for an unknown container). On any failure every lease taken
     here is released and the anonymous volumes made here are removed.
     """
-    requests = _requests(config, host_config, image_volumes)
+    requests = _explicit(host_config)
     taken = {posixpath.normpath(r.destination) for r in requests}
+    destinations = _anonymous_destinations([*config.volumes, *image_volumes])
+    # Docker's precedence: explicit mounts, then --volumes-from, then anonymous.
     requests += await _inherited(host_config, taken, resolve_container_mounts)
+    requests += _anonymous(destinations, taken, host_config.volume_driver)
     plan = MountPlan()
     try:
         for request in requests:

@@ -195,5 +195,11 @@ def test_image_volume_is_an_anonymous_volume_with_the_image_content(engine: Engi
         assert Path(mount["Source"]).stat().st_uid == 33
         engine.docker("rm", "-v", "user")
         assert engine.docker("volume", "ls", "-q").stdout == b""
+        engine.docker("run", "--name", "data", "with-volume:1", "sh", "-c",
+                      "echo shared > /vol/new")
+        assert run(engine, "--volumes-from", "data", "with-volume:1", "cat",
+                   "/vol/new") == "shared\n"
+        engine.docker("rm", "-v", "data")
+        assert engine.docker("volume", "ls", "-q").stdout == b""
     finally:
         engine.docker("rmi", "with-volume:1", check=False)

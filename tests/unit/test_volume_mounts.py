@@ -201,6 +201,10 @@ def test_volumes_from_shares_volumes(tmp_path: Path) -> None:
         assert points["/h"].source == "/h"
         assert manager.store.holders("shared") == [CID, other]
         assert second.copy_up == []
+        third = await plan_mounts("e" * 64, container_pb2.ContainerConfig(volumes=["/s"]),
+                                  container_pb2.HostConfig(volumes_from=["first"]), ["/s"],
+                                  stub, resolve)
+        assert [m.name for m in third.mount_points()] == ["", "shared"]
     run_with_volume_service(tmp_path, scenario)
 
 
