@@ -705,7 +705,8 @@ class Manager:
                            ) -> AsyncIterator[container_pb2.IOFrame]:
         streams = {name for name, wanted in (("stdout", options.stdout),
                                              ("stderr", options.stderr)) if wanted}
-        for line in logs.read_lines(self.bundle(container).log):
+        lines, _ = await asyncio.to_thread(logs.read_lines, self.bundle(container).log)
+        for line in lines:
             if line.stream in streams:
                 stream = (container_pb2.IOFrame.STDERR if line.stream == "stderr"
                           else container_pb2.IOFrame.STDOUT)
@@ -720,8 +721,8 @@ class Manager:
         if request.tail and request.tail != "all" and not request.tail.lstrip("-").isdigit():
             raise InvalidArgument(f"invalid value for \"tail\": \"{request.tail}\"")
         path = self.bundle(container).log
-        offset = logs.log_size(path)
-        for line in logs.select(logs.read_lines(path), streams, request.since_nano,
+        lines, offset = await asyncio.to_thread(logs.read_lines, path)
+        for line in logs.select(lines, streams, request.since_nano,
                                 request.until_nano, request.tail):
             yield line
         if not request.follow or not container.running:

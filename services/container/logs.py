@@ -63,17 +63,20 @@ class _Assembler:
         return LogLine(stream, data, parse_time(stamp))
 
 
-def read_lines(path: Path) -> list[LogLine]:
+def read_lines(path: Path) -> tuple[list[LogLine], int]:
+    """The whole lines of the log, and the offset where they end (a follower
+    continues from there)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
-        return []
+        return [], 0
+    end = raw.rfind(b"\n") + 1
     assembler = _Assembler()
     lines = []
-    for record in raw.split(b"\n"):
+    for record in raw[:end].split(b"\n"):
         if record and (line := assembler.feed(record)):
             lines.append(line)
-    return lines
+    return lines, end
 
 
 def select(lines: list[LogLine], streams: set[str], since: int, until: int,
@@ -120,10 +123,3 @@ async def follow(path: Path, offset: int, streams: set[str], until: int,
         elif not running:
             return
         await asyncio.sleep(_POLL_SECONDS)
-
-
-def log_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0

@@ -212,9 +212,11 @@ def test_stop_kill_restart_pause_rename(stub, made):
 
 
 def test_stop_signal_ends_gracefully(stub, made):
-    cid = create(stub, made, "sh", "-c", "trap 'exit 7' USR1; while true; do sleep 0.1; done",
+    cid = create(stub, made, "sh", "-c",
+                 "trap 'exit 7' USR1; echo ready; while true; do sleep 0.1; done",
                  stop_signal="SIGUSR1")
     stub.Start(pb.StartContainerRequest(id=cid))
+    wait_for(lambda: output(stub, cid)[0] == b"ready\n")  # the trap is set
     stub.Stop(pb.StopContainerRequest(id=cid, timeout=10))
     assert inspect(stub, cid).state.exit_code == 7
 
