@@ -191,3 +191,21 @@ def test_state_survives_restart(busybox_tar: Path) -> None:
             time.sleep(0.1)
         blobs = engine.data_root / "image" / "blobs" / "sha256"
         assert list(blobs.iterdir()) == []
+
+
+def test_rmi_by_id_rules(engine: Engine, tmp_path: Path) -> None:
+    archive = tmp_path / "ids.tar"
+    archive.write_bytes(image_archive([layer({"ids": b"1"})], ["idtest:1"]))
+    engine.docker("load", "-i", str(archive))
+    image_id = json.loads(engine.docker("image", "inspect", "idtest:1").stdout)[0]["Id"]
+    short = image_id.removeprefix("sha256:")[:12]
+    engine.docker("tag", "idtest:1", "idtest-other:1")
+    refused = engine.docker("rmi", short, check=False)
+    assert refused.returncode != 0
+    assert (f"conflict: unable to delete {short} (must be forced) - image is referenced in "
+            f"multiple repositories").encode() in refused.stderr
+    out = engine.docker("rmi", "-f", short).stdout.decode()
+    assert "Untagged: idtest:1" in out and "Untagged: idtest-other:1" in out
+    assert f"Deleted: {image_id}" in out
+    missing = engine.docker("rmi", short, check=False)
+    assert f"No such image: {short}".encode() in missing.stderr
