@@ -622,6 +622,16 @@ class NetworkManager:
             self.store.forget_container(container_id)
             self._refresh_metrics()
 
+    async def rename_container(self, container_id: str, new_name: str) -> None:
+        async with self._lock:
+            for endpoint in self.store.endpoints(container_id=container_id):
+                endpoint.container_name = new_name
+                self.store.save_endpoint(endpoint)
+            sandbox = self.store.sandbox(container_id)
+            if sandbox is not None:
+                sandbox.container_name = new_name
+                self.store.save_sandbox(sandbox)
+
     async def _teardown(self, container_id: str, sandbox: SandboxRecord | None = None) -> None:
         """Undo a sandbox, whole or half-built: veths, IPs, ports, netns file."""
         sandbox = sandbox or self.store.sandbox(container_id)

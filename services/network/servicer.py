@@ -140,6 +140,12 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         await self._manager.forget_container(request.container_id)
         return network_pb2.ForgetContainerResponse()
 
+    async def RenameContainer(self, request, context):  # noqa: N802
+        require(request.container_id, "container_id")
+        require(request.new_name, "new_name")
+        await self._manager.rename_container(request.container_id, request.new_name)
+        return network_pb2.RenameContainerResponse()
+
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):
             yield event

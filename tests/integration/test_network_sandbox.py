@@ -170,6 +170,10 @@ def test_user_networks_dns_isolation(service: NetworkService, stub) -> None:
         lookup = run_in(a.netns_path, "busybox", "nslookup", name, nameserver)
         assert b_ip in lookup.stdout, lookup.stdout + lookup.stderr
     assert run_in(a.netns_path, "busybox", "ping", "-c1", "-W2", b_ip).returncode == 0
+    stub.RenameContainer(pb.RenameContainerRequest(container_id=cid(11), new_name="renamed"))
+    lookup = run_in(a.netns_path, "busybox", "nslookup", "renamed", nameserver)
+    assert b_ip in lookup.stdout, lookup.stdout + lookup.stderr
+    assert b_ip not in run_in(a.netns_path, "busybox", "nslookup", "c11", nameserver).stdout
     # Another network, and the default bridge, cannot reach it nor resolve it.
     assert run_in(other.netns_path, "busybox", "ping", "-c1", "-W1", b_ip).returncode != 0
     assert run_in(default.netns_path, "busybox", "ping", "-c1", "-W1", b_ip).returncode != 0
