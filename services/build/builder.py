@@ -36,6 +36,7 @@ from services.common.errors import BerthError, Internal, InvalidArgument, NotFou
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+USING_CACHE = {"stream": " ---> Using cache\n"}
 PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
 
@@ -187,19 +188,20 @@ class Build:
 
     # Cache --------------------------------------------------------------
 
-    async def cached(self, stage: Stage, key: str) -> str:
-        """The image the cache has for `key`, if it still exists."""
-        if self.options.no_cache:
-            return ""
-        record = self.builder.cache.lookup(key)
-        if record is None:
-            return ""
-        image = await self.peers.inspect_image(record.image_id)
+    async def reuse(self, stage: Stage, key: str) -> bool:
+        """Take the cache's image for `key` when it still exists; counts the
+        hit or miss."""
+        record = None if self.options.no_cache else self.builder.cache.lookup(key)
+        image = None if record is None else await self.peers.inspect_image(record.image_id)
         if image is None:
-            self.builder.cache.forget(key)
-            return ""
+            if record is not None:
+                self.builder.cache.forget(key)
+            CACHE_MISSES.inc()
+            return False
+        CACHE_HITS.inc()
         self.builder.cache.touch(key)
-        return image.id
+        stage.image_id = image.id
+        return True
 
     def step_key(self, stage: Stage, created_by: list[str], extra: str = "") -> str:
         return cache_key(stage.image_id, {
@@ -336,13 +338,9 @@ class Build:
         """Commit a step that only changes the config (an empty layer)."""
         created_by = [*DEFAULT_SHELL, "#(nop) ", comment]
         key = self.step_key(stage, created_by)
-        hit = await self.cached(stage, key)
-        if hit:
-            CACHE_HITS.inc()
-            yield self.say(" ---> Using cache\n")
-            stage.image_id = hit
+        if await self.reuse(stage, key):
+            yield USING_CACHE
             return
-        CACHE_MISSES.inc()
         stage.image_id = await self.commit(stage, created_by, key)
 
     async def do_env(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
@@ -493,12 +491,9 @@ class Build:
         stage.config.working_dir = workdir
         created_by = [*DEFAULT_SHELL, f"#(nop) WORKDIR {workdir}"]
         key = self.step_key(stage, created_by)
-        if hit := await self.cached(stage, key):
-            CACHE_HITS.inc()
-            yield self.say(" ---> Using cache\n")
-            stage.image_id = hit
+        if await self.reuse(stage, key):
+            yield USING_CACHE
             return
-        CACHE_MISSES.inc()
         view = await self.view(stage.image_id)
         if view.is_dir(workdir):
             stage.image_id = await self.commit(stage, created_by, key)
@@ -559,12 +554,9 @@ class Build:
         comment = f"#(nop) {name} {plan.kind}:{plan.digest} in {dest} "
         created_by = [*DEFAULT_SHELL, comment]
         key = self.step_key(stage, created_by, f"{owner}|{chmod}")
-        if hit := await self.cached(stage, key):
-            CACHE_HITS.inc()
-            yield self.say(" ---> Using cache\n")
-            stage.image_id = hit
+        if await self.reuse(stage, key):
+            yield USING_CACHE
             return
-        CACHE_MISSES.inc()
         with self.builder.scratch_file() as layer:
             await _in_thread(_write_layer, layer, parent, owner, chmod, plan)
             stage.image_id = await self.commit(stage, created_by, key, layer,
@@ -576,12 +568,9 @@ class Build:
         declared = sorted(e for e in arg_env if e.split("=", 1)[0] in stage.args)
         saved = [f"|{len(declared)}", *declared, *cmd] if arg_env else cmd
         key = self.step_key(stage, saved)
-        if hit := await self.cached(stage, key):
-            CACHE_HITS.inc()
-            yield self.say(" ---> Using cache\n")
-            stage.image_id = hit
+        if await self.reuse(stage, key):
+            yield USING_CACHE
             return
-        CACHE_MISSES.inc()
         container_id, warnings = await self.peers.create_container(
             self.run_request(stage, cmd, arg_env))
         self.containers.append(container_id)

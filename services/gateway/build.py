@@ -6,7 +6,6 @@ import asyncio
 import base64
 import binascii
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
@@ -15,12 +14,9 @@ from berth.build.v1 import build_pb2
 from berth.types.v1 import types_pb2
 from services.gateway.backends import Backends, Stream
 from services.gateway.errors import bad_request
-from services.gateway.images import auth_from_json
+from services.gateway.images import auth_from_json, stream_upload
 from services.gateway.params import boolean, filters, integer
 from services.gateway.routing import Route
-from services.gateway.streams import json_stream, progress_to_json
-
-_CHUNK = 1 << 20
 
 
 def routes(backends: Backends) -> list[Route]:
@@ -120,22 +116,11 @@ class BuildHandlers:
 
     async def build(self, request: web.Request) -> web.StreamResponse:
         options = build_options(request)
-
-        async def requests() -> AsyncIterator[build_pb2.BuildRequest]:
-            yield build_pb2.BuildRequest(options=options)
-            buffer = bytearray()
-            async for data in request.content.iter_any():
-                buffer += data
-                if len(buffer) >= _CHUNK:
-                    yield build_pb2.BuildRequest(context=bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                yield build_pb2.BuildRequest(context=bytes(buffer))
-
-        stream = self.backends.build.Build(requests())
+        stream = self.backends.build.Build()
         watcher = asyncio.create_task(_cancel_when_client_leaves(request, stream))
         try:
-            return await json_stream(request, stream, progress_to_json)
+            return await stream_upload(request, stream, build_pb2.BuildRequest(options=options),
+                                       lambda chunk: build_pb2.BuildRequest(context=chunk))
         finally:
             watcher.cancel()
 
