@@ -48,6 +48,10 @@ LABEL_MODES = {"z", "Z"}
 PROPAGATION_MODES = {"shared", "rshared", "slave", "rslave", "private", "rprivate"}
 COPY_MODES = {"nocopy"}
 CONSISTENCY_MODES = {"consistent", "cached", "delegated"}
+MODE_KINDS = {**dict.fromkeys(RW_MODES, "rw"), **dict.fromkeys(LABEL_MODES, "label"),
+              **dict.fromkeys(PROPAGATION_MODES, "propagation"),
+              **dict.fromkeys(COPY_MODES, "copy"),
+              **dict.fromkeys(CONSISTENCY_MODES, "consistency")}
 DEFAULT_PROPAGATION = "rprivate"
 TMPFS_DEFAULTS = ["noexec", "nosuid", "nodev"]
 # Flags whose later occurrence cancels the earlier (mount(8) semantics).
@@ -112,21 +116,8 @@ def valid_mode(mode: str) -> bool:
     """Docker's ValidateMountMode: known words, at most one of each kind."""
     if not mode:
         return True
-    counts = dict.fromkeys(("rw", "label", "propagation", "copy", "consistency"), 0)
-    for word in mode.split(","):
-        if word in RW_MODES:
-            counts["rw"] += 1
-        elif word in LABEL_MODES:
-            counts["label"] += 1
-        elif word in PROPAGATION_MODES:
-            counts["propagation"] += 1
-        elif word in COPY_MODES:
-            counts["copy"] += 1
-        elif word in CONSISTENCY_MODES:
-            counts["consistency"] += 1
-        else:
-            return False
-    return all(n <= 1 for n in counts.values())
+    kinds = [MODE_KINDS.get(word) for word in mode.split(",")]
+    return None not in kinds and len(kinds) == len(set(kinds))
 
 
 def _check_target(kind: str, target: str) -> None:
