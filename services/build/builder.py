@@ -343,29 +343,29 @@ class Build:
             return
         stage.image_id = await self.commit(stage, created_by, key)
 
+    def key_values(self, stage: Stage, ins: instructions.Instruction) -> list[tuple[str, str]]:
+        """ENV/LABEL pairs, every word expanded with the environment from
+        before the instruction (`ENV A=2 B=$A` gives B the old A), as Docker does."""
+        pairs = [(self.word(stage, ins.args[i]), self.word(stage, ins.args[i + 1]))
+                 for i in range(0, len(ins.args) - 1, 2)]
+        if any(not key for key, _ in pairs):
+            raise InvalidArgument(f"{ins.name} names can not be blank")
+        return pairs
+
     async def do_env(self, stage: Stage, ins: instructions.Instruction) -> AsyncIterator[dict]:
-        pairs = []
-        for i in range(0, len(ins.args) - 1, 2):
-            key = self.word(stage, ins.args[i])
-            if not key:
-                raise InvalidArgument("ENV names can not be blank")
-            value = self.word(stage, ins.args[i + 1])
+        pairs = self.key_values(stage, ins)
+        for key, value in pairs:
             _set_env(stage.config, key, value)
-            pairs.append(f"{key}={value}")
-        async for message in self.metadata_step(stage, "ENV " + " ".join(pairs)):
+        comment = "ENV " + " ".join(f"{k}={v}" for k, v in pairs)
+        async for message in self.metadata_step(stage, comment):
             yield message
 
     async def do_label(self, stage: Stage, ins: instructions.Instruction
                        ) -> AsyncIterator[dict]:
-        pairs = []
-        for i in range(0, len(ins.args) - 1, 2):
-            key = self.word(stage, ins.args[i])
-            if not key:
-                raise InvalidArgument("LABEL names can not be blank")
-            value = self.word(stage, ins.args[i + 1])
-            stage.config.labels[key] = value
-            pairs.append(f"{key}={value}")
-        async for message in self.metadata_step(stage, "LABEL " + " ".join(pairs)):
+        pairs = self.key_values(stage, ins)
+        stage.config.labels.update(pairs)
+        comment = "LABEL " + " ".join(f"{k}={v}" for k, v in pairs)
+        async for message in self.metadata_step(stage, comment):
             yield message
 
     async def do_maintainer(self, stage: Stage, ins: instructions.Instruction

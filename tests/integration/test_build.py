@@ -64,6 +64,7 @@ METADATA_DOCKERFILE = """\
 FROM busybox
 ARG VERSION=1.0
 ENV APP_VERSION=$VERSION GREETING="hello world"
+ENV APP_VERSION=2 PREVIOUS=$APP_VERSION
 LABEL org.example.name=demo version=${VERSION}
 WORKDIR /app
 COPY a.txt .
@@ -82,14 +83,15 @@ def test_build_steps_config_and_full_cache(engine: Engine, busybox: str,
     context = write_context(tmp_path / "ctx", {
         "Dockerfile": METADATA_DOCKERFILE, "a.txt": "hello\n", "conf/app.conf": "x=1\n"})
     first = build(engine, context, "-t", "meta:1", "-t", "meta:2").stdout.decode()
-    assert "Step 1/13 : FROM busybox\n" in first
-    assert "Step 6/13 : COPY a.txt .\n" in first
+    assert "Step 1/14 : FROM busybox\n" in first
+    assert "Step 7/14 : COPY a.txt .\n" in first
     assert "Successfully tagged meta:1\n" in first and "Successfully tagged meta:2\n" in first
     built = first.split("Successfully built ")[1][:12]
     data = inspect(engine, "meta:1")
     assert data["Id"].removeprefix("sha256:").startswith(built)
     config = data["Config"]
-    assert "APP_VERSION=1.0" in config["Env"] and "GREETING=hello world" in config["Env"]
+    assert "GREETING=hello world" in config["Env"]
+    assert "APP_VERSION=2" in config["Env"] and "PREVIOUS=1.0" in config["Env"]
     assert config["Labels"] == {"org.example.name": "demo", "version": "1.0"}
     assert config["WorkingDir"] == "/app"
     assert set(config["ExposedPorts"]) == {"8080/tcp", "53/udp"}
@@ -98,7 +100,7 @@ def test_build_steps_config_and_full_cache(engine: Engine, busybox: str,
     assert config["Entrypoint"] == ["/bin/cat"] and config["Cmd"] == ["/app/a.txt"]
 
     again = build(engine, context, "-t", "meta:1").stdout.decode()
-    assert again.count(" ---> Using cache") == 12
+    assert again.count(" ---> Using cache") == 13
     assert "Running in" not in again
     assert f"Successfully built {built}" in again
 
