@@ -180,6 +180,11 @@ def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:
     return True
 
 
+def _port_key(value: str) -> str:
+    """`80` or `80/udp` as the "80/tcp" keys of ExposedPorts and PortBindings."""
+    return value if "/" in value else f"{value}/tcp"
+
+
 def _networks_of(container: Container) -> set[str]:
     nets = set(container.networking_config.endpoints_config)
     mode = container.host_config.network_mode
@@ -209,6 +214,11 @@ def matcher(manager: Manager, filters: types_pb2.Filters) -> Callable[[Container
             "volume": lambda v: any(v in (m.name, m.source, m.destination)
                                     for m in container.mounts.mount_points()),
         }
+        checks["expose"] = lambda v: _port_key(v) in container.config.exposed_ports
+        checks["publish"] = lambda v: any(
+            _port_key(v) == port or v.split("/")[0] in {b.host_port for b in bindings.bindings}
+            for port, bindings in container.host_config.port_bindings.items())
+        checks["is-task"] = lambda v: v == "false"
         for key, check in checks.items():
             if wanted.get(key) and not any(check(v) for v in wanted[key]):
                 return False

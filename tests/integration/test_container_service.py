@@ -222,7 +222,8 @@ def test_stop_signal_ends_gracefully(stub, made):
 
 
 def test_list_and_filters(stub, made):
-    one = create(stub, made, "true", name="list-one", labels={"team": "a"})
+    one = create(stub, made, "true", name="list-one", labels={"team": "a"},
+                 exposed_ports=["80/tcp"])
     two = create(stub, made, "sleep", "30", name="list-two", labels={"team": "b"})
     stub.Start(pb.StartContainerRequest(id=two))
 
@@ -240,6 +241,9 @@ def test_list_and_filters(stub, made):
     assert ids(all=True, filters={"status": ["created"]}) >= {one}
     assert two not in ids(all=True, filters={"status": ["created"]})
     assert ids(all=True, filters={"id": [one[:12]]}) == {one}
+    assert ids(all=True, filters={"expose": ["80"]}) == {one}
+    assert ids(all=True, filters={"before": ["list-two"]}) & {one, two} == {one}
+    assert ids(all=True, filters={"since": ["list-one"]}) & {one, two} == {two}
     summary = next(c for c in stub.List(pb.ListContainersRequest()).containers if c.id == two)
     assert summary.names == ["/list-two"] and summary.state == "running"
     assert summary.status.startswith("Up ") and summary.command == "sleep 30"
