@@ -60,8 +60,8 @@ def created_unix(created: str) -> int:
 
 def summary_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
     out: dict[str, Any] = {
-        "Containers": image.containers, "Created": created_unix(image.created),
-        "Id": image.id, "Labels": dict(image.labels), "ParentId": image.parent,
+        "Containers": -1, "Created": created_unix(image.created),
+        "Id": image.id, "Labels": dict(image.labels) or None, "ParentId": image.parent,
         "RepoDigests": list(image.repo_digests), "RepoTags": list(image.repo_tags),
         "SharedSize": -1, "Size": image.size,
     }

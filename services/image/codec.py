@@ -18,6 +18,7 @@ _SCALARS = {
 _LISTS = {"Env": "env", "OnBuild": "on_build", "Shell": "shell"}
 _OPTIONAL_LISTS = {"Cmd": "cmd", "Entrypoint": "entrypoint"}
 _SETS = {"ExposedPorts": "exposed_ports", "Volumes": "volumes"}
+_OMIT_EMPTY = ("ExposedPorts", "ArgsEscaped", "StopSignal", "Shell")
 _HEALTH_DURATIONS = {"Interval": "interval_ns", "Timeout": "timeout_ns",
                      "StartPeriod": "start_period_ns", "StartInterval": "start_interval_ns"}
 
@@ -70,6 +71,7 @@ def config_to_json(config: image_pb2.ImageConfig) -> dict[str, Any]:
                 data["Healthcheck"][key] = getattr(health, field)
         if health.retries:
             data["Healthcheck"]["Retries"] = health.retries
-    if data["ExposedPorts"] is None:
-        del data["ExposedPorts"]  # omitempty in dockerd's JSON
+    for key in _OMIT_EMPTY:  # omitempty in dockerd's JSON
+        if not data.get(key):
+            data.pop(key, None)
     return data

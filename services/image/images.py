@@ -203,14 +203,12 @@ class Images:
             raise InvalidArgument("refusing to create a tag with a digest reference")
         image_id = self.resolve(source)
         self.set_reference(target, image_id)
+        self.store.set_last_tag_time(image_id, now_rfc3339())
         self.events.publish("tag", image_id, self._event_attrs(image_id, target.familiar))
         return image_id
 
     def set_reference(self, ref: ImageRef, image_id: str) -> str | None:
-        previous = self.store.set_ref(str(ref), image_id)
-        if "@" not in str(ref):
-            self.store.set_last_tag_time(image_id, now_rfc3339())
-        return previous
+        return self.store.set_ref(str(ref), image_id)
 
     def _event_attrs(self, image_id: str, name: str) -> dict[str, str]:
         attrs = dict(self.config(image_id).get("config", {}).get("Labels") or {})

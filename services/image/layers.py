@@ -148,6 +148,8 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) ->
     tar.extract(member, root, set_attrs=True, numeric_owner=True,
                 filter="fully_trusted")
     _apply_xattrs(member, target)
+    if member.issym():
+        return len(member.linkname)  # Docker's layer size counts symlinks' own size
     return member.size if member.isreg() else 0
 
 
