@@ -222,7 +222,7 @@ class Distribution:
             if failed:
                 self.images.collect_garbage()
         yield Message(f"Digest: {manifest.reference_digest}")
-        previous = self.images.store.resolve_ref(str(ref)) if ref.tag else None
+        previous = self.images.store.resolve_ref(str(ref))
         if ref.tag:
             self.images.set_reference(ref, image_id)
         self.images.set_reference(ref.with_digest(manifest.reference_digest), image_id)

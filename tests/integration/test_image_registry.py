@@ -52,6 +52,8 @@ def test_pull_progress_and_digests(engine: Engine, seeded: str) -> None:
     engine.docker("rmi", seeded)
     by_digest = engine.docker("pull", repo_digest).stdout.decode()
     assert "Digest: " + repo_digest.split("@")[1] in by_digest
+    again = engine.docker("pull", repo_digest).stdout.decode()
+    assert f"Status: Image is up to date for {repo_digest}" in again
     engine.docker("rmi", repo_digest)
 
 
