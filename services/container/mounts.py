@@ -53,7 +53,7 @@ MODE_KINDS = {**dict.fromkeys(RW_MODES, "rw"), **dict.fromkeys(LABEL_MODES, "lab
               **dict.fromkeys(COPY_MODES, "copy"),
               **dict.fromkeys(CONSISTENCY_MODES, "consistency")}
 DEFAULT_PROPAGATION = "rprivate"
-TMPFS_DEFAULTS = ["noexec", "nosuid", "nodev"]
+TMPFS_DEFAULTS = ["noexec", "nosuid", "nodev", "rprivate"]
 # Flags whose later occurrence cancels the earlier (mount(8) semantics).
 TMPFS_FLAG_PAIRS = {"exec": "noexec", "suid": "nosuid", "dev": "nodev", "rw": "ro",
                     "atime": "noatime", "diratime": "nodiratime"}
@@ -369,10 +369,12 @@ def _subpath_source(root: str, subpath: str) -> str:
 
 
 def _bind_options(request: Request) -> list[str]:
-    options = ["rbind" if request.recursive else "bind", request.propagation or
-               DEFAULT_PROPAGATION]
+    """As dockerd writes them: volumes carry no propagation, binds do."""
+    options = ["rbind" if request.recursive else "bind"]
     if request.read_only:
         options.append("ro")
+    if request.propagation:
+        options.append(request.propagation)
     return options
 
 

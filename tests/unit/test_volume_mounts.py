@@ -146,8 +146,10 @@ def test_plan_leases_volumes_and_orders_mounts(tmp_path: Path) -> None:
         destinations = [m["destination"] for m in plan.oci_mounts]
         assert destinations.index("/data") < destinations.index("/data/deep")
         by_dest = {m["destination"]: m for m in plan.oci_mounts}
-        assert by_dest["/data/deep"]["options"] == ["rbind", "rprivate", "ro"]
-        assert by_dest["/run"]["options"] == ["noexec", "nosuid", "nodev", "size=1m"]
+        assert by_dest["/data/deep"]["options"] == ["rbind", "ro"]
+        assert by_dest["/made"]["options"] == ["rbind", "rprivate"]
+        assert by_dest["/run"]["options"] == ["noexec", "nosuid", "nodev", "rprivate",
+                                              "size=1m"]
         assert by_dest["/data"]["options"][-1] == "size=4k"
         inspect = {m.destination: m for m in plan.mount_points()}
         assert "/run" not in inspect
