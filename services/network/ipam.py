@@ -67,11 +67,10 @@ def check_user_pool(subnet: IPv4Net, gateway: str, ip_range: str,
                     others: Iterable[IPv4Net]) -> None:
     """Docker's checks of a user's IPAM config."""
     if any(subnet.overlaps(other) for other in others):
-        raise PermissionDenied("invalid pool request: Pool overlaps with other one on this "
-                               "address space")
+        raise PermissionDenied("Pool overlaps with other one on this address space")
     if gateway and parse_address(gateway) not in subnet:
-        raise InvalidArgument(f"invalid network config:\ninvalid gateway address {gateway}: "
-                              f"it does not belong to subnet {subnet}")
+        raise InvalidArgument(f"failed to allocate gateway ({gateway}): Requested address is "
+                              f"out of range")
     if ip_range and not parse_subnet(ip_range).subnet_of(subnet):
         raise InvalidArgument(f"invalid network config:\ninvalid ip-range {ip_range}: "
                               f"it does not belong to subnet {subnet}")

@@ -23,6 +23,7 @@ from services.common.config import Config
 from services.common.errors import (
     AlreadyExists,
     BerthError,
+    Internal,
     InvalidArgument,
     NotFound,
     PermissionDenied,
@@ -441,12 +442,14 @@ class NetworkManager:
 
     def _check_connectable(self, network: NetworkRecord, sandbox: SandboxRecord | None) -> None:
         if network.driver == "host" or (sandbox is not None and sandbox.mode == "host"):
-            raise PermissionDenied("container cannot be disconnected from host network or "
-                                   "connected to host network")
-        shared = sandbox is not None and sandbox.mode.startswith("container:")
-        if network.driver == "null" or shared or (sandbox and sandbox.mode == "none"):
-            raise PermissionDenied("container sharing network namespace with another container "
-                                   "or host cannot be connected to any other network")
+            raise InvalidArgument("container cannot be disconnected from host network or "
+                                  "connected to host network")
+        if sandbox is not None and sandbox.mode.startswith("container:"):
+            raise InvalidArgument("container sharing network namespace with another container "
+                                  "or host cannot be connected to any other network")
+        if network.driver == "null" or (sandbox is not None and sandbox.mode == "none"):
+            raise InvalidArgument("container cannot be connected to multiple networks with one "
+                                  "of the networks in private (none) mode")
 
     def _check_static_ip(self, network: NetworkRecord, address: str) -> None:
         if not address:
@@ -471,13 +474,13 @@ class NetworkManager:
             network = self.find(ref)
             sandbox = self.store.sandbox(container_id)
             if network.driver == "host" or (sandbox is not None and sandbox.mode == "host"):
-                raise PermissionDenied("container cannot be disconnected from host network or "
-                                       "connected to host network")
+                raise InvalidArgument("container cannot be disconnected from host network or "
+                                      "connected to host network")
             endpoint = self.store.endpoint(network.id, container_id)
             if endpoint is None or endpoint.state != "connected":
                 if force:
                     return
-                raise PermissionDenied(f"container {container_id} is not connected to network "
+                raise Internal(f"container {container_id} is not connected to network "
                                        f"{network.name}")
             if endpoint.wired:
                 await self._unwire(network, endpoint)
