@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import posixpath
@@ -134,6 +135,7 @@ class Build:
         self.meta_args: dict[str, str] = {}
         self.used_args: set[str] = set()
         self.holders: list[str] = []
+        self.lease_numbers = itertools.count()
         self.views: dict[str, RootfsView] = {}
         self.containers: list[str] = []
         self.step = 0
@@ -164,16 +166,34 @@ class Build:
         if not image_id:
             return RootfsView([])
         if image_id not in self.views:
-            holder = f"build-{self.id}-{len(self.holders)}"
-            self.holders.append(holder)
-            self.views[image_id] = RootfsView(await self.peers.acquire_rootfs(image_id, holder))
+            _, lower_dirs = await self.acquire(image_id)
+            self.views[image_id] = RootfsView(lower_dirs)
         return self.views[image_id]
 
+    async def acquire(self, image_id: str) -> tuple[str, list[str]]:
+        """An image's layer dirs, under a lease (its holder is returned)."""
+        holder = f"build-{self.id}-{next(self.lease_numbers)}"
+        self.holders.append(holder)
+        self.builder.cache.hold("lease", holder)
+        return holder, await self.peers.acquire_rootfs(image_id, holder)
+
+    async def unlease(self, holder: str) -> None:
+        await self.peers.release_rootfs(holder)
+        self.builder.cache.let_go("lease", holder)
+        self.holders.remove(holder)
+
     async def release(self) -> None:
-        for holder in self.holders:
-            await self.peers.release_rootfs(holder)
+        """Let go of every lease, and remove the step containers not kept."""
+        for holder in list(self.holders):
+            await self.unlease(holder)
         for container_id in self.containers:
             await self.peers.remove_container(container_id)
+        self.keep_containers()
+
+    def keep_containers(self) -> None:
+        for container_id in self.containers:
+            self.builder.cache.let_go("container", container_id)
+        self.containers.clear()
 
     def build_arg_env(self, stage: Stage) -> list[str]:
         """Build args a RUN sees: declared ones with values, and given proxy args;
@@ -574,6 +594,7 @@ class Build:
         container_id, warnings = await self.peers.create_container(
             self.run_request(stage, cmd, arg_env))
         self.containers.append(container_id)
+        self.builder.cache.hold("container", container_id)
         for warning in warnings:
             yield self.say(f" ---> [Warning] {warning}\n")
         yield self.say(f" ---> Running in {container_id[:12]}\n")
@@ -592,10 +613,11 @@ class Build:
         else:
             self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved), 0)
         stage.image_id = image_id
-        self.containers.remove(container_id)
         if self.options.remove or self.options.force_remove:
             await self.peers.remove_container(container_id)
             yield self.say(f"Removing intermediate container {container_id[:12]}\n")
+        self.containers.remove(container_id)
+        self.builder.cache.let_go("container", container_id)
 
     @staticmethod
     def commit_leaks(stage: Stage, arg_env: list[str]) -> bool:
@@ -609,15 +631,13 @@ class Build:
     async def recommit(self, stage: Stage, committed: str, created_by: list[str],
                        key: str) -> str:
         """The committed layer again, with the step's own config and history."""
-        holder = f"build-{self.id}-recommit"
-        try:
-            lower_dirs = await self.peers.acquire_rootfs(committed, holder)
-            with self.builder.scratch_file() as layer:
+        with self.builder.scratch_file() as layer:
+            holder, lower_dirs = await self.acquire(committed)
+            try:
                 await _in_thread(write_layer_tar, Path(lower_dirs[0]), layer)
-                image_id = await self.commit(stage, created_by, key, layer,
-                                             layer.stat().st_size)
-        finally:
-            await self.peers.release_rootfs(holder)
+            finally:
+                await self.unlease(holder)
+            image_id = await self.commit(stage, created_by, key, layer, layer.stat().st_size)
         await self.peers.remove_image(committed)
         return image_id
 
@@ -669,6 +689,21 @@ class Builder:
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
 
+    async def let_go_of_leftovers(self, attempts: int = 60) -> None:
+        """After a crash, remove the step containers and release the leases
+        the interrupted builds held (retrying while the peers start)."""
+        pending = self.cache.held()
+        for _ in range(attempts):
+            for kind, ref in list(pending):
+                gone = await (self.peers.remove_container(ref) if kind == "container"
+                              else self.peers.release_rootfs(ref))
+                if gone:
+                    self.cache.let_go(kind, ref)
+                    pending.remove((kind, ref))
+            if not pending:
+                return
+            await asyncio.sleep(1)
+
     @contextlib.contextmanager
     def scratch_file(self):
         handle, name = tempfile.mkstemp(dir=self.workdir, suffix=".tar")
@@ -709,7 +744,7 @@ class Builder:
                 for message in buffered:
                     yield message
                 if not options.remove and not options.force_remove:
-                    build.containers.clear()  # rm=false keeps the failed step's container
+                    build.keep_containers()  # rm=false keeps the failed step's container
                 raise
             finally:
                 await build.release()

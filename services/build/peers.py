@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 
 import grpc
@@ -104,9 +104,10 @@ class Peers:
                 image_pb2.AcquireRootfsRequest(image=image, holder=holder))
         return list(rootfs.lower_dirs)
 
-    async def release_rootfs(self, holder: str) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await self.images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=holder))
+    async def release_rootfs(self, holder: str) -> bool:
+        """Whether the lease is gone (released, or never known)."""
+        return await _gone(self.images.ReleaseRootfs(
+            image_pb2.ReleaseRootfsRequest(holder=holder)))
 
     async def remove_image(self, image_id: str) -> bool:
         try:
@@ -154,10 +155,18 @@ class Peers:
                 container_id=container_id, config=config))
         return reply.id
 
-    async def remove_container(self, container_id: str) -> None:
-        with contextlib.suppress(grpc.aio.AioRpcError):
-            await self.containers.Remove(
-                container_pb2.RemoveContainerRequest(id=container_id, force=True))
+    async def remove_container(self, container_id: str) -> bool:
+        """Whether the container is gone (removed, or never known)."""
+        return await _gone(self.containers.Remove(
+            container_pb2.RemoveContainerRequest(id=container_id, force=True)))
+
+
+async def _gone(call: Awaitable) -> bool:
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error.code() == grpc.StatusCode.NOT_FOUND
+    return True
 
 
 def _colour(stream: int, text: str) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from services.build.builder import Builder
 from services.build.cache import BuildCache
@@ -21,7 +23,10 @@ async def setup(ctx: ServiceContext) -> list[str]:
     servicer = BuildServicer(builder, BuildCache(store, peers, events), events)
     build_pb2_grpc.add_BuildServiceServicer_to_server(servicer, ctx.server)
 
+    cleanup = asyncio.create_task(builder.let_go_of_leftovers())
+
     async def close() -> None:
+        cleanup.cancel()
         await peers.close()
         store.db.close()
     ctx.on_shutdown.append(close)

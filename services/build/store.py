@@ -23,6 +23,11 @@ CREATE TABLE IF NOT EXISTS cache (
     usage_count INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS cache_image ON cache (image_id);
+CREATE TABLE IF NOT EXISTS in_flight (
+    kind TEXT NOT NULL,
+    ref TEXT NOT NULL,
+    PRIMARY KEY (kind, ref)
+);
 """
 
 
@@ -70,3 +75,14 @@ class CacheStore:
     def all(self) -> list[CacheRecord]:
         return [CacheRecord(**dict(row))
                 for row in self.db.query("SELECT * FROM cache ORDER BY created_at")]
+
+    def hold(self, kind: str, ref: str) -> None:
+        """Note a step container or rootfs lease a running build holds, so a
+        restart after a crash can let go of it."""
+        self.db.execute("INSERT OR IGNORE INTO in_flight (kind, ref) VALUES (?, ?)", (kind, ref))
+
+    def let_go(self, kind: str, ref: str) -> None:
+        self.db.execute("DELETE FROM in_flight WHERE kind = ? AND ref = ?", (kind, ref))
+
+    def held(self) -> list[tuple[str, str]]:
+        return [(row["kind"], row["ref"]) for row in self.db.query("SELECT * FROM in_flight")]

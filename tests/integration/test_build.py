@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import tarfile
 import time
@@ -318,10 +320,14 @@ def ctl(engine: Engine, *args: str) -> str:
     return out.stdout
 
 
-def service_metrics(engine: Engine) -> dict:
+def build_service_status(engine: Engine) -> dict:
     out = subprocess.run([*BERTH, "status", "--exec-root", str(engine.exec_root), "--json"],
                          cwd=REPO, capture_output=True, text=True, timeout=30)
-    url = {row["service"]: row for row in json.loads(out.stdout)}["build"]["metrics_url"]
+    return {row["service"]: row for row in json.loads(out.stdout)}["build"]
+
+
+def service_metrics(engine: Engine) -> dict:
+    url = build_service_status(engine)["metrics_url"]
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     return {f.name: f for f in text_string_to_metric_families(text)}
 
@@ -437,26 +443,46 @@ def test_shell_escape_healthcheck_and_exec_form(engine: Engine, busybox: str,
     assert out == b"one two\nexec\n"
 
 
-def test_client_going_away_stops_the_build(engine: Engine, busybox: str,
-                                           tmp_path: Path) -> None:
-    context = write_context(tmp_path / "ctx", {
-        "Dockerfile": "FROM busybox\nRUN echo started && sleep 60\n"})
+def start_sleeping_build(engine: Engine, context: Path) -> subprocess.Popen:
+    """A docker build whose RUN step is running (and sleeping) on return."""
+    write_context(context, {"Dockerfile": "FROM busybox\nRUN echo started && sleep 60\n"})
     client = subprocess.Popen([DOCKER_CLI, "build", "-t", "abandoned", str(context)],
                               env=engine.env(), stdout=subprocess.PIPE, text=True)
-    try:
-        assert client.stdout is not None
-        for line in client.stdout:
-            if line.startswith("started"):
-                break
-        assert engine.docker("ps", "-q").stdout.strip()
-    finally:
-        client.kill()
-        client.wait()
-    deadline = time.monotonic() + 20
+    assert client.stdout is not None
+    for line in client.stdout:
+        if line.startswith("started"):
+            break
+    assert engine.docker("ps", "-q").stdout.strip()
+    return client
+
+
+def wait_for_no_containers(engine: Engine) -> None:
+    deadline = time.monotonic() + 30
     while engine.docker("ps", "-aq").stdout.strip() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert engine.docker("ps", "-aq").stdout.strip() == b""
+
+
+def test_client_going_away_stops_the_build(engine: Engine, busybox: str,
+                                           tmp_path: Path) -> None:
+    client = start_sleeping_build(engine, tmp_path / "ctx")
+    client.kill()
+    client.wait()
+    wait_for_no_containers(engine)
     assert "abandoned:" not in tags(engine)
+
+
+def test_restarted_build_service_removes_what_a_crash_left(engine: Engine, busybox: str,
+                                                           tmp_path: Path) -> None:
+    client = start_sleeping_build(engine, tmp_path / "ctx")
+    try:
+        os.kill(build_service_status(engine)["pid"], signal.SIGKILL)
+    finally:
+        client.kill()
+        client.wait()
+    wait_for_no_containers(engine)
+    assert "Successfully built" in build(engine, write_context(tmp_path / "after", {
+        "Dockerfile": "FROM busybox\nRUN true\n"})).stdout.decode()
 
 
 def test_private_base_image_uses_registry_config(engine: Engine, busybox_tar: Path,
