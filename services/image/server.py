@@ -17,7 +17,7 @@ async def setup(ctx: ServiceContext) -> list[str]:
     registries = Registries(ctx.config.engine)
     ctx.counts = lambda: {"images": images.count()}
     ctx.on_shutdown.append(registries.close)
-    images.refresh_metrics()
+    images.collect_garbage()  # layers and blobs of work a crash interrupted
     servicer = ImageServicer(images, events, Distribution(images, registries))
     image_pb2_grpc.add_ImageServiceServicer_to_server(servicer, ctx.server)
     return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]
