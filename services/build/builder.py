@@ -567,7 +567,7 @@ class Build:
         chmod = copier.parse_chmod(ins.flags.get("chmod", ""), name)
         tree = await self.copy_source(stage, self.word(stage, ins.flags.get("from", "")))
         parent = await self.view(stage.image_id)
-        plan = await _in_thread(copier.plan_copy, tree, words[:-1], words[-1],
+        plan = await asyncio.to_thread(copier.plan_copy, tree, words[:-1], words[-1],
                                 stage.config.working_dir, parent, name)
         owner = copier.parse_chown(chown, parent)
         dest = words[-1]
@@ -578,7 +578,7 @@ class Build:
             yield USING_CACHE
             return
         with self.builder.scratch_file() as layer:
-            await _in_thread(_write_layer, layer, parent, owner, chmod, plan)
+            await asyncio.to_thread(_write_layer, layer, parent, owner, chmod, plan)
             stage.image_id = await self.commit(stage, created_by, key, layer,
                                                layer.stat().st_size)
 
@@ -634,7 +634,7 @@ class Build:
         with self.builder.scratch_file() as layer:
             holder, lower_dirs = await self.acquire(committed)
             try:
-                await _in_thread(write_layer_tar, Path(lower_dirs[0]), layer)
+                await asyncio.to_thread(write_layer_tar, Path(lower_dirs[0]), layer)
             finally:
                 await self.unlease(holder)
             image_id = await self.commit(stage, created_by, key, layer, layer.stat().st_size)
@@ -665,10 +665,6 @@ class Build:
                 memory=o.memory, memory_swap=o.memory_swap, cpu_shares=o.cpu_shares,
                 cpu_period=o.cpu_period, cpu_quota=o.cpu_quota, cpuset_cpus=o.cpuset_cpus))
         return container_pb2.CreateContainerRequest(config=config, host_config=host)
-
-
-async def _in_thread(function, *args):
-    return await asyncio.to_thread(function, *args)
 
 
 def _write_layer(layer: Path, parent: RootfsView, owner: copier.Owner, chmod: int | None,
@@ -726,7 +722,8 @@ class Builder:
         step raise, later ones end the stream with an error message."""
         BUILDS.inc()
         self.check_tags(options.tags)
-        ctx = await _in_thread(build_context.unpack, upload, self.workdir, options.dockerfile)
+        ctx = await asyncio.to_thread(build_context.unpack, upload, self.workdir,
+                                      options.dockerfile)
         try:
             dockerfile = instructions.parse(ctx.dockerfile_text, ctx.dockerfile_name)
             build = Build(self, options, ctx, dockerfile)
@@ -748,14 +745,13 @@ class Builder:
                 raise
             finally:
                 await build.release()
+            for tag in options.tags:
+                await self.peers.tag(final, tag)
             if options.quiet:
                 yield {"stream": final + "\n"}
-                for tag in options.tags:
-                    await self.peers.tag(final, tag)
                 return
             yield {"stream": f"Successfully built {final.removeprefix('sha256:')[:12]}\n"}
             for tag in options.tags:
-                await self.peers.tag(final, tag)
                 yield {"stream": f"Successfully tagged {_full_tag(tag)}\n"}
         finally:
             ctx.remove()
