@@ -116,12 +116,18 @@ class Firewall:
     def __init__(self, table: str) -> None:
         self.table = table
         self._lock = asyncio.Lock()
+        self._loaded = ""   # the script the kernel holds; nft costs ~50 ms a run
 
     async def apply(self, bridges: list[BridgeRules], ports: list[PortRule]) -> None:
+        script = render(self.table, bridges, ports)
         async with self._lock:
-            await _nft(render(self.table, bridges, ports))
+            if script == self._loaded:
+                return
+            await _nft(script)
+            self._loaded = script
 
     async def remove(self) -> None:
         async with self._lock:
+            self._loaded = ""
             await _nft(f"table ip {self.table} {{}}\ndelete table ip {self.table}\n"
                        f"table bridge {self.table} {{}}\ndelete table bridge {self.table}\n")
