@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import docker
+from pyroute2 import IPRoute
+
+from services.common.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 BERTH = [sys.executable, "-m", "cli.main"]
@@ -112,6 +115,29 @@ def unmount_below(path: Path) -> None:
         subprocess.run(["umount", "-l", target], check=False, capture_output=True)
 
 
+def purge_instance(exec_root: Path) -> None:
+    """Remove what an engine leaves in the kernel by design (as docker0 stays
+    after dockerd stops): its links, nftables tables and cgroup parents. Only
+    objects named with this engine's instance prefix are touched."""
+    prefix = Config(exec_root=exec_root).instance_prefix
+    with IPRoute() as ipr:
+        for link in ipr.get_links():
+            name = link.get_attr("IFLA_IFNAME") or ""
+            if name.startswith(prefix):
+                with contextlib.suppress(Exception):
+                    ipr.link("del", index=link["index"])
+    for family in ("ip", "bridge", "inet"):
+        subprocess.run(["nft", "delete", "table", family, prefix], capture_output=True,
+                       check=False)
+    for parent in Path("/sys/fs/cgroup").glob(f"*/{prefix}"):
+        for child in sorted(parent.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if child.is_dir():
+                with contextlib.suppress(OSError):
+                    child.rmdir()
+        with contextlib.suppress(OSError):
+            parent.rmdir()
+
+
 @contextlib.contextmanager
 def running_engine(prefix: str = "berth-test-"):
     root = Path(tempfile.mkdtemp(prefix=prefix))
@@ -124,4 +150,5 @@ def running_engine(prefix: str = "berth-test-"):
             engine.clean()
         engine.stop()
         unmount_below(root)
+        purge_instance(engine.exec_root)
         shutil.rmtree(root, ignore_errors=True)
