@@ -1,0 +1,95 @@
+"""Pure parts of the network service: IPAM, port requests, nft rendering, files."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from services.common.errors import Conflict, InvalidArgument, PermissionDenied
+from services.network import files, ipam
+from services.network.firewall import BridgeRules, PortRule, render
+from services.network.ports import parse_host_ports, requests_for
+
+NET = ipaddress.IPv4Network
+
+
+def test_pick_subnet_skips_taken_and_overlapping() -> None:
+    assert ipam.pick_subnet([]) == NET("172.17.0.0/16")
+    taken = [NET("172.17.0.0/16"), NET("172.18.5.0/24")]
+    assert ipam.pick_subnet(taken) == NET("172.19.0.0/16")
+    every_172 = [NET("172.16.0.0/12")]
+    assert ipam.pick_subnet(every_172) == NET("192.168.0.0/20")
+    with pytest.raises(PermissionDenied):
+        ipam.pick_subnet([NET("172.16.0.0/12"), NET("192.168.0.0/16")])
+
+
+def test_user_pool_checks() -> None:
+    with pytest.raises(PermissionDenied, match="Pool overlaps"):
+        ipam.check_user_pool(NET("10.1.0.0/25"), "", "", [NET("10.1.0.0/24")])
+    with pytest.raises(InvalidArgument, match="Requested address is out of range"):
+        ipam.check_user_pool(NET("10.1.0.0/24"), "10.2.0.1", "", [])
+    with pytest.raises(InvalidArgument, match="ip-range"):
+        ipam.check_user_pool(NET("10.1.0.0/24"), "", "10.1.1.0/28", [])
+    ipam.check_user_pool(NET("10.1.0.0/24"), "10.1.0.254", "10.1.0.128/25", [])
+
+
+def test_allocation_and_static_addresses() -> None:
+    subnet = NET("10.1.0.0/29")
+    assert ipam.allocate(subnet, "", {"10.1.0.1"}) == "10.1.0.2"
+    assert ipam.allocate(subnet, "10.1.0.4/30", {"10.1.0.1"}) == "10.1.0.5"
+    with pytest.raises(Conflict):
+        ipam.allocate(subnet, "", {f"10.1.0.{i}" for i in range(1, 7)})
+    assert ipam.claim_static(subnet, "10.1.0.3", set()) == "10.1.0.3"
+    with pytest.raises(Conflict, match="Address already in use"):
+        ipam.claim_static(subnet, "10.1.0.3", {"10.1.0.3"})
+    with pytest.raises(InvalidArgument, match="does not belong"):
+        ipam.claim_static(subnet, "10.1.0.9", set())
+    assert ipam.free_count(subnet, "", {"10.1.0.1", "10.1.0.2"}) == 4
+    assert ipam.mac_for("172.17.0.2") == "02:42:ac:11:00:02"
+
+
+def test_port_requests() -> None:
+    requests = requests_for([("80/tcp", "", "8080"), ("53/udp", "127.0.0.1", "")],
+                            True, ["80/tcp", "443/tcp"])
+    assert [(r.container_port, r.proto, r.host_ip, r.host_ports) for r in requests] == [
+        (80, "tcp", "0.0.0.0", (8080, 8080)), (53, "udp", "127.0.0.1", (0, 0)),
+        (443, "tcp", "0.0.0.0", (0, 0))]
+    assert parse_host_ports("8000-8010") == (8000, 8010)
+    with pytest.raises(InvalidArgument):
+        parse_host_ports("9-1")
+    with pytest.raises(InvalidArgument):
+        requests_for([("80/icmp", "", "")], False, [])
+
+
+def test_render_rules() -> None:
+    script = render("btest", [
+        BridgeRules("btest0", "172.17.0.0/16", internal=False, icc=True),
+        BridgeRules("btest-a", "172.18.0.0/16", internal=True, icc=False,
+                    veths=("btestv1", "btestv2"))],
+        [PortRule("tcp", "127.0.0.1", 8080, "172.17.0.2", 80),
+         PortRule("udp", "0.0.0.0", 5353, "172.17.0.2", 53)])
+    assert script.startswith("table ip btest {}\ndelete table ip btest\n")
+    assert "ip daddr 127.0.0.1 tcp dport 8080 dnat to 172.17.0.2:80" in script
+    assert "    udp dport 5353 dnat to 172.17.0.2:53" in script
+    assert 'ip saddr 172.17.0.0/16 oifname != "btest0" masquerade' in script
+    assert 'ip saddr 172.18.0.0/16 oifname != "btest-a"' not in script
+    assert 'iifname "btest-a" oifname != "btest-a" drop' in script
+    assert 'iifname "btest0" oifname { "btest-a" } drop' in script
+    assert 'iifname { "btestv1", "btestv2" } oifname { "btestv1", "btestv2" } drop' in script
+
+
+def test_container_files(tmp_path, monkeypatch) -> None:
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.53\nnameserver 10.0.0.2\nsearch a.test b.test\n"
+                    "options ndots:2\n")
+    monkeypatch.setattr(files, "HOST_RESOLV_CONF", conf)
+    host = files.read_host_resolv_conf()
+    assert host.nameservers == ["127.0.0.53", "10.0.0.2"]
+    assert files.container_nameservers(host) == ["10.0.0.2"]
+    assert files.container_nameservers(files.HostResolvConf(["127.0.0.1"])) == \
+        files.FALLBACK_NAMESERVERS
+    assert files.resolv_conf(["10.0.0.2"], host.search, host.options) == \
+        "nameserver 10.0.0.2\nsearch a.test b.test\noptions ndots:2\n"
+    hosts = files.hosts_file("web", "example.test", "172.17.0.2", [("db", "10.0.0.9")])
+    assert hosts.endswith("10.0.0.9\tdb\n172.17.0.2\tweb.example.test web\n")
