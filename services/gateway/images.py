@@ -182,9 +182,6 @@ class ImageHandlers:
         """Pull (fromImage) or import (fromSrc)."""
         query = request.query
         if query.get("fromSrc"):
-            if query["fromSrc"] != "-":
-                raise HTTPError(400, "importing from a URL is not supported; send the "
-                                     "archive in the request body (fromSrc=-)")
             options = image_pb2.ImportOptions(
                 repo=query.get("repo", ""), tag=query.get("tag", ""),
                 changes=query.getall("changes", []), message=query.get("message", ""),

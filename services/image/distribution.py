@@ -11,7 +11,10 @@ import shutil
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import httpx
 
 from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
 from services.image import metrics, reference
@@ -126,6 +129,21 @@ class Distribution:
         session = self.registries.session(domain, creds, [])
         await session.ping()
         return "Login Succeeded"
+
+    async def download(self, url: str, path: Path) -> None:
+        """Fetch `docker import URL`'s archive to `path`."""
+        if not url.startswith(("http://", "https://")):
+            raise InvalidArgument(f"invalid import source {url!r}: not an http(s) URL")
+        try:
+            async with self.registries.client.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise InvalidArgument(f"error downloading {url}: "
+                                          f"{response.status_code} {response.reason_phrase}")
+                with path.open("wb") as file:
+                    async for chunk in iter_body(response):
+                        await asyncio.to_thread(file.write, chunk)
+        except httpx.HTTPError as exc:
+            raise Internal(f"error downloading {url}: {exc}") from exc
 
     # Manifests.
     async def fetch_manifest(self, session: RegistrySession, ref: ImageRef,

@@ -166,6 +166,8 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         try:
             options = await spool(request_iterator, raw, "options") or image_pb2.ImportOptions()
             tags = [reference.parse_repository(options.repo, options.tag)] if options.repo else []
+            if options.source_url not in ("", "-"):
+                await self._distribution.download(options.source_url, raw)
             digest = await asyncio.to_thread(self._images.content.put_decompressed, raw)
         finally:
             raw.unlink(missing_ok=True)

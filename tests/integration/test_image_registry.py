@@ -261,3 +261,19 @@ def test_push_aux_and_registry_events(engine: Engine, busybox: str, registry: Re
                         "--filter", "type=image", "--format", "{{json .}}").stdout
     events = {(e["Action"], e["Actor"]["ID"]) for e in map(json.loads, out.splitlines())}
     assert ("push", f"{target}:v2") in events and ("pull", f"{target}:v2") in events
+
+
+def test_import_from_url(engine: Engine, registry: Registry, seeded: str) -> None:
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    manifest = httpx.get(f"http://{registry.address}/v2/seed/busybox/manifests/1",
+                         headers=accept).json()
+    url = f"http://{registry.address}/v2/seed/busybox/blobs/{manifest['layers'][0]['digest']}"
+    engine.docker("import", url, "fromurl:1")
+    info = json.loads(engine.docker("image", "inspect", "fromurl:1").stdout)[0]
+    assert info["Comment"] == f"Imported from {url}"
+    config = httpx.get(f"http://{registry.address}/v2/seed/busybox/blobs/"
+                       f"{manifest['config']['digest']}").json()
+    assert info["RootFS"]["Layers"] == config["rootfs"]["diff_ids"]
+    missing = engine.docker("import", f"http://{registry.address}/nope", "x:1", check=False)
+    assert missing.returncode != 0 and b"404" in missing.stderr
+    engine.docker("rmi", "fromurl:1")
