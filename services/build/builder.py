@@ -638,7 +638,7 @@ class Build:
             finally:
                 await self.unlease(holder)
             image_id = await self.commit(stage, created_by, key, layer, layer.stat().st_size)
-        await self.peers.remove_image(committed)
+        await self.peers.remove_untagged_image(committed)
         return image_id
 
     @staticmethod

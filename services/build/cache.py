@@ -80,7 +80,7 @@ class BuildCache:
         for record in reversed(self._candidates(keep_storage, filters)):
             self.store.forget(record.key)
             deleted.append(record.key)
-            if await self.peers.remove_image(record.image_id):
+            if await self.peers.remove_untagged_image(record.image_id):
                 reclaimed += record.size
         self.events.publish("prune", "", {"reclaimed": str(reclaimed)})
         return deleted, reclaimed

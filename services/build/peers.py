@@ -109,8 +109,13 @@ class Peers:
         return await _gone(self.images.ReleaseRootfs(
             image_pb2.ReleaseRootfsRequest(holder=holder)))
 
-    async def remove_image(self, image_id: str) -> bool:
+    async def remove_untagged_image(self, image_id: str) -> bool:
+        """Remove an image nobody named (a build step's); tagged images and
+        images in use stay. Whether it went."""
         try:
+            image = await self.images.Inspect(image_pb2.InspectImageRequest(name=image_id))
+            if image.repo_tags:
+                return False
             await self.images.Remove(image_pb2.RemoveImageRequest(name=image_id))
         except grpc.aio.AioRpcError:
             return False

@@ -348,10 +348,11 @@ def test_ctl_cache_usage_prune_and_metrics(engine: Engine, busybox: str,
     assert families["berth_build_builds"].samples[0].value >= 2
     assert "berth_build_step_seconds" in families
 
-    engine.docker("rmi", "ctl-built")
     pruned = engine.docker("builder", "prune", "-f").stdout.decode()
     assert "Total reclaimed space" in pruned
     assert json.loads(ctl(engine, "du", "--json")) == []
+    assert "ctl-built:latest" in tags(engine)
+    engine.docker("rmi", "ctl-built")
     rebuilt = ctl(engine, str(context))
     assert "Using cache" not in rebuilt
 
