@@ -611,13 +611,20 @@ class Build:
         if self.commit_leaks(stage, arg_env):
             image_id = await self.recommit(stage, image_id, saved, key)
         else:
-            self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved), 0)
+            self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved),
+                                      await self.added_size(stage.image_id, image_id))
         stage.image_id = image_id
         if self.options.remove or self.options.force_remove:
             await self.peers.remove_container(container_id)
             yield self.say(f"Removing intermediate container {container_id[:12]}\n")
         self.containers.remove(container_id)
         self.builder.cache.let_go("container", container_id)
+
+    async def added_size(self, parent: str, image_id: str) -> int:
+        """Bytes a step's layer adds to its parent image."""
+        image = await self.peers.inspect_image(image_id)
+        base = await self.peers.inspect_image(parent) if parent else None
+        return max(0, (image.size if image else 0) - (base.size if base else 0))
 
     @staticmethod
     def commit_leaks(stage: Stage, arg_env: list[str]) -> bool:
