@@ -260,24 +260,32 @@ class Distribution:
         for position, i in enumerate(needed):
             if position >= PARALLEL_DOWNLOADS:
                 await emit(Message("Waiting", id=short(layers[i]["digest"])))
-        downloads = {i: asyncio.create_task(self._download(session, ref, layers[i], slots, emit))
-                     for i in needed}
+        # Each layer is unpacked as soon as it is downloaded (layer dirs do not
+        # depend on each other); "Pull complete" still comes in layer order.
+        completed = {i: asyncio.Event() for i in needed}
+
+        async def fetch(position: int, i: int) -> None:
+            layer = layers[i]
+            digest = layer["digest"]
+            await self._download(session, ref, layer, slots, emit)
+            await emit(Message("Extracting", id=short(digest), current=0,
+                               total=layer.get("size", 0)))
+            media = _layer_media_type(layer.get("mediaType", ""))
+            source = LayerSource(diff_id=diff_ids[i], media_type=media, blob_digest=digest)
+            await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
+            self.images.store.add_blob_source(digest, ref.domain, ref.path)
+            if position:
+                await completed[needed[position - 1]].wait()
+            await emit(Message("Pull complete", id=short(digest)))
+            completed[i].set()
+
+        tasks = [asyncio.create_task(fetch(position, i)) for position, i in enumerate(needed)]
         try:
-            for i in needed:
-                await downloads[i]
-                layer = layers[i]
-                digest = layer["digest"]
-                await emit(Message("Extracting", id=short(digest), current=0,
-                                   total=layer.get("size", 0)))
-                media = _layer_media_type(layer.get("mediaType", ""))
-                source = LayerSource(diff_id=diff_ids[i], media_type=media, blob_digest=digest)
-                await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
-                self.images.store.add_blob_source(digest, ref.domain, ref.path)
-                await emit(Message("Pull complete", id=short(digest)))
+            await asyncio.gather(*tasks)
         finally:
-            for task in downloads.values():
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*downloads.values(), return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _download(self, session: RegistrySession, ref: ImageRef, layer: dict[str, Any],
                         slots: asyncio.Semaphore, emit: Callable[[Message], Awaitable]) -> None:
