@@ -11,6 +11,7 @@ import grpc
 from prometheus_client import Counter, Histogram, start_http_server
 
 from services.common.errors import BerthError
+from services.common.validation import check_required
 
 GRPC_STARTED = Counter(
     "grpc_server_started_total", "RPCs started on the server.",
@@ -93,6 +94,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             if counted_input:
                 request = _count_messages(request, labels)
             try:
+                if not counted_input:
+                    check_required(request)
                 response = await behaviour(request, context)
                 GRPC_MSG_SENT.labels(*labels).inc()
                 return response
@@ -112,6 +115,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             if counted_input:
                 request = _count_messages(request, labels)
             try:
+                if not counted_input:
+                    check_required(request)
                 async for response in behaviour(request, context):
                     GRPC_MSG_SENT.labels(*labels).inc()
                     yield response

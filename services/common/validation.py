@@ -1,0 +1,33 @@
+"""Checks of request fields marked `[(berth.types.v1.required) = true]`.
+
+The interceptor runs this on every unary request, so a missing field is
+INVALID_ARGUMENT naming it, before any service code runs.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from berth.types.v1 import types_pb2
+from services.common.errors import InvalidArgument
+
+
+def _is_required(field: FieldDescriptor) -> bool:
+    return field.GetOptions().Extensions[types_pb2.required]
+
+
+def check_required(message: Message, path: str = "") -> None:
+    """Raise InvalidArgument for the first required field that is empty."""
+    for field in message.DESCRIPTOR.fields:
+        name = f"{path}{field.name}"
+        is_message = field.type == FieldDescriptor.TYPE_MESSAGE
+        is_repeated = field.is_repeated
+        if _is_required(field):
+            present = (len(getattr(message, field.name)) > 0 if is_repeated
+                       else message.HasField(field.name) if is_message
+                       else getattr(message, field.name) not in ("", 0, b""))
+            if not present:
+                raise InvalidArgument(f"{name} is required")
+        if is_message and not is_repeated and message.HasField(field.name):
+            check_required(getattr(message, field.name), f"{name}.")
