@@ -106,12 +106,22 @@ class DnsListeners:
         self._transports: dict[str, asyncio.DatagramTransport] = {}
 
     async def start(self, network_id: str, address: str) -> None:
+        """Listen on address:53; a host DNS server holding *:53 leaves the
+        network without names rather than failing it (see `serving`)."""
         if network_id in self._transports:
             return
         loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self._resolver), local_addr=(address, 53))
+        try:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _Protocol(self._resolver), local_addr=(address, 53))
+        except OSError as exc:
+            log.warning("no DNS for network %s: cannot listen on %s:53: %s",
+                        network_id[:12], address, exc)
+            return
         self._transports[network_id] = transport
+
+    def serving(self, network_id: str) -> bool:
+        return network_id in self._transports
 
     def stop(self, network_id: str) -> None:
         transport = self._transports.pop(network_id, None)

@@ -198,6 +198,11 @@ def _configure_inside(inside: IPRoute, w: Wiring) -> None:
         inside.route("replace", dst="0.0.0.0/0", gateway=w.gateway)
 
 
+def set_default_route(netns_path: str, gateway: str) -> None:
+    in_netns(netns_path, lambda inside: inside.route("replace", dst="0.0.0.0/0",
+                                                     gateway=gateway))
+
+
 def unique_name(prefix: str, tag: str) -> str:
     """An interface name `prefix`+`tag`+random hex, 15 characters."""
     room = 15 - len(prefix) - len(tag)

@@ -8,6 +8,7 @@ threads (kernel.py); a failure part-way undoes what the call created.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import os
@@ -486,6 +487,8 @@ class NetworkManager:
                 await self._unwire(network, endpoint)
             endpoint.state = "disconnected"
             self.store.save_endpoint(endpoint)
+            if sandbox is not None and sandbox.netns_path:
+                await self._restore_default_route(sandbox)
             await self._apply_firewall()
             self._refresh_metrics()
 
@@ -546,7 +549,8 @@ class NetworkManager:
         address = first[0].record.ip if first else ""
         extra = [self._extra_host(entry, first) for entry in spec.extra_hosts]
         sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, address, extra)
-        user_nets = [v for v in first if v.network.is_user_bridge]
+        user_nets = [v for v in first
+                     if v.network.is_user_bridge and self.dns.serving(v.network.id)]
         if user_nets:
             host = files.read_host_resolv_conf()
             sandbox.resolv_conf = files.resolv_conf(
@@ -661,6 +665,13 @@ class NetworkManager:
         ports = [Published(p["container_port"], p["proto"], p["host_ip"], p["host_port"])
                  for p in sandbox.ports]
         views = [v for v in self._views(sandbox.container_id) if v.record.state == "connected"]
+        if sandbox.mode in ("host", "none"):
+            # Docker lists these containers on the host/none network, without addresses.
+            network = self.find(sandbox.mode)
+            views = [EndpointView(network, EndpointRecord(
+                network_id=network.id, container_id=sandbox.container_id,
+                endpoint_id=hashlib.sha256((network.id + sandbox.container_id).encode())
+                .hexdigest(), container_name=sandbox.container_name))]
         return SandboxView(container_id=sandbox.container_id, netns_path=sandbox.netns_path,
                            network_mode=sandbox.mode, endpoints=views, ports=ports,
                            hosts=sandbox.hosts, resolv_conf=sandbox.resolv_conf)
@@ -701,8 +712,8 @@ class NetworkManager:
             await asyncio.to_thread(kernel.wire, wiring)
         except Exception as exc:
             self._release(endpoint)
-            raise InvalidArgument(f"failed to set up endpoint on network {network.name}: "
-                                  f"{exc}") from exc
+            raise Internal(f"failed to set up endpoint on network {network.name}: "
+                           f"{exc}") from exc
         self.events.publish("connect", network.id, {
             "container": endpoint.container_id, "name": network.name, "type": network.driver})
 
@@ -716,6 +727,14 @@ class NetworkManager:
             self.events.publish("disconnect", network.id, {
                 "container": endpoint.container_id, "name": network.name,
                 "type": network.driver})
+
+    async def _restore_default_route(self, sandbox: SandboxRecord) -> None:
+        """After a disconnect, route through the first network left with a way out."""
+        for view in self._views(sandbox.container_id):
+            if view.record.wired and not view.network.internal:
+                await asyncio.to_thread(kernel.set_default_route, sandbox.netns_path,
+                                        view.network.gateway)
+                return
 
     def _release(self, endpoint: EndpointRecord) -> None:
         endpoint.ip = endpoint.mac = endpoint.ifname = endpoint.host_ifname = ""

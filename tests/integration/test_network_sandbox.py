@@ -114,11 +114,12 @@ def test_bridge_sandbox_wiring(service: NetworkService, stub) -> None:
 
 def test_none_and_host_modes(stub) -> None:
     none = sandbox(stub, 2, network_mode="none")
-    assert not none.endpoints
+    assert [(e.network_name, e.ip_address) for e in none.endpoints] == [("none", "")]
     addr = run_in(none.netns_path, "busybox", "ip", "-o", "link").stdout
     assert "lo:" in addr and "eth0" not in addr
     host = sandbox(stub, 3, network_mode="host")
-    assert host.netns_path == "" and not host.endpoints
+    assert host.netns_path == ""
+    assert [(e.network_name, e.ip_address) for e in host.endpoints] == [("host", "")]
     assert host.resolv_conf == Path("/etc/resolv.conf").read_text()
 
 
@@ -210,6 +211,21 @@ def test_internal_and_icc(stub) -> None:
     assert run_in(q1.netns_path, "busybox", "ping", "-c1", "-W1", target).returncode != 0
     assert run_in(q1.netns_path, "busybox", "ping", "-c1", "-W2",
                   q1.endpoints[0].gateway).returncode == 0
+
+
+def test_default_route_moves_on_disconnect(stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="first"))
+    second = stub.Create(pb.CreateNetworkRequest(name="second")).id
+    box = sandbox(stub, 25, network_mode="first",
+                  endpoints=[pb.EndpointRequest(network="second")])
+    assert [e.network_name for e in box.endpoints] == ["first", "second"]
+    links_inside = run_in(box.netns_path, "busybox", "ip", "-o", "link").stdout
+    assert "eth0" in links_inside and "eth1" in links_inside
+    stub.Disconnect(pb.DisconnectRequest(container_id=cid(25), network="first"))
+    gateway = stub.Inspect(pb.InspectNetworkRequest(id=second)).ipam.config[0].gateway
+    route = run_in(box.netns_path, "busybox", "ip", "route").stdout
+    assert f"default via {gateway}" in route
+    assert run_in(box.netns_path, "busybox", "ping", "-c1", "-W2", gateway).returncode == 0
 
 
 def test_bad_input(stub) -> None:
