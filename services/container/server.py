@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from prometheus_client import REGISTRY
 
 from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
 from services.common.server import ServiceContext
+from services.container import mounts
 from services.container.cgroups import cgroups_path
 from services.container.containers import Manager
 from services.container.inside import Inside
@@ -18,7 +22,15 @@ from services.container.servicer import ContainerServicer
 async def setup(ctx: ServiceContext) -> list[str]:
     events = EventBus("container")
     manager = Manager(ctx.config, events, Peers(ctx.config))
+    started_ns = time.time_ns()
     await manager.recover()
+    # Volume leases of containers removed while the volume service was away.
+    releasing = asyncio.create_task(mounts.release_gone_holders(
+        set(manager.containers), started_ns, manager.peers.volumes))
+
+    async def stop_releasing() -> None:
+        releasing.cancel()
+    ctx.on_shutdown.append(stop_releasing)
     prefix = ctx.config.instance_prefix
     REGISTRY.register(ContainerCollector(lambda: [
         (c.id, c.name, c.state.status, cgroups_path(prefix, c.id))

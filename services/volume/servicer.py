@@ -59,6 +59,10 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
                                               request.remove_anonymous)
         return volume_pb2.ReleaseVolumeResponse(removed=removed)
 
+    async def ReleaseGone(self, request, context):  # noqa: N802
+        gone = await self._volumes.release_gone(set(request.holders), request.before_nano)
+        return volume_pb2.ReleaseGoneResponse(holders=gone)
+
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):
             yield event

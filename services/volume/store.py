@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +19,9 @@ CREATE TABLE IF NOT EXISTS volumes (
     anonymous  INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS leases (
-    volume TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
-    holder TEXT NOT NULL,
+    volume      TEXT NOT NULL REFERENCES volumes(name) ON DELETE CASCADE,
+    holder      TEXT NOT NULL,
+    acquired_ns INTEGER NOT NULL,
     PRIMARY KEY (volume, holder)
 );
 CREATE INDEX IF NOT EXISTS leases_by_holder ON leases(holder);
@@ -79,10 +81,17 @@ class VolumeStore:
                              (holder,))
         return [r["volume"] for r in rows]
 
+    def holders_before(self, acquired_ns: int) -> set[str]:
+        """Holders with a lease taken before `acquired_ns`."""
+        rows = self.db.query("SELECT DISTINCT holder FROM leases WHERE acquired_ns < ?",
+                             (acquired_ns,))
+        return {r["holder"] for r in rows}
+
     def add_lease(self, name: str, holder: str) -> bool:
         """Record `holder`'s lease; False when it already held one."""
-        return self.db.execute("INSERT OR IGNORE INTO leases (volume, holder) VALUES (?, ?)",
-                               (name, holder)) == 1
+        return self.db.execute(
+            "INSERT OR IGNORE INTO leases (volume, holder, acquired_ns) VALUES (?, ?, ?)",
+            (name, holder, time.time_ns())) == 1
 
     def drop_lease(self, name: str, holder: str) -> bool:
         return self.db.execute("DELETE FROM leases WHERE volume = ? AND holder = ?",

@@ -271,6 +271,18 @@ class VolumeManager:
                     await self.driver.unmount(volume)
         return removed
 
+    async def release_gone(self, holders: set[str], before_ns: int) -> list[str]:
+        """Drop the leases of holders not in `holders` taken before `before_ns`.
+
+        Their anonymous volumes stay (dangling, for prune): whether the
+        container was removed with -v is not known any more.
+        """
+        gone = sorted(self.store.holders_before(before_ns) - holders)
+        for holder in gone:
+            log.warning("dropping the volume leases of %s, which no longer exists", holder)
+            await self.release("", holder, remove_anonymous=False)
+        return gone
+
     # Upkeep
 
     async def reconcile(self) -> None:

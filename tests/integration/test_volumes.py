@@ -274,3 +274,18 @@ def test_ctl_volume(engine: Engine, volumes) -> None:
     assert json.loads(ctl("inspect", "ctl1"))["labels"] == {"a": "b"}
     assert "ctl1" in ctl("prune", "--all")
     assert ctl("ls", "--json").strip() == "[]"
+
+
+def test_leases_of_gone_containers_are_dropped_when_the_container_service_starts(
+        engine: Engine, volumes) -> None:
+    engine.docker("volume", "create", "orphan")
+    volumes.Acquire(volume_pb2.AcquireVolumeRequest(name="orphan", holder=HOLDER))
+    before = status(engine)["container"]["pid"]
+    os.kill(before, signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if not engine.docker("volume", "ls", "-q", "--filter", "dangling=false").stdout:
+            break
+        time.sleep(0.2)
+    assert status(engine)["container"]["pid"] != before
+    engine.docker("volume", "rm", "orphan")

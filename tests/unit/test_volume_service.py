@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -86,3 +87,20 @@ def test_driver_options_are_checked_as_moby(tmp_path: Path, options: dict[str, s
     with pytest.raises(InvalidArgument) as caught:
         asyncio.run(manager_on(tmp_path).create("v1", "local", options, {}))
     assert caught.value.message == message
+
+
+def test_release_gone_spares_known_holders_and_new_leases(root: Path) -> None:
+    async def scenario() -> tuple[list[str], list[str], list[str]]:
+        manager = manager_on(root)
+        await manager.acquire("data", "gone", "", {}, {}, False)
+        await manager.acquire("data", "alive", "", {}, {}, False)
+        cutoff = time.time_ns()
+        await manager.acquire("data", "creating", "", {}, {}, False)
+        await manager.acquire("", "gone", "", {}, {}, True)
+        dropped = await manager.release_gone({"alive"}, cutoff)
+        names = [v.record.name for v in await manager.list({}, usage=False)]
+        return dropped, manager.store.holders("data"), names
+    dropped, holders, names = asyncio.run(scenario())
+    assert dropped == ["gone"]
+    assert holders == ["alive", "creating"]
+    assert len(names) == 2
