@@ -1,4 +1,4 @@
-"""Docker API routes for the engine itself: ping, version, info, events."""
+"""Docker API routes for the engine itself: ping, version, info, events, df."""
 
 from __future__ import annotations
 
@@ -10,13 +10,18 @@ from typing import Any
 
 from aiohttp import web
 
+from berth.container.v1 import container_pb2
+from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
-from services.gateway import hostinfo
+from services.gateway import hostinfo, images
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
+from services.gateway.build import build_cache_usage
+from services.gateway.convert.container_view import api_version, summary_json
 from services.gateway.errors import bad_request
 from services.gateway.params import filters
 from services.gateway.routing import Route
+from services.gateway.volumes import volume_usage
 
 PING_HEADERS = {
     "API-Version": API_VERSION,
@@ -36,6 +41,7 @@ def routes(backends: Backends) -> list[Route]:
         Route("GET", "/version", handlers.version),
         Route("GET", "/info", handlers.info),
         Route("GET", "/events", handlers.events),
+        Route("GET", "/system/df", handlers.disk_usage),
     ]
 
 
@@ -200,3 +206,37 @@ class SystemHandlers:
     async def _finish_when_done(tasks: list[asyncio.Task], queue: asyncio.Queue) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
         await queue.put(None)
+
+    async def disk_usage(self, request: web.Request) -> web.Response:
+        """`docker system df`: each object type from its own service.
+
+        `type=` (API 1.42) limits the answer to some of the four kinds."""
+        wanted = set(request.query.getall("type", [])) or {
+            "image", "container", "volume", "build-cache"}
+        unknown = wanted - {"image", "container", "volume", "build-cache"}
+        if unknown:
+            raise bad_request(f"unknown object type: {sorted(unknown)[0]}")
+        version = api_version(request.match_info.get("version"))
+        body: dict[str, Any] = {}
+        containers = (await self.backends.container.List(
+            container_pb2.ListContainersRequest(all=True, size=True))).containers
+        if "image" in wanted:
+            body["LayersSize"] = (await self._counts()).get("layer_bytes", 0)
+            listed = await self.backends.image.List(
+                image_pb2.ListImagesRequest(all=True, shared_size=True))
+            body["Images"] = [self._image_usage(image, containers, version)
+                              for image in listed.images]
+        if "container" in wanted:
+            body["Containers"] = [summary_json(c, version, size=True) for c in containers]
+        if "volume" in wanted:
+            body["Volumes"] = await volume_usage(self.backends)
+        if "build-cache" in wanted:
+            body["BuildCache"] = await build_cache_usage(self.backends)
+        return web.json_response(body)
+
+    @staticmethod
+    def _image_usage(image: image_pb2.Image, containers: Any, version: Any) -> dict[str, Any]:
+        out = images.summary_json(image, version)
+        out["Containers"] = sum(1 for c in containers if c.image_id == image.id)
+        out["SharedSize"] = image.shared_size
+        return out

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from tests.support.engine import BERTH, DOCKER_CLI, REPO
 from tests.support.registry import free_port
 from tests.support.tls import Certs, make_certs
@@ -96,3 +97,28 @@ def test_docker_cli_over_tls(tmp_path: Path, certs: Certs, stopped_on_exit: list
                               f"tcp://127.0.0.1:{port}", "version"],
                              capture_output=True, text=True, timeout=30)
     assert no_cert.returncode != 0
+def test_gateway_answers_503_when_a_service_is_down(tmp_path: Path,
+                                                    stopped_on_exit: list) -> None:
+    gateway = serve("gateway", tmp_path)
+    stopped_on_exit.append(gateway)
+    with grpc.insecure_channel(f"unix://{tmp_path}/run/gateway.sock") as channel:
+        wait_serving(channel)
+    started = time.monotonic()
+    result = subprocess.run(
+        ["curl", "-sS", "--unix-socket", str(tmp_path / "run" / "docker.sock"),
+         "-w", "%{http_code}", "http://berth/v1.50/volumes"],
+        capture_output=True, text=True, timeout=10)
+    assert time.monotonic() - started < 2
+    assert result.stdout == '{"message": "volume service unavailable"}503'
+
+
+def test_grpc_invalid_argument_names_the_field(tmp_path: Path, stopped_on_exit: list) -> None:
+    process = serve("volume", tmp_path)
+    stopped_on_exit.append(process)
+    with grpc.insecure_channel(f"unix://{tmp_path}/run/volume.sock") as channel:
+        wait_serving(channel)
+        stub = volume_pb2_grpc.VolumeServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as error:
+            stub.Inspect(volume_pb2.InspectVolumeRequest(name=""), timeout=5)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "name" in error.value.details()
