@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -34,7 +35,7 @@ def stub(service: NetworkService):
     stub = service.stub()
     yield stub
     service.end_children()
-    for n in range(60):
+    for n in range(80):
         stub.ForgetContainer(pb.ForgetContainerRequest(container_id=cid(n)))
     for network in stub.List(pb.ListNetworksRequest()).networks:
         if network.name not in ("bridge", "host", "none"):
@@ -356,3 +357,33 @@ def test_dns_forwarding_and_metrics(service: NetworkService, stub) -> None:
     assert _metric(url, 'berth_network_dns_queries_total{outcome="answered"}') >= 1
     assert _metric(url, "berth_network_endpoints ") >= 1
     assert _metric(url, 'berth_network_free_addresses{network="fwd"}') == 65534 - 2
+
+
+def test_parallel_sandboxes_get_distinct_addresses(stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="busy"))
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        boxes = list(pool.map(lambda n: sandbox(stub, n, network_mode="busy"), range(60, 76)))
+    addresses = [b.endpoints[0].ip_address for b in boxes]
+    assert len(set(addresses)) == len(addresses)
+    for n in range(60, 76):
+        stub.ForgetContainer(pb.ForgetContainerRequest(container_id=cid(n)))
+
+
+def test_killed_service_recovers(service: NetworkService, stub) -> None:
+    kept = sandbox(stub, 56, port_mappings=[pb.PortMapping(container_port="80", host_port="0")])
+    lost = sandbox(stub, 57)
+    assert service.process is not None
+    service.process.kill()
+    service.process.wait()
+    # The container of `lost` went away while the service was down.
+    subprocess.run(["umount", lost.netns_path], check=True)
+    Path(lost.netns_path).unlink()
+    service.start()
+    stub = service.stub()
+    again = stub.GetSandbox(pb.GetSandboxRequest(container_id=cid(56)))
+    assert again.endpoints[0].ip_address == kept.endpoints[0].ip_address
+    with socket.socket() as probe, pytest.raises(OSError):
+        probe.bind(("0.0.0.0", kept.ports[0].host_port))
+    assert stub.GetSandbox(pb.GetSandboxRequest(container_id=cid(57))).netns_path == ""
+    lost_veth_gone = sandbox(stub, 58)
+    assert lost_veth_gone.endpoints[0].ip_address == lost.endpoints[0].ip_address
