@@ -181,6 +181,7 @@ class Inside:
         container = self._exec_target(container_id)
         config = container_pb2.ExecConfig(cmd=command, attach_stdout=True, attach_stderr=True)
         record = self.execs.create(container.id, config)
+        self._publish(f"exec_create: {record.command}", container, execID=record.id)
         try:
             sock = await self.execs.start(record, self._process(container, config),
                                           attach=True, timeout_seconds=max(1, int(timeout)))
@@ -188,6 +189,8 @@ class Inside:
             self.execs.forget(record.id)
             return failure.exit_code, failure.message
         assert sock is not None
+        self._publish(f"exec_start: {record.command}", container, execID=record.id)
+        keep_task(self._reporters, asyncio.create_task(self._report_exit(record, container)))
         output = bytearray()
         options = container_pb2.AttachOptions(stdout=True, stderr=True)
         try:

@@ -179,6 +179,10 @@ def test_healthcheck_states_and_events(engine: Engine, busybox: str) -> None:
             "events", "--since", since, "--until", str(time.time() + 1), "--format",
             "{{.Action}}", "--filter", "event=health_status"))
         assert "health_status: unhealthy" in events and "health_status: healthy" in events
+        probes = out(engine.docker(
+            "events", "--since", since, "--until", str(time.time() + 1), "--format",
+            "{{.Action}}", "--filter", "container=healthy-box", "--filter", "event=exec_die"))
+        assert probes.count("exec_die") >= 3
         engine.docker("pause", "healthy-box")
         time.sleep(1.2)
         assert health()["Status"] == "healthy"
