@@ -11,11 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
-from services.common.errors import InvalidArgument
-from services.image.layers import decompressed
-
-CHUNK = 1 << 20
-
 
 class BlobWriter:
     """A blob being written: hashes as it goes, lands only when committed."""
@@ -60,40 +55,26 @@ class ContentStore:
         return Path(name)
 
     @contextmanager
-    def writer(self, expected: str = "") -> Iterator[BlobWriter]:
-        """Write a blob; on leaving, verify `expected` (if given) and commit it.
-        An exception or a digest mismatch leaves nothing behind."""
+    def writer(self) -> Iterator[BlobWriter]:
+        """Write a blob, named by the sha256 of what was written when the block
+        ends; an exception inside the block leaves nothing behind."""
         fd, name = tempfile.mkstemp(dir=self.tmp, suffix=".blob")
         path = Path(name)
         try:
             with os.fdopen(fd, "wb") as file:
                 writer = BlobWriter(file, path)
                 yield writer
-            if expected and writer.digest != expected:
-                raise InvalidArgument(
-                    f"digest mismatch: expected {expected}, got {writer.digest}")
             os.replace(path, self.path(writer.digest))
         finally:
             path.unlink(missing_ok=True)
 
-    def put(self, data: bytes, expected: str = "") -> str:
-        with self.writer(expected) as writer:
+    def put(self, data: bytes) -> str:
+        with self.writer() as writer:
             writer.write(data)
         return writer.digest
-
-    def put_file(self, source: BinaryIO, expected: str = "") -> tuple[str, int]:
-        with self.writer(expected) as writer:
-            while chunk := source.read(CHUNK):
-                writer.write(chunk)
-        return writer.digest, writer.size
 
     def delete(self, digest: str) -> None:
         self.path(digest).unlink(missing_ok=True)
 
     def digests(self) -> list[str]:
         return ["sha256:" + p.name for p in self.root.iterdir()]
-
-    def put_decompressed(self, source: Path) -> str:
-        """Store the uncompressed form of a (maybe gzip/zstd) tar file."""
-        with source.open("rb") as raw:
-            return self.put_file(decompressed(raw))[0]

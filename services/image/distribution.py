@@ -239,7 +239,6 @@ class Distribution:
         finally:
             if failed:
                 self.images.collect_garbage()
-        yield Message(f"Digest: {manifest.reference_digest}")
         previous = self.images.store.resolve_ref(str(ref))
         if ref.tag:
             self.images.set_reference(ref, image_id)
@@ -247,6 +246,7 @@ class Distribution:
         self.images.events.publish("pull", ref.familiar, {"name": ref.familiar})
         metrics.PULL_SECONDS.observe(time.monotonic() - started)
         state = "Image is up to date" if previous == image_id else "Downloaded newer image"
+        yield Message(f"Digest: {manifest.reference_digest}")
         yield Message(f"Status: {state} for {ref.familiar}")
 
     async def _pull_layers(self, session: RegistrySession, ref: ImageRef,
@@ -363,9 +363,12 @@ class Distribution:
             async with slots:
                 known = self.images.store.layer_blobs(diff_id)
                 blob = await asyncio.to_thread(self._compressed_blob, diff_id, known)
-                self.images.store.add_layer_blob(blob)
-                await self._upload_blob(session, ref, blob.digest, blob.size, emit,
-                                        progress_id=short(diff_id))
+                try:
+                    self.images.store.add_layer_blob(blob)
+                    await self._upload_blob(session, ref, blob.digest, blob.size, emit,
+                                            progress_id=short(diff_id))
+                finally:
+                    self.images.unpin(blob.digest)
                 return blob
 
         blobs = await asyncio.gather(*(push_layer(d) for d in reversed(diff_ids)))
@@ -386,16 +389,18 @@ class Distribution:
         result["size"] = len(manifest)
 
     def _compressed_blob(self, diff_id: str, blobs: list[LayerBlob]) -> LayerBlob:
-        """A gzip blob of the layer among `blobs`, or made from one of them
-        (runs in a thread)."""
+        """A gzip blob of the layer among `blobs`, or made from one of them;
+        pinned for the caller to unpin (runs in a thread)."""
         for blob in blobs:
             if blob.media_type == LAYER_GZIP and self.images.content.exists(blob.digest):
+                self.images.pin(blob.digest)
                 return blob
         source = next(b for b in blobs if self.images.content.exists(b.digest))
-        with self.images.content.writer() as writer, \
-                self.images.content.path(source.digest).open("rb") as raw, \
-                gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as packed:
-            shutil.copyfileobj(decompressed(raw), packed, 1 << 20)
+        with self.images.content.writer() as writer:
+            with self.images.content.path(source.digest).open("rb") as raw, \
+                    gzip.GzipFile(fileobj=writer, mode="wb", compresslevel=1, mtime=0) as packed:
+                shutil.copyfileobj(decompressed(raw), packed, 1 << 20)
+            self.images.pin(writer.digest)
         return LayerBlob(diff_id, writer.digest, LAYER_GZIP, writer.size)
 
     async def _upload_blob(self, session: RegistrySession, ref: ImageRef, digest: str,

@@ -7,7 +7,9 @@ import asyncio
 import fnmatch
 import json
 import re
+import shutil
 import tarfile
+import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -21,7 +23,7 @@ from services.common.errors import Conflict, Internal, InvalidArgument, NotFound
 from services.common.events import EventBus
 from services.image import archive, metrics, reference
 from services.image.content import ContentStore
-from services.image.layers import LayerDirs, Unpacked, chain_ids
+from services.image.layers import LayerDirs, Unpacked, chain_ids, decompressed
 from services.image.progress import Message, short
 from services.image.reference import ImageRef
 from services.image.store import ImageRow, ImageStore, LayerBlob
@@ -90,7 +92,6 @@ class LayerSource:
     diff_id: str
     open: Callable[[], IO[bytes]] | None = None
     media_type: str = LAYER_TAR
-    expected_digest: str = ""
     blob_digest: str = ""  # set when the blob is already in the content store
 
 
@@ -102,6 +103,7 @@ class Images:
         self.events = events
         self._configs: dict[str, dict[str, Any]] = {}
         self._pinned: Counter[str] = Counter()
+        self._pin_lock = threading.Lock()  # worker threads pin what they write
         self._layer_locks: dict[str, asyncio.Lock] = {}
 
     # Lookup.
@@ -146,9 +148,13 @@ class Images:
     def count(self) -> int:
         return self.store.count_images()
 
+    def layer_bytes(self) -> int:
+        """Bytes of every unpacked layer, each counted once however shared."""
+        return sum(row["size"] for row in self.store.layers())
+
     def refresh_metrics(self) -> None:
         metrics.IMAGES.set(self.count())
-        metrics.LAYER_BYTES.set(sum(row["size"] for row in self.store.layers()))
+        metrics.LAYER_BYTES.set(self.layer_bytes())
 
     # Listing.
     def list(self, filters: dict[str, list[str]], show_all: bool = False) -> list[ImageRecord]:
@@ -345,7 +351,9 @@ class Images:
 
     # Garbage collection of layers and blobs nobody uses any more.
     def collect_garbage(self, records: list[DeleteItem] | None = None) -> list[str]:
-        used_chains: set[str] = set(self._pinned)
+        with self._pin_lock:
+            pinned = set(self._pinned)
+        used_chains: set[str] = set(pinned)
         used_blobs: set[str] = set()
         for row in self.store.images():
             used_blobs.add(row.id)
@@ -370,7 +378,7 @@ class Images:
             else:
                 self.store.delete_layer_blobs(blob.diff_id)
         for digest in self.content.digests():
-            if digest not in used_blobs and not self._pinned.get(digest):
+            if digest not in used_blobs and digest not in pinned:
                 self.content.delete(digest)
         self.refresh_metrics()
         return removed
@@ -391,15 +399,31 @@ class Images:
             self.collect_garbage()
 
     # Adding images.
+    def pin(self, *keys: str) -> None:
+        """Keep layers/blobs being added safe from garbage collection."""
+        with self._pin_lock:
+            self._pinned.update(keys)
+
+    def unpin(self, *keys: str) -> None:
+        with self._pin_lock:
+            self._pinned.subtract(keys)
+            self._pinned += Counter()
+
     @contextmanager
     def pinned(self, *keys: str) -> Iterator[None]:
-        """Keep layers/blobs being added safe from a concurrent garbage collection."""
-        self._pinned.update(keys)
+        self.pin(*keys)
         try:
             yield
         finally:
-            self._pinned.subtract(keys)
-            self._pinned += Counter()
+            self.unpin(*keys)
+
+    def store_tar(self, path: Path) -> str:
+        """Store the uncompressed form of a (maybe compressed) tar; returns its
+        digest, pinned for the caller to unpin (runs in a thread)."""
+        with path.open("rb") as raw, self.content.writer() as writer:
+            shutil.copyfileobj(decompressed(raw), writer, 1 << 20)
+            self.pin(writer.digest)
+        return writer.digest
 
     async def add_layer(self, source: LayerSource, chain: str, parent: str) -> None:
         lock = self._layer_locks.setdefault(chain, asyncio.Lock())
@@ -408,30 +432,37 @@ class Images:
                 known = {blob.digest for blob in self.store.all_layer_blobs()}
                 digest, size, unpacked = await asyncio.to_thread(self._ingest, source, chain,
                                                                  known)
-                self.store.add_layer_blob(LayerBlob(source.diff_id, digest,
-                                                    source.media_type, size))
-                self.store.add_layer(chain, source.diff_id, parent, unpacked.size)
+                try:
+                    self.store.add_layer_blob(LayerBlob(source.diff_id, digest,
+                                                        source.media_type, size))
+                    self.store.add_layer(chain, source.diff_id, parent, unpacked.size)
+                finally:
+                    self.unpin(digest)
         self._layer_locks.pop(chain, None)
 
     def _ingest(self, source: LayerSource, chain: str,
                 known_blobs: set[str]) -> tuple[str, int, Unpacked]:
-        """Store the blob, unpack it, verify the diff ID (runs in a thread)."""
+        """Store the blob, unpack it, verify the diff ID (runs in a thread).
+        The blob comes back pinned for the caller to unpin once recorded."""
         if source.blob_digest:
             digest = source.blob_digest
             size = self.content.path(digest).stat().st_size
+            self.pin(digest)
         else:
             if source.open is None:
                 raise Internal(f"no content for layer {source.diff_id}")
-            with source.open() as stream:
-                digest, size = self.content.put_file(stream, source.expected_digest)
-        with self.pinned(digest):
-            try:
-                with self.content.path(digest).open("rb") as blob:
-                    unpacked = self.layers.unpack(blob, chain, source.diff_id)
-            except BaseException:
-                if digest not in known_blobs:
-                    self.content.delete(digest)
-                raise
+            with source.open() as stream, self.content.writer() as writer:
+                shutil.copyfileobj(stream, writer, 1 << 20)
+                self.pin(writer.digest)
+            digest, size = writer.digest, writer.size
+        try:
+            with self.content.path(digest).open("rb") as blob:
+                unpacked = self.layers.unpack(blob, chain, source.diff_id)
+        except BaseException:
+            self.unpin(digest)
+            if digest not in known_blobs:
+                self.content.delete(digest)
+            raise
         return digest, size, unpacked
 
     def register(self, config_bytes: bytes, parent: str = "") -> str:

@@ -15,7 +15,7 @@ async def setup(ctx: ServiceContext) -> list[str]:
     events = EventBus("image")
     images = Images(ctx.config.service_dir("image"), events)
     registries = Registries(ctx.config.engine)
-    ctx.counts = lambda: {"images": images.count()}
+    ctx.counts = lambda: {"images": images.count(), "layer_bytes": images.layer_bytes()}
     ctx.on_shutdown.append(registries.close)
     images.collect_garbage()  # layers and blobs of work a crash interrupted
     servicer = ImageServicer(images, events, Distribution(images, registries))

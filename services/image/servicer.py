@@ -168,15 +168,18 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             tags = [reference.parse_repository(options.repo, options.tag)] if options.repo else []
             if options.source_url not in ("", "-"):
                 await self._distribution.download(options.source_url, raw)
-            digest = await asyncio.to_thread(self._images.content.put_decompressed, raw)
+            digest = await asyncio.to_thread(self._images.store_tar, raw)
         finally:
             raw.unlink(missing_ok=True)
         os_name, _, arch = (options.platform or "linux/amd64").partition("/")
-        spec = NewImage(
-            config=apply_changes({}, list(options.changes)), tags=tags, os=os_name,
-            architecture=arch.split("/")[0],
-            comment=options.message or f"Imported from {options.source_url or '-'}")
-        image_id = await create_image(self._images, spec, digest)
+        try:
+            spec = NewImage(
+                config=apply_changes({}, list(options.changes)), tags=tags, os=os_name,
+                architecture=arch.split("/")[0],
+                comment=options.message or f"Imported from {options.source_url or '-'}")
+            image_id = await create_image(self._images, spec, digest)
+        finally:
+            self._images.unpin(digest)
         self._events.publish("import", image_id, {"name": image_id})
         yield types_pb2.Progress(status=image_id)
 
