@@ -251,7 +251,8 @@ class Build:
                 raise InvalidArgument(
                     f"failed to reach build target {self.options.target} in Dockerfile")
             stages = stages[:names.index(self.options.target.lower()) + 1]
-        stages[-1].instructions.extend(self.label_instructions())
+        if stages:
+            stages[-1].instructions.extend(self.label_instructions())
         self.total = len(self.dockerfile.meta_args) + sum(1 + len(s.instructions)
                                                           for s in stages)
         for arg in self.dockerfile.meta_args:

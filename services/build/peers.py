@@ -22,15 +22,8 @@ from services.common.clients import channel
 from services.common.config import Config
 
 _CHUNK = 1 << 20
-_ERRORS: dict[grpc.StatusCode, type[errors.BerthError]] = {
-    grpc.StatusCode.NOT_FOUND: errors.NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: errors.AlreadyExists,
-    grpc.StatusCode.FAILED_PRECONDITION: errors.Conflict,
-    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidArgument,
-    grpc.StatusCode.UNAUTHENTICATED: errors.Unauthenticated,
-    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDenied,
-    grpc.StatusCode.UNIMPLEMENTED: errors.Unimplemented,
-}
+# Each berth error class answers one gRPC code: map the codes back.
+_ERRORS = {cls.code: cls for cls in errors.BerthError.__subclasses__()}
 
 
 def berth_error(error: grpc.aio.AioRpcError) -> errors.BerthError:

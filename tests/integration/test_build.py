@@ -207,6 +207,7 @@ def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: st
     ("FROM busybox\nCOPY --from=127.0.0.1:1/nope / /\n",
      "invalid from flag value 127.0.0.1:1/nope: "),
     ("FROM busybox\nADD http://127.0.0.1:1/file /\n", "ADD failed: source http://127.0.0.1:1/file"),
+    ("ARG ONLY=1\n", "No image was generated. Is your Dockerfile empty?"),
     ("FROM busybox\nENV A=\"open\n",
      'failed to process "\\"open": unexpected end of statement while looking for matching '
      "double-quote"),
