@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.types.v1 import types_pb2
-from services.common.errors import InvalidArgument, require
+from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 from services.network.manager import (
     EndpointSpec,
@@ -100,8 +100,6 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         return network_pb2.PruneNetworksResponse(deleted=deleted)
 
     async def Connect(self, request, context):  # noqa: N802
-        require(request.container_id, "container_id")
-        require(request.endpoint.network, "endpoint.network")
         view = await self._manager.connect(request.container_id, request.container_name,
                                            _endpoint_spec(request.endpoint))
         if view is None:
@@ -109,12 +107,10 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         return network_pb2.ConnectResponse(endpoint=_endpoint(view))
 
     async def Disconnect(self, request, context):  # noqa: N802
-        require(request.container_id, "container_id")
         await self._manager.disconnect(request.container_id, request.network, request.force)
         return network_pb2.DisconnectResponse()
 
     async def CreateSandbox(self, request, context):  # noqa: N802
-        require(request.container_id, "container_id")
         spec = SandboxSpec(
             container_id=request.container_id, container_name=request.container_name,
             hostname=request.hostname, domainname=request.domainname,
@@ -141,8 +137,6 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         return network_pb2.ForgetContainerResponse()
 
     async def RenameContainer(self, request, context):  # noqa: N802
-        require(request.container_id, "container_id")
-        require(request.new_name, "new_name")
         await self._manager.rename_container(request.container_id, request.new_name)
         return network_pb2.RenameContainerResponse()
 
