@@ -233,7 +233,8 @@ class LayerWriter:
         return info
 
     def directory(self, path: str, mode: int = 0o755) -> None:
-        """Add `path` and its missing parents (existing ones keep their metadata)."""
+        """Add `path` and its missing parents, 0755 (existing ones keep their
+        metadata)."""
         path = posixpath.normpath(path)
         if path == "/" or path in self._written:
             return
@@ -241,14 +242,14 @@ class LayerWriter:
         if self._parent.exists(path):
             return
         info = self._own(tarfile.TarInfo(path.lstrip("/")))
-        info.type, info.mode = tarfile.DIRTYPE, mode if self._chmod is None else self._chmod
+        info.type, info.mode = tarfile.DIRTYPE, mode
         self._tar.addfile(info)
         self._written.add(path)
 
     def add(self, entry: Entry) -> None:
         self.directory(posixpath.dirname(entry.dest))
         if entry.host is None:
-            self.directory(entry.dest)
+            self.directory(entry.dest, 0o755 if self._chmod is None else self._chmod)
         elif entry.archive:
             self._unpack(entry.host, entry.dest)
         else:

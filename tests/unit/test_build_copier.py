@@ -113,6 +113,7 @@ def test_layer_writer_adds_missing_parents_only(context: copier.SourceTree, imag
         members = {m.name: m for m in tar}
     assert list(members) == ["etc/new", "etc/new/dir", "etc/new/dir/a.txt"]
     assert members["etc/new/dir/a.txt"].mode == 0o640
+    assert members["etc/new/dir"].mode == 0o755
     assert (members["etc/new"].uid, members["etc/new"].gid) == (5, 6)
 
 
