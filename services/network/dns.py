@@ -13,7 +13,7 @@ import logging
 import socket
 from collections.abc import Callable
 
-from dnslib import QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
 from prometheus_client import Counter
 
 log = logging.getLogger("berth.network.dns")
@@ -26,6 +26,9 @@ UPSTREAM_TIMEOUT = 2.0
 
 # (asker's IP, lower-case name) -> the addresses, or None when not a container
 Lookup = Callable[[str, str], list[str] | None]
+# (asker's IP, address) -> the container's "name.network", or None
+ReverseLookup = Callable[[str, str], str | None]
+ARPA = ".in-addr.arpa"
 # asker's IP -> upstream servers
 Upstreams = Callable[[str], list[str]]
 
@@ -43,9 +46,31 @@ def _forward(query: bytes, servers: list[str]) -> bytes | None:
 
 
 class Resolver:
-    def __init__(self, lookup: Lookup, upstreams: Upstreams) -> None:
+    def __init__(self, lookup: Lookup, reverse: ReverseLookup, upstreams: Upstreams) -> None:
         self._lookup = lookup
+        self._reverse = reverse
         self._upstreams = upstreams
+
+    def _local_answer(self, query: DNSRecord, asker: str) -> DNSRecord | None:
+        """The reply for a container name or address, None for anything else."""
+        question = query.q
+        name = str(question.qname).rstrip(".").lower()
+        if question.qtype == QTYPE.PTR and name.endswith(ARPA):
+            address = ".".join(reversed(name.removesuffix(ARPA).split(".")))
+            target = self._reverse(asker, address)
+            if target is None:
+                return None
+            reply = query.reply()
+            reply.add_answer(RR(question.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
+            return reply
+        addresses = self._lookup(asker, name)
+        if addresses is None:
+            return None
+        reply = query.reply()
+        if question.qtype in (QTYPE.A, QTYPE.ANY):
+            for address in addresses:
+                reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
+        return reply
 
     async def answer(self, data: bytes, asker: str) -> bytes | None:
         try:
@@ -54,16 +79,10 @@ class Resolver:
             return None
         if not query.questions:
             return None
-        question = query.q
-        name = str(question.qname).rstrip(".").lower()
-        addresses = self._lookup(asker, name)
-        if addresses is not None:
+        local = self._local_answer(query, asker)
+        if local is not None:
             DNS_QUERIES.labels("answered").inc()
-            reply = query.reply()
-            if question.qtype in (QTYPE.A, QTYPE.ANY):
-                for address in addresses:
-                    reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
-            return reply.pack()
+            return local.pack()
         forwarded = await asyncio.to_thread(_forward, data, self._upstreams(asker))
         if forwarded is None:
             DNS_QUERIES.labels("failed").inc()

@@ -157,7 +157,8 @@ class NetworkManager:
         self.store = store
         self.events = events
         self.firewall = Firewall(self.prefix)
-        self.dns = DnsListeners(Resolver(self._dns_lookup, self._dns_upstreams))
+        self.dns = DnsListeners(Resolver(self._dns_lookup, self._dns_reverse,
+                                         self._dns_upstreams))
         self._lock = asyncio.Lock()
         self._port_sockets: dict[str, list[socket.socket]] = {}
 
@@ -766,21 +767,31 @@ class NetworkManager:
 
     # -- DNS ----------------------------------------------------------------
 
-    def _dns_lookup(self, asker: str, name: str) -> list[str] | None:
+    def _visible_endpoints(self, asker: str) -> list[tuple[NetworkRecord, EndpointRecord]]:
+        """Wired endpoints on the user networks the asking container is on."""
         networks = {n.id: n for n in self.store.networks() if n.is_user_bridge}
         mine = [e for e in self.store.endpoints() if e.ip == asker and e.network_id in networks]
         if not mine:
-            return None
+            return []
         shared = {e.network_id for e in self.store.endpoints(container_id=mine[0].container_id)
-                  if e.wired}
+                  if e.wired} & networks.keys()
+        return [(networks[network_id], endpoint) for network_id in shared
+                for endpoint in self.store.endpoints(network_id=network_id) if endpoint.wired]
+
+    def _dns_lookup(self, asker: str, name: str) -> list[str] | None:
         found = []
-        for network_id in shared & networks.keys():
-            for endpoint in self.store.endpoints(network_id=network_id):
-                names = {endpoint.container_name.lower(), *map(str.lower, endpoint.aliases),
-                         endpoint.container_id[:12]}
-                if endpoint.wired and name in names:
-                    found.append(endpoint.ip)
+        for _, endpoint in self._visible_endpoints(asker):
+            names = {endpoint.container_name.lower(), *map(str.lower, endpoint.aliases),
+                     endpoint.container_id[:12]}
+            if name in names:
+                found.append(endpoint.ip)
         return found or None
+
+    def _dns_reverse(self, asker: str, address: str) -> str | None:
+        for network, endpoint in self._visible_endpoints(asker):
+            if endpoint.ip == address:
+                return f"{endpoint.container_name}.{network.name}"
+        return None
 
     def _dns_upstreams(self, asker: str) -> list[str]:
         for endpoint in self.store.endpoints():

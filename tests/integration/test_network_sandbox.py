@@ -172,6 +172,8 @@ def test_user_networks_dns_isolation(service: NetworkService, stub) -> None:
         lookup = run_in(a.netns_path, "busybox", "nslookup", name, nameserver)
         assert b_ip in lookup.stdout, lookup.stdout + lookup.stderr
     assert run_in(a.netns_path, "busybox", "ping", "-c1", "-W2", b_ip).returncode == 0
+    reverse = run_in(a.netns_path, "busybox", "nslookup", b_ip, nameserver)
+    assert "c11.front" in reverse.stdout, reverse.stdout + reverse.stderr
     stub.RenameContainer(pb.RenameContainerRequest(container_id=cid(11), new_name="renamed"))
     lookup = run_in(a.netns_path, "busybox", "nslookup", "renamed", nameserver)
     assert b_ip in lookup.stdout, lookup.stdout + lookup.stderr
