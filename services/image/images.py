@@ -51,6 +51,7 @@ class ImageRecord:
     row: ImageRow
     refs: list[str]
     containers: int
+    shared_size: int = -1  # bytes of layers other images use too; -1: not computed
 
     @property
     def diff_ids(self) -> list[str]:
@@ -157,13 +158,16 @@ class Images:
         metrics.LAYER_BYTES.set(self.layer_bytes())
 
     # Listing.
-    def list(self, filters: dict[str, list[str]], show_all: bool = False) -> list[ImageRecord]:
+    def list(self, filters: dict[str, list[str]], show_all: bool = False,
+             shared_size: bool = False) -> list[ImageRecord]:
         refs = self.store.all_refs()
         leases = self.store.lease_counts()
         with_children = {row.parent for row in self.store.images() if row.parent}
         records = [ImageRecord(id=row.id, config=self.config(row.id), row=row,
                                refs=refs.get(row.id, []), containers=leases.get(row.id, 0))
                    for row in self.store.images()]
+        if shared_size:
+            self._compute_shared_sizes(records)
         bounds = self._time_bounds(filters)
         result = []
         for record in records:
@@ -172,6 +176,14 @@ class Images:
             if self._matches(record, filters, bounds):
                 result.append(record)
         return result
+
+    def _compute_shared_sizes(self, records: list[ImageRecord]) -> None:
+        sizes = {row["chain_id"]: row["size"] for row in self.store.layers()}
+        chains = {r.id: set(chain_ids(r.diff_ids)) for r in records}
+        users = Counter(chain for used in chains.values() for chain in used)
+        for record in records:
+            record.shared_size = sum(sizes.get(c, 0) for c in chains[record.id]
+                                     if users[c] > 1)
 
     def _time_bounds(self, filters: dict[str, list[str]]) -> tuple[float, float]:
         def created_of(name: str) -> float:

@@ -29,7 +29,7 @@ def encode_image(record: ImageRecord) -> image_pb2.Image:
         architecture=config.get("architecture") or "", variant=config.get("variant") or "",
         os=config.get("os") or "", size=record.row.size, layers=record.diff_ids,
         last_tag_time=record.row.last_tag_time, labels=record.labels,
-        containers=record.containers)
+        containers=record.containers, shared_size=record.shared_size)
 
 
 def encode_items(items: list[DeleteItem]) -> list[image_pb2.DeleteItem]:
@@ -115,7 +115,8 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             platforms=platforms)
 
     async def List(self, request, context):  # noqa: N802
-        records = self._images.list(decode_filters(request.filters), show_all=request.all)
+        records = self._images.list(decode_filters(request.filters), show_all=request.all,
+                                    shared_size=request.shared_size)
         return image_pb2.ListImagesResponse(images=[encode_image(r) for r in records])
 
     async def Inspect(self, request, context):  # noqa: N802

@@ -166,3 +166,17 @@ def test_list_and_prune_filters(engine: Engine, busybox: str) -> None:
     bad = engine.docker("images", "--filter", "nosuch=1", check=False)
     assert bad.returncode != 0 and b"invalid filter 'nosuch'" in bad.stderr
     client.images.remove(first)
+
+
+def test_shared_size(engine: Engine, busybox: str) -> None:
+    stub = image_stub(engine)
+    base = json.loads(engine.docker("image", "inspect", busybox).stdout)[0]
+    child = commit(stub, image_pb2.CommitLayerOptions(parent=base["Id"],
+                                                      config=image_pb2.ImageConfig()),
+                   layer({"shared": b"12345"}))
+    listed = {i.id: i for i in stub.List(image_pb2.ListImagesRequest(shared_size=True)).images}
+    assert listed[base["Id"]].shared_size == base["Size"]
+    assert listed[child].shared_size == base["Size"]
+    assert listed[child].size == base["Size"] + 5
+    assert stub.List(image_pb2.ListImagesRequest()).images[0].shared_size == -1
+    engine.docker("rmi", child)
