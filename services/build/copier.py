@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.build.rootfs import RootfsView
+from services.build.rootfs import RootfsView, resolve_in_scope
 from services.common.errors import InvalidArgument
 
 _WILDCARD = set("*?[")
@@ -49,14 +49,14 @@ class SourceTree:
         self.view = view
 
     def host_path(self, rel: str) -> Path | None:
+        """Where `rel` is on the host, symlinks followed without leaving the tree."""
         if self.view is not None:
             return self.view.lookup(rel)
+        return self._in_context(resolve_in_scope(rel, self._in_context))
+
+    def _in_context(self, parts: list[str]) -> Path | None:
         assert self.root is not None
-        path = self.root / rel
-        if path.is_symlink():
-            target = os.path.normpath(os.path.join(os.path.dirname("/" + rel),
-                                                   os.readlink(path)))
-            path = self.root / target.lstrip("/")
+        path = self.root.joinpath(*parts)
         return path if os.path.lexists(path) else None
 
     def walk(self, rel: str) -> Iterator[tuple[str, Path]]:

@@ -9,11 +9,15 @@ from __future__ import annotations
 import os
 import stat
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+
+from services.common.errors import InvalidArgument
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
 WHITEOUT_PREFIX = ".wh."
 OPAQUE_MARKER = ".wh..wh..opq"
+MAX_SYMLINKS = 40
 
 
 def _is_whiteout(path: Path) -> bool:
@@ -31,22 +35,68 @@ def _is_opaque(path: Path) -> bool:
         return False
 
 
+def resolve_in_scope(path: str, find: Callable[[list[str]], Path | None]) -> list[str]:
+    """`path` as components with every symlink followed inside the tree that
+    `find` looks components up in: absolute targets start again at its root
+    and `..` stops there, so nothing outside it is ever reached (what Docker's
+    FollowSymlinkInScope does). A missing component ends the walk as is."""
+    pending = [p for p in path.split("/") if p not in ("", ".")]
+    resolved: list[str] = []
+    hops = 0
+    while pending:
+        part = pending.pop(0)
+        if part == "..":
+            resolved = resolved[:-1]
+            continue
+        host = find([*resolved, part])
+        if host is None or not host.is_symlink():
+            resolved.append(part)
+            continue
+        hops += 1
+        if hops > MAX_SYMLINKS:
+            raise InvalidArgument(f"{path}: too many levels of symbolic links")
+        target = os.readlink(host)
+        if target.startswith("/"):
+            resolved = []
+        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
+    return resolved
+
+
+def _in_layer(layer: Path, parts: list[str]) -> tuple[Path | None, bool]:
+    """One layer's own entry for `parts` (never through a symlink), and
+    whether it hides the layers below (a whiteout, a non-directory on the
+    way, or an opaque directory)."""
+    current = layer
+    for index, part in enumerate(parts):
+        parent, current = current, current / part
+        try:
+            info = os.lstat(current)
+        except OSError:
+            return None, index > 0 and _is_opaque(parent)
+        if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+            return None, True
+        if index < len(parts) - 1 and not stat.S_ISDIR(info.st_mode):
+            return None, True
+    return current, True
+
+
 class RootfsView:
     def __init__(self, lower_dirs: list[str]) -> None:
         self.layers = [Path(d) for d in lower_dirs]  # topmost first
 
-    def lookup(self, path: str) -> Path | None:
-        """The host path that holds `path` (absolute in the image), if any."""
-        parts = [p for p in path.split("/") if p]
+    def _find(self, parts: list[str]) -> Path | None:
         for layer in self.layers:
-            candidate = layer.joinpath(*parts)
-            if _is_whiteout(candidate):
-                return None
-            if os.path.lexists(candidate):
-                return candidate
-            if any(_is_opaque(layer.joinpath(*parts[:i])) for i in range(1, len(parts))):
-                return None
+            found, hides = _in_layer(layer, parts)
+            if found is not None or hides:
+                return found
         return None
+
+    def lookup(self, path: str) -> Path | None:
+        """The host path that holds `path` (absolute in the image), symlinks
+        followed inside the image."""
+        if not self.layers:
+            return None
+        return self._find(resolve_in_scope(path, self._find))
 
     def is_dir(self, path: str) -> bool:
         found = self.lookup(path)
@@ -62,13 +112,12 @@ class RootfsView:
     def tree(self, path: str) -> dict[str, Path]:
         """Every entry under directory `path`: relative name -> host path."""
         entries: dict[str, Path] = {}
-        base = [p for p in path.split("/") if p]
+        base = resolve_in_scope(path, self._find)
         for layer in reversed(self.layers):
-            top = layer.joinpath(*base)
-            if _is_whiteout(top):
-                entries.clear()
-                continue
-            if not top.is_dir() or top.is_symlink():
+            top, hides = _in_layer(layer, base)
+            if top is None or not top.is_dir() or top.is_symlink():
+                if hides:
+                    entries.clear()
                 continue
             if _is_opaque(top):
                 entries.clear()

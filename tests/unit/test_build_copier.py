@@ -143,3 +143,34 @@ def test_layer_tar_from_unpacked_layer(image: RootfsView, tmp_path: Path) -> Non
     with tarfile.open(out) as tar:
         names = tar.getnames()
     assert sorted(names) == [".wh.gone", "srv", "srv/.wh..wh..opq", "srv/new"]
+
+
+def test_symlinks_never_leave_the_context(context: copier.SourceTree,
+                                          image: RootfsView) -> None:
+    root = context.root
+    assert root is not None
+    (root / "host-etc").symlink_to("/etc")
+    (root / "up").symlink_to("../../../a.txt")
+    (root / "loop").symlink_to("loop")
+    with pytest.raises(InvalidArgument, match="file not found in build context"):
+        copier.plan_copy(context, ["host-etc/hostname"], "/x", "/", image, "COPY")
+    plan = copier.plan_copy(context, ["up"], "/x", "/", image, "COPY")
+    assert [e.host for e in plan.entries] == [root / "a.txt"]
+    with pytest.raises(InvalidArgument, match="too many levels of symbolic links"):
+        copier.plan_copy(context, ["loop"], "/x", "/", image, "COPY")
+
+
+def test_image_symlinks_resolve_inside_the_image(tmp_path: Path) -> None:
+    upper, lower = tmp_path / "upper", tmp_path / "lower"
+    (lower / "usr" / "bin").mkdir(parents=True)
+    (lower / "usr" / "bin" / "tool").write_text("tool")
+    (lower / "bin").symlink_to("usr/bin")
+    (lower / "hostlink").symlink_to("/etc")
+    (upper / "hostlink").mkdir(parents=True)
+    (upper / "abs").symlink_to("/usr/bin/tool")
+    view = RootfsView([str(upper), str(lower)])
+    assert view.read_text("/bin/tool") == "tool"
+    assert view.read_text("/abs") == "tool"
+    assert view.is_dir("/bin")
+    assert view.lookup("/hostlink/hostname") is None
+    assert list(view.tree("/bin")) == ["tool"]
