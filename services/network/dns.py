@@ -1,7 +1,7 @@
 """The embedded DNS resolver of user-defined networks.
 
-One UDP listener per user network, on the network's gateway address, port
-53 (the containers' resolv.conf names it). It answers the names of
+One UDP and one TCP listener per user network, on the network's gateway
+address, port 53 (the containers' resolv.conf names it). It answers the names of
 containers sharing a network with the asker (container names, aliases,
 short IDs) and forwards everything else to the asker's upstream servers.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import Callable
 
 from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
@@ -33,15 +34,29 @@ ARPA = ".in-addr.arpa"
 Upstreams = Callable[[str], list[str]]
 
 
-def _forward(query: bytes, servers: list[str]) -> bytes | None:
+def _exchange_udp(query: bytes, server: str) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(UPSTREAM_TIMEOUT)
+        sock.sendto(query, (server, 53))
+        return sock.recv(65535)
+
+
+def _exchange_tcp(query: bytes, server: str) -> bytes:
+    with socket.create_connection((server, 53), timeout=UPSTREAM_TIMEOUT) as sock:
+        sock.sendall(struct.pack("!H", len(query)) + query)
+        stream = sock.makefile("rb")
+        (length,) = struct.unpack("!H", stream.read(2))
+        return stream.read(length)
+
+
+def _forward(query: bytes, servers: list[str], tcp: bool) -> bytes | None:
+    """The first upstream answer; over TCP for TCP clients, as they asked."""
+    exchange = _exchange_tcp if tcp else _exchange_udp
     for server in servers:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-            sock.settimeout(UPSTREAM_TIMEOUT)
-            try:
-                sock.sendto(query, (server, 53))
-                return sock.recv(65535)
-            except OSError:
-                continue
+        try:
+            return exchange(query, server)
+        except (OSError, struct.error):
+            continue
     return None
 
 
@@ -72,7 +87,7 @@ class Resolver:
                 reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
         return reply
 
-    async def answer(self, data: bytes, asker: str) -> bytes | None:
+    async def answer(self, data: bytes, asker: str, tcp: bool = False) -> bytes | None:
         try:
             query = DNSRecord.parse(data)
         except Exception:
@@ -83,7 +98,7 @@ class Resolver:
         if local is not None:
             DNS_QUERIES.labels("answered").inc()
             return local.pack()
-        forwarded = await asyncio.to_thread(_forward, data, self._upstreams(asker))
+        forwarded = await asyncio.to_thread(_forward, data, self._upstreams(asker), tcp)
         if forwarded is None:
             DNS_QUERIES.labels("failed").inc()
             reply = query.reply()
@@ -118,35 +133,62 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class DnsListeners:
-    """The listeners of every user network, by network ID."""
+    """The UDP and TCP listeners of every user network, by network ID."""
 
     def __init__(self, resolver: Resolver) -> None:
         self._resolver = resolver
-        self._transports: dict[str, asyncio.DatagramTransport] = {}
+        self._listeners: dict[str, tuple[asyncio.DatagramTransport, asyncio.Server]] = {}
 
     async def start(self, network_id: str, address: str) -> None:
         """Listen on address:53; a host DNS server holding *:53 leaves the
         network without names rather than failing it (see `serving`)."""
-        if network_id in self._transports:
+        if network_id in self._listeners:
             return
         loop = asyncio.get_running_loop()
         try:
-            transport, _ = await loop.create_datagram_endpoint(
+            udp, _ = await loop.create_datagram_endpoint(
                 lambda: _Protocol(self._resolver), local_addr=(address, 53))
         except OSError as exc:
             log.warning("no DNS for network %s: cannot listen on %s:53: %s",
                         network_id[:12], address, exc)
             return
-        self._transports[network_id] = transport
+        try:
+            tcp = await asyncio.start_server(self._serve_tcp, address, 53)
+        except OSError as exc:
+            udp.close()
+            log.warning("no DNS for network %s: cannot listen on %s:53/tcp: %s",
+                        network_id[:12], address, exc)
+            return
+        self._listeners[network_id] = (udp, tcp)
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> None:
+        """RFC 7766 framing: each message behind its 2-byte length."""
+        asker = writer.get_extra_info("peername")[0]
+        try:
+            while True:
+                (length,) = struct.unpack("!H", await reader.readexactly(2))
+                reply = await self._resolver.answer(await reader.readexactly(length), asker,
+                                                    tcp=True)
+                if reply is None:
+                    break
+                writer.write(struct.pack("!H", len(reply)) + reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
 
     def serving(self, network_id: str) -> bool:
-        return network_id in self._transports
+        return network_id in self._listeners
 
     def stop(self, network_id: str) -> None:
-        transport = self._transports.pop(network_id, None)
-        if transport is not None:
-            transport.close()
+        listeners = self._listeners.pop(network_id, None)
+        if listeners is not None:
+            udp, tcp = listeners
+            udp.close()
+            tcp.close()
 
     def stop_all(self) -> None:
-        for network_id in list(self._transports):
+        for network_id in list(self._listeners):
             self.stop(network_id)

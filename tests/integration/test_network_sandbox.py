@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -335,6 +336,18 @@ class FakeUpstream:
         self.thread.join(timeout=5)
 
 
+TCP_QUERY = """
+import socket, struct, sys
+from dnslib import DNSRecord
+query = DNSRecord.question(sys.argv[2]).pack()
+with socket.create_connection((sys.argv[1], 53), timeout=5) as sock:
+    sock.sendall(struct.pack("!H", len(query)) + query)
+    stream = sock.makefile("rb")
+    (length,) = struct.unpack("!H", stream.read(2))
+    print(DNSRecord.parse(stream.read(length)).a.rdata)
+"""
+
+
 def _metric(url: str, name: str) -> float:
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     return sum(float(line.split()[-1]) for line in text.splitlines()
@@ -351,6 +364,8 @@ def test_dns_forwarding_and_metrics(service: NetworkService, stub) -> None:
         assert "192.0.2.123" in lookup.stdout, lookup.stdout + lookup.stderr
         assert run_in(box.netns_path, "busybox", "nslookup", "c55",
                       nameserver).returncode == 0
+        over_tcp = run_in(box.netns_path, sys.executable, "-c", TCP_QUERY, nameserver, "c55")
+        assert over_tcp.stdout.strip() == box.endpoints[0].ip_address, over_tcp.stderr
     finally:
         upstream.close()
     info = types_pb2_grpc.InfoStub(grpc.insecure_channel(f"unix://{service.socket}"))
