@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import secrets
@@ -52,6 +53,7 @@ _BACKOFF_START = 0.1
 _BACKOFF_MAX = 60.0
 _BACKOFF_RESET_AFTER = 10.0
 _ATTACH_SETTLE_SECONDS = 2.0
+_LOG_CHECK_SECONDS = 1.0
 # Statically linked: they run in any image.
 _INIT_BINARIES = ("/usr/bin/tini-static", "/usr/bin/catatonit")
 _DEFAULT_PATH_ENV = f"PATH={spec.DEFAULT_PATH}"
@@ -153,6 +155,7 @@ class Manager:
         configs.validate_resources(host.resources)
         configs.validate_restart_policy(host)
         configs.validate_runtime(host, self._runtime_name)
+        _log_limits(host.log_config)
         cid = secrets.token_hex(32)
         lease = await self.peers.acquire_rootfs(config.image, cid)
         directory = self._root / cid
@@ -161,7 +164,6 @@ class Manager:
             configs.merge_image_config(config, lease.image.config)
             configs.validate(config, host)
             spec.capabilities(host)
-            _bytes(host.log_config.config.get("max-size", ""))
             networking = container_pb2.NetworkingConfig()
             networking.CopyFrom(request.networking_config)
             self._apply_defaults(cid, config, host, networking)
@@ -351,11 +353,28 @@ class Manager:
     @staticmethod
     def _conmon_options(container: Container) -> ConmonOptions:
         config = container.config
-        size = container.host_config.log_config.config.get("max-size", "")
+        max_size, max_files = _log_limits(container.host_config.log_config)
+        # conmon truncates at its limit (counting across reopens): with several
+        # files the service rotates instead, checking every second.
+        size_cap = max_size if max_files == 1 else 0
         # Docker closes stdin when the first client detaches only without a TTY.
         return ConmonOptions(tty=config.tty, stdin=config.open_stdin,
                              stdin_once=config.stdin_once and not config.tty,
-                             log_size_max=_bytes(size))
+                             log_size_max=size_cap)
+
+    async def _rotate_logs(self) -> None:
+        """One loop for every container whose LogConfig keeps several files."""
+        while True:
+            await asyncio.sleep(_LOG_CHECK_SECONDS)
+            for container in list(self.containers.values()):
+                max_size, max_files = _log_limits(container.host_config.log_config)
+                if container.state.status not in ("running", "paused") or max_files < 2:
+                    continue
+                log_file = self.bundle(container).log
+                with contextlib.suppress(OSError, Conflict):
+                    if max_size and log_file.stat().st_size >= max_size:
+                        runtime.rotate_log(self.bundle(container),
+                                           functools.partial(logs.rotate, log_file, max_files))
 
     # -- exits, restart policies -----------------------------------------------
 
@@ -513,6 +532,7 @@ class Manager:
             self._cancel_restart(container)
         if container.running:
             await self._stop(container, signal_name, timeout)
+            self._publish("stop", container)
         await self.start(container.id)
         self._publish("restart", container)
 
@@ -743,6 +763,7 @@ class Manager:
 
     async def recover(self) -> None:
         """Re-adopt containers whose conmon survived; settle the others."""
+        self._tasks["log-rotation"] = asyncio.create_task(self._rotate_logs())
         for container in list(self.containers.values()):
             if container.state.status not in ("running", "paused", "restarting"):
                 continue
@@ -777,6 +798,15 @@ def _parse_signal(name: str) -> int:
         return runtime.signal_number(name)
     except ValueError:
         raise InvalidArgument(f"Invalid signal: {name}") from None
+
+
+def _log_limits(log_config: container_pb2.LogConfig) -> tuple[int, int]:
+    """LogConfig max-size in bytes (0: none) and max-file (default 1)."""
+    options = log_config.config
+    files = options.get("max-file", "1")
+    if not files.isdigit() or int(files) < 1:
+        raise InvalidArgument(f"invalid value for max-file: {files}")
+    return _bytes(options.get("max-size", "")), int(files)
 
 
 def _bytes(size: str) -> int:

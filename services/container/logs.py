@@ -63,20 +63,37 @@ class _Assembler:
         return LogLine(stream, data, parse_time(stamp))
 
 
+def rotated(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.name}.{index}")
+
+
 def read_lines(path: Path) -> tuple[list[LogLine], int]:
-    """The whole lines of the log, and the offset where they end (a follower
-    continues from there)."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return [], 0
-    end = raw.rfind(b"\n") + 1
+    """The whole lines of the log and its rotated files (oldest first), and
+    the offset in the live file where they end (a follower continues there)."""
+    older = sorted((p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
+                   key=lambda p: -int(p.suffix[1:]))
     assembler = _Assembler()
-    lines = []
-    for record in raw[:end].split(b"\n"):
-        if record and (line := assembler.feed(record)):
-            lines.append(line)
+    lines: list[LogLine] = []
+    end = 0
+    for file in [*older, path]:
+        try:
+            raw = file.read_bytes()
+        except FileNotFoundError:
+            continue
+        end = raw.rfind(b"\n") + 1
+        for record in raw[:end].split(b"\n"):
+            if record and (line := assembler.feed(record)):
+                lines.append(line)
     return lines, end
+
+
+def rotate(path: Path, max_files: int) -> None:
+    """Docker's json-file rotation: log -> log.1 -> ... -> log.<max_files - 1>."""
+    rotated(path, max_files - 1).unlink(missing_ok=True)
+    for index in range(max_files - 2, 0, -1):
+        if rotated(path, index).exists():
+            rotated(path, index).rename(rotated(path, index + 1))
+    path.rename(rotated(path, 1))
 
 
 def select(lines: list[LogLine], streams: set[str], since: int, until: int,

@@ -14,13 +14,15 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from services.common.errors import Conflict, Internal
 
 STDIN, STDOUT, STDERR = 1, 2, 3      # first byte of each attach-socket packet
-_RESIZE_EVENT = 1                    # conmon's ctl fifo message type
+_RESIZE_EVENT = 1                    # conmon's ctl fifo message types
+_REOPEN_LOG_EVENT = 2
 
 
 class CreateFailed(Exception):
@@ -245,14 +247,36 @@ def connect_attach(bundle: Bundle) -> socket.socket:
 
 def resize(bundle: Bundle, height: int, width: int) -> None:
     """Ask conmon to resize the container's pty."""
+    _control(bundle, f"{_RESIZE_EVENT} {height} {width}\n")
+
+
+def rotate_log(bundle: Bundle, rename: Callable[[], None]) -> None:
+    """`rename` the log files away, then have conmon start a new log file.
+
+    The control fifo is opened first: it fails once conmon is gone, and
+    then nothing is renamed.
+    """
+    fd = _open_control(bundle)
     try:
-        fd = os.open(bundle.ctl, os.O_WRONLY | os.O_NONBLOCK)
-    except OSError as exc:
-        raise Conflict(f"cannot resize container: {exc}") from exc
-    try:
-        os.write(fd, f"{_RESIZE_EVENT} {height} {width}\n".encode())
+        rename()
+        os.write(fd, f"{_REOPEN_LOG_EVENT} 0 0\n".encode())
     finally:
         os.close(fd)
+
+
+def _control(bundle: Bundle, message: str) -> None:
+    fd = _open_control(bundle)
+    try:
+        os.write(fd, message.encode())
+    finally:
+        os.close(fd)
+
+
+def _open_control(bundle: Bundle) -> int:
+    try:
+        return os.open(bundle.ctl, os.O_WRONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise Conflict(f"container is not running: {exc}") from exc
 
 
 def signal_number(name: str) -> int:

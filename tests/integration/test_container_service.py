@@ -483,3 +483,17 @@ def test_prune_and_sizes(stub, made):
     reply = stub.Prune(pb.PruneContainersRequest(filters=filters))
     assert list(reply.deleted) == [cid] and reply.space_reclaimed >= 4096
     assert inspect(stub, keep).id == keep
+
+
+def test_logs_rotate_per_log_config(stub, made):
+    host = pb.HostConfig(network_mode="none", log_config=pb.LogConfig(
+        type="json-file", config={"max-size": "2k", "max-file": "3"}))
+    script = "i=0; while [ $i -lt 400 ]; do i=$((i+1)); echo line$i; sleep 0.01; done"
+    cid, code = run(stub, made, "sh", "-c", script, host=host)
+    assert code == 0
+    log_path = Path(inspect(stub, cid).log_path)
+    files = {p.name for p in log_path.parent.glob("container.log*")}
+    assert {"container.log.1", "container.log.2"} <= files <= {
+        "container.log", "container.log.1", "container.log.2"}
+    numbers = [int(line[4:]) for line in output(stub, cid)[0].decode().split()]
+    assert numbers == list(range(numbers[0], 401)) and numbers[0] > 1
