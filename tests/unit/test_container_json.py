@@ -72,7 +72,7 @@ def test_cli_body_becomes_typed_request() -> None:
     assert host.mounts[0].type == "volume" and host.mounts[0].target == "/data"
     assert list(host.cap_add) == ["NET_ADMIN"]
     assert list(host.console_size) == [30, 120]
-    assert list(request.networking_config.endpoints_config["default"].aliases) == ["w"]
+    assert list(request.networking_config.endpoints_config["bridge"].aliases) == ["w"]
 
 
 def test_cmd_and_entrypoint_presence() -> None:

@@ -246,4 +246,6 @@ def create_request(name: str, platform: str, body: dict[str, Any]) -> pb.CreateC
         config=container_config(body),
         host_config=host_config(body.get("HostConfig") or {}),
         networking_config=pb.NetworkingConfig(endpoints_config={
-            net: endpoint_settings(settings) for net, settings in networking.items()}))
+            # The CLI keys the endpoint of `--network default` (the default) "default" too.
+            network_mode(net): endpoint_settings(settings)
+            for net, settings in networking.items()}))
