@@ -392,6 +392,7 @@ class Images:
         for digest in self.content.digests():
             if digest not in used_blobs and digest not in pinned:
                 self.content.delete(digest)
+                self.store.delete_blob_sources(digest)
         self.refresh_metrics()
         return removed
 

@@ -166,6 +166,9 @@ class ImageStore:
         self.db.execute("INSERT OR IGNORE INTO blob_sources VALUES (?, ?, ?)",
                         (digest, domain, repository))
 
+    def delete_blob_sources(self, digest: str) -> None:
+        self.db.execute("DELETE FROM blob_sources WHERE digest = ?", (digest,))
+
     def blob_sources(self, digest: str, domain: str) -> list[str]:
         rows = self.db.query("SELECT repository FROM blob_sources WHERE digest = ? AND "
                              "domain = ? ORDER BY rowid", (digest, domain))
