@@ -53,11 +53,12 @@ async def spool(requests: AsyncIterator, path: Path, options_field: str) -> obje
 
 
 def _size(value: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.4g}{unit}"
+    """Docker's HumanSize: decimal units, four significant digits."""
+    units = ["B", "kB", "MB", "GB", "TB"]
+    while value >= 1000 and len(units) > 1:
         value /= 1000
-    return f"{value}B"
+        units.pop(0)
+    return f"{value:.4g}{units[0]}"
 
 
 def progress_bar(current: int, total: int) -> str:
