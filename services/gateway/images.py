@@ -63,7 +63,7 @@ def summary_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
         "Containers": -1, "Created": created_unix(image.created),
         "Id": image.id, "Labels": dict(image.labels) or None, "ParentId": image.parent,
         "RepoDigests": list(image.repo_digests), "RepoTags": list(image.repo_tags),
-        "SharedSize": -1, "Size": image.size,
+        "SharedSize": image.shared_size, "Size": image.size,
     }
     if version < (1, 44):
         out["VirtualSize"] = image.size
