@@ -83,8 +83,9 @@ def default_gateway(subnet: IPv4Net) -> str:
 def allocate(subnet: IPv4Net, ip_range: str, reserved: set[str]) -> str:
     """The lowest free host address of `ip_range` (or the subnet)."""
     pool = parse_subnet(ip_range) if ip_range else subnet
-    for address in pool.hosts() if pool.prefixlen < 31 else pool:
-        if str(address) not in reserved and address != subnet.broadcast_address:
+    edges = (subnet.network_address, subnet.broadcast_address) if subnet.prefixlen < 31 else ()
+    for address in pool:
+        if address not in edges and str(address) not in reserved:
             return str(address)
     raise Conflict(f"no available IPv4 addresses on this network's address pools: "
                    f"{subnet}")
@@ -102,9 +103,9 @@ def claim_static(subnet: IPv4Net, requested: str, reserved: set[str]) -> str:
 
 def free_count(subnet: IPv4Net, ip_range: str, reserved: set[str]) -> int:
     pool = parse_subnet(ip_range) if ip_range else subnet
-    usable = pool.num_addresses - (2 if pool.prefixlen < 31 else 0)
-    taken = sum(1 for a in reserved if ipaddress.IPv4Address(a) in pool)
-    return max(usable - taken, 0)
+    edges = {subnet.network_address, subnet.broadcast_address} if subnet.prefixlen < 31 else set()
+    taken = edges | {ipaddress.IPv4Address(a) for a in reserved}
+    return pool.num_addresses - sum(1 for a in taken if a in pool)
 
 
 def mac_for(address: str) -> str:

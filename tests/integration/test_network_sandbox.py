@@ -217,6 +217,21 @@ def test_internal_and_icc(stub) -> None:
                   q1.endpoints[0].gateway).returncode == 0
 
 
+def test_bridge_options(service: NetworkService, stub) -> None:
+    name = f"{service.prefix}x"
+    stub.Create(pb.CreateNetworkRequest(name="tuned", options={
+        "com.docker.network.driver.mtu": "1400", "com.docker.network.bridge.name": name},
+        ipam=pb.IPAM(config=[pb.IPAMConfig(subnet="10.231.20.0/24",
+                                           ip_range="10.231.20.128/25")])))
+    assert name in links()
+    box = sandbox(stub, 26, network_mode="tuned")
+    assert box.endpoints[0].ip_address == "10.231.20.128"
+    assert "mtu 1400" in run_in(box.netns_path, "busybox", "ip", "link", "show", "eth0").stdout
+    stub.ForgetContainer(pb.ForgetContainerRequest(container_id=cid(26)))
+    stub.Remove(pb.RemoveNetworkRequest(id="tuned"))
+    assert name not in links()
+
+
 def test_default_route_moves_on_disconnect(stub) -> None:
     stub.Create(pb.CreateNetworkRequest(name="first"))
     second = stub.Create(pb.CreateNetworkRequest(name="second")).id

@@ -37,7 +37,9 @@ def test_user_pool_checks() -> None:
 def test_allocation_and_static_addresses() -> None:
     subnet = NET("10.1.0.0/29")
     assert ipam.allocate(subnet, "", {"10.1.0.1"}) == "10.1.0.2"
-    assert ipam.allocate(subnet, "10.1.0.4/30", {"10.1.0.1"}) == "10.1.0.5"
+    assert ipam.allocate(subnet, "10.1.0.4/30", {"10.1.0.1"}) == "10.1.0.4"
+    with pytest.raises(Conflict):  # 10.1.0.7 is the subnet's broadcast address
+        ipam.allocate(subnet, "10.1.0.4/30", {"10.1.0.4", "10.1.0.5", "10.1.0.6"})
     with pytest.raises(Conflict):
         ipam.allocate(subnet, "", {f"10.1.0.{i}" for i in range(1, 7)})
     assert ipam.claim_static(subnet, "10.1.0.3", set()) == "10.1.0.3"
