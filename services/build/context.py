@@ -46,13 +46,13 @@ def _extract(archive: Path, dest: Path, dockerfile: str) -> Ignore:
             for member in members:
                 name = os.path.normpath(member.name.lstrip("/"))
                 if name == ".." or name.startswith("../"):
-                    raise InvalidArgument(f"{member.name!r} is outside of {str(dest)!r}")
+                    raise InvalidArgument(f'"{member.name}" is outside of "{dest}"')
                 if ignore.excluded(name) and name not in keep:
                     continue
                 tar.extract(member, dest, filter="tar")
         return ignore
     except tarfile.OutsideDestinationError as exc:
-        raise InvalidArgument(f"{exc.tarinfo.name!r} is outside of {str(dest)!r}") from exc
+        raise InvalidArgument(f'"{exc.tarinfo.name}" is outside of "{dest}"') from exc
     except (tarfile.TarError, EOFError) as exc:
         raise InvalidArgument(f"failed to read the build context: {exc}") from exc
 
