@@ -1,0 +1,177 @@
+"""Container lifecycle end to end with the real docker CLI and the SDK:
+ps, logs, attach, stop/start/restart/kill/pause/unpause/rename/wait/inspect,
+rm -f and prune."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import docker
+import pytest
+
+from tests.support.engine import DOCKER_CLI, Engine
+
+
+def text(result: subprocess.CompletedProcess) -> str:
+    return result.stdout.decode().strip()
+
+
+def inspect(engine: Engine, name: str) -> dict:
+    return json.loads(engine.docker("inspect", name).stdout)[0]
+
+
+def wait_for(predicate, timeout: float = 20, message: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {message}")
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(engine: Engine):
+    yield
+    ids = engine.docker("ps", "-aq").stdout.decode().split()
+    if ids:
+        engine.docker("rm", "-f", *ids, check=False)
+
+
+def test_ps_filters_and_format(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "up1", "--label", "role=web", busybox, "sleep", "300")
+    engine.docker("create", "--name", "made1", busybox, "true")
+    assert text(engine.docker("ps", "--format", "{{.Names}}")) == "up1"
+    names = text(engine.docker("ps", "-a", "--format", "{{.Names}}")).split()
+    assert sorted(names) == ["made1", "up1"]
+    assert text(engine.docker("ps", "-a", "--filter", "status=created",
+                              "--format", "{{.Names}} {{.Status}}")) == "made1 Created"
+    assert text(engine.docker("ps", "--filter", "label=role=web",
+                              "--format", "{{.Names}} {{.Command}}")) == 'up1 "sleep 300"'
+    status = text(engine.docker("ps", "--format", "{{.Status}}"))
+    assert status.startswith("Up ")
+    assert text(engine.docker("ps", "-a", "--filter", "name=made", "-q")) == \
+        text(engine.docker("inspect", "-f", "{{.Id}}", "made1"))[:12]
+
+
+def test_inspect_shape_and_templates(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "insp", "-e", "A=1", "--restart", "on-failure:2",
+                  busybox, "sleep", "300")
+    data = inspect(engine, "insp")
+    assert data["Name"] == "/insp"
+    assert data["State"]["Running"] is True and data["State"]["Pid"] > 0
+    assert data["Path"] == "sleep" and data["Args"] == ["300"]
+    assert "A=1" in data["Config"]["Env"]
+    assert data["HostConfig"]["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 2}
+    assert data["HostConfig"]["NetworkMode"] == "bridge"
+    assert data["GraphDriver"]["Name"] == "overlay2"
+    assert text(engine.docker("inspect", "-f", "{{.State.Status}} {{.Config.Image}}",
+                              "insp")) == f"running {busybox}"
+    missing = engine.docker("inspect", "nope", check=False)
+    assert missing.returncode == 1 and b"No such object: nope" in missing.stderr
+
+
+def test_logs_and_follow(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "talker", busybox, "sh", "-c",
+                  "echo one; echo two >&2; echo three")
+    logs = engine.docker("logs", "talker")
+    assert logs.stdout == b"one\nthree\n" and logs.stderr == b"two\n"
+    engine.docker("run", "--name", "counter", busybox, "sh", "-c", "echo 1; echo 2; echo 3")
+    assert engine.docker("logs", "--tail", "2", "counter").stdout == b"2\n3\n"
+    stamped = text(engine.docker("logs", "-t", "counter")).splitlines()
+    assert stamped[0].endswith("Z 1") and stamped[0][:4].isdigit()
+
+    engine.docker("run", "-d", "--name", "ticker", busybox, "sh", "-c",
+                  "echo start; sleep 1; echo end")
+    follow = engine.docker("logs", "-f", "ticker", timeout=30)
+    assert follow.stdout == b"start\nend\n"
+
+
+def test_lifecycle_commands(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "life", busybox, "sleep", "300")
+    engine.docker("pause", "life")
+    assert inspect(engine, "life")["State"]["Status"] == "paused"
+    engine.docker("unpause", "life")
+    assert inspect(engine, "life")["State"]["Status"] == "running"
+    engine.docker("stop", "-t", "1", "life")
+    state = inspect(engine, "life")["State"]
+    assert state["Status"] == "exited" and state["ExitCode"] == 137
+    engine.docker("start", "life")
+    first_pid = inspect(engine, "life")["State"]["Pid"]
+    engine.docker("restart", "-t", "1", "life")
+    state = inspect(engine, "life")["State"]
+    assert state["Running"] and state["Pid"] != first_pid
+    engine.docker("rename", "life", "renamed")
+    assert inspect(engine, "renamed")["Name"] == "/renamed"
+    engine.docker("kill", "renamed")
+    assert text(engine.docker("wait", "renamed")) == "137"
+    engine.docker("rm", "renamed")
+    assert engine.docker("inspect", "renamed", check=False).returncode == 1
+
+
+def test_stop_lets_a_trapping_process_exit(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "polite", busybox, "sh", "-c",
+                  "trap 'exit 0' TERM; while true; do sleep 0.1; done")
+    engine.docker("stop", "polite")
+    assert inspect(engine, "polite")["State"]["ExitCode"] == 0
+
+
+def test_wait_returns_the_exit_code(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "waiter", busybox, "sh", "-c", "sleep 1; exit 7")
+    assert text(engine.docker("wait", "waiter")) == "7"
+
+
+def test_errors_have_docker_messages(engine: Engine, busybox: str) -> None:
+    for args in (("start", "ghost"), ("stop", "ghost"), ("rm", "ghost")):
+        result = engine.docker(*args, check=False)
+        assert result.returncode != 0
+        assert b"No such container: ghost" in result.stderr, result.stderr
+    engine.docker("run", "-d", "--name", "busy", busybox, "sleep", "300")
+    result = engine.docker("rm", "busy", check=False)
+    assert result.returncode == 1
+    assert b"remove" in result.stderr and b"running container" in result.stderr.lower() \
+        or b"container is running" in result.stderr
+    assert b"force remove" in result.stderr
+    engine.docker("rm", "-f", "busy")
+
+
+def test_attach_sees_output(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "att", busybox, "sh", "-c",
+                  "sleep 1; echo hello; exit 2")
+    attached = subprocess.run([DOCKER_CLI, "attach", "att"], env=engine.env(),
+                              capture_output=True, timeout=30)
+    assert attached.stdout == b"hello\n"
+    assert attached.returncode == 2
+
+
+def test_prune_removes_stopped_containers(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "done1", busybox, "true")
+    engine.docker("run", "-d", "--name", "alive", busybox, "sleep", "300")
+    done = text(engine.docker("inspect", "-f", "{{.Id}}", "done1"))
+    pruned = engine.docker("container", "prune", "-f").stdout.decode()
+    assert done in pruned
+    names = text(engine.docker("ps", "-a", "--format", "{{.Names}}")).split()
+    assert names == ["alive"]
+
+
+def test_sdk_run_create_wait_logs_remove(engine: Engine, busybox: str) -> None:
+    client = engine.client()
+    try:
+        assert client.containers.run(busybox, "echo hi", remove=True) == b"hi\n"
+        container = client.containers.create(busybox, ["sh", "-c", "echo sdk; exit 4"])
+        container.start()
+        assert container.wait(timeout=30)["StatusCode"] == 4
+        assert container.logs() == b"sdk\n"
+        container.reload()
+        assert container.status == "exited"
+        container.remove()
+        with pytest.raises(docker.errors.NotFound):
+            client.containers.get(container.id)
+        with pytest.raises(docker.errors.ImageNotFound):
+            client.containers.create("no-such-image:1")
+        detached = client.containers.run(busybox, "sleep 300", detach=True, name="sdkd")
+        assert [c.name for c in client.containers.list()] == ["sdkd"]
+        detached.remove(force=True)
+    finally:
+        client.close()

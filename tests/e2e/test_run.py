@@ -1,0 +1,150 @@
+"""`docker run` end to end with the real docker CLI: output, exit codes,
+stdin, errors with Docker's messages, and the interactive TTY flow."""
+
+from __future__ import annotations
+
+import time
+
+import pexpect
+import pytest
+
+from tests.support.engine import DOCKER_CLI, Engine
+
+PROMPT = "/ # "
+CTRL_P, CTRL_Q = "\x10", "\x11"
+
+
+def container_ids(engine: Engine, *args: str) -> list[str]:
+    return engine.docker("ps", "-q", "--no-trunc", *args).stdout.decode().split()
+
+
+def spawn(engine: Engine, *args: str) -> pexpect.spawn:
+    child = pexpect.spawn(DOCKER_CLI, list(args), env=engine.env(), timeout=30,
+                          encoding="utf-8", dimensions=(24, 80))
+    return child
+
+
+def wait_for_state(engine: Engine, name: str, status: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    state = ""
+    while time.monotonic() < deadline:
+        state = engine.docker("inspect", "-f", "{{.State.Status}}", name).stdout.decode().strip()
+        if state == status:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} is {state!r}, not {status!r}")
+
+
+def test_run_prints_output_and_removes_the_container(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", busybox, "echo", "hi")
+    assert result.stdout == b"hi\n"
+    assert container_ids(engine, "-a") == []
+
+
+def test_exit_code_propagates(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", busybox, "sh", "-c", "echo out; echo err >&2; exit 3",
+                           check=False)
+    assert result.returncode == 3
+    assert result.stdout == b"out\n"
+    assert result.stderr == b"err\n"
+
+
+def test_stdin_flows_until_the_client_closes_it(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "-i", "--rm", busybox, "sh", "-c", "cat; echo done",
+                           input=b"hello\nworld\n")
+    assert result.stdout == b"hello\nworld\ndone\n"
+
+
+def test_detached_run_keeps_running(engine: Engine, busybox: str) -> None:
+    cid = engine.docker("run", "-d", "--name", "sleeper", busybox, "sleep", "300"
+                        ).stdout.decode().strip()
+    assert len(cid) == 64
+    assert cid in container_ids(engine)
+    engine.docker("rm", "-f", "sleeper")
+    assert cid not in container_ids(engine, "-a")
+
+
+def test_missing_command_is_127(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", busybox, "no-such-command", check=False)
+    assert result.returncode == 127
+    assert b'exec: "no-such-command": executable file not found in $PATH' in result.stderr
+
+
+def test_non_executable_file_is_126(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", busybox, "/etc/passwd", check=False)
+    assert result.returncode == 126
+    assert b"permission denied" in result.stderr
+
+
+def test_unknown_image(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", "--pull", "never", "no-such-image", check=False)
+    assert result.returncode == 125
+    assert b"No such image: no-such-image:latest" in result.stderr
+
+
+def test_name_conflict(engine: Engine, busybox: str) -> None:
+    cid = engine.docker("create", "--name", "taken", busybox).stdout.decode().strip()
+    result = engine.docker("create", "--name", "taken", busybox, check=False)
+    assert result.returncode == 1
+    assert (f'Conflict. The container name "/taken" is already in use by container "{cid}". '
+            "You have to remove (or rename) that container to be able to reuse that name."
+            ).encode() in result.stderr
+    engine.docker("rm", "taken")
+
+
+def test_interactive_shell(engine: Engine, busybox: str) -> None:
+    child = spawn(engine, "run", "-it", "--rm", busybox, "sh")
+    child.expect_exact(PROMPT)
+    child.sendline("echo $((6*7))")
+    child.expect_exact("42")
+    child.expect_exact(PROMPT)
+    child.sendline("exit 3")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 3
+    assert container_ids(engine, "-a") == []
+
+
+def test_start_attach_reattaches_a_stopped_shell(engine: Engine, busybox: str) -> None:
+    child = spawn(engine, "run", "-it", "--name", "again", busybox, "sh")
+    child.expect_exact(PROMPT)
+    child.sendline("exit 4")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 4
+    wait_for_state(engine, "again", "exited")
+    child = spawn(engine, "start", "-ai", "again")
+    child.expect_exact(PROMPT)
+    child.sendline("echo back-$((1+1))")
+    child.expect_exact("back-2")
+    child.sendline("exit 5")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 5
+    engine.docker("rm", "again")
+
+
+def test_detach_keys_leave_the_container_running(engine: Engine, busybox: str) -> None:
+    child = spawn(engine, "run", "-it", "--name", "detached", busybox, "sh")
+    child.expect_exact(PROMPT)
+    child.send(CTRL_P + CTRL_Q)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0
+    wait_for_state(engine, "detached", "running")
+    child = spawn(engine, "attach", "detached")
+    child.sendline("echo still-$((2*3))")
+    child.expect_exact("still-6")
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+    wait_for_state(engine, "detached", "exited")
+    engine.docker("rm", "detached")
+
+
+@pytest.fixture(autouse=True)
+def no_leftovers(engine: Engine):
+    yield
+    ids = container_ids(engine, "-a")
+    if ids:
+        engine.docker("rm", "-f", *ids, check=False)
