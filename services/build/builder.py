@@ -92,7 +92,7 @@ class Stage:
 
 def go_quote_list(values: list[str]) -> str:
     """Go's %q of a []string, as Docker writes commands in history."""
-    return "[" + " ".join(json.dumps(v) for v in values) + "]"
+    return "[" + " ".join(json.dumps(v, ensure_ascii=False) for v in values) + "]"
 
 
 def _env_dict(env: list[str]) -> dict[str, str]:
