@@ -18,6 +18,7 @@ from services.container.runtime import STDERR, STDOUT
 
 DEFAULT_DETACH_KEYS = "ctrl-p,ctrl-q"
 _PACKET = 65536
+_STDIN_PACKET = 32768
 Frame = container_pb2.IOFrame
 
 
@@ -101,9 +102,12 @@ async def _forward_stdin(sock: socket.socket,
         async for request in requests:
             if request.WhichOneof("part") == "close_stdin":
                 break
-            data, detached = scanner.feed(request.stdin)
+            # Docker looks for the detach keys only with a TTY: piped stdin is data.
+            data, detached = scanner.feed(request.stdin) if tty else (request.stdin, False)
             if data:
-                await loop.sock_sendall(sock, data)
+                # conmon reads each packet into a 32 KiB buffer and drops the rest.
+                for start in range(0, len(data), _STDIN_PACKET):
+                    await loop.sock_sendall(sock, data[start:start + _STDIN_PACKET])
             if detached:
                 queue.put_nowait(Frame(detached=True))
                 queue.put_nowait(None)

@@ -146,7 +146,8 @@ class Inside:
         attach_options = container_pb2.AttachOptions(
             stdin=record.config.attach_stdin, stdout=record.config.attach_stdout,
             stderr=record.config.attach_stderr, detach_keys=record.config.detach_keys)
-        async for frame in attach.pump(sock, attach_options, record.config.tty, requests):
+        frames = attach.pump(sock, attach_options, record.config.tty, requests)
+        async for frame in coalesce(frames):
             yield frame
             if frame.detached:
                 return
@@ -398,6 +399,38 @@ class Inside:
         self._publish("commit", container, comment=request.comment, imageID=image_id,
                       imageRef=tags[0] if tags else "", author=request.author)
         return image_id
+
+
+async def coalesce(frames: AsyncIterator[Frame], limit: int = 1 << 20
+                   ) -> AsyncIterator[Frame]:
+    """Join output frames that pile up while the client is slower than the
+    process (conmon sends at most 8 KiB a packet): fewer, bigger messages."""
+    queue: asyncio.Queue[Frame | None] = asyncio.Queue(maxsize=256)
+
+    async def read() -> None:
+        with contextlib.suppress(OSError):
+            async for frame in frames:
+                await queue.put(frame)
+        await queue.put(None)
+
+    reader = asyncio.create_task(read())
+    try:
+        while (frame := await queue.get()) is not None:
+            while not frame.detached and not queue.empty() and len(frame.data) < limit:
+                following = queue.get_nowait()
+                if following is None or following.detached or following.stream != frame.stream:
+                    yield frame
+                    frame = following
+                    if frame is None:
+                        return
+                    continue
+                frame = Frame(stream=frame.stream, data=frame.data + following.data)
+            yield frame
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await frames.aclose()
 
 
 def merge_commit_config(config: container_pb2.ContainerConfig,

@@ -176,3 +176,12 @@ def test_exec_metrics(engine: Engine, box: str) -> None:
         text = response.read().decode()
     assert 'berth_container_exec_starts_total{result="started"}' in text
     assert "berth_container_exec_start_seconds_count" in text
+
+
+def test_large_output_and_input_arrive_whole(engine: Engine, box: str) -> None:
+    result = engine.docker("exec", box, "sh", "-c",
+                           "head -c 5000000 /dev/zero; head -c 300000 /dev/zero >&2")
+    assert len(result.stdout) == 5_000_000 and len(result.stderr) == 300_000
+    payload = os.urandom(3_000_000)
+    echoed = engine.docker("exec", "-i", box, "cat", input=payload)
+    assert echoed.stdout == payload
