@@ -3,6 +3,7 @@ skopeo as an independent client, and the failures a pull must survive."""
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -277,3 +278,23 @@ def test_import_from_url(engine: Engine, registry: Registry, seeded: str) -> Non
     missing = engine.docker("import", f"http://{registry.address}/nope", "x:1", check=False)
     assert missing.returncode != 0 and b"404" in missing.stderr
     engine.docker("rmi", "fromurl:1")
+
+
+def test_parallel_pulls_unpack_once(engine: Engine, registry: Registry, tmp_path: Path) -> None:
+    archive = tmp_path / "p.tar"
+    archive.write_bytes(image_archive([layer_of(os.urandom(4 << 20)), layer_of(b"top")],
+                                      ["p:1"], compress=True))
+    names = [f"{registry.address}/parallel/{repo}:1" for repo in ("a", "b", "c")]
+    for name in names:
+        skopeo_copy(f"docker-archive:{archive}", f"docker://{name}")
+    layers_root = engine.data_root / "image" / "layers"
+    before = {p.name for p in layers_root.iterdir()}
+    with concurrent.futures.ThreadPoolExecutor(len(names)) as pool:
+        results = list(pool.map(lambda n: engine.docker("pull", n, check=False), names))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    new = {p.name for p in layers_root.iterdir()} - before
+    assert len(new) == 2, new
+    ids = {json.loads(engine.docker("image", "inspect", n).stdout)[0]["Id"] for n in names}
+    assert len(ids) == 1
+    engine.docker("rmi", *names)
+    assert {p.name for p in layers_root.iterdir() if not p.name.startswith(".")} <= before
