@@ -203,3 +203,13 @@ def test_image_volume_is_an_anonymous_volume_with_the_image_content(engine: Engi
         assert engine.docker("volume", "ls", "-q").stdout == b""
     finally:
         engine.docker("rmi", "with-volume:1", check=False)
+
+
+def test_system_df_reports_volume_sizes(engine: Engine, clean: str) -> None:
+    run(engine, "-v", "sized:/d", clean, "dd", "if=/dev/zero", "of=/d/f", "bs=1024",
+        "count=100")
+    engine.docker("create", "--name", "holder", "-v", "sized:/d", clean)
+    out = engine.docker("system", "df", "-v", "--format", "{{json .Volumes}}").stdout
+    volumes = {v["Name"]: v for v in json.loads(out)}
+    assert volumes["sized"]["Size"] == "102.4kB"
+    assert volumes["sized"]["Links"] == "1"
