@@ -232,11 +232,16 @@ class Build:
 
     async def commit(self, stage: Stage, created_by: list[str], key: str,
                      layer: Path | None = None, size: int = 0) -> str:
+        # Docker's ContainerConfig: the config the step ran with, its command
+        # being the history line, on the parent image.
+        step_config = image_pb2.ImageConfig()
+        step_config.CopyFrom(stage.config)
+        step_config.image = stage.image_id
+        step_config.cmd.CopyFrom(types_pb2.StringList(values=created_by))
         options = image_pb2.CommitLayerOptions(
             parent=stage.image_id, config=stage.config, created_by=" ".join(created_by),
             author=stage.author, empty_layer=layer is None, architecture=stage.architecture,
-            os=stage.os,
-            container_config=image_pb2.ImageConfig(cmd=types_pb2.StringList(values=created_by)))
+            os=stage.os, container_config=step_config)
         image_id = await self.peers.commit_layer(options, layer)
         self.builder.cache.record(key, stage.image_id, image_id, " ".join(created_by), size)
         return image_id
