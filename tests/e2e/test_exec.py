@@ -133,9 +133,14 @@ def test_interactive_tty_with_resize(engine: Engine, box: str) -> None:
         child.sendline("stty size")
         child.expect(r"30 100")
         child.setwinsize(40, 120)
-        time.sleep(0.5)
-        child.sendline("stty size")
-        child.expect(r"40 120")
+        # The CLI forwards the resize when it sees SIGWINCH: ask until it has.
+        for _ in range(20):
+            child.sendline("stty size")
+            if child.expect([r"40 120", r"30 100"]) == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the resize never reached the exec's terminal")
         child.sendline("exit 5")
         child.expect(pexpect.EOF)
     finally:
