@@ -63,6 +63,8 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
             raise InvalidArgument(f"Invalid signal: {config.stop_signal}") from None
     validate_resources(host.resources)
     validate_restart_policy(host)
+    if host.cgroupns_mode not in ("", "host", "private"):
+        raise InvalidArgument(f"invalid cgroup namespace mode: {host.cgroupns_mode}")
     if host.shm_size < 0:
         raise InvalidArgument("SHM size can not be less than 0")
     for ulimit in host.resources.ulimits:

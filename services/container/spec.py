@@ -10,7 +10,7 @@ from pathlib import Path
 
 from berth.container.v1 import container_pb2
 from services.common.errors import InvalidArgument
-from services.container import seccomp
+from services.container import cgroups, seccomp
 
 DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
@@ -216,7 +216,8 @@ def _namespaces(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict
             continue
         path = inputs.namespace_paths.get(kind)
         namespaces.append({"type": kind, "path": path} if path else {"type": kind})
-    if host.cgroupns_mode == "private":
+    # Docker's default cgroupns is private on cgroup v2, the host's on v1.
+    if host.cgroupns_mode == "private" or (cgroups.is_v2() and host.cgroupns_mode != "host"):
         namespaces.append({"type": "cgroup"})
     return namespaces
 

@@ -3,6 +3,7 @@ IO, errors with Docker's messages, limits, restart policies, live restore."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import signal
@@ -497,3 +498,20 @@ def test_logs_rotate_per_log_config(stub, made):
         "container.log", "container.log.1", "container.log.2"}
     numbers = [int(line[4:]) for line in output(stub, cid)[0].decode().split()]
     assert numbers == list(range(numbers[0], 401)) and numbers[0] > 1
+
+
+def test_large_stdin_arrives_whole(stub, made):
+    cid = create(stub, made, "sh", "-c", "cat | md5sum", open_stdin=True, stdin_once=True)
+    payload = os.urandom(1_000_000)
+    requests: queue.Queue = queue.Queue()
+    requests.put(pb.AttachRequest(options=pb.AttachOptions(
+        id=cid, stdin=True, stdout=True, stream=True)))
+    frames = _attach(stub, requests)
+    assert next(frames).attached
+    stub.Start(pb.StartContainerRequest(id=cid))
+    for start in range(0, len(payload), 100_000):
+        requests.put(pb.AttachRequest(stdin=payload[start:start + 100_000]))
+    requests.put(pb.AttachRequest(close_stdin=True))
+    received = b"".join(f.data for f in frames)
+    requests.put(None)
+    assert received.split()[0].decode() == hashlib.md5(payload).hexdigest()
