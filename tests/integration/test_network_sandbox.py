@@ -6,6 +6,7 @@ these tests create.
 
 from __future__ import annotations
 
+import random
 import socket
 import subprocess
 import sys
@@ -330,11 +331,13 @@ def test_two_engines_do_not_collide(service: NetworkService) -> None:
 
 
 class FakeUpstream:
-    """A DNS server on loopback answering every A query with 192.0.2.123."""
+    """A DNS server on a random loopback address answering every A query with
+    192.0.2.123 (port 53 is fixed, so the address keeps parallel runs apart)."""
 
     def __init__(self) -> None:
+        self.address = f"127.{random.randint(1, 254)}.{random.randint(1, 254)}.53"
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind(("127.0.0.153", 53))
+        self.sock.bind((self.address, 53))
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
 
@@ -376,7 +379,7 @@ def test_dns_forwarding_and_metrics(service: NetworkService, stub) -> None:
     stub.Create(pb.CreateNetworkRequest(name="fwd"))
     upstream = FakeUpstream()
     try:
-        box = sandbox(stub, 55, network_mode="fwd", dns=["127.0.0.153"])
+        box = sandbox(stub, 55, network_mode="fwd", dns=[upstream.address])
         nameserver = box.resolv_conf.split()[1]
         lookup = run_in(box.netns_path, "busybox", "nslookup", "example.test", nameserver)
         assert "192.0.2.123" in lookup.stdout, lookup.stdout + lookup.stderr
