@@ -167,6 +167,11 @@ def test_missing_command_and_failed_start_leave_nothing(engine, stub, made):
     assert not mounts_under(engine.data_root / "container" / "containers" / cid)
     assert not conmons(cid)
     assert not list(Path("/sys/fs/cgroup/memory").glob(f"*/{cid}"))
+    bridged = create(stub, made, "nope", host=pb.HostConfig(network_mode="bridge"))
+    rpc_error(stub.Start, pb.StartContainerRequest(id=bridged))
+    netns = engine.exec_root / "netns"
+    assert not (netns.exists() and any(bridged in p.name for p in netns.iterdir()))
+    assert not conmons(bridged)
     denied = create(stub, made, "/etc/passwd")
     rpc_error(stub.Start, pb.StartContainerRequest(id=denied))
     assert inspect(stub, denied).state.exit_code == 126
