@@ -298,3 +298,10 @@ def test_parallel_pulls_unpack_once(engine: Engine, registry: Registry, tmp_path
     assert len(ids) == 1
     engine.docker("rmi", *names)
     assert {p.name for p in layers_root.iterdir() if not p.name.startswith(".")} <= before
+
+
+def test_run_pulled_image(engine: Engine, seeded: str) -> None:
+    engine.docker("pull", seeded)
+    out = engine.docker("run", "--rm", seeded, "sh", "-c", "echo pulled-ok; cat /etc/group")
+    assert out.stdout.startswith(b"pulled-ok\nroot:x:0:")
+    engine.docker("rmi", seeded)
