@@ -61,10 +61,10 @@ def run_build(args: argparse.Namespace, config: Config) -> int:
         dockerfile=args.file, tags=args.tag, build_args=build_args, target=args.target,
         no_cache=args.no_cache, pull=args.pull, quiet=args.quiet, remove=True)
     for message in _client(config).Build(_requests(options, Path(args.path))):
-        text = message.stream or (f"{message.id}: {message.status}" if message.id
-                                  else message.status)
-        if text:
-            sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        if message.stream:
+            sys.stdout.write(message.stream)
+        elif message.status:
+            print(f"{message.id}: {message.status}" if message.id else message.status)
     return 0
 
 
