@@ -209,3 +209,16 @@ def test_rmi_by_id_rules(engine: Engine, tmp_path: Path) -> None:
     assert f"Deleted: {image_id}" in out
     missing = engine.docker("rmi", short, check=False)
     assert f"No such image: {short}".encode() in missing.stderr
+
+
+def test_whiteouts_seen_from_a_container(engine: Engine, tmp_path: Path) -> None:
+    top = layer({"etc/": None, "etc/.wh.group": b"", "var/": None,
+                 "var/.wh..wh..opq": b"", "var/only": b"x"})
+    archive = tmp_path / "wh.tar"
+    archive.write_bytes(image_archive([busybox_rootfs_tar(), top], ["whiteouts:1"]))
+    engine.docker("load", "-i", str(archive))
+    out = engine.docker("run", "--rm", "whiteouts:1", "sh", "-c",
+                        "test -e /etc/group && echo group; test -e /etc/passwd && echo passwd; "
+                        "ls /var").stdout
+    assert out.split() == [b"passwd", b"only"]
+    engine.docker("rmi", "whiteouts:1")
