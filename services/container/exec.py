@@ -86,6 +86,8 @@ def process_spec(container_process: dict, config: container_pb2.ExecConfig, root
     process["args"] = list(config.cmd)
     process["terminal"] = config.tty
     env = {entry.partition("=")[0]: entry for entry in process.get("env", [])}
+    if config.tty:
+        env.setdefault("TERM", "TERM=xterm")
     env.update({entry.partition("=")[0]: entry for entry in config.env})
     process["env"] = list(env.values())
     if config.working_dir:

@@ -130,6 +130,8 @@ def test_interactive_tty_with_resize(engine: Engine, box: str) -> None:
                           dimensions=(30, 100), timeout=20)
     try:
         child.expect(r"[#$] ")
+        child.sendline("echo term=$TERM")
+        child.expect("term=xterm")
         child.sendline("stty size")
         child.expect(r"30 100")
         child.setwinsize(40, 120)
