@@ -399,6 +399,9 @@ def test_containers_survive_a_service_restart(engine, stub, made):
     stub.Start(pb.StartContainerRequest(id=keeps))
     ends = create(stub, made, "sh", "-c", "sleep 1; exit 5")
     stub.Start(pb.StartContainerRequest(id=ends))
+    always = create(stub, made, "sh", "-c", "sleep 1; exit 2", host=pb.HostConfig(
+        network_mode="none", restart_policy=pb.RestartPolicy(name="always")))
+    stub.Start(pb.StartContainerRequest(id=always))
     info_stub = types_pb2_grpc.InfoStub(grpc.insecure_channel(
         f"unix://{engine.exec_root}/container.sock"))
     old_pid = info_stub.GetServiceInfo(types_pb2.GetServiceInfoRequest()).pid
@@ -415,6 +418,7 @@ def test_containers_survive_a_service_restart(engine, stub, made):
     assert inspect(stub, keeps).state.running and len(conmons(keeps)) == 1
     state = inspect(stub, ends).state
     assert state.status == "exited" and state.exit_code == 5
+    wait_for(lambda: inspect(stub, always).restart_count >= 1)
     stub.Stop(pb.StopContainerRequest(id=keeps, timeout=0))
     assert inspect(stub, keeps).state.exit_code == 137
     assert not conmons(keeps)
