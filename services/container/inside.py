@@ -121,23 +121,27 @@ class Inside:
     async def exec_start(self, options: container_pb2.ExecStartOptions,
                          requests: AsyncIterator[Any]) -> AsyncIterator[Frame]:
         record = self.execs.get(options.exec_id)
-        container = self._exec_target(record.container_id)
         if options.console_size:
             del record.config.console_size[:]
             record.config.console_size.extend(options.console_size)
-        attach_output = not options.detach
         try:
+            container = self._exec_target(record.container_id)
             try:
                 process = self._process(container, record.config)
             except BerthError as exc:   # such as a user the container does not know
                 raise ExecStartFailed(exc.message, 126) from exc
-            sock = await self.execs.start(record, process, attach=attach_output)
-        except ExecStartFailed as failure:
-            record.exit_code = failure.exit_code
+            sock = await self.execs.start(record, process, attach=not options.detach)
+        except (ExecStartFailed, BerthError) as failure:
+            frame = Frame(stream=Frame.STDOUT, data=(failure.message + "\r\n").encode())
+            if isinstance(failure, ExecStartFailed):
+                record.exit_code = frame.exit_code = failure.exit_code
+                if options.detach:
+                    raise InvalidArgument(failure.message) from failure
             if options.detach:
-                raise InvalidArgument(failure.message) from failure
-            yield Frame(stream=Frame.STDOUT, data=(failure.message + "\r\n").encode(),
-                        exit_code=failure.exit_code)
+                raise
+            # The client's connection is already hijacked: Docker writes the
+            # error into the stream.
+            yield frame
             return
         self._publish(f"exec_start: {record.command}", container, execID=record.id)
         keep_task(self._reporters, asyncio.create_task(self._report_exit(record, container)))

@@ -192,3 +192,19 @@ def test_large_output_and_input_arrive_whole(engine: Engine, box: str) -> None:
     payload = os.urandom(3_000_000)
     echoed = engine.docker("exec", "-i", box, "cat", input=payload)
     assert echoed.stdout == payload
+
+
+def test_starting_an_exec_twice(engine: Engine, box: str) -> None:
+    api = engine.client().api
+    exec_id = api.exec_create(box, ["true"])["Id"]
+    api.exec_start(exec_id)
+    again = api.exec_start(exec_id)
+    assert f"Exec command {exec_id} has already run".encode() in again
+    with pytest.raises(docker.errors.APIError) as detached:
+        api.exec_start(exec_id, detach=True)
+    assert detached.value.status_code == 409
+    failing = api.exec_create(box, ["no-such-binary"])["Id"]
+    with pytest.raises(docker.errors.APIError) as refused:
+        api.exec_start(failing, detach=True)
+    assert refused.value.status_code == 400
+    assert api.exec_inspect(failing)["ExitCode"] == 127
