@@ -20,7 +20,7 @@ from pathlib import Path
 
 from services.common.errors import Conflict, Internal
 
-STDIN, STDOUT, STDERR = 1, 2, 3      # first byte of each attach-socket packet
+STDOUT, STDERR = 2, 3                # first byte of conmon's attach-socket packets
 _RESIZE_EVENT = 1                    # conmon's ctl fifo message types
 _REOPEN_LOG_EVENT = 2
 
@@ -50,10 +50,6 @@ class Bundle:
     @property
     def ctl(self) -> Path:
         return self.path / "ctl"
-
-    @property
-    def attach_socket(self) -> Path:
-        return self.path / "attach"
 
 
 @dataclass

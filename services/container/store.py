@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from berth.container.v1 import container_pb2
@@ -76,7 +76,13 @@ def _from_row(row: sqlite3.Row) -> Container:
         host_config=container_pb2.HostConfig.FromString(row["host_config"]),
         networking_config=container_pb2.NetworkingConfig.FromString(row["networking_config"]),
         mounts=MountPlan.from_json(row["mounts"]),
-        state=State(**json.loads(row["state"])))
+        state=_state(json.loads(row["state"])))
+
+
+def _state(saved: dict) -> State:
+    """State from its JSON; keys of older or newer versions are ignored."""
+    known = {f.name for f in fields(State)}
+    return State(**{key: value for key, value in saved.items() if key in known})
 
 
 class ContainerStore:
