@@ -16,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
+from services.common.errors import Internal, InvalidArgument, NotFound
 from services.image import metrics, reference
 from services.image.images import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Images, LayerSource
 from services.image.layers import chain_ids, decompressed
@@ -111,22 +111,14 @@ class Distribution:
     # Sessions.
     async def _session(self, ref: ImageRef, creds: Credentials,
                        actions: str = "pull") -> RegistrySession:
-        scopes = [f"repository:{ref.path}:{actions}"]
-        urls = self.registries.base_urls(ref.domain)
-        for base_url in urls[:-1]:  # mirrors: use the first that answers
-            session = self.registries.session(ref.domain, creds, scopes, base_url)
-            try:
-                await session.ping()
-                return session
-            except BerthError:
-                continue
-        return self.registries.session(ref.domain, creds, scopes, urls[-1])
+        return await self.registries.open(ref.domain, creds,
+                                          [f"repository:{ref.path}:{actions}"])
 
     async def login(self, server: str, creds: Credentials) -> str:
         domain = server.removeprefix("https://").removeprefix("http://").split("/")[0]
         if domain in ("", "index.docker.io", "registry-1.docker.io"):
             domain = "docker.io"
-        session = self.registries.session(domain, creds, [])
+        session = await self.registries.open(domain, creds, [])
         await session.ping()
         return "Login Succeeded"
 

@@ -146,6 +146,13 @@ class RegistrySession:
         except httpx.HTTPError as exc:
             raise Internal(f"{method} {self.url(path)}: {exc}") from exc
 
+    async def reachable(self) -> bool:
+        try:
+            await self.client.get(self.url(""), timeout=5)
+        except httpx.HTTPError:
+            return False
+        return True
+
     async def ping(self) -> None:
         """GET /v2/ to learn the auth scheme; 401 after answering it fails."""
         response = await self.request("GET", "")
@@ -184,24 +191,42 @@ class Registries:
     def __init__(self, engine: dict) -> None:
         self.insecure: list[str] = list(engine.get("insecure-registries") or [])
         self.mirrors: list[str] = [m.rstrip("/") for m in engine.get("registry-mirrors") or []]
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(60, connect=10),
-                                        follow_redirects=True,
-                                        limits=httpx.Limits(max_connections=32))
+        options = {"timeout": httpx.Timeout(60, connect=10), "follow_redirects": True,
+                   "limits": httpx.Limits(max_connections=32)}
+        self.client = httpx.AsyncClient(**options)
+        # https to insecure registries: self-signed certificates are accepted.
+        self.unverified_client = httpx.AsyncClient(verify=False, **options)
 
     def base_urls(self, domain: str) -> list[str]:
+        """Endpoints to try in order, as dockerd does: mirrors before Docker
+        Hub; https (any certificate) then http for insecure registries, which
+        loopback ones always are."""
         if domain == "docker.io":
             return [*self.mirrors, f"https://{DOCKER_HUB_HOST}"]
-        scheme = "http" if _is_insecure(domain, self.insecure) else "https"
-        return [f"{scheme}://{domain}"]
+        if _is_insecure(domain, self.insecure):
+            return [f"https://{domain}", f"http://{domain}"]
+        return [f"https://{domain}"]
 
     def session(self, domain: str, credentials: Credentials, scopes: list[str],
-                base_url: str = "") -> RegistrySession:
+                base_url: str) -> RegistrySession:
+        unverified = base_url.startswith("https://") and _is_insecure(domain, self.insecure)
         return RegistrySession(domain=domain, credentials=credentials, scopes=scopes,
-                               base_url=base_url or self.base_urls(domain)[-1],
-                               client=self.client)
+                               base_url=base_url,
+                               client=self.unverified_client if unverified else self.client)
+
+    async def open(self, domain: str, credentials: Credentials,
+                   scopes: list[str]) -> RegistrySession:
+        """A session on the first endpoint that answers at all (any status)."""
+        urls = self.base_urls(domain)
+        for base_url in urls[:-1]:
+            session = self.session(domain, credentials, scopes, base_url)
+            if await session.reachable():
+                return session
+        return self.session(domain, credentials, scopes, urls[-1])
 
     async def close(self) -> None:
         await self.client.aclose()
+        await self.unverified_client.aclose()
 
 
 async def iter_body(response: httpx.Response, chunk: int = 1 << 20) -> AsyncIterator[bytes]:

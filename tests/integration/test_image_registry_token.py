@@ -7,13 +7,9 @@ import asyncio
 import base64
 import contextlib
 import json
-import shutil
 import subprocess
-import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,7 +19,8 @@ import pytest
 from aiohttp import web
 
 from tests.support.engine import Engine
-from tests.support.registry import REGISTRY_BIN, free_port
+from tests.support.image_registry import configured_registry, self_signed
+from tests.support.registry import free_port
 
 USER, PASSWORD = "tokenuser", "tokenpass"
 SERVICE, ISSUER = "berth-test-registry", "berth-test-issuer"
@@ -40,11 +37,7 @@ class TokenServer:
     issued: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.key = self.root / "key.pem"
-        self.cert = self.root / "cert.pem"
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
-                        str(self.key), "-out", str(self.cert), "-subj", "/CN=berth-token",
-                        "-days", "1"], check=True, capture_output=True)
+        self.key, self.cert = self_signed(self.root, "berth-token")
         der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "der"],
                              check=True, capture_output=True).stdout
         self.x5c = base64.b64encode(der).decode()
@@ -91,47 +84,15 @@ def serving(app: web.Application, port: int) -> Iterator[None]:
         loop.close()
 
 
-@contextlib.contextmanager
-def token_registry(server: TokenServer) -> Iterator[str]:
+def token_registry(server: TokenServer) -> contextlib.AbstractContextManager[str]:
     """docker-registry trusting `server`'s tokens; yields its address."""
-    root = Path(tempfile.mkdtemp(prefix="berth-registry-token-"))
-    port = free_port()
-    config = root / "config.yml"
-    config.write_text(f"""version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: {root / "storage"}
-http:
-  addr: 127.0.0.1:{port}
-auth:
+    return configured_registry(f"""auth:
   token:
     realm: http://127.0.0.1:{server.port}/token
     service: {SERVICE}
     issuer: {ISSUER}
     rootcertbundle: {server.cert}
 """)
-    log = (root / "registry.log").open("wb")
-    process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
-                               stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v2/", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if time.monotonic() > deadline or process.poll() is not None:
-                    raise RuntimeError((root / "registry.log").read_text()) from None
-                time.sleep(0.1)
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

@@ -51,10 +51,13 @@ def test_parse_repository_and_ids() -> None:
 def test_registry_endpoints() -> None:
     registries = Registries({"insecure-registries": ["10.0.0.0/8", "myreg:5000"],
                              "registry-mirrors": ["http://mirror.local:5000/"]})
-    assert registries.base_urls("127.0.0.1:5000") == ["http://127.0.0.1:5000"]
-    assert registries.base_urls("localhost:5000") == ["http://localhost:5000"]
-    assert registries.base_urls("10.1.2.3:5000") == ["http://10.1.2.3:5000"]
-    assert registries.base_urls("myreg:5000") == ["http://myreg:5000"]
+    assert registries.base_urls("127.0.0.1:5000") == ["https://127.0.0.1:5000",
+                                                      "http://127.0.0.1:5000"]
+    assert registries.base_urls("localhost:5000") == ["https://localhost:5000",
+                                                      "http://localhost:5000"]
+    assert registries.base_urls("10.1.2.3:5000") == ["https://10.1.2.3:5000",
+                                                     "http://10.1.2.3:5000"]
+    assert registries.base_urls("myreg:5000") == ["https://myreg:5000", "http://myreg:5000"]
     assert registries.base_urls("example.com") == ["https://example.com"]
     assert registries.base_urls("docker.io") == ["http://mirror.local:5000",
                                                  "https://registry-1.docker.io"]
