@@ -22,7 +22,6 @@ from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 from services.common.errors import InvalidArgument, NotFound
 
@@ -132,7 +131,8 @@ def _host_path(root: str, path: str, follow_last: bool) -> str:
     return secure_join(root, path, follow_last=follow_last or _follows_last(path))
 
 
-def _container_path(root: str, host_path: str) -> str:
+def container_path(root: str, host_path: str) -> str:
+    """The container path of a host path under `root`."""
     relative = os.path.relpath(host_path, root)
     return "/" if relative == "." else "/" + relative
 
@@ -148,7 +148,7 @@ def stat_path(root: str, path: str, not_found: str) -> PathInfo:
         raise NotFound(not_found) from exc
     link_target = ""
     if stat.S_ISLNK(info.st_mode):
-        link_target = _container_path(root, secure_join(root, absolute))
+        link_target = container_path(root, secure_join(root, absolute))
     return PathInfo(name=_base_name(absolute), size=info.st_size,
                     mode=go_file_mode(info.st_mode), mtime=go_time(info.st_mtime_ns),
                     link_target=link_target)
@@ -171,15 +171,12 @@ def write_tar(root: str, path: str, out: Callable[[bytes], object]) -> None:
         tar.add(host_path, arcname=arcname, filter=_anonymous_owner)
 
 
-def write_tree_tar(directory: str, out: Callable[[bytes], object],
-                   skip: Callable[[str], bool] = lambda _: False) -> None:
+def write_tree_tar(directory: str, out: Callable[[bytes], object]) -> None:
     """Tar of everything under `directory` with names relative to it."""
     writer = TarOutput(out)
     with tarfile.open(fileobj=writer, mode="w|", format=tarfile.PAX_FORMAT) as tar:
         for entry in sorted(os.listdir(directory)):
-            if not skip("/" + entry):
-                tar.add(os.path.join(directory, entry), arcname=entry,
-                        filter=lambda m: None if skip("/" + m.name) else _anonymous_owner(m))
+            tar.add(os.path.join(directory, entry), arcname=entry, filter=_anonymous_owner)
 
 
 class TarOutput:
@@ -340,33 +337,3 @@ def _copy_metadata(source: str, dest: str) -> None:
     os.chmod(dest, stat.S_IMODE(info.st_mode))
     os.utime(dest, ns=(info.st_atime_ns, info.st_mtime_ns))
 
-
-def container_path(root: str, host_path: str) -> str:
-    """The container path of a host path under `root`."""
-    return _container_path(root, host_path)
-
-
-def lookup_user(root: str, user: str) -> tuple[int, int]:
-    """uid/gid of `user` ("name", "uid", "name:group", "uid:gid") from the
-    container's /etc/passwd and /etc/group; root when empty."""
-    if not user:
-        return 0, 0
-    name, _, group = user.partition(":")
-    uid, gid = _lookup(root, "/etc/passwd", name, id_field=2, gid_field=3)
-    if group:
-        gid = _lookup(root, "/etc/group", group, id_field=2, gid_field=2)[0]
-    return uid, gid
-
-
-def _lookup(root: str, table: str, key: str, id_field: int, gid_field: int) -> tuple[int, int]:
-    try:
-        lines = Path(secure_join(root, table)).read_text(errors="replace").splitlines()
-    except OSError:
-        lines = []
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) > max(id_field, gid_field) and key in (fields[0], fields[id_field]):
-            return int(fields[id_field]), int(fields[gid_field])
-    if key.isdigit():
-        return int(key), int(key) if table == "/etc/group" else 0
-    raise NotFound(f"unable to find user {key}: no matching entries in passwd file")

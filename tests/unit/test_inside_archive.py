@@ -122,10 +122,7 @@ def test_extracts_through_a_symlinked_destination_inside_the_root(root: Path) ->
 
 
 def test_owner_option_chowns_every_entry(root: Path) -> None:
-    owner = archive.lookup_user(str(root), "app")
-    assert owner == (1000, 1001)
-    assert archive.lookup_user(str(root), "app:staff") == (1000, 50)
-    untar(root, "/data", tar_bytes((entry("owned", uid=7), b"x")), owner=owner)
+    untar(root, "/data", tar_bytes((entry("owned", uid=7), b"x")), owner=(1000, 1001))
     info = (root / "data" / "owned").stat()
     assert (info.st_uid, info.st_gid) == (1000, 1001)
 
