@@ -3,6 +3,7 @@ endpoints, safe layer extraction, timestamps."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import stat
@@ -61,6 +62,7 @@ def test_registry_endpoints() -> None:
     assert registries.base_urls("example.com") == ["https://example.com"]
     assert registries.base_urls("docker.io") == ["http://mirror.local:5000",
                                                  "https://registry-1.docker.io"]
+    asyncio.run(registries.close())
 
 
 def test_parse_challenge() -> None:
