@@ -146,9 +146,6 @@ class HealthTasks:
         if task is not None:
             task.cancel()
 
-    def running(self, container_id: str) -> bool:
-        return container_id in self._tasks
-
     async def close(self) -> None:
         tasks = list(self._tasks.values())
         self._tasks.clear()
