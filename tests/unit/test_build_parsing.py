@@ -1,11 +1,14 @@
-"""Dockerfile parsing, word expansion, .dockerignore and the cache key."""
+"""Dockerfile parsing, word expansion, .dockerignore, the cache key and step helpers."""
 
 from __future__ import annotations
 
 import pytest
 
+from berth.types.v1 import types_pb2
 from services.build import instructions
 from services.build.dockerignore import Ignore, read_patterns
+from services.build.options import BuildOptions
+from services.build.steps import _expose_ports, _literal, go_quote_list
 from services.build.store import cache_key
 from services.build.words import process_word, process_words
 from services.common.errors import InvalidArgument
@@ -136,3 +139,21 @@ def test_cache_key_depends_on_parent_and_step() -> None:
     assert cache_key("sha256:a", step) == cache_key("sha256:a", dict(step))
     assert cache_key("sha256:a", step) != cache_key("sha256:b", step)
     assert cache_key("sha256:a", step) != cache_key("sha256:a", {**step, "extra": "x"})
+
+
+def test_step_helpers() -> None:
+    assert _expose_ports("80") == ["80/tcp"]
+    assert _expose_ports("53/udp") == ["53/udp"]
+    assert _expose_ports("8000-8002") == ["8000/tcp", "8001/tcp", "8002/tcp"]
+    with pytest.raises(InvalidArgument, match="Invalid containerPort: abc"):
+        _expose_ports("abc")
+    for text in ("plain", "it's $HOME", "a\\b", 'q"uote'):
+        assert process_word(_literal(text), {"HOME": "/root"}) == text
+    assert go_quote_list(["/bin/sh", "-c", 'echo "hi"']) == '["/bin/sh" "-c" "echo \\"hi\\""]'
+    hub, local = types_pb2.RegistryAuth(username="hub"), types_pb2.RegistryAuth(username="l")
+    options = BuildOptions(auth_configs={"https://index.docker.io/v1/": hub,
+                                         "localhost:5000": local})
+    assert options.auth_for("busybox") is hub
+    assert options.auth_for("library/busybox:1") is hub
+    assert options.auth_for("localhost:5000/app") is local
+    assert options.auth_for("quay.io/x/y") is None
