@@ -117,6 +117,15 @@ class ExecManager:
         self._execs: dict[str, Exec] = {}
         self._watchers: set[asyncio.Task] = set()
 
+    def sweep(self) -> None:
+        """Remove the session dirs of execs that ended while the service was
+        down (exec instances live in memory, so nobody else will)."""
+        for session in self._dir.iterdir():
+            try:
+                os.kill(int((session / "pid").read_text()), 0)
+            except (OSError, ValueError):
+                shutil.rmtree(session, ignore_errors=True)
+
     def create(self, container_id: str, config: container_pb2.ExecConfig) -> Exec:
         record = Exec(id=secrets.token_hex(32), container_id=container_id, config=config)
         self._execs[record.id] = record

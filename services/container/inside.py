@@ -55,6 +55,7 @@ class Inside:
 
     async def start(self) -> None:
         """Follow container starts and exits to run healthchecks."""
+        await asyncio.to_thread(self.execs.sweep)
         for container in list(self._manager.containers.values()):
             if container.state.status in ("running", "paused"):
                 self._start_health(container)
