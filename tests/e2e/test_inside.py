@@ -84,12 +84,17 @@ def test_stats_report_cpu_memory_and_pids(engine: Engine, box: str) -> None:
     assert second["preread"] == first["read"]
 
 
-def test_stats_of_network_interfaces(engine: Engine, busybox: str) -> None:
-    engine.docker("run", "-d", "--name", "stats-net", busybox, "sleep", "100")
+def test_stats_of_a_busy_networked_container(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "stats-net", busybox, "sh", "-c",
+                  "while true; do :; done")
     try:
         sample = engine.client().api.stats("stats-net", stream=False)
         assert "eth0" in sample["networks"]
         assert set(sample["networks"]["eth0"]) >= {"rx_bytes", "tx_bytes", "rx_packets"}
+        row = json.loads(out(engine.docker("stats", "--no-stream", "--format", "{{json .}}",
+                                           "stats-net")))
+        assert float(row["CPUPerc"].rstrip("%")) > 10
+        assert row["NetIO"] != "--"
     finally:
         engine.docker("rm", "-f", "stats-net")
 
