@@ -67,9 +67,14 @@ def start_error(message: str) -> tuple[BerthError, int]:
     """Docker's start error for a runc create failure, and the exit code."""
     text = ("failed to create task for container: failed to create shim task: OCI runtime "
             f"create failed: {message}: unknown")
-    if "executable file not found" in message or "no such file or directory" in message:
+    lowered = message.lower()
+    if "not a directory" in lowered:
+        return InvalidArgument(text + ": Are you trying to mount a directory onto a file (or "
+                               "vice-versa)? Check if the specified host path exists and is "
+                               "the expected type"), 127
+    if "executable file not found" in lowered or "no such file or directory" in lowered:
         return InvalidArgument(text), 127
-    if "permission denied" in message:
+    if "permission denied" in lowered:
         return InvalidArgument(text), 126
     return Internal(text), 128
 
@@ -258,10 +263,21 @@ class Manager:
             error, code = start_error(str(exc))
             self._start_failed(container, error.message, code)
             raise error from exc
-        except BaseException as exc:
+        except BerthError as exc:
             await self._undo(undo)
-            self._start_failed(container, getattr(exc, "message", str(exc)), 128)
+            self._start_failed(container, exc.message, 128)
             raise
+        except asyncio.CancelledError:
+            await self._undo(undo)
+            self._start_failed(container, "start was cancelled", 128)
+            raise
+        except Exception as exc:
+            # A bug or an OS error: the caller still gets an answer (500) and
+            # the container's AutoRemove still happens.
+            await self._undo(undo)
+            log.exception("start of %s failed", container.id[:12])
+            self._start_failed(container, str(exc), 128)
+            raise Internal(f"failed to start container {container.id}: {exc}") from exc
         state = container.state
         state.status, state.pid, state.conmon_pid = "running", pid, conmon_pid
         state.exit_code, state.error, state.oom_killed = 0, "", False
