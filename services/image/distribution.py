@@ -293,7 +293,7 @@ class Distribution:
                 last = 0.0
                 with self.images.content.writer() as blob:
                     async for chunk in iter_body(response):
-                        blob.write(chunk)
+                        await asyncio.to_thread(blob.write, chunk)  # hash + write off the loop
                         metrics.PULLED_BYTES.inc(len(chunk))
                         if time.monotonic() - last > PROGRESS_INTERVAL:
                             last = time.monotonic()
