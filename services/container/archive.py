@@ -10,23 +10,19 @@ behind.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import fcntl
 import os
 import shutil
 import stat
 import tarfile
 import tempfile
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.common.errors import InvalidArgument, NotFound
 
 MAX_SYMLINKS = 255
-CHUNK = 1 << 20
 
 # Go's os.FileMode type bits, which Docker's path stat header carries.
 GO_MODE_DIR = 1 << 31
@@ -188,40 +184,6 @@ class TarOutput:
     def write(self, data: bytes) -> int:
         self._out(bytes(data))
         return len(data)
-
-
-async def stream_from_thread(produce: Callable[[Callable[[bytes], object]], None]
-                             ) -> AsyncIterator[bytes]:
-    """Run `produce(write)` in a thread and yield what it writes, through a
-    pipe so a slow reader slows the producer; a reader that goes away makes
-    the producer's writes fail and the thread end."""
-    read_fd, write_fd = os.pipe()
-    with contextlib.suppress(OSError):   # bigger reads, fewer hops; the default works too
-        fcntl.fcntl(write_fd, fcntl.F_SETPIPE_SZ, CHUNK)
-    writer = os.fdopen(write_fd, "wb", buffering=CHUNK)
-
-    def run() -> None:
-        try:
-            produce(writer.write)
-        finally:
-            try:
-                writer.close()
-            except BrokenPipeError:
-                pass
-
-    task = asyncio.ensure_future(asyncio.to_thread(run))
-    try:
-        while True:
-            data = await asyncio.to_thread(os.read, read_fd, CHUNK)
-            if not data:
-                break
-            yield data
-    finally:
-        os.close(read_fd)
-        try:
-            await task
-        except BrokenPipeError:
-            pass
 
 
 @dataclass

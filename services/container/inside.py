@@ -27,14 +27,16 @@ from services.common.errors import (
 from services.common.events import EventBus
 from services.container import archive, attach, changes, health, rootfs, stats, top, update
 from services.container.cgroups import cgroups_path
+from services.container.chroot_archive import REFUSED
 from services.container.commit_changes import apply_changes
 from services.container.containers import Manager
 from services.container.exec import Exec, ExecManager, ExecStartFailed, keep_task, process_spec
 from services.container.store import Container
-from services.container.untar_chroot import REFUSED
 
 Frame = container_pb2.IOFrame
 STATS_INTERVAL = 1.0
+TAR_CHUNK = 1 << 20
+CHROOT_ARCHIVE = (sys.executable, "-m", "services.container.chroot_archive")
 # Sends a layer (options, then tar chunks) to the image service; returns the image ID.
 CommitLayer = Callable[[AsyncIterator[image_pb2.CommitLayerRequest]], Awaitable[str]]
 
@@ -283,8 +285,7 @@ class Inside:
             info = await asyncio.to_thread(archive.stat_path, root, path,
                                            self._not_found(path, container))
             yield info
-            async for chunk in archive.stream_from_thread(
-                    lambda out: archive.write_tar(root, path, out)):
+            async for chunk in _chroot_tar("tar", root, path):
                 yield chunk
         self._publish("archive-path", container)
 
@@ -317,8 +318,7 @@ class Inside:
     async def export(self, ref: str) -> AsyncIterator[bytes]:
         container = self._manager.get(ref)
         async with self._filesystem(container, live=False) as root:
-            async for chunk in archive.stream_from_thread(
-                    lambda out: archive.write_tree_tar(root, out)):
+            async for chunk in _chroot_tar("tree", root):
                 yield chunk
         self._publish("export", container)
 
@@ -389,8 +389,7 @@ class Inside:
         async def messages() -> AsyncIterator[image_pb2.CommitLayerRequest]:
             yield image_pb2.CommitLayerRequest(options=layer_options)
             if upper.is_dir():
-                async for chunk in archive.stream_from_thread(
-                        lambda out: changes.write_layer_tar(str(upper), out)):
+                async for chunk in _chroot_tar("layer", str(upper)):
                     yield image_pb2.CommitLayerRequest(data=chunk)
 
         paused_here = request.pause and container.state.status == "running"
@@ -528,11 +527,32 @@ async def _bind_volumes(root: str, container: Container) -> list[str]:
     return bound
 
 
+async def _chroot_tar(command: str, root: str, *args: str) -> AsyncIterator[bytes]:
+    """A tar made by chroot_archive chrooted into `root`, as it streams out."""
+    process = await asyncio.create_subprocess_exec(
+        *CHROOT_ARCHIVE, command, root, *args, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    try:
+        while chunk := await process.stdout.read(TAR_CHUNK):
+            yield chunk
+        message = (await process.stderr.read()).decode(errors="replace").strip()
+        code = await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    if code == REFUSED:
+        raise InvalidArgument(message)
+    if code != 0:
+        raise Internal(f"archiving failed: {message or f'exit status {code}'}")
+
+
 async def _untar_in_chroot(root: str, directory: str, options: archive.ExtractOptions,
                            data: AsyncIterator[bytes]) -> None:
-    """Feed the archive to untar_chroot, which extracts it chrooted into `root`."""
+    """Feed the archive to chroot_archive, which extracts it chrooted into `root`."""
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.container.untar_chroot", root, directory,
+        *CHROOT_ARCHIVE, "untar", root, directory,
         json.dumps({"no_overwrite_dir_non_dir": options.no_overwrite_dir_non_dir,
                     "owner": options.owner}),
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
