@@ -47,6 +47,12 @@ def sandbox_request(cid: str, name: str, config: container_pb2.ContainerConfig,
             ipv6_address=settings.ipam_config.ipv6_address, aliases=settings.aliases,
             links=settings.links, mac_address=settings.mac_address,
             driver_opts=settings.driver_opts))
+    mode = request.network_mode
+    if config.mac_address and not request.endpoints and mode not in ("host", "none") \
+            and not mode.startswith("container:"):
+        # Before API 1.44 the MAC address came in Config, not in an endpoint.
+        request.endpoints.append(network_pb2.EndpointRequest(
+            network=mode, mac_address=config.mac_address))
     for port, bindings in host.port_bindings.items():
         for binding in bindings.bindings or [container_pb2.PortBinding()]:
             request.port_mappings.append(network_pb2.PortMapping(
