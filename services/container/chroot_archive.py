@@ -42,7 +42,7 @@ def main(argv: list[str]) -> int:
     command, root, *rest = argv
     os.chroot(root)
     os.chdir("/")
-    out = sys.stdout.buffer
+    out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115
     try:
         if command == "tar":
             archive.write_tar("/", rest[0], out.write)

@@ -531,11 +531,18 @@ async def _chroot_tar(command: str, root: str, *args: str) -> AsyncIterator[byte
     """A tar made by chroot_archive chrooted into `root`, as it streams out."""
     process = await asyncio.create_subprocess_exec(
         *CHROOT_ARCHIVE, command, root, *args, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=TAR_CHUNK)
     assert process.stdout is not None and process.stderr is not None
     try:
-        while chunk := await process.stdout.read(TAR_CHUNK):
-            yield chunk
+        # Few big messages: the pipe hands the tar over in small pieces.
+        pending = bytearray()
+        while piece := await process.stdout.read(TAR_CHUNK):
+            pending += piece
+            if len(pending) >= TAR_CHUNK:
+                yield bytes(pending)
+                pending.clear()
+        if pending:
+            yield bytes(pending)
         message = (await process.stderr.read()).decode(errors="replace").strip()
         code = await process.wait()
     finally:
