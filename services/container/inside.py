@@ -101,6 +101,9 @@ class Inside:
         if container.state.status == "paused":
             raise Conflict(f"Container {container.id} is paused, unpause the container "
                            "before exec")
+        if container.state.status == "restarting":
+            raise Conflict(f"Container {container.id} is restarting, wait until the "
+                           "container is running")
         if container.state.status != "running" or not container.state.pid:
             raise Conflict(f"container {container.id} is not running")
         return container
