@@ -23,6 +23,7 @@ from dnslib import QTYPE, RR, A, DNSRecord
 
 from berth.network.v1 import network_pb2 as pb
 from berth.types.v1 import types_pb2, types_pb2_grpc
+from tests.support.engine import BERTH, REPO
 from tests.support.network import NetworkService, links, run_in, running_network_service
 
 
@@ -425,3 +426,21 @@ def test_killed_service_recovers(service: NetworkService, stub) -> None:
     assert stub.GetSandbox(pb.GetSandboxRequest(container_id=cid(57))).netns_path == ""
     lost_veth_gone = sandbox(stub, 58)
     assert lost_veth_gone.endpoints[0].ip_address == lost.endpoints[0].ip_address
+
+
+def test_berth_ctl_network(service: NetworkService) -> None:
+    def ctl(*args: str) -> str:
+        result = subprocess.run(
+            [*BERTH, "ctl", "--data-root", str(service.root / "data"), "--exec-root",
+             str(service.root / "run"), "network", *args],
+            cwd=REPO, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    network_id = ctl("create", "--subnet", "10.231.30.0/24", "--label", "via=ctl",
+                     "ctlnet").strip()
+    table = ctl("ls", "--filter", "label=via=ctl")
+    assert network_id[:12] in table and "10.231.30.0/24" in table
+    assert '"name": "ctlnet"' in ctl("inspect", "ctlnet")
+    assert ctl("rm", "ctlnet").strip() == "ctlnet"
+    assert "ctlnet" not in ctl("ls")
