@@ -107,6 +107,7 @@ def test_round_trip_through_inspect_keeps_docker_keys() -> None:
     assert host["PortBindings"] == {"80/tcp": [{"HostIp": "", "HostPort": "8080"}]}
     assert host["LogConfig"] == {"Type": "json-file", "Config": {}}
     assert host["Binds"] is None and host["PidsLimit"] is None
+    assert "/proc/kcore" in host["MaskedPaths"] and "/proc/sys" in host["ReadonlyPaths"]
     assert host["Memory"] == 67108864 and host["ShmSize"] == 64 * 1024 * 1024
     assert host["Init"] is True and host["Tmpfs"] == {"/run": "size=1m"}
     assert host["Ulimits"] == [{"Name": "nofile", "Hard": 200, "Soft": 100}]

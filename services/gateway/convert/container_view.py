@@ -17,6 +17,12 @@ ApiVersion = tuple[int, int]
 LATEST: ApiVersion = (1, 50)
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
+# What an unprivileged container gets when it asks for nothing (Docker's defaults).
+DEFAULT_MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys",
+                        "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats",
+                        "/proc/sched_debug", "/proc/scsi", "/sys/firmware"]
+DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
+                          "/proc/sysrq-trigger"]
 BRIDGE = "bridge"
 
 
@@ -156,7 +162,9 @@ def resources_json(res: pb.Resources) -> dict[str, Any]:
         "MemoryReservation": res.memory_reservation, "MemorySwap": res.memory_swap,
         "MemorySwappiness": _optional(res, "memory_swappiness"),
         "OomKillDisable": _optional(res, "oom_kill_disable"),
-        "PidsLimit": _optional(res, "pids_limit"),
+        # Zero and negative limits mean unlimited, which Docker shows as null.
+        "PidsLimit": res.pids_limit if res.HasField("pids_limit") and res.pids_limit > 0
+        else None,
         "Ulimits": [{"Name": u.name, "Hard": u.hard, "Soft": u.soft} for u in res.ulimits],
         "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
     })
@@ -197,8 +205,12 @@ def host_config_json(host: pb.HostConfig) -> dict[str, Any]:
     out.update(resources_json(host.resources))
     if host.mounts:
         out["Mounts"] = [_mount_spec_json(m) for m in host.mounts]
-    out.update({"MaskedPaths": _or_null(host.masked_paths),
-                "ReadonlyPaths": _or_null(host.readonly_paths)})
+    defaults = not host.privileged
+    out.update({
+        "MaskedPaths": list(host.masked_paths) or (DEFAULT_MASKED_PATHS if defaults else None),
+        "ReadonlyPaths": (list(host.readonly_paths)
+                          or (DEFAULT_READONLY_PATHS if defaults else None)),
+    })
     if host.HasField("init"):
         out["Init"] = host.init
     return out
