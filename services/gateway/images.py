@@ -92,6 +92,13 @@ def inspect_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
     return out
 
 
+def _all_tags(query: Any) -> bool:
+    """No tag anywhere means every tag, as dockerd reads /images/create."""
+    image = query["fromImage"]
+    has_tag = ":" in image.rsplit("/", 1)[-1] or "@" in image
+    return not query.get("tag") and not has_tag
+
+
 def registry_auth(header: str) -> types_pb2.RegistryAuth:
     """Decode X-Registry-Auth (base64url JSON, padding optional)."""
     if not header:
@@ -193,7 +200,7 @@ class ImageHandlers:
             raise HTTPError(400, "either fromImage or fromSrc is required")
         stream = self.image.Pull(image_pb2.PullRequest(
             reference=query["fromImage"], tag=query.get("tag", ""),
-            platform=query.get("platform", ""),
+            platform=query.get("platform", ""), all_tags=_all_tags(query),
             auth=registry_auth(request.headers.get("X-Registry-Auth", ""))))
         return await json_stream(request, stream, progress_to_json)
 

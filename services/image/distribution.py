@@ -199,17 +199,48 @@ class Distribution:
         return response.content
 
     # Pull.
-    async def pull(self, text: str, tag: str, platform_text: str,
-                   creds: Credentials) -> AsyncIterator[Message]:
-        started = time.monotonic()
-        ref = pull_reference(text, tag)
+    async def pull(self, text: str, tag: str, platform_text: str, creds: Credentials,
+                   all_tags: bool = False) -> AsyncIterator[Message]:
         platform = Platform.parse(platform_text)
-        session = await self._session(ref, creds)
+        if not all_tags:
+            ref = pull_reference(text, tag)
+            session = await self._session(ref, creds)
+            outcome: dict[str, bool] = {}
+            async for message in self._pull_one(session, ref, platform, bool(platform_text),
+                                                outcome):
+                yield message
+            state = "Downloaded newer image" if outcome["new"] else "Image is up to date"
+            yield Message(f"Status: {state} for {ref.familiar}")
+            return
+        repo = reference.parse(text, default_tag=False)
+        if repo.tag or repo.digest or tag:
+            raise InvalidArgument("tag can't be used with --all-tags/-a")
+        session = await self._session(repo, creds)
+        newer = False
+        for name in await self._tags(session, repo):
+            outcome = {}
+            async for message in self._pull_one(session, repo.with_tag(name), platform,
+                                                bool(platform_text), outcome):
+                yield message
+            newer = newer or outcome["new"]
+        state = "Downloaded newer image" if newer else "Image is up to date"
+        yield Message(f"Status: {state} for {repo.familiar_name}")
+
+    async def _tags(self, session: RegistrySession, repo: ImageRef) -> list[str]:
+        response = await session.request("GET", f"{repo.path}/tags/list")
+        raise_for(response, f"listing tags of {repo.familiar_name}")
+        return sorted((response.json() or {}).get("tags") or [])
+
+    async def _pull_one(self, session: RegistrySession, ref: ImageRef, platform: Platform,
+                        platform_given: bool, outcome: dict[str, bool]
+                        ) -> AsyncIterator[Message]:
+        """Pull one tag or digest; outcome["new"] says whether it changed."""
+        started = time.monotonic()
         manifest = await self.fetch_manifest(session, ref, platform)
         config_digest = manifest.body["config"]["digest"]
         config_bytes = await self._small_blob(session, ref, config_digest)
         config = json.loads(config_bytes)
-        if platform_text and not platform.matches({"platform": config}):
+        if platform_given and not platform.matches({"platform": config}):
             raise NotFound(f"image with reference {ref.familiar} was found but does not "
                            f"provide the specified platform ({platform})")
         yield Message(f"Pulling from {ref.path}", id=ref.tag or ref.digest)
@@ -237,9 +268,8 @@ class Distribution:
         self.images.set_reference(ref.with_digest(manifest.reference_digest), image_id)
         self.images.events.publish("pull", ref.familiar, {"name": ref.familiar})
         metrics.PULL_SECONDS.observe(time.monotonic() - started)
-        state = "Image is up to date" if previous == image_id else "Downloaded newer image"
+        outcome["new"] = previous != image_id
         yield Message(f"Digest: {manifest.reference_digest}")
-        yield Message(f"Status: {state} for {ref.familiar}")
 
     async def _pull_layers(self, session: RegistrySession, ref: ImageRef,
                            layers: list[dict[str, Any]], diff_ids: list[str],

@@ -204,8 +204,12 @@ class Images:
             if wanted != (not record.repo_tags):
                 return False
         patterns = filters.get("reference")
-        if patterns and not any(_reference_matches(record, p) for p in patterns):
-            return False
+        if patterns:
+            # As dockerd: only the matching references are shown.
+            record.refs = [r for r in record.refs
+                           if any(_reference_matches(r, p) for p in patterns)]
+            if not record.refs:
+                return False
         labels = filters.get("label")
         if labels and not all(_label_matches(record.labels, expr) for expr in labels):
             return False
@@ -560,13 +564,10 @@ def _single_repository(refs: list[str]) -> bool:
     return len(tags) <= 1 and len(names) <= 1
 
 
-def _reference_matches(record: ImageRecord, pattern: str) -> bool:
-    for ref_text in record.refs:
-        ref = reference.parse(ref_text)
-        candidates = (ref.familiar_name, ref.familiar, ref.name, str(ref))
-        if any(fnmatch.fnmatchcase(c, pattern) for c in candidates):
-            return True
-    return False
+def _reference_matches(ref_text: str, pattern: str) -> bool:
+    ref = reference.parse(ref_text)
+    candidates = (ref.familiar_name, ref.familiar, ref.name, str(ref))
+    return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
 
 
 def _label_matches(labels: dict[str, str], expr: str) -> bool:

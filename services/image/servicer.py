@@ -92,7 +92,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
     async def Pull(self, request, context):  # noqa: N802
         async for message in self._distribution.pull(
                 request.reference, request.tag, request.platform,
-                credentials_of(request.auth)):
+                credentials_of(request.auth), all_tags=request.all_tags):
             yield encode_message(message)
 
     async def Push(self, request, context):  # noqa: N802

@@ -305,3 +305,15 @@ def test_run_pulled_image(engine: Engine, seeded: str) -> None:
     out = engine.docker("run", "--rm", seeded, "sh", "-c", "echo pulled-ok; cat /etc/group")
     assert out.stdout.startswith(b"pulled-ok\nroot:x:0:")
     engine.docker("rmi", seeded)
+
+
+def test_pull_all_tags(engine: Engine, registry: Registry, busybox_tar: Path) -> None:
+    for tag in ("one", "two"):
+        skopeo_copy(f"docker-archive:{busybox_tar}", f"docker://{registry.address}/alltags/bb:{tag}")
+    repo = f"{registry.address}/alltags/bb"
+    out = engine.docker("pull", "--all-tags", repo).stdout.decode()
+    assert "one: Pulling from alltags/bb" in out and "two: Pulling from alltags/bb" in out
+    assert f"Status: Downloaded newer image for {repo}" in out
+    tags = engine.docker("images", "--format", "{{.Tag}}", repo).stdout.split()
+    assert sorted(tags) == [b"one", b"two"]
+    engine.docker("rmi", f"{repo}:one", f"{repo}:two")
