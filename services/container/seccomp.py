@@ -54,9 +54,11 @@ def _applies(rule: dict, goarch: str, caps: set[str]) -> bool:
     return not set(excludes.get("caps", [])) & caps
 
 
-def _architectures(goarch: str) -> list[str]:
+def _architectures(profile: dict, goarch: str) -> list[str]:
+    if profile.get("architectures"):
+        return list(profile["architectures"])
     native = _SCMP_ARCH.get(goarch)
-    for entry in _profile()["archMap"]:
+    for entry in profile.get("archMap") or _profile()["archMap"]:
         if entry["architecture"] == native:
             return [native, *entry["subArchitectures"]]
     return [native] if native else []
@@ -64,13 +66,18 @@ def _architectures(goarch: str) -> list[str]:
 
 def default_profile(caps: set[str]) -> dict:
     """The OCI `linux.seccomp` object for a container holding `caps`."""
-    profile = _profile()
+    return oci_profile(_profile(), caps)
+
+
+def oci_profile(profile: dict, caps: set[str]) -> dict:
+    """A profile in Docker's format (`--security-opt seccomp=FILE`) in OCI form."""
     goarch = _GOARCH.get(platform.machine(), platform.machine())
     syscalls = []
-    for rule in profile["syscalls"]:
+    for rule in profile.get("syscalls") or []:
         if not _applies(rule, goarch, caps):
             continue
-        entry = {"names": rule["names"], "action": rule["action"]}
+        names = rule.get("names") or ([rule["name"]] if rule.get("name") else [])
+        entry = {"names": names, "action": rule["action"]}
         if "errnoRet" in rule:
             entry["errnoRet"] = rule["errnoRet"]
         if rule.get("args"):
@@ -78,6 +85,8 @@ def default_profile(caps: set[str]) -> dict:
                               "valueTwo": a.get("valueTwo", 0), "op": a["op"]}
                              for a in rule["args"]]
         syscalls.append(entry)
-    return {"defaultAction": profile["defaultAction"],
-            "defaultErrnoRet": profile.get("defaultErrnoRet", 1),
-            "architectures": _architectures(goarch), "syscalls": syscalls}
+    oci = {"defaultAction": profile["defaultAction"],
+           "architectures": _architectures(profile, goarch), "syscalls": syscalls}
+    if "defaultErrnoRet" in profile:
+        oci["defaultErrnoRet"] = profile["defaultErrnoRet"]
+    return oci

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import stat
@@ -255,17 +256,25 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
     else:
         linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
         linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
-        profile = _seccomp(host.security_opt, set(caps))
+        profile = seccomp_profile(host.security_opt, set(caps))
         if profile:
             linux["seccomp"] = profile
     return linux
 
 
-def _seccomp(security_opt: list[str], caps: set[str]) -> dict | None:
+def seccomp_profile(security_opt: list[str], caps: set[str]) -> dict | None:
+    """`seccomp=unconfined`, `seccomp=<profile JSON>` (the CLI sends the
+    file's content) or Docker's default profile."""
     for opt in security_opt:
-        key, _, value = opt.replace(":", "=", 1).partition("=")
-        if key == "seccomp" and value == "unconfined":
+        if not opt.startswith(("seccomp=", "seccomp:")):
+            continue
+        value = opt[len("seccomp="):]
+        if value == "unconfined":
             return None
+        try:
+            return seccomp.oci_profile(json.loads(value), caps)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"Decoding seccomp profile failed: {exc}") from exc
     return seccomp.default_profile(caps)
 
 

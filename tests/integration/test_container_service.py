@@ -4,6 +4,7 @@ IO, errors with Docker's messages, limits, restart policies, live restore."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import signal
@@ -524,3 +525,14 @@ def test_large_stdin_arrives_whole(stub, made):
     received = b"".join(f.data for f in frames)
     requests.put(None)
     assert received.split()[0].decode() == hashlib.md5(payload).hexdigest()
+
+
+def test_custom_seccomp_profile(stub, made):
+    profile = json.dumps({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [
+        {"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO"}]})
+    host = pb.HostConfig(network_mode="none", security_opt=[f"seccomp={profile}"])
+    cid, code = run(stub, made, "mkdir", "/made", host=host)
+    assert code == 1 and b"Operation not permitted" in output(stub, cid)[1]
+    broken = pb.HostConfig(network_mode="none", security_opt=["seccomp={nope"])
+    error = rpc_error(lambda: create(stub, made, "true", host=broken))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
