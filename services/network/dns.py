@@ -14,7 +14,7 @@ import socket
 import struct
 from collections.abc import Callable
 
-from dnslib import PTR, QTYPE, RCODE, RR, A, DNSRecord
+from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
 from prometheus_client import Counter
 
 log = logging.getLogger("berth.network.dns")
@@ -25,8 +25,8 @@ DNS_QUERIES = Counter("berth_network_dns_queries_total",
 TTL = 600
 UPSTREAM_TIMEOUT = 2.0
 
-# (asker's IP, lower-case name) -> the addresses, or None when not a container
-Lookup = Callable[[str, str], list[str] | None]
+# (asker's IP, lower-case name) -> (IPv4, IPv6 or "") pairs, or None when not a container
+Lookup = Callable[[str, str], list[tuple[str, str]] | None]
 # (asker's IP, address) -> the container's "name.network", or None
 ReverseLookup = Callable[[str, str], str | None]
 ARPA = ".in-addr.arpa"
@@ -82,9 +82,11 @@ class Resolver:
         if addresses is None:
             return None
         reply = query.reply()
-        if question.qtype in (QTYPE.A, QTYPE.ANY):
-            for address in addresses:
+        for address, address6 in addresses:
+            if question.qtype in (QTYPE.A, QTYPE.ANY):
                 reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
+            if address6 and question.qtype in (QTYPE.AAAA, QTYPE.ANY):
+                reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(address6), ttl=TTL))
         return reply
 
     async def answer(self, data: bytes, asker: str, tcp: bool = False) -> bytes | None:

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 
 from services.common.errors import Internal
 
+FAMILIES = ("ip", "ip6", "bridge")
+
 
 @dataclass(frozen=True)
 class BridgeRules:
@@ -24,6 +26,7 @@ class BridgeRules:
     internal: bool
     icc: bool
     veths: tuple[str, ...] = ()   # host ends of the endpoints, for icc=false
+    subnet6: str = ""
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,6 @@ def _quote(name: str) -> str:
 
 
 def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> str:
-    names = [_quote(b.bridge) for b in bridges]
     lines = [f"table ip {table} {{",
              "  chain ports {"]
     for p in ports:
@@ -66,11 +68,17 @@ def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> 
                      f"masquerade")
         if not b.internal:
             lines.append(f"    ip saddr {b.subnet} oifname != {_quote(b.bridge)} masquerade")
-    lines += ["  }",
-              "  chain forward {",
-              "    type filter hook forward priority filter; policy accept;",
-              # Published ports stay reachable from every network.
-              "    ct status dnat accept"]
+    lines += ["  }", *_forward_chain(bridges), "}"]
+    return "\n".join(lines)
+
+
+def _forward_chain(bridges: list[BridgeRules]) -> list[str]:
+    """Isolation between networks and of internal ones (either IP family)."""
+    names = [_quote(b.bridge) for b in bridges]
+    lines = ["  chain forward {",
+             "    type filter hook forward priority filter; policy accept;",
+             # Published ports stay reachable from every network.
+             "    ct status dnat accept"]
     for b in bridges:
         own = _quote(b.bridge)
         if b.internal:
@@ -79,7 +87,18 @@ def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> 
         others = [n for n in names if n != own]
         if others:
             lines.append(f"    iifname {own} oifname {{ {', '.join(others)} }} drop")
-    lines += ["  }", "}"]
+    lines.append("  }")
+    return lines
+
+
+def _ip6_table(table: str, bridges: list[BridgeRules]) -> str:
+    lines = [f"table ip6 {table} {{",
+             "  chain postrouting {",
+             "    type nat hook postrouting priority srcnat; policy accept;"]
+    for b in bridges:
+        if b.subnet6 and not b.internal:
+            lines.append(f"    ip6 saddr {b.subnet6} oifname != {_quote(b.bridge)} masquerade")
+    lines += ["  }", *_forward_chain(bridges), "}"]
     return "\n".join(lines)
 
 
@@ -98,9 +117,14 @@ def _bridge_table(table: str, bridges: list[BridgeRules]) -> str:
 def render(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> str:
     """The whole nft script: replace both tables of this engine."""
     return "\n".join([
-        f"table ip {table} {{}}", f"delete table ip {table}",
-        f"table bridge {table} {{}}", f"delete table bridge {table}",
-        _ip_table(table, bridges, ports), _bridge_table(table, bridges), ""])
+        *_delete_tables(table), _ip_table(table, bridges, ports), _ip6_table(table, bridges),
+        _bridge_table(table, bridges), ""])
+
+
+def _delete_tables(table: str) -> list[str]:
+    """Delete this engine's tables (declaring each first, so none may be missing)."""
+    return [line for family in FAMILIES
+            for line in (f"table {family} {table} {{}}", f"delete table {family} {table}")]
 
 
 async def _nft(script: str) -> None:
@@ -129,5 +153,4 @@ class Firewall:
     async def remove(self) -> None:
         async with self._lock:
             self._loaded = ""
-            await _nft(f"table ip {self.table} {{}}\ndelete table ip {self.table}\n"
-                       f"table bridge {self.table} {{}}\ndelete table bridge {self.table}\n")
+            await _nft("\n".join(_delete_tables(self.table)) + "\n")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import ipaddress
+import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,3 +113,34 @@ def mac_for(address: str) -> str:
     """Docker's MAC for an IPv4 endpoint: 02:42 then the four address bytes."""
     octets = ipaddress.IPv4Address(address).packed
     return "02:42:" + ":".join(f"{b:02x}" for b in octets)
+
+
+def parse_subnet6(text: str) -> ipaddress.IPv6Network:
+    try:
+        return ipaddress.IPv6Network(text, strict=False)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid CIDR address: {text}") from exc
+
+
+def random_ula() -> ipaddress.IPv6Network:
+    """A unique local /64 (fd00::/8 with 40 random bits), as RFC 4193 suggests."""
+    prefix = bytes([0xFD]) + os.urandom(5) + bytes(10)
+    return ipaddress.IPv6Network((prefix, 64))
+
+
+def check_user_pool6(subnet: ipaddress.IPv6Network, gateway: str,
+                     others: Iterable[ipaddress.IPv6Network]) -> None:
+    if any(subnet.overlaps(other) for other in others):
+        raise PermissionDenied("Pool overlaps with other one on this address space")
+    if gateway and ipaddress.IPv6Address(gateway.split("/")[0]) not in subnet:
+        raise InvalidArgument(f"failed to allocate gateway ({gateway}): Requested address is "
+                              f"out of range")
+
+
+def allocate6(subnet: ipaddress.IPv6Network, reserved: set[str]) -> str:
+    """The lowest free address after the subnet's first (the gateway's)."""
+    for offset in range(1, len(reserved) + 3):
+        address = subnet.network_address + offset
+        if str(address) not in reserved:
+            return str(address)
+    raise Conflict(f"no available IPv6 addresses on this network's address pools: {subnet}")

@@ -23,6 +23,8 @@ from services.common.errors import Internal
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
+IFA_F_NODAD = 0x02      # no duplicate address detection: usable at once
+AF_INET6 = 10
 
 
 def _sysctl(path: str, value: str) -> None:
@@ -54,17 +56,22 @@ def link_exists(name: str) -> bool:
         return bool(ipr.link_lookup(ifname=name))
 
 
-def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int) -> None:
-    """Create (or re-adopt) the bridge with its gateway address, up."""
+def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int,
+                  gateway6: str = "", prefixlen6: int = 0) -> None:
+    """Create (or re-adopt) the bridge with its gateway address(es), up."""
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=name):
             attrs = {"mtu": mtu} if mtu else {}
             ipr.link("add", ifname=name, kind="bridge", **attrs)
         index = ipr.link_lookup(ifname=name)[0]
-        present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"])
-                   for a in ipr.get_addr(index=index, family=2)}
+        present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
         if (gateway, prefixlen) not in present:
             ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
+        if gateway6:
+            _sysctl(f"ipv6/conf/{name}/disable_ipv6", "0")
+            if (gateway6, prefixlen6) not in present:
+                ipr.addr("add", index=index, address=gateway6, prefixlen=prefixlen6,
+                         flags=IFA_F_NODAD)
         ipr.link("set", index=index, state="up")
     # Published ports on 127.0.0.1 are DNATed to the container: the kernel
     # routes such loopback-sourced packets only with route_localnet.
@@ -165,6 +172,9 @@ class Wiring:
     mac: str
     gateway: str          # empty: no default route through this endpoint
     mtu: int
+    address6: str = ""
+    prefixlen6: int = 0
+    gateway6: str = ""
 
 
 def wire(w: Wiring) -> None:
@@ -196,11 +206,19 @@ def _configure_inside(inside: IPRoute, w: Wiring) -> None:
     inside.link("set", index=index, state="up")
     if w.gateway:
         inside.route("replace", dst="0.0.0.0/0", gateway=w.gateway)
+    if w.address6:
+        inside.addr("add", index=index, address=w.address6, prefixlen=w.prefixlen6,
+                    flags=IFA_F_NODAD)
+        if w.gateway6:
+            inside.route("replace", dst="::/0", gateway=w.gateway6, family=AF_INET6)
 
 
-def set_default_route(netns_path: str, gateway: str) -> None:
-    in_netns(netns_path, lambda inside: inside.route("replace", dst="0.0.0.0/0",
-                                                     gateway=gateway))
+def set_default_route(netns_path: str, gateway: str, gateway6: str) -> None:
+    def work(inside: IPRoute) -> None:
+        inside.route("replace", dst="0.0.0.0/0", gateway=gateway)
+        if gateway6:
+            inside.route("replace", dst="::/0", gateway=gateway6, family=AF_INET6)
+    in_netns(netns_path, work)
 
 
 def unique_name(prefix: str, tag: str) -> str:

@@ -62,6 +62,8 @@ class NetworkSpec:
     subnet: str = ""
     gateway: str = ""
     ip_range: str = ""
+    subnet6: str = ""
+    gateway6: str = ""
     aux_addresses: dict[str, str] = field(default_factory=dict)
     ipam_options: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
@@ -102,6 +104,10 @@ class EndpointView:
     @property
     def prefixlen(self) -> int:
         return ipaddress.IPv4Network(self.network.subnet).prefixlen if self.record.ip else 0
+
+    @property
+    def prefixlen6(self) -> int:
+        return ipaddress.IPv6Network(self.network.subnet6).prefixlen if self.record.ip6 else 0
 
     @property
     def dns_names(self) -> list[str]:
@@ -225,8 +231,10 @@ class NetworkManager:
                     network.subnet = str(subnet)
                     network.gateway = ipam.default_gateway(subnet)
                 subnet = ipaddress.IPv4Network(network.subnet)
+                prefixlen6 = ipaddress.IPv6Network(network.subnet6).prefixlen \
+                    if network.subnet6 else 0
                 kernel.ensure_bridge(network.bridge, network.gateway, subnet.prefixlen,
-                                     network.mtu)
+                                     network.mtu, network.gateway6, prefixlen6)
         try:
             await asyncio.to_thread(work)
         except Exception:
@@ -340,7 +348,21 @@ class NetworkManager:
         elif spec.gateway or spec.ip_range:
             raise InvalidArgument("invalid network config:\na gateway or ip-range needs "
                                   "a subnet")
+        if spec.enable_ipv6:
+            self._assign_ipv6(record, spec)
         return record
+
+    def _assign_ipv6(self, record: NetworkRecord, spec: NetworkSpec) -> None:
+        """The user's IPv6 subnet, else a random unique local /64."""
+        ours = [ipaddress.IPv6Network(n.subnet6) for n in self.store.networks() if n.subnet6]
+        if spec.subnet6:
+            subnet6 = ipam.parse_subnet6(spec.subnet6)
+            ipam.check_user_pool6(subnet6, spec.gateway6, ours)
+        else:
+            subnet6 = ipam.random_ula()
+        record.subnet6 = str(subnet6)
+        record.gateway6 = spec.gateway6.split("/")[0] if spec.gateway6 else \
+            str(subnet6.network_address + 1)
 
     async def remove(self, ref: str) -> None:
         async with self._lock:
@@ -694,6 +716,10 @@ class NetworkManager:
         else:
             endpoint.ip = ipam.allocate(subnet, network.ip_range, reserved)
         endpoint.mac = ipam.mac_for(endpoint.ip)
+        if network.subnet6:
+            reserved6 = {e.ip6 for e in self.store.endpoints(network_id=network.id) if e.ip6}
+            endpoint.ip6 = ipam.allocate6(ipaddress.IPv6Network(network.subnet6),
+                                          reserved6 | {network.gateway6})
         taken = {e.ifname for e in self.store.endpoints(container_id=endpoint.container_id)
                  if e.wired}
         endpoint.ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
@@ -708,7 +734,10 @@ class NetworkManager:
             netns_path=sandbox.netns_path, bridge=network.bridge,
             host_ifname=endpoint.host_ifname, ifname=endpoint.ifname, address=endpoint.ip,
             prefixlen=subnet.prefixlen, mac=endpoint.mac,
-            gateway=network.gateway if needs_route else "", mtu=network.mtu)
+            gateway=network.gateway if needs_route else "", mtu=network.mtu,
+            address6=endpoint.ip6,
+            prefixlen6=ipaddress.IPv6Network(network.subnet6).prefixlen if endpoint.ip6 else 0,
+            gateway6=network.gateway6 if needs_route else "")
         try:
             await asyncio.to_thread(kernel.wire, wiring)
         except Exception as exc:
@@ -734,11 +763,12 @@ class NetworkManager:
         for view in self._views(sandbox.container_id):
             if view.record.wired and not view.network.internal:
                 await asyncio.to_thread(kernel.set_default_route, sandbox.netns_path,
-                                        view.network.gateway)
+                                        view.network.gateway,
+                                        view.network.gateway6 if view.record.ip6 else "")
                 return
 
     def _release(self, endpoint: EndpointRecord) -> None:
-        endpoint.ip = endpoint.mac = endpoint.ifname = endpoint.host_ifname = ""
+        endpoint.ip = endpoint.ip6 = endpoint.mac = endpoint.ifname = endpoint.host_ifname = ""
         if self.store.endpoint(endpoint.network_id, endpoint.container_id) is not None:
             self.store.save_endpoint(endpoint)
 
@@ -754,7 +784,7 @@ class NetworkManager:
             veths = tuple(e.host_ifname for e in self.store.endpoints(network_id=network.id)
                           if e.wired)
             bridges.append(BridgeRules(network.bridge, network.subnet, network.internal,
-                                       network.icc, veths))
+                                       network.icc, veths, network.subnet6))
         rules = []
         for sandbox in self.store.sandboxes():
             target = self._port_target(sandbox.container_id)
@@ -770,7 +800,8 @@ class NetworkManager:
     def _visible_endpoints(self, asker: str) -> list[tuple[NetworkRecord, EndpointRecord]]:
         """Wired endpoints on the user networks the asking container is on."""
         networks = {n.id: n for n in self.store.networks() if n.is_user_bridge}
-        mine = [e for e in self.store.endpoints() if e.ip == asker and e.network_id in networks]
+        mine = [e for e in self.store.endpoints()
+                if asker in (e.ip, e.ip6) and e.network_id in networks]
         if not mine:
             return []
         shared = {e.network_id for e in self.store.endpoints(container_id=mine[0].container_id)
@@ -778,13 +809,13 @@ class NetworkManager:
         return [(networks[network_id], endpoint) for network_id in shared
                 for endpoint in self.store.endpoints(network_id=network_id) if endpoint.wired]
 
-    def _dns_lookup(self, asker: str, name: str) -> list[str] | None:
+    def _dns_lookup(self, asker: str, name: str) -> list[tuple[str, str]] | None:
         found = []
         for _, endpoint in self._visible_endpoints(asker):
             names = {endpoint.container_name.lower(), *map(str.lower, endpoint.aliases),
                      endpoint.container_id[:12]}
             if name in names:
-                found.append(endpoint.ip)
+                found.append((endpoint.ip, endpoint.ip6))
         return found or None
 
     def _dns_reverse(self, asker: str, address: str) -> str | None:
@@ -795,7 +826,7 @@ class NetworkManager:
 
     def _dns_upstreams(self, asker: str) -> list[str]:
         for endpoint in self.store.endpoints():
-            if endpoint.ip == asker:
+            if asker in (endpoint.ip, endpoint.ip6):
                 sandbox = self.store.sandbox(endpoint.container_id)
                 if sandbox is not None and sandbox.dns:
                     return sandbox.dns

@@ -28,13 +28,16 @@ def _endpoint_spec(message: network_pb2.EndpointRequest) -> EndpointSpec:
 
 def _network_spec(request: network_pb2.CreateNetworkRequest) -> NetworkSpec:
     ipv4 = [c for c in request.ipam.config if ":" not in c.subnet]
-    if len(ipv4) > 1:
-        raise InvalidArgument("a bridge network takes one IPv4 subnet")
+    ipv6 = [c for c in request.ipam.config if ":" in c.subnet]
+    if len(ipv4) > 1 or len(ipv6) > 1:
+        raise InvalidArgument("a bridge network takes one IPv4 and one IPv6 subnet")
     config = ipv4[0] if ipv4 else network_pb2.IPAMConfig()
+    config6 = ipv6[0] if ipv6 else network_pb2.IPAMConfig()
     return NetworkSpec(
         name=request.name, driver=request.driver, internal=request.internal,
         attachable=request.attachable, enable_ipv6=request.enable_ipv6,
         subnet=config.subnet, gateway=config.gateway, ip_range=config.ip_range,
+        subnet6=config6.subnet, gateway6=config6.gateway,
         aux_addresses=dict(config.aux_addresses), ipam_options=dict(request.ipam.options),
         options=dict(request.options), labels=dict(request.labels))
 
@@ -46,7 +49,9 @@ def _endpoint(view: EndpointView) -> network_pb2.Endpoint:
         gateway=network.gateway if record.ip else "", ip_address=record.ip,
         ip_prefix_len=view.prefixlen, mac_address=record.mac, aliases=record.aliases,
         dns_names=view.dns_names, links=record.links,
-        ipv4_address_requested=record.ipv4_requested)
+        ipv4_address_requested=record.ipv4_requested,
+        global_ipv6_address=record.ip6, global_ipv6_prefix_len=view.prefixlen6,
+        ipv6_gateway=network.gateway6 if record.ip6 else "")
 
 
 def _sandbox(view: SandboxView) -> network_pb2.Sandbox:
@@ -69,10 +74,14 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
             ipam.config.append(network_pb2.IPAMConfig(
                 subnet=record.subnet, gateway=record.gateway, ip_range=record.ip_range,
                 aux_addresses=record.aux_addresses))
+        if record.subnet6:
+            ipam.config.append(network_pb2.IPAMConfig(subnet=record.subnet6,
+                                                      gateway=record.gateway6))
         containers = {
             e.container_id: network_pb2.EndpointResource(
                 name=e.container_name, endpoint_id=e.endpoint_id, mac_address=e.mac,
-                ipv4_address=f"{e.ip}/{record.subnet.split('/')[1]}")
+                ipv4_address=f"{e.ip}/{record.subnet.split('/')[1]}",
+                ipv6_address=f"{e.ip6}/{record.subnet6.split('/')[1]}" if e.ip6 else "")
             for e in self._manager.containers_of(record)}
         return network_pb2.Network(
             id=record.id, name=record.name, created=record.created, scope="local",

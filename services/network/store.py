@@ -76,6 +76,8 @@ class NetworkRecord:
     bridge: str = ""
     subnet: str = ""
     gateway: str = ""
+    subnet6: str = ""
+    gateway6: str = ""
     ip_range: str = ""
     internal: bool = False
     attachable: bool = False
@@ -102,6 +104,7 @@ class EndpointRecord:
     container_name: str = ""
     state: str = "connected"
     ip: str = ""
+    ip6: str = ""
     mac: str = ""
     ipv4_requested: str = ""
     aliases: list[str] = field(default_factory=list)
@@ -165,9 +168,21 @@ def _upsert(table: str, values: dict, keys: tuple[str, ...]) -> str:
             f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}")
 
 
+# Columns added after the first release: (table, column, declaration).
+ADDED_COLUMNS = [
+    ("networks", "subnet6", "TEXT NOT NULL DEFAULT ''"),
+    ("networks", "gateway6", "TEXT NOT NULL DEFAULT ''"),
+    ("endpoints", "ip6", "TEXT NOT NULL DEFAULT ''"),
+]
+
+
 class NetworkStore:
     def __init__(self, path: Path) -> None:
         self.db = Database(path, SCHEMA)
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row["name"] for row in self.db.query(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     def networks(self) -> list[NetworkRecord]:
         rows = self.db.query("SELECT * FROM networks ORDER BY created")

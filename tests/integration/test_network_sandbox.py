@@ -237,6 +237,28 @@ def test_bridge_options(service: NetworkService, stub) -> None:
     assert name not in links()
 
 
+def test_ipv6_network(stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="dual", enable_ipv6=True, ipam=pb.IPAM(config=[
+        pb.IPAMConfig(subnet="fd00:b3:7::/64")])))
+    auto = stub.Create(pb.CreateNetworkRequest(name="ula", enable_ipv6=True)).id
+    ula = [c.subnet for c in stub.Inspect(pb.InspectNetworkRequest(id=auto)).ipam.config]
+    assert len(ula) == 2 and ula[1].startswith("fd") and ula[1].endswith("::/64")
+    a = sandbox(stub, 27, network_mode="dual")
+    b = sandbox(stub, 28, network_mode="dual")
+    assert a.endpoints[0].global_ipv6_address == "fd00:b3:7::2"
+    assert a.endpoints[0].ipv6_gateway == "fd00:b3:7::1"
+    target = b.endpoints[0].global_ipv6_address
+    assert target == "fd00:b3:7::3" and b.endpoints[0].global_ipv6_prefix_len == 64
+    assert run_in(a.netns_path, "busybox", "ping", "-6", "-c1", "-W2", target).returncode == 0
+    assert "default via fd00:b3:7::1" in run_in(a.netns_path, "busybox", "ip", "-6",
+                                                "route").stdout
+    lookup = run_in(a.netns_path, "busybox", "nslookup", "-type=AAAA", "c28",
+                    a.resolv_conf.split()[1])
+    assert target in lookup.stdout, lookup.stdout + lookup.stderr
+    network = stub.Inspect(pb.InspectNetworkRequest(id="dual"))
+    assert network.containers[cid(28)].ipv6_address == f"{target}/64"
+
+
 def test_default_route_moves_on_disconnect(stub) -> None:
     stub.Create(pb.CreateNetworkRequest(name="first"))
     second = stub.Create(pb.CreateNetworkRequest(name="second")).id
