@@ -95,3 +95,19 @@ def test_container_files(tmp_path, monkeypatch) -> None:
         "nameserver 10.0.0.2\nsearch a.test b.test\noptions ndots:2\n"
     hosts = files.hosts_file("web", "example.test", "172.17.0.2", [("db", "10.0.0.9")])
     assert hosts.endswith("10.0.0.9\tdb\n172.17.0.2\tweb.example.test web\n")
+
+
+def test_ipv6_pools() -> None:
+    ula = ipam.random_ula()
+    assert ula.prefixlen == 64 and str(ula).startswith("fd")
+    subnet = ipaddress.IPv6Network("fd00:1::/64")
+    assert ipam.allocate6(subnet, {"fd00:1::1"}) == "fd00:1::2"
+    assert ipam.allocate6(subnet, {"fd00:1::1", "fd00:1::2"}) == "fd00:1::3"
+    with pytest.raises(PermissionDenied):
+        ipam.check_user_pool6(ipaddress.IPv6Network("fd00:1::/80"), "", [subnet])
+    with pytest.raises(InvalidArgument):
+        ipam.check_user_pool6(subnet, "fd00:2::1", [])
+    script = render("btest", [BridgeRules("btest-6", "172.18.0.0/16", internal=False,
+                                          icc=True, subnet6="fd00:1::/64")], [])
+    assert 'table ip6 btest {' in script
+    assert 'ip6 saddr fd00:1::/64 oifname != "btest-6" masquerade' in script
