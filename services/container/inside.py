@@ -299,7 +299,9 @@ class Inside:
             host_dir = await asyncio.to_thread(archive.extraction_dir, root, options.path,
                                                self._not_found(options.path, container))
             if os.statvfs(host_dir).f_flag & os.ST_RDONLY:
-                raise PermissionDenied("container rootfs is marked read-only")
+                on_rootfs = os.stat(host_dir).st_dev == os.stat(root).st_dev
+                raise PermissionDenied("container rootfs is marked read-only" if on_rootfs
+                                       else "mounted volume is marked read-only")
             owner = None
             if options.copy_uid_gid and container.config.user:
                 # Archive mode: the container's user owns what is copied in

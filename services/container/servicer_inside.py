@@ -14,7 +14,7 @@ from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common.clients import channel
-from services.common.errors import InvalidArgument
+from services.common.errors import BerthError, InvalidArgument
 from services.container.inside import Inside
 from services.container.peers import _translate
 
@@ -69,7 +69,14 @@ class InsideServicerMixin:
                 if message.WhichOneof("part") == "data":
                     yield message.data
 
-        await self._inside.put_archive(options, data())
+        try:
+            await self._inside.put_archive(options, data())
+        except BerthError:
+            # Take the rest of the upload, so that a client still sending
+            # reads the error instead of a broken pipe.
+            async for _ in request_iterator:
+                pass
+            raise
         return container_pb2.PutArchiveResponse()
 
     async def Changes(self, request, context):  # noqa: N802

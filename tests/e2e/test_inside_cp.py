@@ -221,3 +221,20 @@ def test_copy_into_volumes_of_running_and_stopped_containers(engine: Engine, bus
     finally:
         engine.docker("rm", "-f", "-v", "cp-vol")
         engine.docker("volume", "rm", "cpdata", check=False)
+
+
+def test_read_only_rootfs_and_volumes_refuse_copies(engine: Engine, busybox: str,
+                                                    tmp_path: Path) -> None:
+    engine.docker("run", "-d", "--network", "none", "--name", "cp-ro", "--read-only",
+                  "-v", "cpro:/ro:ro", "-v", "cprw:/rw", busybox, "sleep", "100")
+    try:
+        (tmp_path / "f").write_text("f")
+        rootfs = engine.docker("cp", str(tmp_path / "f"), "cp-ro:/", check=False)
+        assert "container rootfs is marked read-only" in rootfs.stderr.decode()
+        volume = engine.docker("cp", str(tmp_path / "f"), "cp-ro:/ro/", check=False)
+        assert "mounted volume is marked read-only" in volume.stderr.decode()
+        engine.docker("cp", str(tmp_path / "f"), "cp-ro:/rw/")
+        assert out(engine.docker("exec", "cp-ro", "cat", "/rw/f")) == "f"
+    finally:
+        engine.docker("rm", "-f", "-v", "cp-ro")
+        engine.docker("volume", "rm", "cpro", "cprw", check=False)
