@@ -168,6 +168,7 @@ class Manager:
         try:
             configs.merge_image_config(config, lease.image.config)
             configs.validate(config, host)
+            spec.check_security_opt(list(host.security_opt))
             spec.seccomp_profile(host.security_opt, set(spec.capabilities(host)))
             networking = container_pb2.NetworkingConfig()
             networking.CopyFrom(request.networking_config)

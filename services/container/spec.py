@@ -253,13 +253,23 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
     }
     if host.privileged:
         linux["devices"] = host_devices()
-    else:
-        linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
-        linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
-        profile = seccomp_profile(host.security_opt, set(caps))
-        if profile:
-            linux["seccomp"] = profile
+        return linux
+    linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
+    linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
+    profile = seccomp_profile(host.security_opt, set(caps))
+    if profile:
+        linux["seccomp"] = profile
     return linux
+
+
+_SECURITY_OPTS = ("seccomp", "apparmor", "label", "no-new-privileges", "writable-cgroups")
+
+
+def check_security_opt(security_opt: list[str]) -> None:
+    for opt in security_opt:
+        key = opt.replace(":", "=", 1).split("=", 1)[0]
+        if key not in _SECURITY_OPTS:
+            raise InvalidArgument(f'invalid --security-opt 2: "{opt}"')
 
 
 def seccomp_profile(security_opt: list[str], caps: set[str]) -> dict | None:

@@ -149,3 +149,10 @@ def test_human_durations_and_times():
     assert views.human_duration(3600 * 5) == "5 hours"
     assert views.rfc3339(0) == views.ZERO_TIME
     assert views.rfc3339(1_700_000_000_120_000_000) == "2023-11-14T22:13:20.12Z"
+
+
+def test_security_opt_keys():
+    spec.check_security_opt(["no-new-privileges", "seccomp=unconfined", "label:disable",
+                             "apparmor=unconfined"])
+    with pytest.raises(InvalidArgument, match='invalid --security-opt 2: "bogus=1"'):
+        spec.check_security_opt(["bogus=1"])
