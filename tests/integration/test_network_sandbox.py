@@ -144,6 +144,33 @@ def test_published_ports(service: NetworkService, stub, tmp_path: Path) -> None:
     assert fetch(f"http://127.0.0.1:{ports[('80/tcp', '127.0.0.1')]}/") == "published"
 
 
+UDP_ECHO = """
+import socket
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.bind(("0.0.0.0", 5353))
+while True:
+    data, peer = sock.recvfrom(2048)
+    sock.sendto(data.upper(), peer)
+"""
+
+
+def test_published_udp_port(service: NetworkService, stub) -> None:
+    box = sandbox(stub, 9, port_mappings=[pb.PortMapping(container_port="5353/udp",
+                                                         host_ip="127.0.0.1")])
+    port = box.ports[0].host_port
+    service.spawn(box.netns_path, sys.executable, "-c", UDP_ECHO)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(0.5)
+        deadline = time.monotonic() + 10
+        while True:
+            client.sendto(b"ping", ("127.0.0.1", port))
+            try:
+                assert client.recv(100) == b"PING"
+                break
+            except TimeoutError:
+                assert time.monotonic() < deadline, "no UDP echo through the published port"
+
+
 def test_port_in_use_fails_and_cleans_up(service: NetworkService, stub) -> None:
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
