@@ -474,6 +474,7 @@ class Distribution:
             headers={"Content-Type": "application/octet-stream"})
         raise_for(done, f"uploading blob {digest}")
         self.images.store.add_blob_source(digest, ref.domain, ref.path)
+        await say("Pushing", size)
         await say("Pushed")
 
 

@@ -253,6 +253,8 @@ def test_push_aux_and_registry_events(engine: Engine, busybox: str, registry: Re
     target = f"{registry.address}/aux/app"
     engine.docker("tag", busybox, f"{target}:v2")
     lines = list(engine.client().api.push(target, tag="v2", stream=True, decode=True))
+    pushing = [line for line in lines if line.get("status") == "Pushing"]
+    assert all(p["progressDetail"]["total"] > 0 for p in pushing)
     aux = [line["aux"] for line in lines if "aux" in line]
     assert aux and aux[0]["Tag"] == "v2" and aux[0]["Digest"].startswith("sha256:")
     assert aux[0]["Size"] > 0
