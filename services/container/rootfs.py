@@ -4,22 +4,25 @@ and what is read from it before start: users and groups."""
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from services.common.errors import Internal, InvalidArgument
 from services.container.spec import User
 
 
-def overlay_options(lower_dirs: list[str], upper: Path, work: Path) -> str:
-    return f"lowerdir={':'.join(lower_dirs)},upperdir={upper},workdir={work}"
-
-
 async def mount_overlay(lower_dirs: list[str], upper: Path, work: Path, target: Path) -> None:
+    """Mount the overlay. The options must fit in a page (4096 bytes): the
+    layer dirs are named relative to their common parent, which the mount
+    runs in, so images with many layers fit."""
     if target.is_mount():
         return
     target.mkdir(exist_ok=True)
-    await _run("mount", "-t", "overlay", "overlay", "-o",
-               overlay_options(lower_dirs, upper, work), str(target))
+    parent = os.path.commonpath(lower_dirs) if len(lower_dirs) > 1 else ""
+    lowers = [os.path.relpath(d, parent) for d in lower_dirs] if parent else lower_dirs
+    options = f"lowerdir={':'.join(lowers)},upperdir={upper},workdir={work}"
+    await _run("mount", "-t", "overlay", "overlay", "-o", options, str(target),
+               cwd=parent or None)
 
 
 async def unmount(target: Path) -> None:
@@ -27,10 +30,10 @@ async def unmount(target: Path) -> None:
         await _run("umount", str(target))
 
 
-async def _run(*args: str) -> None:
+async def _run(*args: str, cwd: str | None = None) -> None:
     process = await asyncio.create_subprocess_exec(
         *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE)
+        stderr=asyncio.subprocess.PIPE, cwd=cwd)
     _, err = await process.communicate()
     if process.returncode != 0:
         raise Internal(f"{args[0]} failed: {err.decode(errors='replace').strip()}")
