@@ -10,14 +10,16 @@ import ctypes
 import errno
 import ipaddress
 import os
+import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from pyroute2 import IPRoute, netns
+from pyroute2 import Conntrack, IPRoute, netns
 from pyroute2.netlink.exceptions import NetlinkError
+from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from services.common.errors import Internal
 
@@ -219,6 +221,20 @@ def set_default_route(netns_path: str, gateway: str, gateway6: str) -> None:
         if gateway6:
             inside.route("replace", dst="::/0", gateway=gateway6, family=AF_INET6)
     in_netns(netns_path, work)
+
+
+def forget_udp_flows(host_ports: set[int]) -> None:
+    """Drop conntrack entries of UDP flows to these host ports.
+
+    A UDP client that keeps sending keeps its conntrack entry alive, and the
+    entry pins the NAT decision made for its first packet: after a port is
+    published (or unpublished) such flows would never see the new mapping.
+    """
+    with Conntrack() as ct:
+        udp = NFCTAttrTuple(proto=socket.IPPROTO_UDP)
+        for entry in list(ct.dump_entries(tuple_orig=udp)):
+            if entry.tuple_orig.dport in host_ports:
+                ct.delete(entry)
 
 
 def unique_name(prefix: str, tag: str) -> str:

@@ -568,6 +568,7 @@ class NetworkManager:
         sandbox.ports = await self._publish(sandbox, spec) if networks else []
         self.store.save_sandbox(sandbox)
         await self._apply_firewall()
+        await self._forget_udp_flows(sandbox)
         first = self._views(sandbox.container_id)
         address = first[0].record.ip if first else ""
         extra = [self._extra_host(entry, first) for entry in spec.extra_hosts]
@@ -675,6 +676,14 @@ class NetworkManager:
             await asyncio.to_thread(kernel.remove_netns, Path(sandbox.netns_path))
         self.store.delete_sandbox(container_id)
         await self._apply_firewall()
+        if sandbox is not None:
+            await self._forget_udp_flows(sandbox)
+
+    @staticmethod
+    async def _forget_udp_flows(sandbox: SandboxRecord) -> None:
+        udp = {p["host_port"] for p in sandbox.ports if p["proto"] == "udp"}
+        if udp:
+            await asyncio.to_thread(kernel.forget_udp_flows, udp)
 
     def get_sandbox(self, container_id: str) -> SandboxView:
         sandbox = self.store.sandbox(container_id)

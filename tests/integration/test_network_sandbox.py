@@ -155,11 +155,16 @@ while True:
 
 
 def test_published_udp_port(service: NetworkService, stub) -> None:
-    box = sandbox(stub, 9, port_mappings=[pb.PortMapping(container_port="5353/udp",
-                                                         host_ip="127.0.0.1")])
-    port = box.ports[0].host_port
-    service.spawn(box.netns_path, sys.executable, "-c", UDP_ECHO)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        # A flow that started before the port was published must reach the
+        # container once it is (its conntrack entry is dropped).
+        client.sendto(b"early", ("127.0.0.1", port))
+        box = sandbox(stub, 9, port_mappings=[pb.PortMapping(
+            container_port="5353/udp", host_ip="127.0.0.1", host_port=str(port))])
+        service.spawn(box.netns_path, sys.executable, "-c", UDP_ECHO)
         client.settimeout(0.5)
         deadline = time.monotonic() + 10
         while True:
