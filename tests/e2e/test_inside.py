@@ -120,7 +120,8 @@ def test_diff_and_export(engine: Engine, busybox: str, tmp_path: Path) -> None:
 def test_update_changes_the_cgroup(engine: Engine, box: str) -> None:
     cid = container_id(engine, box)
     engine.docker("update", "--memory", "96m", "--memory-swap", "192m", "--cpus", "0.5",
-                  "--cpu-shares", "512", "--pids-limit", "77", box)
+                  "--cpu-shares", "512", "--pids-limit", "77", "--cpuset-cpus", "0", box)
+    assert cgroup_file(cid, "cpuset", "cpuset.cpus") == "0"
     assert cgroup_file(cid, "memory", "memory.limit_in_bytes") == str(96 << 20)
     assert cgroup_file(cid, "cpu", "cpu.cfs_quota_us") == "50000"
     assert cgroup_file(cid, "cpu", "cpu.shares") == "512"
