@@ -12,6 +12,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -143,6 +144,14 @@ def _bool_option(value: str) -> bool:
 def _label_matches(labels: dict[str, str], expr: str) -> bool:
     key, sep, value = expr.partition("=")
     return key in labels and (not sep or labels[key] == value)
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    """Docker's filters.Match: the value is a regular expression searched in the name."""
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name
 
 
 def _parse_until(value: str) -> datetime:
@@ -392,7 +401,7 @@ class NetworkManager:
 
     def _matches(self, network: NetworkRecord, filters: dict[str, list[str]]) -> bool:
         tests: dict[str, Callable[[str], bool]] = {
-            "name": lambda v: v in network.name,
+            "name": lambda v: _name_matches(network.name, v),
             "id": lambda v: network.id.startswith(v),
             "label": lambda v: _label_matches(network.labels, v),
             "driver": lambda v: network.driver == v,

@@ -58,6 +58,8 @@ def test_network_lifecycle_and_errors(clean: Engine) -> None:
     custom = engine.docker("network", "ls", "-q", "--no-trunc", "-f", "type=custom",
                            "-f", "label=team=net").stdout.decode().split()
     assert custom == [net_id]
+    exact = engine.docker("network", "ls", "-q", "--no-trunc", "-f", "name=^lifecycle$")
+    assert exact.stdout.decode().split() == [net_id]
 
     assert "network with name lifecycle already exists" in error_of(
         engine, "network", "create", "lifecycle")
