@@ -561,7 +561,7 @@ class NetworkManager:
 
     def _sandbox_by_ref(self, ref: str) -> SandboxRecord | None:
         for sandbox in self.store.sandboxes():
-            if ref and sandbox.container_id.startswith(ref):
+            if ref and (sandbox.container_id.startswith(ref) or sandbox.container_name == ref):
                 return sandbox
         return None
 

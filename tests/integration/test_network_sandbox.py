@@ -124,6 +124,11 @@ def test_none_and_host_modes(stub) -> None:
     assert [(e.network_name, e.ip_address) for e in none.endpoints] == [("none", "")]
     addr = run_in(none.netns_path, "busybox", "ip", "-o", "link").stdout
     assert "lo:" in addr and "eth0" not in addr
+    default = sandbox(stub, 8)
+    joined = sandbox(stub, 14, network_mode="container:c8", container_netns_path=default.netns_path)
+    assert joined.netns_path == default.netns_path and joined.hosts == default.hosts
+    stub.ForgetContainer(pb.ForgetContainerRequest(container_id=cid(14)))
+    assert Path(default.netns_path).exists()
     host = sandbox(stub, 3, network_mode="host")
     assert host.netns_path == ""
     assert [(e.network_name, e.ip_address) for e in host.endpoints] == [("host", "")]
