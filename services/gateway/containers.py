@@ -20,7 +20,7 @@ from services.gateway.convert.container_view import (
     inspect_json,
     summary_json,
 )
-from services.gateway.errors import bad_request, read_json
+from services.gateway.errors import HTTPError, bad_request, read_json
 from services.gateway.hijack import MULTIPLEXED_STREAM, RAW_STREAM, frame_header, hijack, relay
 from services.gateway.params import boolean, filters, integer
 from services.gateway.routing import Route
@@ -232,6 +232,15 @@ class ContainerHandlers:
             logs=boolean(request, "logs"), detach_keys=request.query.get("detachKeys", ""))
         call = self.container.Attach()
         await call.write(pb.AttachRequest(options=options))
+        # The service answers `attached` once the session is registered: only
+        # then may the client start the container, and errors keep their status.
+        try:
+            await anext(aiter(call))
+        except StopAsyncIteration:
+            raise HTTPError(500, "the container service ended the attach") from None
+        except BaseException:
+            call.cancel()
+            raise
         return call, tty
 
     async def attach(self, request: web.Request) -> web.StreamResponse:

@@ -5,6 +5,7 @@ rm -f and prune."""
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import time
 
@@ -175,3 +176,49 @@ def test_sdk_run_create_wait_logs_remove(engine: Engine, busybox: str) -> None:
         detached.remove(force=True)
     finally:
         client.close()
+
+
+def test_old_api_clients(engine: Engine, busybox: str) -> None:
+    client = docker.DockerClient(base_url=engine.host, version="1.24", timeout=60)
+    try:
+        assert client.containers.run(busybox, "echo old", remove=True) == b"old\n"
+        container = client.containers.run(busybox, "sleep 300", detach=True)
+        data = client.api.inspect_container(container.id)
+        assert data["State"]["Running"] is True
+        assert "DNSNames" not in data["NetworkSettings"]["Networks"]["bridge"]
+        container.remove(force=True)
+    finally:
+        client.close()
+
+
+def test_sdk_attach_socket_with_stdin_once(engine: Engine, busybox: str) -> None:
+    client = engine.client()
+    try:
+        # Not detached with stdin open: the SDK sets StdinOnce, like `docker run -i`.
+        created = client.api.create_container(busybox, ["sh", "-c", "cat; echo done"],
+                                              stdin_open=True)
+        container = client.containers.get(created["Id"])
+        sock = client.api.attach_socket(container.id, params={
+            "stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        container.start()
+        raw = sock._sock
+        raw.sendall(b"piped\n")
+        raw.shutdown(socket.SHUT_WR)
+        out = b""
+        while chunk := raw.recv(4096):
+            out += chunk
+        raw.close()
+        assert out == (b"\x01\x00\x00\x00\x00\x00\x00\x06piped\n"
+                       b"\x01\x00\x00\x00\x00\x00\x00\x05done\n")
+        assert container.wait(timeout=30)["StatusCode"] == 0
+        container.remove()
+    finally:
+        client.close()
+
+
+def test_sizes_on_request(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "writer", busybox, "sh", "-c",
+                  "head -c 100000 /dev/zero > /big")
+    data = json.loads(engine.docker("inspect", "--size", "writer").stdout)[0]
+    assert data["SizeRw"] >= 100000 and data["SizeRootFs"] >= data["SizeRw"]
+    assert "SizeRw" not in inspect(engine, "writer")
