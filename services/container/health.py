@@ -10,10 +10,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
+from services.container.archive import go_time
 
 log = logging.getLogger("berth.container.health")
 
@@ -42,7 +42,8 @@ Recorder = Callable[[dict, bool], None]
 
 
 def timestamp() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """Now, as Go marshals a time (RFC 3339 with nanoseconds), like Docker's."""
+    return go_time(time.time_ns())
 
 
 def probe_command(health: image_pb2.HealthConfig, shell: list[str]) -> list[str] | None:

@@ -4,11 +4,12 @@ interfaces, shaped like Docker's stats JSON (cgroup v1 and v2)."""
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 from typing import Any
 
 from services.container import cgroups
+from services.container.archive import go_time
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 NANOS = 1_000_000_000
@@ -16,7 +17,8 @@ UNLIMITED = 1 << 62          # cgroup v1 prints "no limit" as a value above this
 
 
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """Now, as Go marshals a time (RFC 3339 with nanoseconds), like Docker's."""
+    return go_time(time.time_ns())
 
 
 def _number(text: str | None) -> int:
