@@ -467,7 +467,10 @@ class NetworkManager:
                 await self._apply_firewall()
             except BaseException:
                 await self._unwire(network, endpoint, announce=False)
-                self.store.delete_endpoint(network.id, container_id)
+                if existing is None:
+                    self.store.delete_endpoint(network.id, container_id)
+                else:
+                    self.store.save_endpoint(existing)
                 await self._apply_firewall()
                 raise
             self._refresh_metrics()

@@ -346,6 +346,13 @@ def test_bad_input(stub) -> None:
         container_id=cid(33), network_mode="dup",
         endpoints=[pb.EndpointRequest(network="dup", ipv4_address="10.231.7.50")]))
     assert message == "Address already in use"
+    sandbox(stub, 35)
+    code, message = error(stub.Connect, pb.ConnectRequest(
+        container_id=cid(35), container_name="c35",
+        endpoint=pb.EndpointRequest(network="dup", ipv4_address="10.231.7.50")))
+    assert message == "Address already in use"
+    left = stub.GetSandbox(pb.GetSandboxRequest(container_id=cid(35)))
+    assert [e.network_name for e in left.endpoints] == ["bridge"]
     code, message = error(stub.CreateSandbox, pb.CreateSandboxRequest(
         container_id=cid(34), network_mode="missing"))
     assert code == grpc.StatusCode.NOT_FOUND
