@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from berth.types.v1 import types_pb2
 
 # Filter keys that name the actor of an event of the same type.
-_ACTOR_FILTERS = {"container", "image", "network", "volume"}
+_ACTOR_FILTERS = {"container", "network", "volume"}
 
 
 def matches(event: types_pb2.Event, filters: types_pb2.Filters) -> bool:
@@ -38,7 +38,29 @@ def matches(event: types_pb2.Event, filters: types_pb2.Filters) -> bool:
             names = {event.actor_id, event.attributes.get("name", "")}
             if not any(v in names or event.actor_id.startswith(v) for v in values):
                 return False
+        if key == "image" and not _image_matches(event, values):
+            return False
     return True
+
+
+def _strip_tag(reference: str) -> str:
+    """busybox:latest -> busybox, keeping a registry port (host:5000/x)."""
+    name = reference.partition("@")[0]
+    head, sep, tail = name.rpartition(":")
+    return head if sep and "/" not in tail else name
+
+
+def _image_matches(event: types_pb2.Event, values: set[str]) -> bool:
+    """As moby: image events by ID or name, container events by their image,
+    each also with the tag stripped."""
+    if event.type == "image":
+        names = {event.actor_id, event.attributes.get("name", "")}
+    elif event.type == "container":
+        names = {event.attributes.get("image", "")}
+    else:
+        return False
+    names |= {_strip_tag(n) for n in names}
+    return bool(names & values)
 
 
 def _label_matches(event: types_pb2.Event, expr: str) -> bool:

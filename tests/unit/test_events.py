@@ -28,6 +28,18 @@ def test_filters_are_or_within_and_across_keys() -> None:
     assert not matches(event, _filters(image=["web"]))
 
 
+def test_image_filter_matches_names_without_tag_and_container_images() -> None:
+    pulled = types_pb2.Event(type="image", action="pull", actor_id="busybox:latest",
+                             attributes={"name": "busybox:latest"})
+    started = types_pb2.Event(type="container", action="start", actor_id="c1",
+                              attributes={"image": "127.0.0.1:5000/app:v1"})
+    assert matches(pulled, _filters(image=["busybox"]))
+    assert matches(pulled, _filters(image=["busybox:latest"]))
+    assert not matches(pulled, _filters(image=["alpine"]))
+    assert matches(started, _filters(image=["127.0.0.1:5000/app"]))
+    assert not matches(started, _filters(image=["127.0.0.1"]))
+
+
 def test_replay_since_until_then_stop() -> None:
     async def scenario() -> list[str]:
         bus = EventBus("volume")
