@@ -22,21 +22,12 @@ from services.common.clients import channel
 from services.common.config import Config
 
 _CHUNK = 1 << 20
-# Each berth error class answers one gRPC code: map the codes back.
-_ERRORS = {cls.code: cls for cls in errors.BerthError.__subclasses__()}
-
-
-def berth_error(error: grpc.aio.AioRpcError) -> errors.BerthError:
-    kind = _ERRORS.get(error.code(), errors.Internal)
-    return kind(error.details() or error.code().name.lower())
-
-
 @contextlib.asynccontextmanager
-async def _translated() -> AsyncIterator[None]:
+async def _translated(service: str) -> AsyncIterator[None]:
     try:
         yield
     except grpc.aio.AioRpcError as error:
-        raise berth_error(error) from error
+        raise errors.from_rpc(service, error) from error
 
 
 class Peers:
@@ -56,11 +47,11 @@ class Peers:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.NOT_FOUND:
                 return None
-            raise berth_error(error) from error
+            raise errors.from_rpc("peer", error) from error
 
     async def pull(self, reference: str, platform: str,
                    auth: types_pb2.RegistryAuth | None) -> AsyncIterator[dict]:
-        async with _translated():
+        async with _translated("image"):
             async for message in self.images.Pull(image_pb2.PullRequest(
                     reference=reference, platform=platform, auth=auth)):
                 if message.error:
@@ -82,17 +73,17 @@ class Peers:
                 while chunk := await asyncio.to_thread(f.read, _CHUNK):
                     yield image_pb2.CommitLayerRequest(data=chunk)
 
-        async with _translated():
+        async with _translated("image"):
             reply = await self.images.CommitLayer(requests())
         return reply.id
 
     async def tag(self, image_id: str, reference: str) -> None:
         repo, tag = split_reference(reference)
-        async with _translated():
+        async with _translated("image"):
             await self.images.Tag(image_pb2.TagRequest(source=image_id, repo=repo, tag=tag))
 
     async def acquire_rootfs(self, image: str, holder: str) -> list[str]:
-        async with _translated():
+        async with _translated("image"):
             rootfs = await self.images.AcquireRootfs(
                 image_pb2.AcquireRootfsRequest(image=image, holder=holder))
         return list(rootfs.lower_dirs)
@@ -116,14 +107,14 @@ class Peers:
 
     async def create_container(self, request: container_pb2.CreateContainerRequest
                                ) -> tuple[str, list[str]]:
-        async with _translated():
+        async with _translated("container"):
             reply = await self.containers.Create(request)
         return reply.id, list(reply.warnings)
 
     async def run_container(self, container_id: str) -> AsyncIterator[str | int]:
         """Attach, start, stream the output as text (stderr in red, as Docker
         shows it); the last item is the exit code."""
-        async with _translated():
+        async with _translated("container"):
             waiter = self.containers.Wait(container_pb2.WaitContainerRequest(
                 id=container_id, condition="next-exit"))
             await waiter.read()
@@ -148,7 +139,7 @@ class Peers:
 
     async def commit_container(self, container_id: str,
                                config: container_pb2.ContainerConfig) -> str:
-        async with _translated():
+        async with _translated("container"):
             reply = await self.containers.Commit(container_pb2.CommitRequest(
                 container_id=container_id, config=config))
         return reply.id

@@ -61,3 +61,14 @@ def require(value: object, field: str) -> None:
     """Raise INVALID_ARGUMENT naming `field` when a required value is empty."""
     if value in (None, "", b"") or (isinstance(value, list | tuple) and not value):
         raise InvalidArgument(f"{field} is required")
+
+
+def from_rpc(service: str, error: grpc.aio.AioRpcError) -> BerthError:
+    """A peer service's gRPC error as the domain error of the same code, so it
+    reaches the user with its message and status. A peer that cannot be
+    reached is an Internal error here: UNAVAILABLE stays reserved for "this
+    service cannot be reached"."""
+    if error.code() == grpc.StatusCode.UNAVAILABLE:
+        return Internal(f"{service} service unavailable")
+    by_code = {cls.code: cls for cls in BerthError.__subclasses__()}
+    return by_code.get(error.code(), Internal)(error.details() or error.code().name.lower())

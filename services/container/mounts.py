@@ -36,14 +36,11 @@ import grpc
 from berth.container.v1 import container_pb2
 from berth.volume.v1 import volume_pb2
 from services.common.errors import (
-    AlreadyExists,
     BerthError,
-    Conflict,
     Internal,
     InvalidArgument,
     NotFound,
-    PermissionDenied,
-    Unimplemented,
+    from_rpc,
 )
 
 RW_MODES = {"rw", "ro"}
@@ -341,13 +338,6 @@ async def _inherited(host_config: container_pb2.HostConfig, taken: set[str],
     return requests
 
 
-def _rpc_error(error: grpc.aio.AioRpcError) -> BerthError:
-    """A volume service error as the domain error of the same gRPC code."""
-    classes = {cls.code: cls for cls in (NotFound, Conflict, AlreadyExists, InvalidArgument,
-                                        PermissionDenied, Unimplemented)}
-    return classes.get(error.code(), Internal)(error.details() or error.code().name.lower())
-
-
 async def _acquire(volumes: Any, container_id: str, request: Request
                    ) -> volume_pb2.AcquireVolumeResponse:
     try:
@@ -357,7 +347,7 @@ async def _acquire(volumes: Any, container_id: str, request: Request
             anonymous=not request.source, destination=request.destination,
             read_only=request.read_only))
     except grpc.aio.AioRpcError as error:
-        raise _rpc_error(error) from error
+        raise from_rpc("volume", error) from error
 
 
 def _subpath_source(root: str, subpath: str) -> str:
@@ -507,4 +497,4 @@ async def release_mounts(container_id: str, volumes: Any, remove_anonymous: bool
         await volumes.Release(volume_pb2.ReleaseVolumeRequest(
             holder=container_id, remove_anonymous=remove_anonymous))
     except grpc.aio.AioRpcError as error:
-        raise _rpc_error(error) from error
+        raise from_rpc("volume", error) from error
