@@ -98,9 +98,14 @@ class ContainerHandlers:
 
     async def list(self, request: web.Request) -> web.Response:
         size = boolean(request, "size")
+        wanted = filters(request)
+        # Older clients (docker-py too) pass these as query parameters.
+        for key in ("since", "before"):
+            if request.query.get(key):
+                wanted.filters[key].values.append(request.query[key])
         listed = await self.container.List(pb.ListContainersRequest(
             all=boolean(request, "all"), limit=integer(request, "limit", 0), size=size,
-            filters=filters(request)))
+            filters=wanted))
         version = _version(request)
         return web.json_response([summary_json(c, version, size) for c in listed.containers])
 

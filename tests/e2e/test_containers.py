@@ -222,3 +222,16 @@ def test_sizes_on_request(engine: Engine, busybox: str) -> None:
     data = json.loads(engine.docker("inspect", "--size", "writer").stdout)[0]
     assert data["SizeRw"] >= 100000 and data["SizeRootFs"] >= data["SizeRw"]
     assert "SizeRw" not in inspect(engine, "writer")
+
+
+def test_sdk_list_since_and_before(engine: Engine, busybox: str) -> None:
+    for name in ("first", "second", "third"):
+        engine.docker("create", "--name", name, busybox, "true")
+    client = engine.client()
+    try:
+        since = [c["Names"][0] for c in client.api.containers(all=True, since="first")]
+        before = [c["Names"][0] for c in client.api.containers(all=True, before="third")]
+    finally:
+        client.close()
+    assert sorted(since) == ["/second", "/third"]
+    assert sorted(before) == ["/first", "/second"]

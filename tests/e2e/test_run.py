@@ -3,6 +3,8 @@ stdin, errors with Docker's messages, and the interactive TTY flow."""
 
 from __future__ import annotations
 
+import hashlib
+import os
 import time
 
 import pexpect
@@ -53,6 +55,14 @@ def test_stdin_flows_until_the_client_closes_it(engine: Engine, busybox: str) ->
     result = engine.docker("run", "-i", "--rm", busybox, "sh", "-c", "cat; echo done",
                            input=b"hello\nworld\n")
     assert result.stdout == b"hello\nworld\ndone\n"
+
+
+def test_large_streams_both_ways(engine: Engine, busybox: str) -> None:
+    data = os.urandom(8 * 1024 * 1024)
+    result = engine.docker("run", "-i", "--rm", busybox, "md5sum", input=data)
+    assert result.stdout.split()[0].decode() == hashlib.md5(data).hexdigest()
+    result = engine.docker("run", "--rm", busybox, "sh", "-c", "head -c 8000000 /dev/zero")
+    assert result.stdout == bytes(8_000_000)
 
 
 def test_detached_run_keeps_running(engine: Engine, busybox: str) -> None:
