@@ -92,7 +92,7 @@ def test_published_ports(clean: Engine, busybox: str) -> None:
 
     # Hairpin: containers reach the published port through the host's address.
     engine.docker("network", "create", "hairpin")
-    request = (f'(printf "GET /hostname HTTP/1.0\\r\\n\\r\\n"; sleep 2) '
+    request = (f'(printf "GET /hostname HTTP/1.0\\r\\n\\r\\n"; sleep 3) '
                f'| nc {host_address()} {any_port}')
     for network in ("bridge", "hairpin"):
         reply = engine.docker("run", "--rm", "--network", network, busybox, "sh", "-c", request)

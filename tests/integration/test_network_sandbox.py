@@ -68,7 +68,7 @@ def serve_http(service: NetworkService, box: pb.Sandbox, tmp_path: Path, text: s
     (tmp_path / "index.html").write_text(text)
     service.spawn(box.netns_path, "busybox", "httpd", "-f", "-p", "80", "-h", str(tmp_path))
     address = box.endpoints[0].ip_address
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
             socket.create_connection((address, 80), timeout=1).close()
