@@ -115,6 +115,28 @@ def test_interactive_shell(engine: Engine, busybox: str) -> None:
     assert container_ids(engine, "-a") == []
 
 
+def test_tty_size_follows_the_terminal(engine: Engine, busybox: str) -> None:
+    child = spawn(engine, "run", "-it", "--rm", busybox, "sh")
+    child.expect_exact(PROMPT)
+    child.sendline("stty size")
+    child.expect_exact("24 80")
+    child.setwinsize(30, 100)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        child.sendline("stty size")
+        if child.expect_exact(["30 100", PROMPT]) == 0:
+            break
+    else:
+        raise AssertionError("the container's terminal was not resized")
+    child.sendline("exit")
+    child.expect(pexpect.EOF)
+    child.close()
+
+
+def test_tty_without_stdin_is_a_raw_stream(engine: Engine, busybox: str) -> None:
+    assert engine.docker("run", "-t", "--rm", busybox, "echo", "hi").stdout == b"hi\r\n"
+
+
 def test_start_attach_reattaches_a_stopped_shell(engine: Engine, busybox: str) -> None:
     child = spawn(engine, "run", "-it", "--name", "again", busybox, "sh")
     child.expect_exact(PROMPT)
