@@ -235,3 +235,19 @@ def test_sdk_list_since_and_before(engine: Engine, busybox: str) -> None:
         client.close()
     assert sorted(since) == ["/second", "/third"]
     assert sorted(before) == ["/first", "/second"]
+
+
+def test_logs_since_and_until(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "timed", busybox, "sh", "-c",
+                  "echo early; sleep 1.2; echo late")
+    stamps = [line.split(" ", 1)[0]
+              for line in text(engine.docker("logs", "-t", "timed")).splitlines()]
+    assert engine.docker("logs", "--since", stamps[1], "timed").stdout == b"late\n"
+    assert engine.docker("logs", "--until", stamps[0], "timed").stdout == b"early\n"
+
+
+def test_prune_with_a_label_filter(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "keep", busybox, "true")
+    engine.docker("run", "--name", "drop", "--label", "tmp=1", busybox, "true")
+    engine.docker("container", "prune", "-f", "--filter", "label=tmp=1")
+    assert text(engine.docker("ps", "-a", "--format", "{{.Names}}")) == "keep"
