@@ -27,6 +27,7 @@ class BridgeRules:
     icc: bool
     veths: tuple[str, ...] = ()   # host ends of the endpoints, for icc=false
     subnet6: str = ""
+    masquerade: bool = True       # com.docker.network.bridge.enable_ip_masquerade
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> 
         # must see the reply come back through the host, not straight.
         lines.append(f"    oifname {_quote(b.bridge)} ip saddr {b.subnet} ct status dnat "
                      f"masquerade")
-        if not b.internal:
+        if b.masquerade and not b.internal:
             lines.append(f"    ip saddr {b.subnet} oifname != {_quote(b.bridge)} masquerade")
     lines += ["  }", *_forward_chain(bridges), "}"]
     return "\n".join(lines)
@@ -96,7 +97,7 @@ def _ip6_table(table: str, bridges: list[BridgeRules]) -> str:
              "  chain postrouting {",
              "    type nat hook postrouting priority srcnat; policy accept;"]
     for b in bridges:
-        if b.subnet6 and not b.internal:
+        if b.subnet6 and b.masquerade and not b.internal:
             lines.append(f"    ip6 saddr {b.subnet6} oifname != {_quote(b.bridge)} masquerade")
     lines += ["  }", *_forward_chain(bridges), "}"]
     return "\n".join(lines)

@@ -49,6 +49,8 @@ BRIDGE_MODES = ("", "default", "bridge")
 MTU_OPTION = "com.docker.network.driver.mtu"
 NAME_OPTION = "com.docker.network.bridge.name"
 ICC_OPTION = "com.docker.network.bridge.enable_icc"
+MASQUERADE_OPTION = "com.docker.network.bridge.enable_ip_masquerade"
+HOST_BINDING_OPTION = "com.docker.network.bridge.host_binding_ipv4"
 LIST_FILTERS = {"name", "id", "label", "driver", "type", "dangling", "scope"}
 PRUNE_FILTERS = {"label", "label!", "until"}
 
@@ -217,8 +219,8 @@ class NetworkManager:
                 builtin=True, options={
                     "com.docker.network.bridge.default_bridge": "true",
                     ICC_OPTION: "true",
-                    "com.docker.network.bridge.enable_ip_masquerade": "true",
-                    "com.docker.network.bridge.host_binding_ipv4": "0.0.0.0",
+                    MASQUERADE_OPTION: "true",
+                    HOST_BINDING_OPTION: "0.0.0.0",
                     NAME_OPTION: bridge,
                     MTU_OPTION: "1500"}))
         if "host" not in names:
@@ -636,8 +638,12 @@ class NetworkManager:
                                  spec.dns_options or host.options)
 
     async def _publish(self, sandbox: SandboxRecord, spec: SandboxSpec) -> list[dict]:
-        requests = requests_for(spec.port_mappings, spec.publish_all_ports, spec.exposed_ports)
         target = self._port_target(sandbox.container_id)
+        networks = [v.network for v in self._views(sandbox.container_id)
+                    if target and v.record.ip == target]
+        default_ip = networks[0].options.get(HOST_BINDING_OPTION) if networks else ""
+        requests = requests_for(spec.port_mappings, spec.publish_all_ports, spec.exposed_ports,
+                                default_ip or "0.0.0.0")
         socks = self._port_sockets.setdefault(sandbox.container_id, [])
         published = []
         for request in requests:
@@ -804,8 +810,9 @@ class NetworkManager:
                 continue
             veths = tuple(e.host_ifname for e in self.store.endpoints(network_id=network.id)
                           if e.wired)
-            bridges.append(BridgeRules(network.bridge, network.subnet, network.internal,
-                                       network.icc, veths, network.subnet6))
+            bridges.append(BridgeRules(
+                network.bridge, network.subnet, network.internal, network.icc, veths,
+                network.subnet6, _bool_option(network.options.get(MASQUERADE_OPTION, "true"))))
         rules = []
         for sandbox in self.store.sandboxes():
             target = self._port_target(sandbox.container_id)

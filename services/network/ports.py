@@ -60,20 +60,21 @@ def parse_host_ports(text: str) -> tuple[int, int]:
 
 
 def requests_for(mappings: list[tuple[str, str, str]], publish_all: bool,
-                 exposed: list[str]) -> list[PortRequest]:
-    """PortBindings (container_port, host_ip, host_port) plus -P's exposed ports."""
+                 exposed: list[str], default_ip: str = "0.0.0.0") -> list[PortRequest]:
+    """PortBindings (container_port, host_ip, host_port) plus -P's exposed ports;
+    `default_ip` is for bindings that name no host address."""
     result = []
     bound = set()
     for container_port, host_ip, host_port in mappings:
         number, proto = parse_port(container_port)
         bound.add((number, proto))
-        result.append(PortRequest(number, proto, host_ip or "0.0.0.0",
+        result.append(PortRequest(number, proto, host_ip or default_ip,
                                   parse_host_ports(host_port)))
     if publish_all:
         for spec in exposed:
             number, proto = parse_port(spec)
             if (number, proto) not in bound:
-                result.append(PortRequest(number, proto, "0.0.0.0", (0, 0)))
+                result.append(PortRequest(number, proto, default_ip, (0, 0)))
     return result
 
 

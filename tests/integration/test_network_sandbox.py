@@ -181,6 +181,22 @@ def test_published_udp_port(service: NetworkService, stub) -> None:
                 assert time.monotonic() < deadline, "no UDP echo through the published port"
 
 
+def test_masquerade_and_host_binding_options(service: NetworkService, stub,
+                                              tmp_path: Path) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="plain", options={
+        "com.docker.network.bridge.enable_ip_masquerade": "false",
+        "com.docker.network.bridge.host_binding_ipv4": "127.0.0.1"},
+        ipam=pb.IPAM(config=[pb.IPAMConfig(subnet="10.231.40.0/24")])))
+    box = sandbox(stub, 29, network_mode="plain",
+                  port_mappings=[pb.PortMapping(container_port="80/tcp")])
+    assert box.ports[0].host_ip == "127.0.0.1"
+    serve_http(service, box, tmp_path, "local only")
+    assert fetch(f"http://127.0.0.1:{box.ports[0].host_port}/") == "local only"
+    rules = subprocess.run(["nft", "list", "table", "ip", service.prefix], capture_output=True,
+                           text=True).stdout
+    assert "10.231.40.0/24 oifname" not in rules
+
+
 def test_port_in_use_fails_and_cleans_up(service: NetworkService, stub) -> None:
     with socket.socket() as busy:
         busy.bind(("0.0.0.0", 0))
