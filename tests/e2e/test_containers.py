@@ -4,6 +4,7 @@ rm -f and prune."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import socket
 import subprocess
@@ -251,3 +252,31 @@ def test_prune_with_a_label_filter(engine: Engine, busybox: str) -> None:
     engine.docker("run", "--name", "drop", "--label", "tmp=1", busybox, "true")
     engine.docker("container", "prune", "-f", "--filter", "label=tmp=1")
     assert text(engine.docker("ps", "-a", "--format", "{{.Names}}")) == "keep"
+
+
+def api(engine: Engine, method: str, path: str) -> tuple[int, bytes]:
+    """One raw Docker API request over the engine's socket."""
+    connection = http.client.HTTPConnection("localhost", timeout=30)
+    connection.sock = socket.socket(socket.AF_UNIX)
+    connection.sock.connect(str(engine.socket))
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def test_status_codes(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "codes", busybox, "sleep", "300")
+    assert api(engine, "POST", "/v1.50/containers/codes/start")[0] == 304
+    assert api(engine, "POST", "/v1.50/containers/codes/stop?t=0")[0] == 204
+    assert api(engine, "POST", "/v1.50/containers/codes/stop?t=0")[0] == 304
+    status, body = api(engine, "POST", "/v1.50/containers/codes/kill")
+    assert status == 409 and b"is not running" in body
+    status, body = api(engine, "POST", "/v1.50/containers/codes/wait?condition=bogus")
+    assert status == 400 and json.loads(body) == {"message": 'invalid condition: "bogus"'}
+    status, body = api(engine, "GET", "/v1.50/containers/codes/logs")
+    assert status == 400 and b"you must choose at least one stream" in body
+    status, body = api(engine, "GET", "/containers/ghost/json")
+    assert status == 404 and json.loads(body) == {"message": "No such container: ghost"}
