@@ -109,6 +109,12 @@ def free_count(subnet: IPv4Net, ip_range: str, reserved: set[str]) -> int:
     return pool.num_addresses - sum(1 for a in taken if a in pool)
 
 
+def valid_mac(text: str) -> bool:
+    parts = text.split(":")
+    return len(parts) == 6 and all(len(p) == 2 and all(c in "0123456789abcdefABCDEF"
+                                                       for c in p) for p in parts)
+
+
 def mac_for(address: str) -> str:
     """Docker's MAC for an IPv4 endpoint: 02:42 then the four address bytes."""
     octets = ipaddress.IPv4Address(address).packed

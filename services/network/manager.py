@@ -77,6 +77,7 @@ class NetworkSpec:
 class EndpointSpec:
     network: str
     ipv4_address: str = ""
+    mac_address: str = ""
     aliases: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
 
@@ -459,7 +460,7 @@ class NetworkManager:
             if existing is not None and existing.state == "connected":
                 raise PermissionDenied(f"endpoint with name {container_name} already exists "
                                        f"in network {network.name}")
-            self._check_static_ip(network, spec.ipv4_address)
+            self._check_endpoint_request(network, spec)
             endpoint = self._endpoint_record(network, container_id, container_name, spec)
             self.store.save_endpoint(endpoint)
             if sandbox is None:
@@ -489,6 +490,14 @@ class NetworkManager:
             raise InvalidArgument("container cannot be connected to multiple networks with one "
                                   "of the networks in private (none) mode")
 
+    def _check_endpoint_request(self, network: NetworkRecord, spec: EndpointSpec) -> None:
+        if spec.aliases and not network.is_user_bridge:
+            raise InvalidArgument("network-scoped alias is supported only for containers in "
+                                  "user defined networks")
+        if spec.mac_address and not ipam.valid_mac(spec.mac_address):
+            raise InvalidArgument(f"invalid MAC address: {spec.mac_address}")
+        self._check_static_ip(network, spec.ipv4_address)
+
     def _check_static_ip(self, network: NetworkRecord, address: str) -> None:
         if not address:
             return
@@ -505,7 +514,8 @@ class NetworkManager:
         return EndpointRecord(
             network_id=network.id, container_id=container_id, container_name=name,
             endpoint_id=_new_id(), ipv4_requested=spec.ipv4_address,
-            aliases=list(dict.fromkeys(spec.aliases)), links=list(spec.links))
+            mac_requested=spec.mac_address, aliases=list(dict.fromkeys(spec.aliases)),
+            links=list(spec.links))
 
     async def disconnect(self, container_id: str, ref: str, force: bool) -> None:
         async with self._lock:
@@ -611,7 +621,7 @@ class NetworkManager:
             network = self.find(request.network)
             self._check_connectable(network, None)
             if self.store.endpoint(network.id, spec.container_id) is None:
-                self._check_static_ip(network, request.ipv4_address)
+                self._check_endpoint_request(network, request)
                 self.store.save_endpoint(self._endpoint_record(
                     network, spec.container_id, spec.container_name, request))
         result = []
@@ -742,7 +752,7 @@ class NetworkManager:
             endpoint.ip = ipam.claim_static(subnet, endpoint.ipv4_requested, reserved)
         else:
             endpoint.ip = ipam.allocate(subnet, network.ip_range, reserved)
-        endpoint.mac = ipam.mac_for(endpoint.ip)
+        endpoint.mac = endpoint.mac_requested or ipam.mac_for(endpoint.ip)
         if network.subnet6:
             reserved6 = {e.ip6 for e in self.store.endpoints(network_id=network.id) if e.ip6}
             endpoint.ip6 = ipam.allocate6(ipaddress.IPv6Network(network.subnet6),

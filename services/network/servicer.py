@@ -23,7 +23,8 @@ def _filters(message: types_pb2.Filters) -> dict[str, list[str]]:
 
 def _endpoint_spec(message: network_pb2.EndpointRequest) -> EndpointSpec:
     return EndpointSpec(network=message.network, ipv4_address=message.ipv4_address,
-                        aliases=list(message.aliases), links=list(message.links))
+                        mac_address=message.mac_address, aliases=list(message.aliases),
+                        links=list(message.links))
 
 
 def _network_spec(request: network_pb2.CreateNetworkRequest) -> NetworkSpec:

@@ -107,6 +107,7 @@ class EndpointRecord:
     ip6: str = ""
     mac: str = ""
     ipv4_requested: str = ""
+    mac_requested: str = ""
     aliases: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     ifname: str = ""
@@ -173,6 +174,7 @@ ADDED_COLUMNS = [
     ("networks", "subnet6", "TEXT NOT NULL DEFAULT ''"),
     ("networks", "gateway6", "TEXT NOT NULL DEFAULT ''"),
     ("endpoints", "ip6", "TEXT NOT NULL DEFAULT ''"),
+    ("endpoints", "mac_requested", "TEXT NOT NULL DEFAULT ''"),
 ]
 
 

@@ -362,6 +362,15 @@ def test_bad_input(stub) -> None:
         container_id=cid(33), network_mode="dup",
         endpoints=[pb.EndpointRequest(network="dup", ipv4_address="10.231.7.50")]))
     assert message == "Address already in use"
+    code, message = error(stub.CreateSandbox, pb.CreateSandboxRequest(
+        container_id=cid(36), endpoints=[pb.EndpointRequest(network="bridge", aliases=["x"])]))
+    assert message == ("network-scoped alias is supported only for containers in user defined "
+                       "networks")
+    custom_mac = sandbox(stub, 37, network_mode="dup", endpoints=[
+        pb.EndpointRequest(network="dup", mac_address="02:aa:bb:cc:dd:ee")])
+    assert custom_mac.endpoints[0].mac_address == "02:aa:bb:cc:dd:ee"
+    assert "02:aa:bb:cc:dd:ee" in run_in(custom_mac.netns_path, "busybox", "ip", "link",
+                                         "show", "eth0").stdout
     sandbox(stub, 35)
     code, message = error(stub.Connect, pb.ConnectRequest(
         container_id=cid(35), container_name="c35",
