@@ -863,8 +863,13 @@ class NetworkManager:
         return None
 
     def _dns_upstreams(self, asker: str) -> list[str]:
+        """Where to forward: none for a container only on internal networks (as
+        Docker: they have no way out), else its --dns servers or the host's."""
         for endpoint in self.store.endpoints():
             if asker in (endpoint.ip, endpoint.ip6):
+                views = [v for v in self._views(endpoint.container_id) if v.record.wired]
+                if all(v.network.internal for v in views):
+                    return []
                 sandbox = self.store.sandbox(endpoint.container_id)
                 if sandbox is not None and sandbox.dns:
                     return sandbox.dns

@@ -479,6 +479,11 @@ def test_dns_forwarding_and_metrics(service: NetworkService, stub) -> None:
                       nameserver).returncode == 0
         over_tcp = run_in(box.netns_path, sys.executable, "-c", TCP_QUERY, nameserver, "c55")
         assert over_tcp.stdout.strip() == box.endpoints[0].ip_address, over_tcp.stderr
+        stub.Create(pb.CreateNetworkRequest(name="sealed", internal=True))
+        sealed = sandbox(stub, 54, network_mode="sealed", dns=[upstream.address])
+        lookup = run_in(sealed.netns_path, "busybox", "nslookup", "example.test",
+                        sealed.resolv_conf.split()[1])
+        assert "192.0.2.123" not in lookup.stdout
     finally:
         upstream.close()
     info = types_pb2_grpc.InfoStub(grpc.insecure_channel(f"unix://{service.socket}"))
