@@ -170,3 +170,18 @@ def test_sdk_static_address(clean: Engine, busybox: str) -> None:
         network.disconnect(container)
         network.connect(container, ipv4_address="10.1.1.1")
     assert "does not belong to any of this network's subnets" in str(outside.value)
+
+
+def test_addresses_come_back_after_containers_go(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "--subnet", "10.197.12.0/24", "recycle")
+    for _ in range(4):
+        engine.docker("run", "--rm", "--network", "recycle", busybox, "true")
+    engine.docker("run", "-d", "--name", "stays", "--network", "recycle", busybox, "sleep", "60")
+    address = engine.docker("inspect", "-f", "{{.NetworkSettings.Networks.recycle.IPAddress}}",
+                            "stays").stdout.decode().strip()
+    assert address == "10.197.12.2"
+    engine.docker("rm", "-f", "stays")
+    info = json.loads(engine.docker("network", "inspect", "recycle").stdout)[0]
+    assert info["Containers"] == {}
+    engine.docker("network", "rm", "recycle")
