@@ -536,3 +536,14 @@ def test_custom_seccomp_profile(stub, made):
     broken = pb.HostConfig(network_mode="none", security_opt=["seccomp={nope"])
     error = rpc_error(lambda: create(stub, made, "true", host=broken))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_stop_events_in_dockers_order(stub, made):
+    cid = create(stub, made, "sleep", "30")  # PID 1 without a handler ignores SIGTERM
+    stub.Start(pb.StartContainerRequest(id=cid))
+    since = time.time_ns()
+    stub.Stop(pb.StopContainerRequest(id=cid, timeout=1))
+    events = [e for e in stub.Subscribe(types_pb2.SubscribeRequest(
+        since_nano=since, until_nano=time.time_ns())) if e.actor_id == cid]
+    assert [(e.action, e.attributes.get("signal", e.attributes.get("exitCode")))
+            for e in events] == [("kill", "15"), ("kill", "9"), ("die", "137"), ("stop", None)]
