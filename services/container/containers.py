@@ -782,6 +782,10 @@ class Manager:
         """Re-adopt containers whose conmon survived; settle the others."""
         self._tasks["log-rotation"] = asyncio.create_task(self._rotate_logs())
         for container in list(self.containers.values()):
+            if container.state.status == "created" and self.bundle(container).rootfs.is_mount():
+                # The service died in the middle of a start: undo it.
+                self._tasks[container.id] = asyncio.create_task(
+                    self._undo_interrupted_start(container))
             if container.state.status not in ("running", "paused", "restarting"):
                 continue
             pid = container.state.conmon_pid
@@ -800,6 +804,14 @@ class Manager:
                 continue
             # In the background: the network service may still be starting.
             self._tasks[container.id] = asyncio.create_task(self._handle_exit(container))
+
+    async def _undo_interrupted_start(self, container: Container) -> None:
+        await self._runtime.delete(container.id, force=True)
+        with contextlib.suppress(BerthError):
+            await rootfs.unmount(self.bundle(container).rootfs)
+        with contextlib.suppress(BerthError):
+            await self.peers.destroy_sandbox(container.id)
+        self._tasks.pop(container.id, None)
 
     async def close(self) -> None:
         """Stop watching; the containers and their conmons keep running."""

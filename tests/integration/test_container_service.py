@@ -395,19 +395,13 @@ def test_metrics_and_counts(engine, stub, made):
     assert f'berth_container_cpu_seconds_total{{id="{cid}"' in text
 
 
-def test_containers_survive_a_service_restart(engine, stub, made):
-    keeps = create(stub, made, "sleep", "100")
-    stub.Start(pb.StartContainerRequest(id=keeps))
-    ends = create(stub, made, "sh", "-c", "sleep 1; exit 5")
-    stub.Start(pb.StartContainerRequest(id=ends))
-    always = create(stub, made, "sh", "-c", "sleep 1; exit 2", host=pb.HostConfig(
-        network_mode="none", restart_policy=pb.RestartPolicy(name="always")))
-    stub.Start(pb.StartContainerRequest(id=always))
+def kill_service(engine: Engine, down_for: float = 0) -> None:
+    """SIGKILL the container service; `berth up` starts it again."""
     info_stub = types_pb2_grpc.InfoStub(grpc.insecure_channel(
         f"unix://{engine.exec_root}/container.sock"))
     old_pid = info_stub.GetServiceInfo(types_pb2.GetServiceInfoRequest()).pid
     os.kill(old_pid, signal.SIGKILL)
-    time.sleep(1.5)  # `ends` exits while the service is down
+    time.sleep(down_for)
 
     def serving_again() -> bool:
         try:
@@ -416,6 +410,17 @@ def test_containers_survive_a_service_restart(engine, stub, made):
             return False
         return info.pid != old_pid
     wait_for(serving_again, timeout=30)
+
+
+def test_containers_survive_a_service_restart(engine, stub, made):
+    keeps = create(stub, made, "sleep", "100")
+    stub.Start(pb.StartContainerRequest(id=keeps))
+    ends = create(stub, made, "sh", "-c", "sleep 1; exit 5")
+    stub.Start(pb.StartContainerRequest(id=ends))
+    always = create(stub, made, "sh", "-c", "sleep 1; exit 2", host=pb.HostConfig(
+        network_mode="none", restart_policy=pb.RestartPolicy(name="always")))
+    stub.Start(pb.StartContainerRequest(id=always))
+    kill_service(engine, down_for=1.5)  # `ends` exits while the service is down
     assert inspect(stub, keeps).state.running and len(conmons(keeps)) == 1
     state = inspect(stub, ends).state
     assert state.status == "exited" and state.exit_code == 5
@@ -547,3 +552,14 @@ def test_stop_events_in_dockers_order(stub, made):
         since_nano=since, until_nano=time.time_ns())) if e.actor_id == cid]
     assert [(e.action, e.attributes.get("signal", e.attributes.get("exitCode")))
             for e in events] == [("kill", "15"), ("kill", "9"), ("die", "137"), ("stop", None)]
+
+
+def test_a_start_cut_short_by_a_crash_is_undone(engine, stub, made):
+    cid = create(stub, made, "true")
+    dirs = inspect(stub, cid).graph_driver_data
+    subprocess.run(["mount", "-t", "overlay", "overlay", "-o",
+                    f"lowerdir={dirs['LowerDir']},upperdir={dirs['UpperDir']},"
+                    f"workdir={dirs['WorkDir']}", dirs["MergedDir"]], check=True)
+    kill_service(engine)
+    wait_for(lambda: not os.path.ismount(dirs["MergedDir"]))
+    assert inspect(stub, cid).state.status == "created"
