@@ -4,7 +4,7 @@
 VENV        := .venv
 PYTHON      ?= python3
 OS_PACKAGES := runc conmon busybox-static docker-registry skopeo tini catatonit \
-               iptables nftables apache2-utils curl openssl
+               iptables nftables apache2-utils curl openssl docker-compose
 DATA_ROOT   ?= /var/lib/berth
 EXEC_ROOT   ?= /run/berth
 PYTEST_ARGS ?=

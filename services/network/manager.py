@@ -525,6 +525,14 @@ class NetworkManager:
                 raise InvalidArgument("container cannot be disconnected from host network or "
                                       "connected to host network")
             endpoint = self.store.endpoint(network.id, container_id)
+            if endpoint is None and sandbox is None and not force:
+                # A container not started yet may name this network in its create-time
+                # list, which only the container service holds: record the choice so
+                # its start leaves the network out (Compose disconnects before start).
+                self.store.save_endpoint(EndpointRecord(
+                    network_id=network.id, container_id=container_id,
+                    endpoint_id=_new_id(), state="disconnected"))
+                return
             if endpoint is None or endpoint.state != "connected":
                 if force:
                     return

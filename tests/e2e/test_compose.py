@@ -1,0 +1,247 @@
+"""Docker Compose 1.29 (Debian's docker-compose) driving berth unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support.engine import Engine
+
+COMPOSE = shutil.which("docker-compose")
+
+pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed")
+
+HTTPD = ("sh -c 'mkdir -p /www && echo hello > /www/index.html"
+         " && exec httpd -f -p 80 -h /www'")
+HTTP_GET = r'echo -e "GET / HTTP/1.0\r\n\r\n" | nc web 80'
+
+Compose = Callable[..., subprocess.CompletedProcess]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _eventually(check: Callable[[], bool], timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{check} did not hold within {timeout}s")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def project(engine: Engine, busybox: str, tmp_path: Path,
+            request: pytest.FixtureRequest) -> Iterator[Compose]:
+    """`compose(yml)` writes the project file; `compose(None, *args)` runs
+    docker-compose on it under a project name unique to the test."""
+    name = "c" + request.node.name.removeprefix("test_").replace("_", "")[:20]
+    env = dict(engine.env(), COMPOSE_DOCKER_CLI_BUILD="0", DOCKER_BUILDKIT="0")
+
+    def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+        result = subprocess.run([COMPOSE, "-p", name, *args], cwd=tmp_path, env=env,
+                                capture_output=True, text=True, timeout=180)
+        if check and result.returncode != 0:
+            raise AssertionError(f"docker-compose {' '.join(args)} exited "
+                                 f"{result.returncode}:\n{result.stdout}{result.stderr}")
+        return result
+
+    compose.dir = tmp_path
+    compose.name = name
+    yield compose
+    if (tmp_path / "docker-compose.yml").exists():
+        compose("down", "-v", "-t", "1", "--rmi", "local", check=False)
+
+
+def _write(compose: Compose, text: str) -> None:
+    (compose.dir / "docker-compose.yml").write_text(text)
+
+
+def _project_containers(engine: Engine, name: str) -> list[str]:
+    result = engine.docker("ps", "-aq", "--filter",
+                           f"label=com.docker.compose.project={name}")
+    return result.stdout.decode().split()
+
+
+def _log_lines(compose: Compose, service: str) -> list[str]:
+    """What a service printed, without the `name_1  | ` prefixes."""
+    output = compose("logs", "--no-color", service).stdout
+    return [line.partition("| ")[2] for line in output.splitlines() if "| " in line]
+
+
+def _ps_states(compose: Compose) -> dict[str, str]:
+    """Service container name -> State column of `docker-compose ps`."""
+    lines = compose("ps").stdout.splitlines()[2:]
+    return {line.split()[0]: line for line in lines if line.strip()}
+
+
+def test_two_services_reach_each_other_by_service_name(engine: Engine,
+                                                       project: Compose) -> None:
+    _write(project, f"""
+version: "3.8"
+services:
+  web:
+    image: busybox:latest
+    command: {HTTPD}
+  client:
+    image: busybox:latest
+    command: sleep 300
+""")
+    project("up", "-d")
+    states = _ps_states(project)
+    assert sorted(states) == [f"{project.name}_client_1", f"{project.name}_web_1"]
+    assert all(" Up " in f"{line} " for line in states.values()), states
+
+    def served() -> bool:
+        result = project("exec", "-T", "client", "sh", "-c", HTTP_GET, check=False)
+        return result.stdout.endswith("hello\n")
+    _eventually(served)
+
+    network = f"{project.name}_default"
+    assert network in engine.docker("network", "ls", "--format", "{{.Name}}").stdout.decode()
+    project("down", "-t", "1")
+    assert _project_containers(engine, project.name) == []
+    names = engine.docker("network", "ls", "--format", "{{.Name}}").stdout.decode().split()
+    assert network not in names
+
+
+def test_published_port_reachable_from_host(project: Compose) -> None:
+    port = _free_port()
+    _write(project, f"""
+version: "3.8"
+services:
+  web:
+    image: busybox:latest
+    command: {HTTPD}
+    ports: ["127.0.0.1:{port}:80"]
+""")
+    project("up", "-d")
+    assert f"127.0.0.1:{port}->80/tcp" in project("ps").stdout
+
+    def served() -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2) as reply:
+                return reply.read() == b"hello\n"
+        except OSError:
+            return False
+    _eventually(served)
+
+
+def test_named_volume_shared_persisted_and_removed(engine: Engine,
+                                                   project: Compose) -> None:
+    _write(project, """
+version: "3.8"
+services:
+  writer:
+    image: busybox:latest
+    command: sh -c 'echo written > /data/msg && exec sleep 300'
+    volumes: ["shared:/data"]
+  reader:
+    image: busybox:latest
+    command: sleep 300
+    volumes: ["shared:/data"]
+volumes:
+  shared:
+""")
+    volume = f"{project.name}_shared"
+    project("up", "-d")
+
+    def shared() -> bool:
+        result = project("exec", "-T", "reader", "cat", "/data/msg", check=False)
+        return result.stdout == "written\n"
+    _eventually(shared)
+    project("exec", "-T", "reader", "sh", "-c", "echo kept > /data/kept")
+
+    project("down", "-t", "1")
+    assert volume in engine.docker("volume", "ls", "-q").stdout.decode().split()
+    project("up", "-d")
+    assert project("exec", "-T", "reader", "cat", "/data/kept").stdout == "kept\n"
+
+    project("down", "-v", "-t", "1")
+    assert volume not in engine.docker("volume", "ls", "-q").stdout.decode().split()
+
+
+def test_depends_on_environment_logs_run_stop_start(engine: Engine,
+                                                    project: Compose) -> None:
+    _write(project, """
+version: "3.8"
+services:
+  db:
+    image: busybox:latest
+    command: sh -c 'echo "greeting=$$GREETING" && exec sleep 300'
+    environment:
+      GREETING: from-compose
+    restart: "no"
+  client:
+    image: busybox:latest
+    command: ["sleep", "300"]
+    depends_on: [db]
+""")
+    result = project("up", "-d", "client")
+    assert f"Creating {project.name}_db_1" in result.stderr
+    db = f"{project.name}_db_1"
+    inspect = json.loads(engine.docker("inspect", db).stdout)[0]
+    assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "no"
+    assert "GREETING=from-compose" in inspect["Config"]["Env"]
+    assert inspect["Config"]["Cmd"] == ["sh", "-c", 'echo "greeting=$GREETING" && exec sleep 300']
+    _eventually(lambda: _log_lines(project, "db") == ["greeting=from-compose"])
+
+    run = project("run", "--rm", "client", "echo", "hi")
+    assert run.stdout.strip().splitlines()[-1] == "hi"
+    assert len(_project_containers(engine, project.name)) == 2
+
+    project("stop", "-t", "1")
+    assert all("Exit" in line for line in _ps_states(project).values())
+    project("start")
+    assert all(" Up " in f"{line} " for line in _ps_states(project).values())
+
+
+def test_build_service_with_legacy_builder(engine: Engine, project: Compose) -> None:
+    app = project.dir / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text("FROM busybox:latest\nCOPY hello.txt /hello.txt\n"
+                                    "RUN echo built >> /hello.txt\n")
+    (app / "hello.txt").write_text("copied\n")
+    _write(project, """
+version: "3.8"
+services:
+  app:
+    build: ./app
+    command: cat /hello.txt
+""")
+    result = project("up", "-d")
+    assert f"Successfully tagged {project.name}_app:latest" in result.stdout
+    _eventually(lambda: _log_lines(project, "app") == ["copied", "built"])
+
+
+def test_disconnect_created_container_keeps_it_off_the_network(engine: Engine,
+                                                                busybox: str) -> None:
+    """Compose disconnects a created container from its network and reconnects
+    it with aliases before starting it (regression: 'is not connected')."""
+    engine.docker("network", "create", "compose-dis")
+    try:
+        engine.docker("create", "--name", "compose-dis-c", "--network", "compose-dis",
+                      busybox, "sleep", "300")
+        engine.docker("network", "disconnect", "compose-dis", "compose-dis-c")
+        engine.docker("start", "compose-dis-c")
+        networks = engine.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                                 "compose-dis-c").stdout
+        assert "compose-dis" not in json.loads(networks)
+        engine.docker("network", "connect", "--alias", "peer", "compose-dis",
+                      "compose-dis-c")
+        networks = json.loads(engine.docker(
+            "inspect", "-f", "{{json .NetworkSettings.Networks}}", "compose-dis-c").stdout)
+        assert "peer" in networks["compose-dis"]["Aliases"]
+    finally:
+        engine.docker("rm", "-f", "compose-dis-c", check=False)
+        engine.docker("network", "rm", "compose-dis", check=False)
