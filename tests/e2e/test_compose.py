@@ -48,8 +48,10 @@ def project(engine: Engine, busybox: str, tmp_path: Path,
     name = "c" + request.node.name.removeprefix("test_").replace("_", "")[:20]
     env = dict(engine.env(), COMPOSE_DOCKER_CLI_BUILD="0", DOCKER_BUILDKIT="0")
 
-    def compose(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-        result = subprocess.run([COMPOSE, "-p", name, *args], cwd=tmp_path, env=env,
+    def compose(*args: str, check: bool = True,
+                api_version: str | None = None) -> subprocess.CompletedProcess:
+        pinned = dict(env, COMPOSE_API_VERSION=api_version) if api_version else env
+        result = subprocess.run([COMPOSE, "-p", name, *args], cwd=tmp_path, env=pinned,
                                 capture_output=True, text=True, timeout=180)
         if check and result.returncode != 0:
             raise AssertionError(f"docker-compose {' '.join(args)} exited "
@@ -204,6 +206,42 @@ services:
     assert all("Exit" in line for line in _ps_states(project).values())
     project("start")
     assert all(" Up " in f"{line} " for line in _ps_states(project).values())
+
+
+def test_recreate_on_change_and_scale_with_api_pinned_below_1_45(engine: Engine,
+                                                                  project: Compose) -> None:
+    """Compose 1.29 reads an image's ContainerConfig to recreate a container;
+    Docker (and berth) omit it from API 1.45 on, so as with Docker 25+ the
+    project pins COMPOSE_API_VERSION=1.44."""
+    template = f"""
+version: "3.8"
+services:
+  web:
+    image: busybox:latest
+    command: {HTTPD}
+  client:
+    image: busybox:latest
+    command: sleep {{}}
+"""
+    _write(project, template.format(300))
+    project("up", "-d", api_version="1.44")
+    client = f"{project.name}_client_1"
+    first = json.loads(engine.docker("inspect", client).stdout)[0]["Id"]
+
+    _write(project, template.format(301))
+    result = project("up", "-d", api_version="1.44")
+    assert f"{project.name}_web_1 is up-to-date" in result.stderr
+    recreated = json.loads(engine.docker("inspect", client).stdout)[0]
+    assert recreated["Id"] != first and recreated["Config"]["Cmd"] == ["sleep", "301"]
+
+    project("up", "-d", "--scale", "client=2", api_version="1.44")
+    assert len(_project_containers(engine, project.name)) == 3
+
+    def served() -> bool:
+        result = project("exec", "-T", "--index=2", "client", "sh", "-c", HTTP_GET,
+                         check=False, api_version="1.44")
+        return result.stdout.endswith("hello\n")
+    _eventually(served)
 
 
 def test_build_service_with_legacy_builder(engine: Engine, project: Compose) -> None:
