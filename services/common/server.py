@@ -85,6 +85,13 @@ async def run(name: str, config: Config, setup: Setup) -> None:
         options=[("grpc.max_receive_message_length", 64 << 20),
                  ("grpc.max_send_message_length", 64 << 20)])
     ctx = ServiceContext(name=name, config=config, server=server)
+    # Handlers first: a SIGTERM that arrives during setup then stops the
+    # service right after it starts, running its shutdown hooks (a service
+    # killed mid-setup would leave whatever setup created, e.g. bridges).
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     service_names = await setup(ctx)
 
     metrics_url = serve_metrics(config.metrics_addr)
@@ -100,11 +107,6 @@ async def run(name: str, config: Config, setup: Setup) -> None:
     for service in ["", *service_names]:
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s service serving on %s, metrics at %s", name, address, metrics_url)
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
 
     started = time.monotonic()
