@@ -103,12 +103,13 @@ def _endpoint(endpoint: network_pb2.Endpoint) -> container_pb2.EndpointSettings:
 async def network_settings(manager: Manager, container: Container
                            ) -> container_pb2.NetworkSettings:
     settings = container_pb2.NetworkSettings()
-    for port in container.config.exposed_ports:
-        settings.ports[port].SetInParent()
     sandbox = None
     if container.running:
         sandbox = await manager.peers.get_sandbox(container.id)
     if sandbox is not None:
+        # As dockerd, ports are listed only while the container has its network.
+        for port in container.config.exposed_ports:
+            settings.ports[port].SetInParent()
         settings.sandbox_id = container.id
         settings.sandbox_key = sandbox.netns_path
         for endpoint in sandbox.endpoints:

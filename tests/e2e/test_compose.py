@@ -283,3 +283,26 @@ def test_disconnect_created_container_keeps_it_off_the_network(engine: Engine,
     finally:
         engine.docker("rm", "-f", "compose-dis-c", check=False)
         engine.docker("network", "rm", "compose-dis", check=False)
+
+
+def test_ports_listed_only_while_running(engine: Engine, busybox: str) -> None:
+    """`docker-compose ps` and `docker ps -a` show no ports for a container
+    that is not running, as dockerd (regression: exposed ports stayed listed)."""
+    port = _free_port()
+    engine.docker("create", "--name", "compose-ports", "-p", f"127.0.0.1:{port}:80",
+                  "--expose", "81", busybox, "sleep", "300")
+    try:
+        def ports() -> dict:
+            return json.loads(engine.docker(
+                "inspect", "-f", "{{json .NetworkSettings.Ports}}", "compose-ports").stdout)
+        listed = ["ps", "-a", "--filter", "name=compose-ports", "--format", "{{.Ports}}"]
+        assert ports() == {}
+        assert engine.docker(*listed).stdout.strip() == b""
+        engine.docker("start", "compose-ports")
+        assert ports() == {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}],
+                           "81/tcp": None}
+        engine.docker("stop", "-t", "0", "compose-ports")
+        assert ports() == {}
+        assert engine.docker(*listed).stdout.strip() == b""
+    finally:
+        engine.docker("rm", "-f", "compose-ports", check=False)
