@@ -244,6 +244,81 @@ services:
     _eventually(served)
 
 
+def test_healthy_dependency_networks_aliases_and_service_options(engine: Engine,
+                                                                  project: Compose) -> None:
+    (project.dir / "vars.env").write_text("FROM_FILE=yes\n")
+    _write(project, """
+services:
+  db:
+    image: busybox:latest
+    command: sh -c 'sleep 1; touch /tmp/ready; exec sleep 300'
+    init: true
+    healthcheck:
+      test: ["CMD", "test", "-f", "/tmp/ready"]
+      interval: 1s
+      timeout: 2s
+      retries: 10
+    networks:
+      back:
+        aliases: [database]
+    tmpfs: [/scratch]
+    env_file: [vars.env]
+    labels:
+      tier: data
+    extra_hosts: ["somehost:10.1.2.3"]
+    mem_limit: 64m
+  app:
+    image: busybox:latest
+    command: sleep 300
+    depends_on:
+      db:
+        condition: service_healthy
+    networks: [back, front]
+networks:
+  back:
+  front:
+""")
+    project("up", "-d")
+    db = f"{project.name}_db_1"
+    assert "Up (healthy)" in _ps_states(project)[db]
+    inspect = json.loads(engine.docker("inspect", db).stdout)[0]
+    assert inspect["Config"]["Labels"]["tier"] == "data"
+    assert inspect["HostConfig"]["Memory"] == 64 * 1024 * 1024
+    address = inspect["NetworkSettings"]["Networks"][f"{project.name}_back"]["IPAddress"]
+    assert address
+
+    app = json.loads(engine.docker("inspect", f"{project.name}_app_1").stdout)[0]
+    assert sorted(app["NetworkSettings"]["Networks"]) == [f"{project.name}_back",
+                                                          f"{project.name}_front"]
+    lookup = project("exec", "-T", "app", "nslookup", "database").stdout
+    assert address in lookup
+
+    script = "echo $FROM_FILE; grep somehost /etc/hosts; grep -c ' /scratch tmpfs' /proc/mounts"
+    out = project("exec", "-T", "db", "sh", "-c", script).stdout.split("\n")
+    assert out[0] == "yes" and out[1].split() == ["10.1.2.3", "somehost"] and out[2] == "1"
+    assert "docker-init" in project("exec", "-T", "db", "cat", "/proc/1/cmdline").stdout
+
+
+def test_foreground_up_aborts_and_returns_exit_code(project: Compose) -> None:
+    _write(project, """
+services:
+  server:
+    image: busybox:latest
+    command: sh -c 'trap "exit 0" TERM; echo server-up; sleep 300 & wait'
+  job:
+    image: busybox:latest
+    command: sh -c 'echo job-ran; exit 3'
+    depends_on: [server]
+""")
+    result = project("up", "--no-color", "--abort-on-container-exit", "--exit-code-from",
+                     "job", check=False)
+    assert result.returncode == 3, result.stderr
+    printed = {tuple(part.strip() for part in line.split("|", 1))
+               for line in result.stdout.splitlines() if "|" in line}
+    assert ("job_1", "job-ran") in printed
+    assert "Exit" in _ps_states(project)[f"{project.name}_server_1"]
+
+
 def test_build_service_with_legacy_builder(engine: Engine, project: Compose) -> None:
     app = project.dir / "app"
     app.mkdir()
