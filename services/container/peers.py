@@ -16,17 +16,6 @@ from services.common.config import Config
 # How long a cleanup call waits for a peer that is (re)starting.
 _PEER_WAIT_SECONDS = 15
 
-_BY_CODE = {cls.code: cls for cls in (
-    errors.NotFound, errors.Conflict, errors.AlreadyExists, errors.InvalidArgument,
-    errors.Unauthenticated, errors.PermissionDenied, errors.Unimplemented)}
-
-
-def _translate(service: str, error: grpc.aio.AioRpcError) -> errors.BerthError:
-    cls = _BY_CODE.get(error.code(), errors.Internal)
-    if error.code() == grpc.StatusCode.UNAVAILABLE:
-        return errors.Internal(f"{service} service unavailable")
-    return cls(error.details() or error.code().name.lower())
-
 
 class Peers:
     def __init__(self, config: Config) -> None:
@@ -40,20 +29,20 @@ class Peers:
             return await self._image.AcquireRootfs(
                 image_pb2.AcquireRootfsRequest(image=image, holder=holder))
         except grpc.aio.AioRpcError as error:
-            raise _translate("image", error) from error
+            raise errors.from_rpc("image", error) from error
 
     async def release_rootfs(self, holder: str) -> None:
         try:
             await self._image.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=holder))
         except grpc.aio.AioRpcError as error:
-            raise _translate("image", error) from error
+            raise errors.from_rpc("image", error) from error
 
     async def create_sandbox(self, request: network_pb2.CreateSandboxRequest
                              ) -> network_pb2.Sandbox:
         try:
             return await self._network.CreateSandbox(request)
         except grpc.aio.AioRpcError as error:
-            raise _translate("network", error) from error
+            raise errors.from_rpc("network", error) from error
 
     async def get_sandbox(self, container_id: str) -> network_pb2.Sandbox | None:
         try:
@@ -69,7 +58,16 @@ class Peers:
                 wait_for_ready=True, timeout=_PEER_WAIT_SECONDS)
         except grpc.aio.AioRpcError as error:
             if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
-                raise _translate("network", error) from error
+                raise errors.from_rpc("network", error) from error
+
+    async def rename_container(self, container_id: str, new_name: str) -> None:
+        """Let the network service answer DNS for the container's new name."""
+        try:
+            await self._network.RenameContainer(network_pb2.RenameContainerRequest(
+                container_id=container_id, new_name=new_name))
+        except grpc.aio.AioRpcError as error:
+            if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
+                raise errors.from_rpc("network", error) from error
 
     async def forget_container(self, container_id: str) -> None:
         try:
@@ -77,4 +75,4 @@ class Peers:
                 network_pb2.ForgetContainerRequest(container_id=container_id))
         except grpc.aio.AioRpcError as error:
             if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNIMPLEMENTED):
-                raise _translate("network", error) from error
+                raise errors.from_rpc("network", error) from error

@@ -14,9 +14,8 @@ from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common.clients import channel
-from services.common.errors import BerthError, InvalidArgument
+from services.common.errors import BerthError, InvalidArgument, from_rpc
 from services.container.inside import Inside
-from services.container.peers import _translate
 
 
 def _path_stat(info: Any) -> container_pb2.PathStat:
@@ -114,5 +113,5 @@ class InsideServicerMixin:
         try:
             reply = await self._image_stub.CommitLayer(messages)
         except grpc.aio.AioRpcError as error:
-            raise _translate("image", error) from error
+            raise from_rpc("image", error) from error
         return reply.id
