@@ -117,10 +117,20 @@ class Manager:
                 return found[0]
         raise NotFound(f"No such container: {ref}")
 
+    @property
+    def runtime(self) -> Runtime:
+        """The OCI runtime the containers run under (exec and update use it too)."""
+        return self._runtime
+
+    def save_host_config(self, container: Container) -> None:
+        """Persist the container's host config after a change (docker update)."""
+        self._store.save_host_config(container)
+
     def bundle(self, container: Container) -> Bundle:
         return Bundle(self._root / container.id)
 
-    def _lock(self, cid: str) -> asyncio.Lock:
+    def lock(self, cid: str) -> asyncio.Lock:
+        """The lock that serializes changes to one container's state and mounts."""
         return self._locks.setdefault(cid, asyncio.Lock())
 
     def attributes(self, container: Container, **extra: str) -> dict[str, str]:
@@ -231,7 +241,7 @@ class Manager:
         """Start the container; True when it was already running."""
         container = self.get(ref)
         await self._attaches_settled()
-        async with self._lock(container.id):
+        async with self.lock(container.id):
             if container.state.status == "paused":
                 raise Conflict("cannot start a paused container, try unpause instead")
             if container.running and container.state.status != "restarting":
@@ -457,7 +467,7 @@ class Manager:
 
     async def _restart_later(self, container: Container, delay: float) -> None:
         await asyncio.sleep(delay)
-        async with self._lock(container.id):
+        async with self.lock(container.id):
             if container.state.status != "restarting" or container.id not in self.containers:
                 return
             container.state.restart_count += 1
@@ -613,14 +623,19 @@ class Manager:
             raise InvalidArgument("Renaming a container with the same name as its current "
                                   "name")
         old = container.name
-        self._store.rename(container, name)
+        await self.peers.rename_container(container.id, name)
+        try:
+            self._store.rename(container, name)
+        except BerthError:
+            await self.peers.rename_container(container.id, old)
+            raise
         self._publish("rename", container, oldName="/" + old)
 
     async def remove(self, ref: str, force: bool = False, remove_volumes: bool = False
                      ) -> None:
         container = self.get(ref)
         cid = container.id
-        async with self._lock(cid):
+        async with self.lock(cid):
             if container.state.status == "restarting":
                 self._cancel_restart(container)
             if container.running:

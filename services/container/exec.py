@@ -214,7 +214,7 @@ class ExecManager:
         if pid <= 0:
             if sock is not None:
                 sock.close()
-            message = oci._runc_message(first.get("message", "") or "exec failed")
+            message = oci.runc_message(first.get("message", "") or "exec failed")
             raise ExecStartFailed(f"OCI runtime exec failed: {message}: unknown",
                                   start_exit_code(message))
         record.pid = pid

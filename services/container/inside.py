@@ -46,7 +46,7 @@ class Inside:
         self.config = config
         self._manager = manager
         self._events = events
-        self._runtime = manager._runtime
+        self._runtime = manager.runtime
         self.execs = ExecManager(config.exec_root / "container", self._runtime)
         self._health = health.HealthTasks()
         self._watcher: asyncio.Task | None = None
@@ -250,7 +250,7 @@ class Inside:
             return
         bundle = self._manager.bundle(container)
         cid = container.id
-        async with self._manager._lock(cid):
+        async with self._manager.lock(cid):
             if self._mount_users.get(cid, 0) == 0 and not container.running:
                 await rootfs.mount_overlay(container.lower_dirs, bundle.path / "upper",
                                            bundle.path / "work", bundle.rootfs)
@@ -263,7 +263,7 @@ class Inside:
         finally:
             for target in reversed(bound):
                 await _run("umount", target)
-            async with self._manager._lock(cid):
+            async with self._manager.lock(cid):
                 self._mount_users[cid] -= 1
                 if self._mount_users[cid] == 0:
                     del self._mount_users[cid]
@@ -369,7 +369,7 @@ class Inside:
             await update.runc_update(self._runtime.binary, str(self._runtime.root),
                                      container.id, args)
         container.host_config.CopyFrom(merged)
-        self._manager._store.save_host_config(container)
+        self._manager.save_host_config(container)
         self._publish("update", container)
         return []
 
@@ -378,18 +378,15 @@ class Inside:
     async def commit(self, request: container_pb2.CommitRequest,
                      commit_layer: CommitLayer) -> str:
         container = self._manager.get(request.container_id)
-        config = container_pb2.ContainerConfig()
-        config.CopyFrom(request.config)
-        apply_changes(config, list(request.changes))
-        merge_commit_config(config, container.config)
-        upper = self._manager.bundle(container).path / "upper"
         tags = [f"{request.repo}:{request.tag or 'latest'}"] if request.repo else []
-        layer_options = image_pb2.CommitLayerOptions(
-            parent=container.image_id, config=image_config(config),
-            created_by=" ".join(container.config.cmd.values), comment=request.comment,
-            author=request.author, tags=tags, container_id=container.id,
-            container_config=image_config(container.config), architecture=_architecture(),
-            os="linux")
+        if request.HasField("build_step"):
+            layer_options = build_step_options(container.image_id, request.build_step)
+        else:
+            layer_options = commit_options(container, request)
+        layer_options.comment, layer_options.author = request.comment, request.author
+        layer_options.tags.extend(tags)
+        layer_options.container_id = container.id
+        upper = self._manager.bundle(container).path / "upper"
 
         async def messages() -> AsyncIterator[image_pb2.CommitLayerRequest]:
             yield image_pb2.CommitLayerRequest(options=layer_options)
@@ -405,8 +402,9 @@ class Inside:
         finally:
             if paused_here:
                 await self._runtime.resume(container.id)
-        self._publish("commit", container, comment=request.comment, imageID=image_id,
-                      imageRef=tags[0] if tags else "", author=request.author)
+        if not request.HasField("build_step"):
+            self._publish("commit", container, comment=request.comment, imageID=image_id,
+                          imageRef=tags[0] if tags else "", author=request.author)
         return image_id
 
 
@@ -440,6 +438,29 @@ async def coalesce(frames: AsyncIterator[Frame], limit: int = 1 << 20
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         await frames.aclose()
+
+
+def commit_options(container: Container, request: container_pb2.CommitRequest
+                   ) -> image_pb2.CommitLayerOptions:
+    """POST /commit: the request's config and changes over the container's."""
+    config = container_pb2.ContainerConfig()
+    config.CopyFrom(request.config)
+    apply_changes(config, list(request.changes))
+    merge_commit_config(config, container.config)
+    return image_pb2.CommitLayerOptions(
+        parent=container.image_id, config=image_config(config),
+        created_by=" ".join(container.config.cmd.values),
+        container_config=image_config(container.config), architecture=_architecture(),
+        os="linux")
+
+
+def build_step_options(parent: str, step: container_pb2.BuildStep
+                       ) -> image_pb2.CommitLayerOptions:
+    """A builder's step: its config and history as given; the platform is the
+    parent image's (the image service's default when left empty)."""
+    return image_pb2.CommitLayerOptions(
+        parent=parent, config=step.config, created_by=step.created_by,
+        container_config=step.container_config)
 
 
 def merge_commit_config(config: container_pb2.ContainerConfig,

@@ -109,7 +109,7 @@ class Runtime:
         message = json.loads(reply.splitlines()[0])
         if message.get("data", -1) < 0:
             await self.delete(cid, force=True)
-            raise CreateFailed(_runc_message(message.get("message", "runc create failed")))
+            raise CreateFailed(runc_message(message.get("message", "runc create failed")))
         conmon_pid = int(bundle.conmon_pidfile.read_text())
         return int(message["data"]), conmon_pid
 
@@ -164,7 +164,7 @@ class Runtime:
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         out, err = await process.communicate()
         if process.returncode != 0:
-            message = _runc_message(err.decode(errors="replace"))
+            message = runc_message(err.decode(errors="replace"))
             if "not running" in message or "does not exist" in message:
                 raise Conflict(message)
             raise Internal(f"runc {args[0]} failed: {message}")
@@ -179,7 +179,7 @@ def _which(name: str) -> str:
     raise SystemExit(f"berth: OCI runtime {name} not found")
 
 
-def _runc_message(stderr: str) -> str:
+def runc_message(stderr: str) -> str:
     """runc logs `time=... level=error msg="..."`; keep the message."""
     for line in reversed(stderr.strip().splitlines()):
         if 'msg="' in line:

@@ -8,7 +8,7 @@ import asyncio
 from berth.container.v1 import container_pb2
 from services.common.errors import InvalidArgument
 from services.container.configs import validate_resources, validate_restart_policy
-from services.container.runtime import _runc_message
+from services.container.runtime import runc_message
 
 CPU_PERIOD = 100_000
 # Fields a zero leaves unchanged, as Docker's update does.
@@ -84,5 +84,5 @@ async def runc_update(binary: str, root: str, container_id: str, args: list[str]
         stderr=asyncio.subprocess.PIPE)
     _, err = await process.communicate()
     if process.returncode != 0:
-        message = _runc_message(err.decode(errors="replace"))
+        message = runc_message(err.decode(errors="replace"))
         raise InvalidArgument(f"Cannot update container {container_id}: {message}")

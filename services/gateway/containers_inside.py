@@ -13,9 +13,9 @@ from aiohttp import web
 from berth.container.v1 import container_pb2 as pb
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
 from services.gateway.convert.container_create import (
-    _restart_policy,
     container_config,
     resources,
+    restart_policy,
 )
 from services.gateway.errors import bad_request, read_json
 from services.gateway.params import boolean
@@ -236,7 +236,7 @@ class InsideHandlers:
         update = pb.UpdateContainerRequest(id=request.match_info["id"],
                                            resources=resources(body))
         if body.get("RestartPolicy"):
-            update.restart_policy.CopyFrom(_restart_policy(body["RestartPolicy"]))
+            update.restart_policy.CopyFrom(restart_policy(body["RestartPolicy"]))
         reply = await self.container.Update(update)
         return web.json_response({"Warnings": list(reply.warnings) or None})
 

@@ -152,7 +152,9 @@ def resources(body: dict[str, Any]) -> pb.Resources:
     return res
 
 
-def _restart_policy(body: dict[str, Any] | None) -> pb.RestartPolicy:
+def restart_policy(body: dict[str, Any] | None) -> pb.RestartPolicy:
+    """Docker's RestartPolicy object as the proto, with Docker's messages for
+    an unknown policy or a bad retry count (create and update share it)."""
     body = body or {}
     name = body.get("Name") or ""
     retries = _int(body.get("MaximumRetryCount"), "MaximumRetryCount")
@@ -185,7 +187,7 @@ def host_config(body: dict[str, Any]) -> pb.HostConfig:
                                host_port=str((b or {}).get("HostPort") or ""))
                 for b in bindings or []])
             for port, bindings in (body.get("PortBindings") or {}).items()},
-        restart_policy=_restart_policy(body.get("RestartPolicy")),
+        restart_policy=restart_policy(body.get("RestartPolicy")),
         auto_remove=bool(body.get("AutoRemove")),
         volume_driver=body.get("VolumeDriver") or "",
         volumes_from=_strings(body.get("VolumesFrom")),
