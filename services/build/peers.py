@@ -137,11 +137,13 @@ class Peers:
                 raise errors.Internal(result.error)
             yield result.status_code
 
-    async def commit_container(self, container_id: str,
-                               config: container_pb2.ContainerConfig) -> str:
+    async def commit_step(self, container_id: str, author: str,
+                          step: container_pb2.BuildStep) -> str:
+        """A RUN step's container as an image with exactly the step's config
+        and history line."""
         async with _translated("container"):
             reply = await self.containers.Commit(container_pb2.CommitRequest(
-                container_id=container_id, config=config))
+                container_id=container_id, author=author, build_step=step))
         return reply.id
 
     async def remove_container(self, container_id: str) -> bool:

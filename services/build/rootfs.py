@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import os
 import stat
-import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
 from services.common.errors import InvalidArgument
 
 OPAQUE_XATTR = "trusted.overlay.opaque"
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 MAX_SYMLINKS = 40
 
 
@@ -140,26 +137,3 @@ def _drop_below(entries: dict[str, Path], rel: str, keep_self: bool) -> None:
     for key in [k for k in entries if k.startswith(prefix) or (k == rel and not keep_self)]:
         del entries[key]
 
-
-def write_layer_tar(layer_dir: Path, out: Path) -> None:
-    """One unpacked layer back to a layer tar, overlayfs whiteouts and
-    opaque directories turned into their `.wh.` entries again."""
-    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tar:
-        for dirpath, dirnames, filenames in os.walk(layer_dir):
-            dirnames.sort()
-            rel_dir = os.path.relpath(dirpath, layer_dir)
-            if rel_dir != "." and _is_opaque(Path(dirpath)):
-                tar.addfile(tarfile.TarInfo(os.path.join(rel_dir, OPAQUE_MARKER)))
-            for name in sorted(dirnames + filenames):
-                host = Path(dirpath) / name
-                arcname = os.path.normpath(os.path.join(rel_dir, name))
-                if _is_whiteout(host):
-                    whiteout = os.path.join(os.path.dirname(arcname), WHITEOUT_PREFIX + name)
-                    tar.addfile(tarfile.TarInfo(os.path.normpath(whiteout)))
-                    continue
-                info = tar.gettarinfo(str(host), arcname)
-                if info.isreg():
-                    with open(host, "rb") as f:
-                        tar.addfile(info, f)
-                else:
-                    tar.addfile(info)

@@ -26,7 +26,7 @@ from services.build import context as build_context
 from services.build import copier, instructions
 from services.build.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
 from services.build.options import BuildOptions
-from services.build.rootfs import RootfsView, write_layer_tar
+from services.build.rootfs import RootfsView
 from services.build.store import cache_key
 from services.build.words import process_word, process_words
 from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
@@ -130,16 +130,15 @@ class Build:
         if not image_id:
             return RootfsView([])
         if image_id not in self.views:
-            _, lower_dirs = await self.acquire(image_id)
-            self.views[image_id] = RootfsView(lower_dirs)
+            self.views[image_id] = RootfsView(await self.acquire(image_id))
         return self.views[image_id]
 
-    async def acquire(self, image_id: str) -> tuple[str, list[str]]:
-        """An image's layer dirs, under a lease (its holder is returned)."""
+    async def acquire(self, image_id: str) -> list[str]:
+        """An image's layer dirs, under a lease."""
         holder = f"build-{self.id}-{next(self.lease_numbers)}"
         self.holders.append(holder)
         self.builder.cache.hold("lease", holder)
-        return holder, await self.peers.acquire_rootfs(image_id, holder)
+        return await self.peers.acquire_rootfs(image_id, holder)
 
     async def unlease(self, holder: str) -> None:
         await self.peers.release_rootfs(holder)
@@ -194,18 +193,22 @@ class Build:
             "extra": extra,
         })
 
+    @staticmethod
+    def step_config(stage: Stage, created_by: list[str]) -> image_pb2.ImageConfig:
+        """Docker's ContainerConfig of a step: the config it ran with, its
+        command being the history line, on the parent image."""
+        config = image_pb2.ImageConfig()
+        config.CopyFrom(stage.config)
+        config.image = stage.image_id
+        config.cmd.CopyFrom(types_pb2.StringList(values=created_by))
+        return config
+
     async def commit(self, stage: Stage, created_by: list[str], key: str,
                      layer: Path | None = None, size: int = 0) -> str:
-        # Docker's ContainerConfig: the config the step ran with, its command
-        # being the history line, on the parent image.
-        step_config = image_pb2.ImageConfig()
-        step_config.CopyFrom(stage.config)
-        step_config.image = stage.image_id
-        step_config.cmd.CopyFrom(types_pb2.StringList(values=created_by))
         options = image_pb2.CommitLayerOptions(
             parent=stage.image_id, config=stage.config, created_by=" ".join(created_by),
             author=stage.author, empty_layer=layer is None, architecture=stage.architecture,
-            os=stage.os, container_config=step_config)
+            os=stage.os, container_config=self.step_config(stage, created_by))
         image_id = await self.peers.commit_layer(options, layer)
         self.builder.cache.record(key, stage.image_id, image_id, " ".join(created_by), size)
         return image_id
@@ -577,12 +580,11 @@ class Build:
         if exit_code != 0:
             raise Internal(f"The command '{' '.join(cmd)}' returned a non-zero code: "
                            f"{exit_code}")
-        image_id = await self.peers.commit_container(container_id, self.image_config(stage))
-        if self.commit_leaks(stage, arg_env):
-            image_id = await self.recommit(stage, image_id, saved, key)
-        else:
-            self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved),
-                                      await self.added_size(stage.image_id, image_id))
+        step = container_pb2.BuildStep(config=stage.config, created_by=" ".join(saved),
+                                       container_config=self.step_config(stage, saved))
+        image_id = await self.peers.commit_step(container_id, stage.author, step)
+        self.builder.cache.record(key, stage.image_id, image_id, " ".join(saved),
+                                  await self.added_size(stage.image_id, image_id))
         stage.image_id = image_id
         if self.options.remove or self.options.force_remove:
             await self.peers.remove_container(container_id)
@@ -595,28 +597,6 @@ class Build:
         image = await self.peers.inspect_image(image_id)
         base = await self.peers.inspect_image(parent) if parent else None
         return max(0, (image.size if image else 0) - (base.size if base else 0))
-
-    @staticmethod
-    def commit_leaks(stage: Stage, arg_env: list[str]) -> bool:
-        """Whether the container service's commit, which merges the step
-        container's config into the image's as POST /commit does, would
-        keep build args in Env, or the RUN command as Cmd."""
-        env_keys = set(_env_dict(list(stage.config.env)))
-        has_command = stage.config.cmd.values or stage.config.entrypoint.values
-        return not has_command or any(e.split("=", 1)[0] not in env_keys for e in arg_env)
-
-    async def recommit(self, stage: Stage, committed: str, created_by: list[str],
-                       key: str) -> str:
-        """The committed layer again, with the step's own config and history."""
-        with self.builder.scratch_file() as layer:
-            holder, lower_dirs = await self.acquire(committed)
-            try:
-                await asyncio.to_thread(write_layer_tar, Path(lower_dirs[0]), layer)
-            finally:
-                await self.unlease(holder)
-            image_id = await self.commit(stage, created_by, key, layer, layer.stat().st_size)
-        await self.peers.remove_untagged_image(committed)
-        return image_id
 
     @staticmethod
     def image_config(stage: Stage) -> container_pb2.ContainerConfig:

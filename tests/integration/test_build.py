@@ -411,6 +411,30 @@ def test_run_with_build_args_keeps_deletions(engine: Engine, busybox: str,
     assert "group" not in listed and "passwd" in listed
 
 
+def all_image_ids(engine: Engine) -> set[str]:
+    return set(engine.docker("images", "-aq", "--no-trunc").stdout.decode().split())
+
+
+def test_run_step_commits_one_image_with_the_step_config(engine: Engine, busybox: str,
+                                                         tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nMAINTAINER builder\nARG X\nRUN echo $X > /x\n"})
+    before = all_image_ids(engine)
+    since = str(time.time() - 1)
+    build(engine, context, "--build-arg", "X=1", "-t", "stepped")
+    data = inspect(engine, "stepped")
+    assert not any(e.startswith("X=") for e in data["Config"]["Env"])
+    assert data["Config"]["Cmd"] == ["sh"] and data["Author"] == "builder"
+    lines = engine.docker("history", "--no-trunc", "--format", "{{.ID}} {{.CreatedBy}}",
+                          "stepped").stdout.decode().splitlines()
+    assert lines[0] == f"{data['Id']} |1 X=1 /bin/sh -c echo $X > /x"
+    steps = {line.split()[0] for line in lines[:3]}
+    assert all_image_ids(engine) - before == steps
+    events = engine.docker("events", "--since", since, "--until", str(time.time() + 1),
+                           "--format", "{{.Type}} {{.Action}}").stdout.decode().splitlines()
+    assert "container destroy" in events and "container commit" not in events
+
+
 MISC_DOCKERFILE = """\
 # escape=`
 FROM busybox

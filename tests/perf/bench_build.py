@@ -3,11 +3,12 @@ Debian's dockerd 20.10.
 
   .venv/bin/python -m tests.perf.bench_build [--megabytes 50] [--repeat 3]
 
-A 10-step Dockerfile (ENV, LABEL, WORKDIR, COPY of --megabytes of files in
-1 MiB files, COPY of one small file, RUN, CMD) is built three ways: the first
-build, a rebuild with nothing changed (every step from the cache), and a
-rebuild after one of the big files changed (from that COPY on). Both engines
-run on temporary roots with their own sockets and are stopped at the end.
+An 11-step Dockerfile (ENV, LABEL, WORKDIR, COPY of --megabytes of files in
+1 MiB files, COPY of one small file, ARG, RUN with that build arg, CMD) is
+built three ways: the first build, a rebuild with nothing changed (every step
+from the cache), and a rebuild after one of the big files changed (from that
+COPY on). Both engines run on temporary roots with their own sockets and are
+stopped at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ LABEL purpose=bench
 WORKDIR /app
 COPY data/ /app/data/
 COPY app.txt /app/app.txt
+ARG MODE=bench
 RUN du -s /app/data > /app/size.txt
 ENV STAGE=done
 LABEL done=yes

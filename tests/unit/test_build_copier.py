@@ -1,4 +1,4 @@
-"""COPY/ADD planning, ownership and mode, image file system views and layer tars."""
+"""COPY/ADD planning, ownership and mode, and image file system views."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from services.build import copier
-from services.build.rootfs import RootfsView, write_layer_tar
+from services.build.rootfs import RootfsView
 from services.common.errors import InvalidArgument
 
 
@@ -135,14 +135,6 @@ def test_add_unpacks_local_archives(context: copier.SourceTree, image: RootfsVie
         assert tar.extractfile("opt/pkg/file").read() == b"pkg"
     copied = copier.plan_copy(context, ["pkg.tar.gz"], "/opt/", "/", image, "COPY")
     assert [e.archive for e in copied.entries] == [False]
-
-
-def test_layer_tar_from_unpacked_layer(image: RootfsView, tmp_path: Path) -> None:
-    out = tmp_path / "upper.tar"
-    write_layer_tar(image.layers[0], out)
-    with tarfile.open(out) as tar:
-        names = tar.getnames()
-    assert sorted(names) == [".wh.gone", "srv", "srv/.wh..wh..opq", "srv/new"]
 
 
 def test_symlinks_never_leave_the_context(context: copier.SourceTree,
