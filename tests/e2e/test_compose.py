@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.engine import Engine
+from tests.support.registry import Registry
 
 COMPOSE = shutil.which("docker-compose")
 
@@ -317,6 +318,43 @@ services:
                for line in result.stdout.splitlines() if "|" in line}
     assert ("job_1", "job-ran") in printed
     assert "Exit" in _ps_states(project)[f"{project.name}_server_1"]
+
+
+def test_pull_and_push_through_a_registry(engine: Engine, project: Compose,
+                                          registry: Registry) -> None:
+    remote = f"{registry.address}/compose/busybox:1"
+    engine.docker("tag", "busybox:latest", remote)
+    engine.docker("push", remote)
+    engine.docker("rmi", remote)
+    _write(project, f"""
+services:
+  app:
+    image: {remote}
+    command: sh -c 'echo pulled'
+""")
+    project("pull")
+    assert engine.docker("image", "inspect", remote).returncode == 0
+    engine.docker("rmi", remote)
+    project("up", "-d")
+    _eventually(lambda: _log_lines(project, "app") == ["pulled"])
+    project("down", "-t", "1", "--rmi", "all")
+
+    (project.dir / "app").mkdir()
+    (project.dir / "app" / "Dockerfile").write_text("FROM busybox:latest\nLABEL pushed=yes\n")
+    pushed = f"{registry.address}/compose/built:1"
+    _write(project, f"""
+services:
+  built:
+    build: ./app
+    image: {pushed}
+""")
+    project("build")
+    project("push")
+    engine.docker("rmi", pushed)
+    project("pull")
+    labels = engine.docker("image", "inspect", "-f", "{{json .Config.Labels}}", pushed).stdout
+    assert json.loads(labels) == {"pushed": "yes"}
+    engine.docker("rmi", pushed)
 
 
 def test_build_service_with_legacy_builder(engine: Engine, project: Compose) -> None:
