@@ -11,6 +11,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.support.engine import Engine
@@ -419,3 +420,20 @@ def test_ports_listed_only_while_running(engine: Engine, busybox: str) -> None:
         assert engine.docker(*listed).stdout.strip() == b""
     finally:
         engine.docker("rm", "-f", "compose-ports", check=False)
+
+
+def test_short_id_and_hostname_aliases_before_api_1_45(engine: Engine, busybox: str) -> None:
+    """dockerd adds them to user-defined network aliases for clients older
+    than API 1.45; Compose 1.29 pinned to 1.44 relies on it."""
+    engine.docker("network", "create", "compose-alias")
+    try:
+        cid = engine.docker("create", "--name", "compose-alias-c", "--hostname", "h1",
+                            "--network", "compose-alias", "--network-alias", "peer",
+                            busybox, "sleep", "300").stdout.decode().strip()
+        for version, expected in (("1.44", ["peer", cid[:12], "h1"]), ("1.50", ["peer"])):
+            with docker.APIClient(base_url=engine.host, version=version) as api:
+                networks = api.inspect_container(cid)["NetworkSettings"]["Networks"]
+            assert networks["compose-alias"]["Aliases"] == expected
+    finally:
+        engine.docker("rm", "-f", "compose-alias-c", check=False)
+        engine.docker("network", "rm", "compose-alias", check=False)

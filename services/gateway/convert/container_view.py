@@ -24,6 +24,7 @@ DEFAULT_MASKED_PATHS = ["/proc/asound", "/proc/acpi", "/proc/kcore", "/proc/keys
 DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                           "/proc/sysrq-trigger"]
 BRIDGE = "bridge"
+BUILTIN_NETWORK_MODES = frozenset({"default", BRIDGE, "host", "none"})
 
 
 def api_version(text: str | None) -> ApiVersion:
@@ -312,7 +313,19 @@ def inspect_json(container: pb.ContainerInspect,
         "Config": config_json(container.config, version, bridge.mac_address),
         "NetworkSettings": network_settings_json(container.network_settings, version),
     })
+    if version < (1, 45):
+        _add_legacy_aliases(out, container.id[:12], container.config.hostname)
     return out
+
+
+def _add_legacy_aliases(out: dict[str, Any], short_id: str, hostname: str) -> None:
+    """Before API 1.45 dockerd lists the short ID and hostname among the aliases
+    on user-defined networks (Compose 1.29 reads them to skip reconnecting)."""
+    for name, endpoint in out["NetworkSettings"]["Networks"].items():
+        if name in BUILTIN_NETWORK_MODES or name.startswith("container:"):
+            continue
+        aliases = [*(endpoint["Aliases"] or []), short_id, hostname]
+        endpoint["Aliases"] = list(dict.fromkeys(a for a in aliases if a))
 
 
 def summary_json(summary: pb.ContainerSummary, version: ApiVersion = LATEST,
