@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 import dockerfile
 
+from services.common import godur
 from services.common.errors import InvalidArgument
 
 _ESCAPE_DIRECTIVE = re.compile(r"^#\s*escape\s*=\s*(\S)\s*$", re.IGNORECASE)
@@ -21,8 +22,6 @@ _FLAGS: dict[str, dict[str, bool]] = {
     "HEALTHCHECK": {"interval": True, "timeout": True, "start-period": True,
                     "start-interval": True, "retries": True},
 }
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION_NS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9, "m": 60e9, "h": 3600e9}
 _KNOWN = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
           "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",
           "WORKDIR"}
@@ -193,13 +192,8 @@ def _stage(instruction: Instruction) -> Stage:
 
 
 def duration_ns(text: str) -> int:
-    """A Go duration ("30s", "1m30s") in nanoseconds."""
-    if text in ("", "0"):
-        return 0
-    parts = _DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise InvalidArgument(f"time: invalid duration \"{text}\"")
-    return int(sum(float(n) * _DURATION_NS[u] for n, u in parts))
+    """A HEALTHCHECK flag's Go duration in nanoseconds; unset is zero."""
+    return godur.parse_ns(text or "0")
 
 
 def parse_trigger(text: str) -> Instruction:

@@ -14,12 +14,10 @@ import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+from services.common.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX, is_opaque, is_whiteout
 from services.container.archive import TarOutput
 
 MODIFIED, ADDED, DELETED = 0, 1, 2
-OPAQUE_XATTR = "trusted.overlay.opaque"
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 
 # Files the engine itself puts into every container (Docker keeps them in
 # the hidden init layer), which neither docker diff nor commit reports.
@@ -33,17 +31,6 @@ ENGINE_PATHS = frozenset({
 class Change:
     path: str
     kind: int
-
-
-def is_whiteout(info: os.stat_result) -> bool:
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
-
-
-def is_opaque(host_path: str) -> bool:
-    try:
-        return os.getxattr(host_path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
 
 
 def _walk(upper: str, excluded: frozenset[str]) -> Iterator[tuple[str, str, os.stat_result]]:

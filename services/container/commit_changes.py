@@ -3,7 +3,6 @@ applied to an image config."""
 
 from __future__ import annotations
 
-import re
 import shlex
 
 import dockerfile
@@ -11,23 +10,11 @@ import dockerfile
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
+from services.common import godur
 from services.common.errors import InvalidArgument
 
 ALLOWED = {"CMD", "ENTRYPOINT", "HEALTHCHECK", "ENV", "EXPOSE", "LABEL", "ONBUILD",
            "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
-DURATION = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-UNIT_NANOS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
-              "m": 60_000_000_000, "h": 3_600_000_000_000}
-
-
-def parse_duration(text: str) -> int:
-    """A Go duration ("1m30s", "500ms") in nanoseconds."""
-    if text == "0":
-        return 0
-    parts = DURATION.findall(text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise InvalidArgument(f'time: invalid duration "{text}"')
-    return int(sum(float(number) * UNIT_NANOS[unit] for number, unit in parts))
 
 
 def _unquote(value: str) -> str:
@@ -65,7 +52,7 @@ def _healthcheck(command: dockerfile.Command) -> image_pb2.HealthConfig:
         if name == "retries":
             health.retries = int(value)
         elif name in ("interval", "timeout", "start-period", "start-interval"):
-            setattr(health, name.replace("-", "_") + "_ns", parse_duration(value))
+            setattr(health, name.replace("-", "_") + "_ns", godur.parse_ns(value))
         else:
             raise InvalidArgument(f"Unknown flag: {name}")
     rest = command.original.split(None, 1)[1]

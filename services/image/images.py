@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import json
-import re
 import shutil
 import tarfile
 import threading
@@ -19,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from services.common import godur
 from services.common.errors import Conflict, Internal, InvalidArgument, NotFound
 from services.common.events import EventBus
 from services.image import archive, metrics, reference
@@ -28,9 +28,6 @@ from services.image.progress import Message, short
 from services.image.reference import ImageRef
 from services.image.store import ImageRow, ImageStore, LayerBlob
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
-_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+")
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 LAYER_TAR = "application/vnd.docker.image.rootfs.diff.tar"
 LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 LAYER_ZSTD = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -585,10 +582,8 @@ def created_seconds(config: dict[str, Any]) -> float:
 def parse_timestamp(text: str) -> float:
     """A Go duration before now (`24h`, `1h30m`), unix seconds, or RFC 3339,
     as Docker's `until`/`since` filters accept them."""
-    if _DURATION.fullmatch(text):
-        seconds = sum(float(amount) * _UNIT_SECONDS[unit]
-                      for amount, unit in _DURATION_PART.findall(text))
-        return time.time() - seconds
+    if godur.is_duration(text):
+        return time.time() - godur.parse_ns(text) / 1e9
     try:
         return float(text)
     except ValueError:

@@ -11,9 +11,11 @@ from pathlib import Path
 import pytest
 
 from berth.container.v1 import container_pb2
+from services.common import whiteouts
 from services.common.errors import InvalidArgument
+from services.common.godur import parse_ns
 from services.container import changes, health, stats, top, update
-from services.container.commit_changes import apply_changes, parse_duration
+from services.container.commit_changes import apply_changes
 
 
 @pytest.fixture
@@ -31,7 +33,7 @@ def layers(tmp_path: Path) -> tuple[Path, Path]:
     (upper / "new" / "file").write_text("added")
     (upper / "opt").mkdir()
     (upper / "opt" / "old").mkdir()
-    os.setxattr(upper / "opt" / "old", changes.OPAQUE_XATTR, b"y")
+    os.setxattr(upper / "opt" / "old", whiteouts.OPAQUE_XATTR, b"y")
     return lower, upper
 
 
@@ -66,9 +68,9 @@ def test_commit_changes() -> None:
     assert config.healthcheck.interval_ns == 5_000_000_000 and config.healthcheck.retries == 2
     with pytest.raises(InvalidArgument, match="run is not a valid change command"):
         apply_changes(config, ["RUN true"])
-    assert parse_duration("1m30s") == 90_000_000_000
+    assert parse_ns("1m30s") == 90_000_000_000
     with pytest.raises(InvalidArgument):
-        parse_duration("soon")
+        parse_ns("soon")
 
 
 def test_ps_output_is_filtered_to_the_container() -> None:
