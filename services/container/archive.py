@@ -15,14 +15,12 @@ import shutil
 import stat
 import tarfile
 import tempfile
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from services.common.errors import InvalidArgument, NotFound
-
-MAX_SYMLINKS = 255
+from services.common.scoped import secure_join
 
 # Go's os.FileMode type bits, which Docker's path stat header carries.
 GO_MODE_DIR = 1 << 31
@@ -34,38 +32,6 @@ GO_MODE_SETUID = 1 << 23
 GO_MODE_SETGID = 1 << 22
 GO_MODE_CHAR_DEVICE = 1 << 21
 GO_MODE_STICKY = 1 << 20
-
-
-def secure_join(root: str, unsafe_path: str, follow_last: bool = True) -> str:
-    """`unsafe_path` inside `root`, with symlinks resolved as if root were /."""
-    pending = deque(part for part in unsafe_path.split("/") if part)
-    resolved: list[str] = []
-    links = 0
-    while pending:
-        part = pending.popleft()
-        if part == ".":
-            continue
-        if part == "..":
-            if resolved:
-                resolved.pop()
-            continue
-        candidate = os.path.join(root, *resolved, part)
-        try:
-            info = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
-            resolved.append(part)
-            continue
-        if not stat.S_ISLNK(info.st_mode) or (not follow_last and not pending):
-            resolved.append(part)
-            continue
-        links += 1
-        if links > MAX_SYMLINKS:
-            raise InvalidArgument(f"too many levels of symbolic links: {unsafe_path}")
-        target = os.readlink(candidate)
-        if target.startswith("/"):
-            resolved.clear()
-        pending.extendleft(reversed([p for p in target.split("/") if p]))
-    return os.path.join(root, *resolved) if resolved else root
 
 
 def _follows_last(path: str) -> bool:
