@@ -20,6 +20,7 @@ from services.image.images import Images
 from services.image.layers import decompressed
 from services.image.reference import ImageRef
 from services.image.store import LayerBlob
+from services.image.streaming import CHUNK
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -76,7 +77,7 @@ class Exporter:
         if blob.digest != diff_id:
             scratch = self.images.content.temp_path(".tar")
             with path.open("rb") as source, scratch.open("wb") as target:
-                shutil.copyfileobj(decompressed(source), target, 1 << 20)
+                shutil.copyfileobj(decompressed(source), target, CHUNK)
             path = scratch
         try:
             size = path.stat().st_size
@@ -95,7 +96,8 @@ class Exporter:
     def write_to(self, items: list[SaveItem]) -> Callable[[IO[bytes]], None]:
         """The work for a thread: write the archive of `items` to its sink."""
         def work(out: IO[bytes]) -> None:
-            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+            with tarfile.open(fileobj=out, mode="w|", format=tarfile.PAX_FORMAT,
+                              bufsize=CHUNK, copybufsize=CHUNK) as tar:
                 self.tar = tar
                 self._write(items)
         return work

@@ -12,6 +12,7 @@ import shutil
 import stat
 import tarfile
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -27,6 +28,7 @@ XATTR_PAX_PREFIX = "SCHILY.xattr."
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_SIZE = 1 << 20
+_GZIP_WBITS = zlib.MAX_WBITS | 16  # gzip header and trailer
 
 
 def chain_ids(diff_ids: list[str]) -> list[str]:
@@ -49,13 +51,55 @@ def compression_of(head: bytes) -> str:
     return ""
 
 
+class GzipReader:
+    """Inflates the gzip members in `source` a megabyte of input at a time
+    (Python 3.11's GzipFile reads 8 KiB per step, which costs a lot of CPU on
+    big layers); zlib checks each member's CRC and length."""
+
+    def __init__(self, source: BinaryIO) -> None:
+        self.source = source
+        self.inflater = zlib.decompressobj(_GZIP_WBITS)
+        self.input = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if size < 0:
+            return b"".join(iter(lambda: self.read(READ_SIZE), b""))
+        if size == 0:  # zlib reads a max_length of 0 as no limit
+            return b""
+        try:
+            return self._inflate(size)
+        except zlib.error as exc:
+            raise gzip.BadGzipFile(f"invalid gzip data: {exc}") from exc
+
+    def _inflate(self, size: int) -> bytes:
+        while True:
+            if self.inflater.eof:
+                rest = self.inflater.unused_data.lstrip(b"\0")
+                while not rest:  # another member may follow, after zero padding
+                    more = self.source.read(READ_SIZE)
+                    if not more:
+                        return b""
+                    rest = more.lstrip(b"\0")
+                self.inflater = zlib.decompressobj(_GZIP_WBITS)
+                self.input = rest
+            if not self.input:
+                self.input = self.source.read(READ_SIZE)
+                if not self.input:
+                    raise EOFError("compressed file ended before the end-of-stream "
+                                   "marker was reached")
+            data = self.inflater.decompress(self.input, size)
+            self.input = self.inflater.unconsumed_tail
+            if data:
+                return data
+
+
 def decompressed(source: BinaryIO) -> BinaryIO:
     """A reader of the uncompressed tar in `source` (gzip, zstd or plain)."""
     head = source.read(4)
     source.seek(0)
     kind = compression_of(head)
     if kind == "gzip":
-        return gzip.GzipFile(fileobj=source, mode="rb")  # type: ignore[return-value]
+        return GzipReader(source)  # type: ignore[return-value]
     if kind == "zstd":
         return zstandard.ZstdDecompressor().stream_reader(source)  # type: ignore[return-value]
     return source

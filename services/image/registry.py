@@ -230,8 +230,19 @@ class Registries:
 
 
 async def iter_body(response: httpx.Response, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    """The body in pieces of about `chunk` bytes, joined once from what the
+    connection reads (httpx's own chunking copies every byte several times)."""
+    pieces: list[bytes] = []
+    pending = 0
     try:
-        async for data in response.aiter_bytes(chunk):
-            yield data
+        async for data in response.aiter_bytes():
+            pieces.append(data)
+            pending += len(data)
+            if pending >= chunk:
+                yield b"".join(pieces)
+                pieces.clear()
+                pending = 0
     except httpx.HTTPError as exc:
         raise Internal(f"error reading blob: {exc}") from exc
+    if pieces:
+        yield b"".join(pieces)

@@ -37,6 +37,9 @@ class ChunkPipe:
                 continue
 
     def write(self, data: bytes) -> int:
+        if not self._buffer and len(data) >= CHUNK:  # a whole chunk: no copy
+            self._put(bytes(data))
+            return len(data)
         self._buffer += data
         if len(self._buffer) >= CHUNK:
             self._put(bytes(self._buffer))
