@@ -185,3 +185,17 @@ def test_addresses_come_back_after_containers_go(clean: Engine, busybox: str) ->
     info = json.loads(engine.docker("network", "inspect", "recycle").stdout)[0]
     assert info["Containers"] == {}
     engine.docker("network", "rm", "recycle")
+
+
+def test_dns_follows_a_rename(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "renames")
+    engine.docker("run", "-d", "--name", "before", "--network", "renames", busybox,
+                  "sleep", "300")
+    engine.docker("rename", "before", "after")
+    found = engine.docker("run", "--rm", "--network", "renames", busybox,
+                          "ping", "-c1", "-W2", "after", check=False)
+    assert found.returncode == 0, found.stdout + found.stderr
+    gone = engine.docker("run", "--rm", "--network", "renames", busybox,
+                         "ping", "-c1", "-W1", "before", check=False)
+    assert gone.returncode != 0
