@@ -11,52 +11,18 @@ import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from services.common.errors import InvalidArgument
-
-OPAQUE_XATTR = "trusted.overlay.opaque"
-MAX_SYMLINKS = 40
-
-
-def _is_whiteout(path: Path) -> bool:
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
-    return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
-
-
-def _is_opaque(path: Path) -> bool:
-    try:
-        return os.getxattr(path, OPAQUE_XATTR, follow_symlinks=False) == b"y"
-    except OSError:
-        return False
+from services.common import scoped
+from services.common.whiteouts import is_opaque, is_whiteout, is_whiteout_at
 
 
 def resolve_in_scope(path: str, find: Callable[[list[str]], Path | None]) -> list[str]:
     """`path` as components with every symlink followed inside the tree that
-    `find` looks components up in: absolute targets start again at its root
-    and `..` stops there, so nothing outside it is ever reached (what Docker's
-    FollowSymlinkInScope does). A missing component ends the walk as is."""
-    pending = [p for p in path.split("/") if p not in ("", ".")]
-    resolved: list[str] = []
-    hops = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            resolved = resolved[:-1]
-            continue
-        host = find([*resolved, part])
-        if host is None or not host.is_symlink():
-            resolved.append(part)
-            continue
-        hops += 1
-        if hops > MAX_SYMLINKS:
-            raise InvalidArgument(f"{path}: too many levels of symbolic links")
-        target = os.readlink(host)
-        if target.startswith("/"):
-            resolved = []
-        pending = [p for p in target.split("/") if p not in ("", ".")] + pending
-    return resolved
+    `find` looks components up in (services.common.scoped). A missing
+    component ends the walk as is."""
+    def read_link(parts: list[str]) -> str | None:
+        host = find(parts)
+        return os.readlink(host) if host is not None and host.is_symlink() else None
+    return scoped.resolve(path, read_link)
 
 
 def _in_layer(layer: Path, parts: list[str]) -> tuple[Path | None, bool]:
@@ -69,8 +35,8 @@ def _in_layer(layer: Path, parts: list[str]) -> tuple[Path | None, bool]:
         try:
             info = os.lstat(current)
         except OSError:
-            return None, index > 0 and _is_opaque(parent)
-        if stat.S_ISCHR(info.st_mode) and info.st_rdev == 0:
+            return None, index > 0 and is_opaque(parent)
+        if is_whiteout(info):
             return None, True
         if index < len(parts) - 1 and not stat.S_ISDIR(info.st_mode):
             return None, True
@@ -116,16 +82,16 @@ class RootfsView:
                 if hides:
                     entries.clear()
                 continue
-            if _is_opaque(top):
+            if is_opaque(top):
                 entries.clear()
             for dirpath, dirnames, filenames in os.walk(top):
                 rel_dir = os.path.relpath(dirpath, top)
-                if rel_dir != "." and _is_opaque(Path(dirpath)):
+                if rel_dir != "." and is_opaque(Path(dirpath)):
                     _drop_below(entries, rel_dir, keep_self=True)
                 for name in dirnames + filenames:
                     rel = os.path.normpath(os.path.join(rel_dir, name))
                     host = Path(dirpath) / name
-                    if _is_whiteout(host):
+                    if is_whiteout_at(host):
                         _drop_below(entries, rel, keep_self=False)
                     else:
                         entries[rel] = host
