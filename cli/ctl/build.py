@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from berth.build.v1 import build_pb2, build_pb2_grpc
-from cli.ctl.base import stub
+from cli.ctl.base import key_values, stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config
 
@@ -56,7 +56,7 @@ def _requests(options: build_pb2.BuildOptions, context_dir: Path
 
 
 def run_build(args: argparse.Namespace, config: Config) -> int:
-    build_args = dict(arg.partition("=")[::2] for arg in args.build_arg)
+    build_args = key_values(args.build_arg)
     options = build_pb2.BuildOptions(
         dockerfile=args.file, tags=args.tag, build_args=build_args, target=args.target,
         no_cache=args.no_cache, pull=args.pull, quiet=args.quiet, remove=True)

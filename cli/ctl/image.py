@@ -6,7 +6,7 @@ import argparse
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
-from cli.ctl.base import stub
+from cli.ctl.base import parse_filters, stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config
 
@@ -39,17 +39,9 @@ def _client(config: Config) -> image_pb2_grpc.ImageServiceStub:
     return stub(config, "image", image_pb2_grpc.ImageServiceStub)
 
 
-def _filters(items: list[str]) -> types_pb2.Filters:
-    result = types_pb2.Filters()
-    for item in items:
-        key, _, value = item.partition("=")
-        result.filters[key].values.append(value)
-    return result
-
-
 def list_images(args: argparse.Namespace, config: Config) -> None:
     reply = _client(config).List(image_pb2.ListImagesRequest(
-        all=args.all, filters=_filters(args.filter)))
+        all=args.all, filters=parse_filters(args.filter)))
     if args.json:
         print_json(reply.images)
         return

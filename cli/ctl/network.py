@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from berth.network.v1 import network_pb2, network_pb2_grpc
-from berth.types.v1 import types_pb2
-from cli.ctl.base import stub
+from cli.ctl.base import key_values, parse_filters, stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config
 
@@ -41,20 +40,9 @@ def _client(config: Config) -> network_pb2_grpc.NetworkServiceStub:
     return stub(config, "network", network_pb2_grpc.NetworkServiceStub)
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    return dict(item.partition("=")[::2] for item in items)
-
-
-def _filters(items: list[str]) -> types_pb2.Filters:
-    result = types_pb2.Filters()
-    for item in items:
-        key, _, value = item.partition("=")
-        result.filters[key].values.append(value)
-    return result
-
-
 def list_networks(args: argparse.Namespace, config: Config) -> None:
-    reply = _client(config).List(network_pb2.ListNetworksRequest(filters=_filters(args.filter)))
+    request = network_pb2.ListNetworksRequest(filters=parse_filters(args.filter))
+    reply = _client(config).List(request)
     if args.json:
         print_json(reply.networks)
         return
@@ -74,8 +62,8 @@ def create_network(args: argparse.Namespace, config: Config) -> None:
                                                   ip_range=args.ip_range))
     reply = _client(config).Create(network_pb2.CreateNetworkRequest(
         name=args.name, driver=args.driver, internal=args.internal,
-        attachable=args.attachable, ipam=ipam, options=_pairs(args.opt),
-        labels=_pairs(args.label)))
+        attachable=args.attachable, ipam=ipam, options=key_values(args.opt),
+        labels=key_values(args.label)))
     print(reply.id)
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from berth.types.v1 import types_pb2
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
-from cli.ctl.base import stub
+from cli.ctl.base import key_values, parse_filters, stub
 from cli.ctl.output import print_json, print_table
 from services.common.config import Config
 
@@ -42,21 +41,9 @@ def _client(config: Config) -> volume_pb2_grpc.VolumeServiceStub:
     return stub(config, "volume", volume_pb2_grpc.VolumeServiceStub)
 
 
-def _pairs(items: list[str]) -> dict[str, str]:
-    return dict(item.partition("=")[::2] for item in items)
-
-
-def _filters(items: list[str]) -> types_pb2.Filters:
-    result = types_pb2.Filters()
-    for item in items:
-        key, _, value = item.partition("=")
-        result.filters[key].values.append(value)
-    return result
-
-
 def list_volumes(args: argparse.Namespace, config: Config) -> None:
     reply = _client(config).List(volume_pb2.ListVolumesRequest(
-        filters=_filters(args.filter), usage=args.usage))
+        filters=parse_filters(args.filter), usage=args.usage))
     if args.json:
         print_json(reply.volumes)
         return
@@ -74,8 +61,8 @@ def inspect_volume(args: argparse.Namespace, config: Config) -> None:
 
 def create_volume(args: argparse.Namespace, config: Config) -> None:
     volume = _client(config).Create(volume_pb2.CreateVolumeRequest(
-        name=args.name, driver=args.driver, driver_opts=_pairs(args.opt),
-        labels=_pairs(args.label)))
+        name=args.name, driver=args.driver, driver_opts=key_values(args.opt),
+        labels=key_values(args.label)))
     print(volume.name)
 
 
@@ -87,7 +74,7 @@ def remove_volumes(args: argparse.Namespace, config: Config) -> None:
 
 
 def prune_volumes(args: argparse.Namespace, config: Config) -> None:
-    filters = _filters(args.filter)
+    filters = parse_filters(args.filter)
     if args.all:
         filters.filters["all"].values.append("true")
     reply = _client(config).Prune(volume_pb2.PruneVolumesRequest(filters=filters))
