@@ -20,10 +20,8 @@ from typing import BinaryIO
 import zstandard
 
 from services.common.errors import InvalidArgument
+from services.common.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX, make_opaque, make_whiteout
 
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
-OPAQUE_XATTR = "trusted.overlay.opaque"
 XATTR_PAX_PREFIX = "SCHILY.xattr."
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -172,14 +170,14 @@ def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) ->
     if not _inside(root, os.path.realpath(parent_dir)):
         raise InvalidArgument(f"invalid layer: path {member.name!r} escapes the layer")
     if base == OPAQUE_MARKER:
-        os.setxattr(parent_dir, OPAQUE_XATTR, b"y")
+        make_opaque(parent_dir)
         return 0
     if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
         return 0  # other AUFS metadata entries (.wh..wh.plnk, ...)
     if base.startswith(WHITEOUT_PREFIX):
         target = os.path.join(parent_dir, base.removeprefix(WHITEOUT_PREFIX))
         _remove_existing(target, keep_dir=False)
-        os.mknod(target, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+        make_whiteout(target)
         return 0
     target = os.path.join(parent_dir, base)
     if member.islnk():
