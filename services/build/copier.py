@@ -10,6 +10,7 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -151,19 +152,34 @@ def plan_copy(tree: SourceTree, sources: list[str], dest: str, workdir: str,
 
 def _digest(entries: list[Entry]) -> str:
     """Content and metadata (not mtimes) of everything copied."""
+    infos = [None if e.host is None else os.lstat(e.host) for e in entries]
+    regular = [e.host for e, info in zip(entries, infos, strict=True)
+               if info is not None and stat.S_ISREG(info.st_mode)]
+    contents = dict(zip(regular, _content_digests(regular), strict=True))
     digest = hashlib.sha256()
-    for entry in entries:
+    for entry, info in zip(entries, infos, strict=True):
         digest.update(entry.dest.encode() + b"\0")
-        if entry.host is None:
+        if info is None:
             continue
-        info = os.lstat(entry.host)
         digest.update(f"{info.st_mode:o} {info.st_uid} {info.st_gid} {info.st_size}\0".encode())
         if stat.S_ISLNK(info.st_mode):
             digest.update(os.readlink(entry.host).encode())
-        elif stat.S_ISREG(info.st_mode):
-            with open(entry.host, "rb") as f:
-                digest.update(hashlib.file_digest(f, "sha256").digest())
+        elif entry.host in contents:
+            digest.update(contents[entry.host])
     return digest.hexdigest()
+
+
+def _content_digests(paths: list[Path]) -> list[bytes]:
+    """sha256 of each file, on every core: hashing big buffers releases the GIL."""
+    if len(paths) < 2:
+        return [_file_digest(p) for p in paths]
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return list(pool.map(_file_digest, paths))
+
+
+def _file_digest(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").digest()
 
 
 def _ids(text: str) -> dict[str, tuple[int, int]]:
