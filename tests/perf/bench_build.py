@@ -22,7 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.perf.bench_container import Target, berth, real_dockerd
+from tests.perf.bench_container import (
+    Target,
+    berth,
+    print_comparison,
+    real_dockerd,
+    require_dockerd,
+)
 from tests.support.engine import DOCKER_CLI
 from tests.support.images import busybox_archive
 
@@ -81,8 +87,7 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    if shutil.which("dockerd") is None:
-        raise SystemExit("dockerd is missing: apt-get install -y docker.io")
+    require_dockerd()
     workdir = Path(tempfile.mkdtemp(prefix="bench-build-"))
     archive = busybox_archive(workdir / "busybox.tar")
     results: dict[str, dict[str, float]] = {}
@@ -93,14 +98,10 @@ def main() -> None:
                 results[target.name] = measure(target, context, args.repeat)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    ours, theirs = results["berth"], results["dockerd 20.10"]
     rows = ((f"first build ({args.megabytes} MiB COPY), s", "first"),
             ("rebuild, nothing changed (median), s", "cached"),
             ("rebuild, one file changed (median), s", "changed"))
-    print(f"{'benchmark':48} {'berth':>10} {'dockerd':>10} {'ratio':>7}")
-    for label, key in rows:
-        print(f"{label:48} {ours[key]:10.3f} {theirs[key]:10.3f} "
-              f"{ours[key] / theirs[key] if theirs[key] else float('nan'):7.2f}")
+    print_comparison(results, rows)
 
 
 if __name__ == "__main__":

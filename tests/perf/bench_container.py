@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,13 +146,29 @@ def parallel_runs_and_memory(target: Target, count: int) -> tuple[float, float]:
     return elapsed, per_container
 
 
+def require_dockerd() -> None:
+    """The baseline is Debian's dockerd 20.10; say how to get it when missing."""
+    if shutil.which("dockerd") is None:
+        raise SystemExit("dockerd is missing: apt-get install -y docker.io")
+
+
+def print_comparison(results: dict[str, dict[str, float]],
+                     rows: Iterable[tuple[str, str] | tuple[str, str, float]]) -> None:
+    """One line per measurement: berth, dockerd, and berth/dockerd."""
+    ours, theirs = results["berth"], results["dockerd 20.10"]
+    print(f"{'benchmark':48} {'berth':>10} {'dockerd':>10} {'ratio':>7}")
+    for label, key, *scale in rows:
+        factor = scale[0] if scale else 1
+        ratio = ours[key] / theirs[key] if theirs[key] else float("nan")
+        print(f"{label:48} {ours[key] * factor:10.3f} {theirs[key] * factor:10.3f} {ratio:7.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--containers", type=int, default=50)
     args = parser.parse_args()
-    if shutil.which("dockerd") is None:
-        raise SystemExit("dockerd is missing: apt-get install -y docker.io")
+    require_dockerd()
     workdir = Path(tempfile.mkdtemp(prefix="bench-container-"))
     archive = busybox_archive(workdir / "busybox.tar")
     results: dict[str, dict[str, float]] = {}
@@ -165,14 +181,10 @@ def main() -> None:
                                         "memory": per_container}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    ours, theirs = results["berth"], results["dockerd 20.10"]
     rows = (("docker run --rm busybox true, median s", "run", 1),
             (f"{args.containers} parallel docker run -d, s", "parallel", 1),
             ("memory added per running container, MiB", "memory", 1 / 2**20))
-    print(f"{'benchmark':48} {'berth':>10} {'dockerd':>10} {'ratio':>7}")
-    for label, key, scale in rows:
-        print(f"{label:48} {ours[key] * scale:10.3f} {theirs[key] * scale:10.3f} "
-              f"{ours[key] / theirs[key] if theirs[key] else float('nan'):7.2f}")
+    print_comparison(results, rows)
 
 
 if __name__ == "__main__":

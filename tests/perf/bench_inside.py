@@ -18,7 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.perf.bench_container import Target, berth, real_dockerd
+from tests.perf.bench_container import (
+    Target,
+    berth,
+    print_comparison,
+    real_dockerd,
+    require_dockerd,
+)
 from tests.support.images import busybox_archive
 
 FILE_BYTES = 1 << 20
@@ -63,8 +69,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--megabytes", type=int, default=100)
     args = parser.parse_args()
-    if shutil.which("dockerd") is None:
-        raise SystemExit("dockerd is missing: apt-get install -y docker.io")
+    require_dockerd()
     workdir = Path(tempfile.mkdtemp(prefix="bench-inside-"))
     results: dict[str, dict[str, float]] = {}
     try:
@@ -79,14 +84,10 @@ def main() -> None:
                 results[target.name] = {"exec": latency, "in": copy_in, "out": copy_out}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    ours, theirs = results["berth"], results["dockerd 20.10"]
     rows = (("docker exec c true, median s", "exec"),
             (f"docker cp {args.megabytes} MiB dir into container, s", "in"),
             (f"docker cp {args.megabytes} MiB dir out of container, s", "out"))
-    print(f"{'benchmark':48} {'berth':>10} {'dockerd':>10} {'ratio':>7}")
-    for label, key in rows:
-        print(f"{label:48} {ours[key]:10.3f} {theirs[key]:10.3f} "
-              f"{ours[key] / theirs[key] if theirs[key] else float('nan'):7.2f}")
+    print_comparison(results, rows)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tests.perf.bench_container import Target, berth, real_dockerd
+from tests.perf.bench_container import (
+    Target,
+    berth,
+    print_comparison,
+    real_dockerd,
+    require_dockerd,
+)
 from tests.support.images import busybox_archive
 
 CLIENTS = 8
@@ -52,8 +58,7 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=100)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    if shutil.which("dockerd") is None:
-        raise SystemExit("dockerd is missing: apt-get install -y docker.io")
+    require_dockerd()
     workdir = Path(tempfile.mkdtemp(prefix="bench-volume-"))
     results: dict[str, dict[str, float]] = {}
     try:
@@ -63,15 +68,11 @@ def main() -> None:
                 results[target.name] = measure(target, args.volumes, args.runs)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
-    ours, theirs = results["berth"], results["dockerd 20.10"]
     rows = ((f"create {args.volumes} volumes ({CLIENTS} clients), s", "create"),
             (f"volume ls with {args.volumes} volumes, s", "ls"),
             (f"rm {args.volumes} volumes ({CLIENTS} clients), s", "rm"),
             ("run --rm -v new:/etc (copy-up, median), s", "run"))
-    print(f"{'benchmark':48} {'berth':>10} {'dockerd':>10} {'ratio':>7}")
-    for label, key in rows:
-        print(f"{label:48} {ours[key]:10.3f} {theirs[key]:10.3f} "
-              f"{ours[key] / theirs[key] if theirs[key] else float('nan'):7.2f}")
+    print_comparison(results, rows)
 
 
 if __name__ == "__main__":
