@@ -3,6 +3,7 @@ go-grpc-prometheus names them, process metrics, and an HTTP endpoint."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -89,43 +90,47 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
     def _wrap_unary(behaviour: Callable, labels: tuple[str, str, str],
                     counted_input: bool = False) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            GRPC_STARTED.labels(*labels).inc()
-            start = time.perf_counter()
-            if counted_input:
-                request = _count_messages(request, labels)
-            try:
-                if not counted_input:
-                    check_required(request)
+            async with _observed(labels, context):
+                request = _prepared(request, labels, counted_input)
                 response = await behaviour(request, context)
                 GRPC_MSG_SENT.labels(*labels).inc()
                 return response
-            except BerthError as exc:
-                await _abort_with(context, exc)
-            finally:
-                GRPC_HANDLED.labels(*labels, _code_of(context)).inc()
-                GRPC_SECONDS.labels(*labels).observe(time.perf_counter() - start)
         return wrapper
 
     @staticmethod
     def _wrap_stream(behaviour: Callable, labels: tuple[str, str, str],
                      counted_input: bool = False) -> Callable:
         async def wrapper(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator:
-            GRPC_STARTED.labels(*labels).inc()
-            start = time.perf_counter()
-            if counted_input:
-                request = _count_messages(request, labels)
-            try:
-                if not counted_input:
-                    check_required(request)
+            async with _observed(labels, context):
+                request = _prepared(request, labels, counted_input)
                 async for response in behaviour(request, context):
                     GRPC_MSG_SENT.labels(*labels).inc()
                     yield response
-            except BerthError as exc:
-                await _abort_with(context, exc)
-            finally:
-                GRPC_HANDLED.labels(*labels, _code_of(context)).inc()
-                GRPC_SECONDS.labels(*labels).observe(time.perf_counter() - start)
         return wrapper
+
+
+@contextlib.asynccontextmanager
+async def _observed(labels: tuple[str, str, str],
+                    context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+    """Count and time one RPC; a BerthError becomes its gRPC status."""
+    GRPC_STARTED.labels(*labels).inc()
+    start = time.perf_counter()
+    try:
+        yield
+    except BerthError as exc:
+        await _abort_with(context, exc)
+    finally:
+        GRPC_HANDLED.labels(*labels, _code_of(context)).inc()
+        GRPC_SECONDS.labels(*labels).observe(time.perf_counter() - start)
+
+
+def _prepared(request: Any, labels: tuple[str, str, str], streamed: bool) -> Any:
+    """A streamed request is counted message by message; a unary one is
+    checked for its required fields before the service sees it."""
+    if streamed:
+        return _count_messages(request, labels)
+    check_required(request)
+    return request
 
 
 async def _count_messages(requests: AsyncIterator, labels: tuple[str, str, str]) -> AsyncIterator:
