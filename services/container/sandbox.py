@@ -1,32 +1,18 @@
-"""A container's network sandbox: asked of the network service at start.
-
-While the network service does not implement sandboxes yet (UNIMPLEMENTED),
-a container gets a private network namespace with only loopback (or the
-host's with network mode host) and /etc files built here.
-"""
+"""A container's network sandbox, asked of the network service at start: the
+netns to join and the /etc/hosts and /etc/resolv.conf the container gets."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
-from services.common.errors import Unimplemented
 from services.container.peers import Peers
-
-_HOSTS = """127.0.0.1\tlocalhost
-::1\tlocalhost ip6-localhost ip6-loopback
-fe00::0\tip6-localnet
-ff00::0\tip6-mcastprefix
-ff02::1\tip6-allnodes
-ff02::2\tip6-allrouters
-"""
 
 
 @dataclass
 class SandboxFiles:
-    netns_path: str | None          # None: the host's namespace; "": a new empty one
+    netns_path: str | None          # None: the host's namespace (network mode host)
     hosts: str
     resolv_conf: str
 
@@ -61,47 +47,5 @@ def sandbox_request(cid: str, name: str, config: container_pb2.ContainerConfig,
 
 
 async def create(peers: Peers, request: network_pb2.CreateSandboxRequest) -> SandboxFiles:
-    try:
-        sandbox = await peers.create_sandbox(request)
-    except Unimplemented:
-        return _fallback(request)
-    netns = sandbox.netns_path or None
-    return SandboxFiles(netns, sandbox.hosts or _hosts(request), sandbox.resolv_conf
-                        or _resolv_conf(request))
-
-
-def _fallback(request: network_pb2.CreateSandboxRequest) -> SandboxFiles:
-    mode = request.network_mode
-    if mode == "host":
-        return SandboxFiles(None, Path("/etc/hosts").read_text(), _resolv_conf(request))
-    if mode.startswith("container:") and request.container_netns_path:
-        return SandboxFiles(request.container_netns_path, _hosts(request),
-                            _resolv_conf(request))
-    return SandboxFiles("", _hosts(request), _resolv_conf(request))
-
-
-def _hosts(request: network_pb2.CreateSandboxRequest) -> str:
-    lines = [_HOSTS]
-    for entry in request.extra_hosts:
-        name, _, address = entry.partition(":")
-        lines.append(f"{address}\t{name}\n")
-    return "".join(lines)
-
-
-def _resolv_conf(request: network_pb2.CreateSandboxRequest) -> str:
-    try:
-        host_lines = Path("/etc/resolv.conf").read_text().splitlines()
-    except OSError:
-        host_lines = []
-    servers = list(request.dns) or [
-        line.split()[1] for line in host_lines
-        if line.startswith("nameserver") and len(line.split()) > 1
-        and not line.split()[1].startswith("127.")]
-    search = list(request.dns_search) or [
-        word for line in host_lines if line.startswith("search") for word in line.split()[1:]]
-    lines = [f"nameserver {server}" for server in servers or ["8.8.8.8", "8.8.4.4"]]
-    if search:
-        lines.append("search " + " ".join(search))
-    if request.dns_options:
-        lines.append("options " + " ".join(request.dns_options))
-    return "\n".join(lines) + "\n"
+    sandbox = await peers.create_sandbox(request)
+    return SandboxFiles(sandbox.netns_path or None, sandbox.hosts, sandbox.resolv_conf)
