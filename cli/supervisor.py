@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -40,7 +40,6 @@ class Child:
     process: asyncio.subprocess.Process | None = None
     started: float = 0.0
     backoff: float = BACKOFF_FIRST
-    restarts: int = field(default=0)
 
 
 class ExecRootLock:
@@ -147,7 +146,6 @@ class Supervisor:
                 await asyncio.wait_for(self.stopping.wait(), child.backoff)
                 return
             child.backoff = min(child.backoff * 2, BACKOFF_MAX)
-            child.restarts += 1
             await self.spawn(child)
 
     async def stop_all(self) -> None:

@@ -57,10 +57,7 @@ class Internal(BerthError):
     code = grpc.StatusCode.INTERNAL
 
 
-def require(value: object, field: str) -> None:
-    """Raise INVALID_ARGUMENT naming `field` when a required value is empty."""
-    if value in (None, "", b"") or (isinstance(value, list | tuple) and not value):
-        raise InvalidArgument(f"{field} is required")
+_BY_CODE = {cls.code: cls for cls in BerthError.__subclasses__()}
 
 
 def from_rpc(service: str, error: grpc.aio.AioRpcError) -> BerthError:
@@ -70,5 +67,4 @@ def from_rpc(service: str, error: grpc.aio.AioRpcError) -> BerthError:
     service cannot be reached"."""
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return Internal(f"{service} service unavailable")
-    by_code = {cls.code: cls for cls in BerthError.__subclasses__()}
-    return by_code.get(error.code(), Internal)(error.details() or error.code().name.lower())
+    return _BY_CODE.get(error.code(), Internal)(error.details() or error.code().name.lower())
