@@ -218,8 +218,12 @@ class SystemHandlers:
             raise bad_request(f"unknown object type: {sorted(unknown)[0]}")
         version = api_version(request.match_info.get("version"))
         body: dict[str, Any] = {}
-        containers = (await self.backends.container.List(
-            container_pb2.ListContainersRequest(all=True, size=True))).containers
+        # Containers are listed for their own rows and for the images' counts;
+        # their rw sizes (a walk of each layer) only for their own rows.
+        containers: Any = []
+        if wanted & {"image", "container"}:
+            containers = (await self.backends.container.List(container_pb2.ListContainersRequest(
+                all=True, size="container" in wanted))).containers
         if "image" in wanted:
             body["LayersSize"] = (await self._counts()).get("layer_bytes", 0)
             listed = await self.backends.image.List(
