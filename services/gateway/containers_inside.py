@@ -20,10 +20,10 @@ from services.gateway.convert.container_create import (
 from services.gateway.errors import bad_request, read_json
 from services.gateway.params import boolean
 from services.gateway.routing import Route
+from services.gateway.streams import body_chunks
 
 PATH_STAT_HEADER = "X-Docker-Container-Path-Stat"
 TAR = "application/x-tar"
-UPLOAD_CHUNK = 1 << 20
 
 
 def routes(backends: Backends) -> list[Route]:
@@ -180,15 +180,8 @@ class InsideHandlers:
 
         async def messages() -> AsyncIterator[pb.PutArchiveRequest]:
             yield pb.PutArchiveRequest(options=options)
-            # Few big messages: the body arrives in small pieces.
-            pending = bytearray()
-            async for piece in request.content.iter_any():
-                pending += piece
-                if len(pending) >= UPLOAD_CHUNK:
-                    yield pb.PutArchiveRequest(data=bytes(pending))
-                    pending.clear()
-            if pending:
-                yield pb.PutArchiveRequest(data=bytes(pending))
+            async for chunk in body_chunks(request):
+                yield pb.PutArchiveRequest(data=chunk)
 
         await self.container.PutArchive(messages())
         return web.Response(status=200)

@@ -19,10 +19,9 @@ from services.gateway.convert.container_view import ApiVersion, api_version
 from services.gateway.errors import HTTPError, read_json
 from services.gateway.params import boolean, filters
 from services.gateway.routing import Route
-from services.gateway.streams import json_stream, progress_to_json
+from services.gateway.streams import body_chunks, json_stream, progress_to_json
 from services.image.codec import config_to_json
 
-BODY_CHUNK = 1 << 20
 NAME = "{name:.+}"
 
 
@@ -132,7 +131,7 @@ def delete_items_json(items: Any) -> list[dict[str, str]]:
 
 async def pump_body(request: web.Request, stream: Stream, wrap: Any) -> None:
     """Send the request body to a client-streaming call, then half-close it."""
-    async for chunk in request.content.iter_chunked(BODY_CHUNK):
+    async for chunk in body_chunks(request):
         await stream.write(wrap(chunk))
     await stream.done_writing()
 

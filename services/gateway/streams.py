@@ -1,4 +1,5 @@
-"""Chunked JSON streams: gRPC server streams turned into HTTP responses.
+"""Streams between HTTP and gRPC: request bodies turned into few big gRPC
+messages, and gRPC server streams turned into chunked JSON responses.
 
 Writes await the transport, so a slow client slows the gRPC stream
 (backpressure); a client that goes away cancels the gRPC call.
@@ -7,13 +8,31 @@ Writes await the transport, so a slow client slows the gRPC stream
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from typing import Any
 
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
+
+UPLOAD_CHUNK = 1 << 20
+
+
+async def body_chunks(request: web.Request, size: int = UPLOAD_CHUNK) -> AsyncIterator[bytes]:
+    """The request body in pieces of about `size` bytes: aiohttp hands it
+    over as the socket delivers it, and every gRPC message has its cost."""
+    pieces: list[bytes] = []
+    pending = 0
+    async for piece in request.content.iter_any():
+        pieces.append(piece)
+        pending += len(piece)
+        if pending >= size:
+            yield b"".join(pieces)
+            pieces.clear()
+            pending = 0
+    if pieces:
+        yield b"".join(pieces)
 
 
 def progress_to_json(message: types_pb2.Progress) -> dict[str, Any]:
