@@ -33,6 +33,7 @@ class Builder:
         self.workdir = workdir
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
+        self.contexts = build_context.ContextCache(workdir)
 
     async def let_go_of_leftovers(self, attempts: int = 60) -> None:
         """After a crash, remove the step containers and release the leases
@@ -66,13 +67,13 @@ class Builder:
                                       if tag.lower() != tag else
                                       f"invalid tag format: {tag}")
 
-    async def build(self, options: BuildOptions, upload: Path) -> AsyncIterator[dict]:
+    async def build(self, options: BuildOptions, upload: AsyncIterator[bytes]
+                    ) -> AsyncIterator[dict]:
         """Docker's build output for one build; user errors before the first
         step raise, later ones end the stream with an error message."""
         BUILDS.inc()
         self.check_tags(options.tags)
-        ctx = await asyncio.to_thread(build_context.unpack, upload, self.workdir,
-                                      options.dockerfile)
+        ctx = await self.contexts.acquire(upload, options.dockerfile)
         try:
             dockerfile = instructions.parse(ctx.dockerfile_text, ctx.dockerfile_name)
             build = Build(self, options, ctx, dockerfile)
@@ -103,7 +104,7 @@ class Builder:
             for tag in options.tags:
                 yield {"stream": f"Successfully tagged {_full_tag(tag)}\n"}
         finally:
-            ctx.remove()
+            self.contexts.release(ctx)
 
 
 def _full_tag(tag: str) -> str:

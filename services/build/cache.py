@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from berth.types.v1 import types_pb2
+from services.build.context import ContextCache
 from services.build.peers import Peers
 from services.build.store import CacheRecord, CacheStore
 from services.common.errors import InvalidArgument
@@ -44,10 +45,12 @@ class RecordView:
 
 
 class BuildCache:
-    def __init__(self, store: CacheStore, peers: Peers, events: EventBus) -> None:
+    def __init__(self, store: CacheStore, peers: Peers, events: EventBus,
+                 contexts: ContextCache) -> None:
         self.store = store
         self.peers = peers
         self.events = events
+        self.contexts = contexts
 
     def records(self) -> list[RecordView]:
         return [RecordView(key=r.key, parent=r.parent, description=r.description, size=r.size,
@@ -75,7 +78,9 @@ class BuildCache:
 
     async def prune(self, all_records: bool, keep_storage: int,
                     filters: dict[str, types_pb2.StringList]) -> tuple[list[str], int]:
-        """Forget cache records and remove the images only they kept."""
+        """Forget cache records and remove the images only they kept; the
+        contexts kept for rebuilds go too."""
+        self.contexts.clear()
         deleted, reclaimed = [], 0
         for record in reversed(self._candidates(keep_storage, filters)):
             self.store.forget(record.key)

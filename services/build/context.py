@@ -1,29 +1,124 @@
 """The build context: a tar (plain or compressed) or a lone Dockerfile,
-unpacked into a private directory with `.dockerignore` applied."""
+unpacked into a private directory with `.dockerignore` applied.
+
+Unpacked contexts are kept by the digest of their upload (and the Dockerfile
+asked for), so a rebuild whose context did not change unpacks and hashes
+nothing: its COPY digests are already known."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import hashlib
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from services.build.copier import ContentDigests
 from services.build.dockerignore import Ignore, read_patterns
 from services.common.errors import InvalidArgument
 
 DOCKERIGNORE = ".dockerignore"
+# Unpacked contexts kept for rebuilds: at most this many, of at most this
+# many upload bytes in all (contexts in use by a build are never dropped).
+KEPT_CONTEXTS = 8
+KEPT_CONTEXT_BYTES = 1 << 30
 
 
-@dataclass
+@dataclass(eq=False)
 class Context:
     root: Path
     dockerfile_text: str
     dockerfile_name: str
+    digests: ContentDigests = field(default_factory=ContentDigests)
+    upload_size: int = 0
+    builds: int = 0                  # builds using it now
+    last_used: float = 0.0
 
     def remove(self) -> None:
+        self.digests.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+class ContextCache:
+    """The contexts of running and recent builds, by upload digest."""
+
+    def __init__(self, directory: Path) -> None:
+        self._directory = directory
+        self._kept: dict[str, Context] = {}
+
+    async def acquire(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Context:
+        """The unpacked context of an upload: a kept one when the same bytes
+        came before, else unpacked now. Give it back with `release`."""
+        upload, digest, size = await _spool(chunks, self._directory)
+        key = f"{digest}|{dockerfile}"
+        try:
+            context = self._kept.get(key)
+            if context is None:
+                context = await asyncio.to_thread(unpack, upload, self._directory, dockerfile)
+                context.upload_size = size
+                context = self._keep(key, context)
+        finally:
+            upload.unlink(missing_ok=True)
+        context.builds += 1
+        context.last_used = time.monotonic()
+        return context
+
+    def release(self, context: Context) -> None:
+        context.builds -= 1
+        if context.builds == 0 and context not in self._kept.values():
+            context.remove()
+        self._evict()
+
+    def clear(self) -> None:
+        """Drop every kept context no build is using (build cache prune)."""
+        for key, context in list(self._kept.items()):
+            if context.builds == 0:
+                del self._kept[key]
+                context.remove()
+
+    def _keep(self, key: str, context: Context) -> Context:
+        if key in self._kept:   # a concurrent build of the same upload was first
+            context.remove()
+            return self._kept[key]
+        if context.upload_size <= KEPT_CONTEXT_BYTES:
+            self._kept[key] = context
+        return context
+
+    def _evict(self) -> None:
+        idle = sorted((c.last_used, key) for key, c in self._kept.items() if c.builds == 0)
+        for _, key in idle:
+            if (len(self._kept) <= KEPT_CONTEXTS
+                    and sum(c.upload_size for c in self._kept.values()) <= KEPT_CONTEXT_BYTES):
+                return
+            self._kept.pop(key).remove()
+
+
+async def _spool(chunks: AsyncIterator[bytes], directory: Path) -> tuple[Path, str, int]:
+    """The upload written to a file: its path, sha256 and size."""
+    handle, name = tempfile.mkstemp(dir=directory, suffix=".upload")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with os.fdopen(handle, "wb") as upload:
+            async for chunk in chunks:
+                await asyncio.to_thread(_spool_chunk, upload, digest, chunk)
+                size += len(chunk)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name), digest.hexdigest(), size
+
+
+def _spool_chunk(upload: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
+    digest.update(chunk)
+    upload.write(chunk)
 
 
 def _is_archive(path: Path) -> bool:
@@ -33,60 +128,73 @@ def _is_archive(path: Path) -> bool:
         return False
 
 
-def _extract(archive: Path, dest: Path, dockerfile: str) -> Ignore:
-    """Unpack refusing members that would land outside `dest`; what
-    .dockerignore excludes stays out, except the Dockerfile and the
-    .dockerignore itself, which are read first (and removed after, when
-    excluded, as Docker does)."""
-    keep = {DOCKERIGNORE, os.path.normpath(dockerfile.lstrip("/"))}
+def _extract(source: BinaryIO, dest: Path, digests: ContentDigests) -> None:
+    """Unpack refusing members that would land outside `dest`, handing each
+    regular file to `digests` as soon as it is written."""
     try:
-        with tarfile.open(archive, "r:*") as tar:
-            members = _members(tar)
-            ignore = Ignore(_dockerignore_patterns(tar, members))
-            for member in members:
+        with tarfile.open(fileobj=source, mode="r|*") as tar:
+            for member in _members(tar):
                 name = os.path.normpath(member.name.lstrip("/"))
                 if name == ".." or name.startswith("../"):
                     raise InvalidArgument(f'"{member.name}" is outside of "{dest}"')
-                if ignore.excluded(name) and name not in keep:
-                    continue
                 tar.extract(member, dest, filter="tar")
-        return ignore
+                if member.isreg():
+                    digests.add(dest / name)
     except tarfile.OutsideDestinationError as exc:
         raise InvalidArgument(f'"{exc.tarinfo.name}" is outside of "{dest}"') from exc
     except (tarfile.TarError, EOFError) as exc:
         raise InvalidArgument(f"failed to read the build context: {exc}") from exc
 
 
-def _members(tar: tarfile.TarFile) -> list[tarfile.TarInfo]:
+def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
     """Every member; an archive whose last block lacks its padding (the
     docker CLI sends one for `-f` outside the context) ends there."""
-    members = []
     while True:
         try:
             member = tar.next()
         except tarfile.ReadError as exc:
-            if members and str(exc) == "unexpected end of data":
-                return members
+            if tar.members and str(exc) == "unexpected end of data":
+                return
             raise
         if member is None:
-            return members
-        members.append(member)
+            return
+        yield member
 
 
-def _dockerignore_patterns(tar: tarfile.TarFile, members: list[tarfile.TarInfo]) -> list[str]:
-    found = [m for m in members if os.path.normpath(m.name) == DOCKERIGNORE and m.isreg()]
-    stream = tar.extractfile(found[-1]) if found else None
-    return read_patterns(stream.read().decode(errors="replace")) if stream else []
+def _apply_dockerignore(root: Path, keep: set[str]) -> Ignore:
+    """Remove what .dockerignore excludes (except `keep`, read first and
+    removed after when excluded, as Docker does); directories go once
+    nothing in them is left, so `!` exceptions below them stay."""
+    path = root / DOCKERIGNORE
+    is_file = path.exists() and stat.S_ISREG(path.lstat().st_mode)
+    ignore = Ignore(read_patterns(path.read_text(errors="replace")) if is_file else [])
+    if not ignore.patterns:
+        return ignore
+    for dirpath, dirnames, filenames in os.walk(root, topdown=False):
+        for name in filenames + dirnames:
+            host = os.path.join(dirpath, name)
+            rel = os.path.relpath(host, root)
+            if rel in keep or not ignore.excluded(rel):
+                continue
+            if os.path.isdir(host) and not os.path.islink(host):
+                with contextlib.suppress(OSError):  # not empty: something is kept
+                    os.rmdir(host)
+            else:
+                os.unlink(host)
+    return ignore
 
 
 def unpack(upload: Path, workdir: Path, dockerfile: str) -> Context:
     """Turn the uploaded bytes into a context directory and read its Dockerfile."""
     root = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
     name = dockerfile or "Dockerfile"
+    digests = ContentDigests()
     try:
         ignore = Ignore([])
         if _is_archive(upload):
-            ignore = _extract(upload, root, name)
+            with open(upload, "rb") as source:
+                _extract(source, root, digests)
+            ignore = _apply_dockerignore(root, {DOCKERIGNORE, os.path.normpath(name.lstrip("/"))})
         else:
             shutil.copyfile(upload, root / "Dockerfile")
             name = "Dockerfile"
@@ -100,7 +208,8 @@ def unpack(upload: Path, workdir: Path, dockerfile: str) -> Context:
         for read in (name, DOCKERIGNORE):
             if ignore.names(read):
                 (root / read.lstrip("/")).unlink(missing_ok=True)
-        return Context(root=root, dockerfile_text=text, dockerfile_name=name)
+        return Context(root=root, dockerfile_text=text, dockerfile_name=name, digests=digests)
     except BaseException:
+        digests.close()
         shutil.rmtree(root, ignore_errors=True)
         raise

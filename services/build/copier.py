@@ -10,9 +10,10 @@ import posixpath
 import stat
 import tarfile
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 from services.build.rootfs import RootfsView, resolve_in_scope
 from services.common.errors import InvalidArgument
@@ -42,12 +43,47 @@ class CopyPlan:
     kind: str = "file"             # file, dir, multi: how Docker names it in history
 
 
+class ContentDigests:
+    """sha256 of regular files for COPY's cache key. A context's files are
+    hashed in the background as soon as they are unpacked; any other file
+    when asked. A file hashed early must not change afterwards, which holds
+    for context directories (builds only read them)."""
+
+    _pool: ClassVar[ThreadPoolExecutor | None] = None   # shared by all builds
+
+    def __init__(self) -> None:
+        self._early: dict[Path, Future[bytes]] = {}
+
+    @classmethod
+    def _workers(cls) -> ThreadPoolExecutor:
+        # Hashing big buffers releases the GIL: one worker per core.
+        if cls._pool is None:
+            cls._pool = ThreadPoolExecutor(max_workers=os.cpu_count() or 2,
+                                           thread_name_prefix="digest")
+        return cls._pool
+
+    def add(self, path: Path) -> None:
+        self._early[path] = self._workers().submit(_file_digest, path)
+
+    def of(self, paths: list[Path]) -> list[bytes]:
+        futures = [self._early.get(p) or self._workers().submit(_file_digest, p)
+                   for p in paths]
+        return [f.result() for f in futures]
+
+    def close(self) -> None:
+        """The files are going away: hash no more of them."""
+        for future in self._early.values():
+            future.cancel()
+
+
 class SourceTree:
     """Where COPY reads from: the context directory or another image."""
 
-    def __init__(self, root: Path | None = None, view: RootfsView | None = None) -> None:
+    def __init__(self, root: Path | None = None, view: RootfsView | None = None,
+                 digests: ContentDigests | None = None) -> None:
         self.root = root
         self.view = view
+        self.digests = digests or ContentDigests()
 
     def host_path(self, rel: str) -> Path | None:
         """Where `rel` is on the host, symlinks followed without leaving the tree."""
@@ -146,16 +182,16 @@ def plan_copy(tree: SourceTree, sources: list[str], dest: str, workdir: str,
             into_dir = dest_is_dir or parent.is_dir(dest)
             target = posixpath.join(dest, posixpath.basename(rel)) if into_dir else dest
             plan.entries.append(Entry(dest=target, host=host))
-    plan.digest = _digest(plan.entries)
+    plan.digest = _digest(plan.entries, tree.digests)
     return plan
 
 
-def _digest(entries: list[Entry]) -> str:
+def _digest(entries: list[Entry], digests: ContentDigests) -> str:
     """Content and metadata (not mtimes) of everything copied."""
     infos = [None if e.host is None else os.lstat(e.host) for e in entries]
     regular = [e.host for e, info in zip(entries, infos, strict=True)
-               if info is not None and stat.S_ISREG(info.st_mode)]
-    contents = dict(zip(regular, _content_digests(regular), strict=True))
+               if e.host is not None and info is not None and stat.S_ISREG(info.st_mode)]
+    contents = dict(zip(regular, digests.of(regular), strict=True))
     digest = hashlib.sha256()
     for entry, info in zip(entries, infos, strict=True):
         digest.update(entry.dest.encode() + b"\0")
@@ -167,14 +203,6 @@ def _digest(entries: list[Entry]) -> str:
         elif entry.host in contents:
             digest.update(contents[entry.host])
     return digest.hexdigest()
-
-
-def _content_digests(paths: list[Path]) -> list[bytes]:
-    """sha256 of each file, on every core: hashing big buffers releases the GIL."""
-    if len(paths) < 2:
-        return [_file_digest(p) for p in paths]
-    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        return list(pool.map(_file_digest, paths))
 
 
 def _file_digest(path: Path) -> bytes:

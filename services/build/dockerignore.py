@@ -16,6 +16,7 @@ class Ignore:
     """Answers whether a context path is excluded from the build."""
 
     def __init__(self, patterns: list[str]) -> None:
+        self.patterns = patterns
         self._matcher = PatternMatcher(patterns) if patterns else None
         self._patterns = [Pattern(p) for p in patterns]
 

@@ -20,7 +20,7 @@ async def setup(ctx: ServiceContext) -> list[str]:
     store = CacheStore(directory / "state.db")
     peers = Peers(ctx.config)
     builder = Builder(peers, store, directory / "tmp")
-    servicer = BuildServicer(builder, BuildCache(store, peers, events), events)
+    servicer = BuildServicer(builder, BuildCache(store, peers, events, builder.contexts), events)
     build_pb2_grpc.add_BuildServiceServicer_to_server(servicer, ctx.server)
 
     cleanup = asyncio.create_task(builder.let_go_of_leftovers())

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from berth.types.v1 import types_pb2
@@ -39,17 +35,10 @@ def encode_message(message: dict) -> types_pb2.Progress:
     return progress
 
 
-async def _receive_context(requests: AsyncIterator[build_pb2.BuildRequest], directory: Path
-                           ) -> tuple[build_pb2.BuildOptions, Path]:
-    """The options (first message) and the context bytes, spooled to a file."""
-    first = await anext(aiter(requests), None)
-    if first is None or not first.HasField("options"):
-        raise InvalidArgument("the first message of a build must carry its options")
-    handle, name = tempfile.mkstemp(dir=directory, suffix=".upload")
-    with os.fdopen(handle, "wb") as upload:
-        async for request in requests:
-            await asyncio.to_thread(upload.write, request.context)
-    return first.options, Path(name)
+async def _context_chunks(requests: AsyncIterator[build_pb2.BuildRequest]
+                         ) -> AsyncIterator[bytes]:
+    async for request in requests:
+        yield request.context
 
 
 class BuildServicer(build_pb2_grpc.BuildServiceServicer):
@@ -59,12 +48,12 @@ class BuildServicer(build_pb2_grpc.BuildServiceServicer):
         self._events = events
 
     async def Build(self, request_iterator, context):  # noqa: N802
-        options, upload = await _receive_context(request_iterator, self._builder.workdir)
-        try:
-            async for message in self._builder.build(decode_options(options), upload):
-                yield encode_message(message)
-        finally:
-            upload.unlink(missing_ok=True)
+        first = await anext(aiter(request_iterator), None)
+        if first is None or not first.HasField("options"):
+            raise InvalidArgument("the first message of a build must carry its options")
+        async for message in self._builder.build(decode_options(first.options),
+                                                 _context_chunks(request_iterator)):
+            yield encode_message(message)
 
     async def Prune(self, request, context):  # noqa: N802
         deleted, reclaimed = await self._cache.prune(request.all, request.keep_storage,

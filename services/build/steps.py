@@ -512,7 +512,7 @@ class Build:
 
     async def copy_source(self, stage: Stage, source: str) -> copier.SourceTree:
         if not source:
-            return copier.SourceTree(root=self.ctx.root)
+            return copier.SourceTree(root=self.ctx.root, digests=self.ctx.digests)
         earlier = {s.name: s for s in self.stages[:-1] if s.name}
         if source.lower() in earlier:
             return copier.SourceTree(view=await self.view(earlier[source.lower()].image_id))

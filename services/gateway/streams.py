@@ -14,14 +14,20 @@ from typing import Any
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
+from services.common.readahead import read_ahead
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
 
 UPLOAD_CHUNK = 1 << 20
 
 
-async def body_chunks(request: web.Request, size: int = UPLOAD_CHUNK) -> AsyncIterator[bytes]:
-    """The request body in pieces of about `size` bytes: aiohttp hands it
-    over as the socket delivers it, and every gRPC message has its cost."""
+def body_chunks(request: web.Request, size: int = UPLOAD_CHUNK) -> AsyncIterator[bytes]:
+    """The request body in pieces of about `size` bytes (aiohttp hands it
+    over as the socket delivers it, and every gRPC message has its cost),
+    read ahead while the previous pieces are sent on."""
+    return read_ahead(_coalesced(request, size))
+
+
+async def _coalesced(request: web.Request, size: int) -> AsyncIterator[bytes]:
     pieces: list[bytes] = []
     pending = 0
     async for piece in request.content.iter_any():

@@ -1,0 +1,114 @@
+"""The build context: unpacking with .dockerignore, and the contexts kept
+for rebuilds by the digest of their upload."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import tarfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from services.build import context as build_context
+from services.build.context import ContextCache
+from services.common.errors import InvalidArgument
+
+
+def tar_of(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def acquire(cache: ContextCache, data: bytes, dockerfile: str = "") -> build_context.Context:
+    return asyncio.run(cache.acquire(chunks_of(data), dockerfile))
+
+
+def test_dockerignore_removes_what_it_excludes_but_its_exceptions(tmp_path: Path) -> None:
+    upload = tmp_path / "upload"
+    upload.write_bytes(tar_of({
+        "Dockerfile": "FROM scratch\n",
+        ".dockerignore": "logs\n*.txt\n!logs/keep.txt\nDockerfile\n",
+        "a.txt": "a", "b.bin": "b", "logs/one.txt": "1", "logs/keep.txt": "k",
+        "logs/deep/two.txt": "2"}))
+    context = build_context.unpack(upload, tmp_path, "")
+    files = sorted(str(p.relative_to(context.root)) for p in context.root.rglob("*"))
+    assert files == [".dockerignore", "b.bin", "logs", "logs/keep.txt"]
+    assert context.dockerfile_text == "FROM scratch\n"   # read, then removed as excluded
+    context.remove()
+    assert not context.root.exists()
+
+
+def test_entries_outside_the_context_are_refused_and_nothing_stays(tmp_path: Path) -> None:
+    upload = tmp_path / "upload"
+    upload.write_bytes(tar_of({"Dockerfile": "FROM scratch\n", "../evil": "x"}))
+    with pytest.raises(InvalidArgument, match='"../evil" is outside of'):
+        build_context.unpack(upload, tmp_path, "")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["upload"]
+    assert not (tmp_path.parent / "evil").exists()
+
+
+def test_the_same_upload_reuses_its_unpacked_context(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    cache = ContextCache(tmp_path)
+    data = tar_of({"Dockerfile": "FROM scratch\n", "a.txt": "a"})
+    first = acquire(cache, data)
+    digest = first.digests.of([first.root / "a.txt"])
+    cache.release(first)
+    monkeypatch.setattr(build_context, "unpack", pytest.fail)
+    again = acquire(cache, data)
+    assert again is first and again.digests.of([again.root / "a.txt"]) == digest
+    cache.release(again)
+    assert first.root.is_dir()
+    assert not list(tmp_path.glob("*.upload"))
+
+
+def test_another_upload_or_dockerfile_is_unpacked_anew(tmp_path: Path) -> None:
+    cache = ContextCache(tmp_path)
+    data = tar_of({"Dockerfile": "FROM scratch\n", "other.Dockerfile": "FROM other\n"})
+    first = acquire(cache, data)
+    other_file = acquire(cache, data, "other.Dockerfile")
+    changed = acquire(cache, tar_of({"Dockerfile": "FROM changed\n"}))
+    assert len({first.root, other_file.root, changed.root}) == 3
+    assert other_file.dockerfile_text == "FROM other\n"
+    for context in (first, other_file, changed):
+        cache.release(context)
+
+
+def test_idle_contexts_are_evicted_oldest_first_and_pruned(tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setattr(build_context, "KEPT_CONTEXTS", 2)
+    cache = ContextCache(tmp_path)
+    contexts = [acquire(cache, tar_of({"Dockerfile": f"FROM image{n}\n"})) for n in range(3)]
+    for context in contexts:
+        cache.release(context)
+    assert [c.root.exists() for c in contexts] == [False, True, True]
+    in_use = acquire(cache, tar_of({"Dockerfile": "FROM image2\n"}))
+    cache.clear()
+    assert [c.root.exists() for c in contexts] == [False, False, True]
+    cache.release(in_use)
+    cache.clear()
+    assert not in_use.root.exists()
+
+
+def test_a_context_too_big_to_keep_goes_with_its_build(tmp_path: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_context, "KEPT_CONTEXT_BYTES", 100)
+    cache = ContextCache(tmp_path)
+    context = acquire(cache, tar_of({"Dockerfile": "FROM scratch\n"}))
+    assert context.root.is_dir()
+    cache.release(context)
+    assert not context.root.exists()
