@@ -24,12 +24,16 @@ from typing import BinaryIO
 from services.build.copier import ContentDigests
 from services.build.dockerignore import Ignore, read_patterns
 from services.common.errors import InvalidArgument
+from services.common.readahead import read_ahead
 
 DOCKERIGNORE = ".dockerignore"
 # Unpacked contexts kept for rebuilds: at most this many, of at most this
 # many upload bytes in all (contexts in use by a build are never dropped).
 KEPT_CONTEXTS = 8
 KEPT_CONTEXT_BYTES = 1 << 30
+# Uploads up to this size are spooled in memory (a rebuild of an unchanged
+# context then writes nothing), bigger ones to a file under the workdir.
+SPOOLED_IN_MEMORY = 64 << 20
 
 
 @dataclass(eq=False)
@@ -57,16 +61,15 @@ class ContextCache:
     async def acquire(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Context:
         """The unpacked context of an upload: a kept one when the same bytes
         came before, else unpacked now. Give it back with `release`."""
-        upload, digest, size = await _spool(chunks, self._directory)
-        key = f"{digest}|{dockerfile}"
-        try:
+        with tempfile.SpooledTemporaryFile(SPOOLED_IN_MEMORY, dir=self._directory) as upload:
+            digest, size = await _spool(chunks, upload)
+            key = f"{digest}|{dockerfile}"
             context = self._kept.get(key)
             if context is None:
+                upload.seek(0)
                 context = await asyncio.to_thread(unpack, upload, self._directory, dockerfile)
                 context.upload_size = size
                 context = self._keep(key, context)
-        finally:
-            upload.unlink(missing_ok=True)
         context.builds += 1
         context.last_used = time.monotonic()
         return context
@@ -101,19 +104,13 @@ class ContextCache:
             self._kept.pop(key).remove()
 
 
-async def _spool(chunks: AsyncIterator[bytes], directory: Path) -> tuple[Path, str, int]:
-    """The upload written to a file: its path, sha256 and size."""
-    handle, name = tempfile.mkstemp(dir=directory, suffix=".upload")
+async def _spool(chunks: AsyncIterator[bytes], upload: BinaryIO) -> tuple[str, int]:
+    """Write the upload out; its sha256 and size."""
     digest, size = hashlib.sha256(), 0
-    try:
-        with os.fdopen(handle, "wb") as upload:
-            async for chunk in chunks:
-                await asyncio.to_thread(_spool_chunk, upload, digest, chunk)
-                size += len(chunk)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name), digest.hexdigest(), size
+    async for chunk in read_ahead(chunks):
+        await asyncio.to_thread(_spool_chunk, upload, digest, chunk)
+        size += len(chunk)
+    return digest.hexdigest(), size
 
 
 def _spool_chunk(upload: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
@@ -121,11 +118,13 @@ def _spool_chunk(upload: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
     upload.write(chunk)
 
 
-def _is_archive(path: Path) -> bool:
+def _is_archive(upload: BinaryIO) -> bool:
     try:
-        return tarfile.is_tarfile(path)
+        return tarfile.is_tarfile(upload)
     except OSError:
         return False
+    finally:
+        upload.seek(0)
 
 
 def _extract(source: BinaryIO, dest: Path, digests: ContentDigests) -> None:
@@ -184,7 +183,7 @@ def _apply_dockerignore(root: Path, keep: set[str]) -> Ignore:
     return ignore
 
 
-def unpack(upload: Path, workdir: Path, dockerfile: str) -> Context:
+def unpack(upload: BinaryIO, workdir: Path, dockerfile: str) -> Context:
     """Turn the uploaded bytes into a context directory and read its Dockerfile."""
     root = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
     name = dockerfile or "Dockerfile"
@@ -192,11 +191,11 @@ def unpack(upload: Path, workdir: Path, dockerfile: str) -> Context:
     try:
         ignore = Ignore([])
         if _is_archive(upload):
-            with open(upload, "rb") as source:
-                _extract(source, root, digests)
+            _extract(upload, root, digests)
             ignore = _apply_dockerignore(root, {DOCKERIGNORE, os.path.normpath(name.lstrip("/"))})
         else:
-            shutil.copyfile(upload, root / "Dockerfile")
+            with open(root / "Dockerfile", "wb") as lone:
+                shutil.copyfileobj(upload, lone)
             name = "Dockerfile"
         path = (root / name.lstrip("/")).resolve()
         if not path.is_relative_to(root.resolve()) or not path.is_file():

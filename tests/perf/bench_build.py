@@ -1,7 +1,7 @@
 """Build benchmarks through the real docker CLI (legacy builder), berth beside
 Debian's dockerd 20.10.
 
-  .venv/bin/python -m tests.perf.bench_build [--megabytes 50] [--repeat 3]
+  .venv/bin/python -m tests.perf.bench_build [--megabytes 50] [--repeat 7]
 
 An 11-step Dockerfile (ENV, LABEL, WORKDIR, COPY of --megabytes of files in
 1 MiB files, COPY of one small file, ARG, RUN with that build arg, CMD) is
@@ -85,7 +85,7 @@ def measure(target: Target, context: Path, repeat: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--megabytes", type=int, default=50)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
     require_dockerd()
     workdir = Path(tempfile.mkdtemp(prefix="bench-build-"))

@@ -37,8 +37,7 @@ def acquire(cache: ContextCache, data: bytes, dockerfile: str = "") -> build_con
 
 
 def test_dockerignore_removes_what_it_excludes_but_its_exceptions(tmp_path: Path) -> None:
-    upload = tmp_path / "upload"
-    upload.write_bytes(tar_of({
+    upload = io.BytesIO(tar_of({
         "Dockerfile": "FROM scratch\n",
         ".dockerignore": "logs\n*.txt\n!logs/keep.txt\nDockerfile\n",
         "a.txt": "a", "b.bin": "b", "logs/one.txt": "1", "logs/keep.txt": "k",
@@ -52,11 +51,10 @@ def test_dockerignore_removes_what_it_excludes_but_its_exceptions(tmp_path: Path
 
 
 def test_entries_outside_the_context_are_refused_and_nothing_stays(tmp_path: Path) -> None:
-    upload = tmp_path / "upload"
-    upload.write_bytes(tar_of({"Dockerfile": "FROM scratch\n", "../evil": "x"}))
+    upload = io.BytesIO(tar_of({"Dockerfile": "FROM scratch\n", "../evil": "x"}))
     with pytest.raises(InvalidArgument, match='"../evil" is outside of'):
         build_context.unpack(upload, tmp_path, "")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["upload"]
+    assert not list(tmp_path.iterdir())
     assert not (tmp_path.parent / "evil").exists()
 
 
@@ -71,8 +69,7 @@ def test_the_same_upload_reuses_its_unpacked_context(tmp_path: Path,
     again = acquire(cache, data)
     assert again is first and again.digests.of([again.root / "a.txt"]) == digest
     cache.release(again)
-    assert first.root.is_dir()
-    assert not list(tmp_path.glob("*.upload"))
+    assert list(tmp_path.iterdir()) == [first.root]
 
 
 def test_another_upload_or_dockerfile_is_unpacked_anew(tmp_path: Path) -> None:
@@ -112,3 +109,13 @@ def test_a_context_too_big_to_keep_goes_with_its_build(tmp_path: Path,
     assert context.root.is_dir()
     cache.release(context)
     assert not context.root.exists()
+
+
+def test_an_upload_spooled_to_disk_leaves_no_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(build_context, "SPOOLED_IN_MEMORY", 100)
+    cache = ContextCache(tmp_path)
+    context = acquire(cache, tar_of({"Dockerfile": "FROM scratch\n", "big": "x" * 5000}))
+    assert (context.root / "big").stat().st_size == 5000
+    assert list(tmp_path.iterdir()) == [context.root]
+    cache.release(context)
