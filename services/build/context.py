@@ -67,7 +67,7 @@ class ContextCache:
             context = self._kept.get(key)
             if context is None:
                 upload.seek(0)
-                context = await asyncio.to_thread(unpack, upload, self._directory, dockerfile)
+                context = await _unpack_in_thread(upload, self._directory, dockerfile)
                 context.upload_size = size
                 context = self._keep(key, context)
         context.builds += 1
@@ -102,6 +102,22 @@ class ContextCache:
                     and sum(c.upload_size for c in self._kept.values()) <= KEPT_CONTEXT_BYTES):
                 return
             self._kept.pop(key).remove()
+
+
+async def _unpack_in_thread(upload: BinaryIO, workdir: Path, dockerfile: str) -> Context:
+    """unpack() in a worker thread; a build cancelled meanwhile (its client
+    went away) leaves no context behind once the thread is done."""
+    unpacking = asyncio.ensure_future(asyncio.to_thread(unpack, upload, workdir, dockerfile))
+    try:
+        return await asyncio.shield(unpacking)
+    except asyncio.CancelledError:
+        unpacking.add_done_callback(_remove_unpacked)
+        raise
+
+
+def _remove_unpacked(unpacking: asyncio.Future[Context]) -> None:
+    if not unpacking.cancelled() and unpacking.exception() is None:
+        unpacking.result().remove()
 
 
 async def _spool(chunks: AsyncIterator[bytes], upload: BinaryIO) -> tuple[str, int]:

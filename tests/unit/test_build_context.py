@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import tarfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -119,3 +120,29 @@ def test_an_upload_spooled_to_disk_leaves_no_file(tmp_path: Path,
     assert (context.root / "big").stat().st_size == 5000
     assert list(tmp_path.iterdir()) == [context.root]
     cache.release(context)
+
+
+def test_a_build_cancelled_while_unpacking_leaves_no_context(tmp_path: Path,
+                                                             monkeypatch: pytest.MonkeyPatch
+                                                             ) -> None:
+    real_unpack = build_context.unpack
+
+    def slow_unpack(upload, workdir, dockerfile):  # noqa: ANN001, ANN202
+        data = io.BytesIO(upload.read())   # the spool closes when the build is cancelled
+        time.sleep(0.2)
+        return real_unpack(data, workdir, dockerfile)
+
+    monkeypatch.setattr(build_context, "unpack", slow_unpack)
+
+    async def cancel_while_unpacking() -> None:
+        cache = ContextCache(tmp_path)
+        building = asyncio.create_task(
+            cache.acquire(chunks_of(tar_of({"Dockerfile": "FROM scratch\n"})), ""))
+        await asyncio.sleep(0.05)
+        building.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await building
+        await asyncio.sleep(0.4)
+
+    asyncio.run(cancel_while_unpacking())
+    assert not list(tmp_path.iterdir())
