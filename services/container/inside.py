@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import json
 import os
 import sys
@@ -28,7 +27,7 @@ from services.common.errors import (
 from services.common.events import EventBus
 from services.container import archive, attach, changes, health, rootfs, stats, top, update
 from services.container.cgroups import cgroups_path
-from services.container.chroot_archive import REFUSED
+from services.container.chroot_archive import REFUSED, untar_chrooted
 from services.container.commit_changes import apply_changes
 from services.container.containers import Manager
 from services.container.exec import Exec, ExecManager, ExecStartFailed, keep_task, process_spec
@@ -311,7 +310,7 @@ class Inside:
                 owner = (user.uid, user.gid)
             extract = archive.ExtractOptions(
                 no_overwrite_dir_non_dir=options.no_overwrite_dir_non_dir, owner=owner)
-            await _untar_in_chroot(root, archive.container_path(root, host_dir), extract, data)
+            await untar_chrooted(root, archive.container_path(root, host_dir), extract, data)
         self._publish("extract-to-dir", container)
 
     async def changes(self, ref: str) -> list[changes.Change]:
@@ -580,50 +579,3 @@ async def _chroot_tar(command: str, root: str, *args: str) -> AsyncIterator[byte
         raise InvalidArgument(message)
     if code != 0:
         raise Internal(f"archiving failed: {message or f'exit status {code}'}")
-
-
-async def _untar_in_chroot(root: str, directory: str, options: archive.ExtractOptions,
-                           data: AsyncIterator[bytes]) -> None:
-    """Feed the archive to chroot_archive, which extracts it chrooted into `root`.
-
-    The pipe is widened to a whole chunk and written from a thread: one
-    blocking write per chunk costs far less than the event loop's 64 KiB
-    pieces."""
-    read_end, write_end = os.pipe()
-    with contextlib.suppress(OSError):   # above fs.pipe-max-size: keep the default
-        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, TAR_CHUNK)
-    try:
-        process = await asyncio.create_subprocess_exec(
-            *CHROOT_ARCHIVE, "untar", root, directory,
-            json.dumps({"no_overwrite_dir_non_dir": options.no_overwrite_dir_non_dir,
-                        "owner": options.owner}),
-            stdin=read_end, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
-    except BaseException:
-        os.close(write_end)
-        raise
-    finally:
-        os.close(read_end)
-    assert process.stderr is not None
-    try:
-        async for chunk in data:
-            await asyncio.to_thread(_write_all, write_end, chunk)
-    except BrokenPipeError:
-        pass  # the extractor stopped early; its status says why
-    except BaseException:
-        process.kill()
-        await process.wait()
-        raise
-    finally:
-        os.close(write_end)
-    message = (await process.stderr.read()).decode(errors="replace").strip()
-    code = await process.wait()
-    if code == REFUSED:
-        raise InvalidArgument(message)
-    if code != 0:
-        raise Internal(f"extracting the archive failed: {message or f'exit status {code}'}")
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]

@@ -1,17 +1,23 @@
 """docker cp's file system logic on plain directories: chroot-like path
-resolution, path stat, tar out, and safe extraction."""
+resolution, path stat, tar out, safe extraction, and extraction in a thread
+chrooted into the root."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import io
 import os
+import sys
 import tarfile
+import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from services.common.errors import InvalidArgument, NotFound
-from services.container import archive
+from services.container import archive, chroot_archive
 
 
 @pytest.fixture
@@ -167,3 +173,78 @@ def test_extraction_point_must_be_an_existing_directory(root: Path) -> None:
         archive.extraction_dir(str(root), "/data/file", "missing")
     with pytest.raises(NotFound, match="missing"):
         archive.extraction_dir(str(root), "/nothing", "missing")
+
+
+async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start:start + size]
+
+
+def join_extractors() -> None:
+    """Wait for the extraction threads, which end right after their work."""
+    for thread in threading.enumerate():
+        if thread.name == "berth-untar":
+            thread.join(timeout=10)
+    assert not [t for t in threading.enumerate() if t.name == "berth-untar"]
+
+
+def test_chrooted_extraction_resolves_in_the_root_and_leaves_the_process_alone(
+        root: Path) -> None:
+    cwd, host_root = os.getcwd(), os.stat("/")
+    data = tar_bytes((entry("berth-chroot-test"), b"in"), (entry("sub/f"), b"f"))
+    # /abs-etc is a symlink to /etc: the thread's chroot makes that the root's /etc.
+    asyncio.run(chroot_archive.untar_chrooted(str(root), "/abs-etc", archive.ExtractOptions(),
+                                              chunks_of(data)))
+    join_extractors()
+    assert (root / "etc" / "berth-chroot-test").read_text() == "in"
+    assert (root / "etc" / "sub" / "f").read_text() == "f"
+    assert not Path("/etc/berth-chroot-test").exists()
+    assert os.getcwd() == cwd and os.stat("/").st_ino == host_root.st_ino
+    assert not [p for p in (root / "etc").iterdir() if p.name.startswith(".berth-cp-")]
+
+
+def test_chrooted_extraction_refuses_escapes(root: Path) -> None:
+    data = tar_bytes((entry("first"), b"1"), (entry("link", tarfile.SYMTYPE, "/"), None),
+                     (entry("link/escape"), b"x"))
+    with pytest.raises(InvalidArgument):
+        asyncio.run(chroot_archive.untar_chrooted(str(root), "/data",
+                                                  archive.ExtractOptions(), chunks_of(data)))
+    join_extractors()
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["file", "link"]
+
+
+def test_a_chrooted_thread_imports_nothing(root: Path) -> None:
+    assert "colorsys" not in sys.modules
+    refused: list[ImportError] = []
+
+    def chrooted() -> None:
+        chroot_archive._chroot_this_thread(str(root))
+        try:
+            importlib.import_module("colorsys")
+        except ImportError as exc:
+            refused.append(exc)
+
+    thread = threading.Thread(target=chrooted)
+    thread.start()
+    thread.join()
+    assert refused and "refused" in str(refused[0]) and "colorsys" not in sys.modules
+
+
+def test_a_cancelled_upload_ends_the_thread_and_leaves_nothing(root: Path) -> None:
+    data = tar_bytes((entry("big"), b"x" * 100_000))
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield data[:4096]
+        await asyncio.Event().wait()
+
+    async def cancel_midway() -> None:
+        task = asyncio.create_task(chroot_archive.untar_chrooted(
+            str(root), "/data", archive.ExtractOptions(), stalled()))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_midway())
+    join_extractors()
+    assert sorted(p.name for p in (root / "data").iterdir()) == ["file", "link"]
