@@ -32,7 +32,7 @@ import threading
 import zlib  # noqa: F401
 from collections.abc import AsyncIterator
 
-from services.common.errors import BerthError
+from services.common.errors import BerthError, Internal
 from services.container import archive, changes
 
 REFUSED = 2
@@ -114,19 +114,22 @@ async def untar_chrooted(root: str, directory: str, options: archive.ExtractOpti
     reader = _ChunkReader(chunks, loop)
     finished: asyncio.Future[None] = loop.create_future()
 
-    def settle(error: BaseException | None) -> None:
+    def settle(error: BerthError | None) -> None:
         if error is None:
             finished.set_result(None)
         else:
             finished.set_exception(error)
 
     def extract() -> None:
-        error: BaseException | None = None
+        error: BerthError | None = None
         try:
             _chroot_this_thread(root)
             archive.untar_into(directory, directory, reader.read, options)
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+        except BerthError as exc:
             error = exc
+        except BaseException as exc:  # noqa: BLE001 - reported to the awaiting task
+            error = Internal(f"extracting the archive failed: {exc}")
+            error.__cause__ = exc
         loop.call_soon_threadsafe(settle, error)
 
     threading.Thread(target=extract, name="berth-untar", daemon=True).start()

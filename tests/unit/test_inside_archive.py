@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.errors import InvalidArgument, NotFound
+from services.common.errors import Internal, InvalidArgument, NotFound
 from services.container import archive, chroot_archive
 
 
@@ -211,6 +211,13 @@ def test_chrooted_extraction_refuses_escapes(root: Path) -> None:
                                                   archive.ExtractOptions(), chunks_of(data)))
     join_extractors()
     assert sorted(p.name for p in (root / "data").iterdir()) == ["file", "link"]
+
+
+def test_a_root_that_cannot_be_entered_is_an_internal_error(tmp_path: Path) -> None:
+    with pytest.raises(Internal, match="extracting the archive failed"):
+        asyncio.run(chroot_archive.untar_chrooted(
+            str(tmp_path / "gone"), "/", archive.ExtractOptions(), chunks_of(b"")))
+    join_extractors()
 
 
 def test_a_chrooted_thread_imports_nothing(root: Path) -> None:
