@@ -52,8 +52,10 @@ def copy_times(target: Target, container: str, source: Path, workdir: Path, copi
     """Median seconds of copying `source` in and back out."""
     times_in, times_out = [], []
     for index in range(copies):
+        os.sync()   # no writeback of the previous copy (or engine) during this one
         times_in.append(timed(target, "cp", str(source), f"{container}:/bench{index}"))
         destination = workdir / f"out-{target.name.replace(' ', '-')}"
+        os.sync()
         times_out.append(timed(target, "cp", f"{container}:/bench{index}", str(destination)))
         shutil.rmtree(destination)
     return statistics.median(times_in), statistics.median(times_out)
