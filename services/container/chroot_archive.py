@@ -28,6 +28,7 @@ import importlib.abc
 import lzma  # noqa: F401
 import os
 import sys
+import tarfile
 import threading
 import zlib  # noqa: F401
 from collections.abc import AsyncIterator
@@ -142,8 +143,17 @@ async def untar_chrooted(root: str, directory: str, options: archive.ExtractOpti
         raise
 
 
+def _no_owner_name_lookups() -> None:
+    """tarfile names each entry's owner through NSS, which in the chroot
+    reads the container's nsswitch.conf and loads the libnss modules it
+    names, as root (CVE-2019-14271). The names are dropped anyway: this
+    process looks none up."""
+    tarfile.pwd = tarfile.grp = None
+
+
 def main(argv: list[str]) -> int:
     command, root, *rest = argv
+    _no_owner_name_lookups()
     os.chroot(root)
     os.chdir("/")
     out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115

@@ -8,6 +8,7 @@ import asyncio
 import importlib
 import io
 import os
+import subprocess
 import sys
 import tarfile
 import threading
@@ -18,6 +19,8 @@ import pytest
 
 from services.common.errors import Internal, InvalidArgument, NotFound
 from services.container import archive, chroot_archive
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -255,3 +258,18 @@ def test_a_cancelled_upload_ends_the_thread_and_leaves_nothing(root: Path) -> No
     asyncio.run(cancel_midway())
     join_extractors()
     assert sorted(p.name for p in (root / "data").iterdir()) == ["file", "link"]
+
+
+@pytest.mark.parametrize("command", [["tar", "/data"], ["tree"], ["layer"]])
+def test_tars_are_made_without_the_containers_nss_modules(root: Path, command: list) -> None:
+    # CVE-2019-14271: an owner name looked up inside the chroot loads the
+    # libnss modules that the container's nsswitch.conf names.
+    (root / "etc" / "nsswitch.conf").write_text("passwd: berthevil\ngroup: berthevil\n")
+    made = subprocess.run(
+        [sys.executable, "-m", "services.container.chroot_archive", command[0], str(root),
+         *command[1:]], cwd=REPO, capture_output=True, timeout=60,
+        env=dict(os.environ, LD_DEBUG="libs"))
+    assert made.returncode == 0, made.stderr[-2000:]
+    with tarfile.open(fileobj=io.BytesIO(made.stdout)) as tar:
+        assert tar.getnames()
+    assert b"berthevil" not in made.stderr
