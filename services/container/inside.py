@@ -8,8 +8,8 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from services.common.errors import (
 from services.common.events import EventBus
 from services.container import archive, attach, changes, health, rootfs, stats, top, update
 from services.container.cgroups import cgroups_path
-from services.container.chroot_archive import REFUSED, untar_chrooted
+from services.container.chroot_thread import tar_chrooted, untar_chrooted
 from services.container.commit_changes import apply_changes
 from services.container.containers import Manager
 from services.container.exec import Exec, ExecManager, ExecStartFailed, keep_task, process_spec
@@ -35,8 +35,6 @@ from services.container.store import Container
 
 Frame = container_pb2.IOFrame
 STATS_INTERVAL = 1.0
-TAR_CHUNK = 1 << 20
-CHROOT_ARCHIVE = (sys.executable, "-m", "services.container.chroot_archive")
 # Sends a layer (options, then tar chunks) to the image service; returns the image ID.
 CommitLayer = Callable[[AsyncIterator[image_pb2.CommitLayerRequest]], Awaitable[str]]
 
@@ -288,7 +286,7 @@ class Inside:
             info = await asyncio.to_thread(archive.stat_path, root, path,
                                            self._not_found(path, container))
             yield info
-            async for chunk in _chroot_tar("tar", root, path):
+            async for chunk in tar_chrooted(root, partial(archive.write_tar, "/", path)):
                 yield chunk
         self._publish("archive-path", container)
 
@@ -323,7 +321,7 @@ class Inside:
     async def export(self, ref: str) -> AsyncIterator[bytes]:
         container = self._manager.get(ref)
         async with self._filesystem(container, live=False) as root:
-            async for chunk in _chroot_tar("tree", root):
+            async for chunk in tar_chrooted(root, partial(archive.write_tree_tar, "/")):
                 yield chunk
         self._publish("export", container)
 
@@ -391,7 +389,8 @@ class Inside:
         async def messages() -> AsyncIterator[image_pb2.CommitLayerRequest]:
             yield image_pb2.CommitLayerRequest(options=layer_options)
             if upper.is_dir():
-                async for chunk in _chroot_tar("layer", str(upper)):
+                async for chunk in tar_chrooted(str(upper),
+                                                partial(changes.write_layer_tar, "/")):
                     yield image_pb2.CommitLayerRequest(data=chunk)
 
         paused_here = request.pause and container.state.status == "running"
@@ -551,31 +550,3 @@ async def _bind_volumes(root: str, container: Container) -> list[str]:
                 await _run("umount", target)
         raise
     return bound
-
-
-async def _chroot_tar(command: str, root: str, *args: str) -> AsyncIterator[bytes]:
-    """A tar made by chroot_archive chrooted into `root`, as it streams out."""
-    process = await asyncio.create_subprocess_exec(
-        *CHROOT_ARCHIVE, command, root, *args, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, limit=TAR_CHUNK)
-    assert process.stdout is not None and process.stderr is not None
-    try:
-        # Few big messages: the pipe hands the tar over in small pieces.
-        pending = bytearray()
-        while piece := await process.stdout.read(TAR_CHUNK):
-            pending += piece
-            if len(pending) >= TAR_CHUNK:
-                yield bytes(pending)
-                pending.clear()
-        if pending:
-            yield bytes(pending)
-        message = (await process.stderr.read()).decode(errors="replace").strip()
-        code = await process.wait()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    if code == REFUSED:
-        raise InvalidArgument(message)
-    if code != 0:
-        raise Internal(f"archiving failed: {message or f'exit status {code}'}")

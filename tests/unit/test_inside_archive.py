@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.common.errors import Internal, InvalidArgument, NotFound
-from services.container import archive, chroot_archive
+from services.container import archive, chroot_thread
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -183,12 +183,12 @@ async def chunks_of(data: bytes, size: int = 1000) -> AsyncIterator[bytes]:
         yield data[start:start + size]
 
 
-def join_extractors() -> None:
-    """Wait for the extraction threads, which end right after their work."""
+def join_extractors(name: str = "berth-untar") -> None:
+    """Wait for the chrooted threads, which end right after their work."""
     for thread in threading.enumerate():
-        if thread.name == "berth-untar":
+        if thread.name == name:
             thread.join(timeout=10)
-    assert not [t for t in threading.enumerate() if t.name == "berth-untar"]
+    assert not [t for t in threading.enumerate() if t.name == name]
 
 
 def test_chrooted_extraction_resolves_in_the_root_and_leaves_the_process_alone(
@@ -196,7 +196,7 @@ def test_chrooted_extraction_resolves_in_the_root_and_leaves_the_process_alone(
     cwd, host_root = os.getcwd(), os.stat("/")
     data = tar_bytes((entry("berth-chroot-test"), b"in"), (entry("sub/f"), b"f"))
     # /abs-etc is a symlink to /etc: the thread's chroot makes that the root's /etc.
-    asyncio.run(chroot_archive.untar_chrooted(str(root), "/abs-etc", archive.ExtractOptions(),
+    asyncio.run(chroot_thread.untar_chrooted(str(root), "/abs-etc", archive.ExtractOptions(),
                                               chunks_of(data)))
     join_extractors()
     assert (root / "etc" / "berth-chroot-test").read_text() == "in"
@@ -210,7 +210,7 @@ def test_chrooted_extraction_refuses_escapes(root: Path) -> None:
     data = tar_bytes((entry("first"), b"1"), (entry("link", tarfile.SYMTYPE, "/"), None),
                      (entry("link/escape"), b"x"))
     with pytest.raises(InvalidArgument):
-        asyncio.run(chroot_archive.untar_chrooted(str(root), "/data",
+        asyncio.run(chroot_thread.untar_chrooted(str(root), "/data",
                                                   archive.ExtractOptions(), chunks_of(data)))
     join_extractors()
     assert sorted(p.name for p in (root / "data").iterdir()) == ["file", "link"]
@@ -218,7 +218,7 @@ def test_chrooted_extraction_refuses_escapes(root: Path) -> None:
 
 def test_a_root_that_cannot_be_entered_is_an_internal_error(tmp_path: Path) -> None:
     with pytest.raises(Internal, match="extracting the archive failed"):
-        asyncio.run(chroot_archive.untar_chrooted(
+        asyncio.run(chroot_thread.untar_chrooted(
             str(tmp_path / "gone"), "/", archive.ExtractOptions(), chunks_of(b"")))
     join_extractors()
 
@@ -228,7 +228,7 @@ def test_a_chrooted_thread_imports_nothing(root: Path) -> None:
     refused: list[ImportError] = []
 
     def chrooted() -> None:
-        chroot_archive._chroot_this_thread(str(root))
+        chroot_thread._chroot_this_thread(str(root))
         try:
             importlib.import_module("colorsys")
         except ImportError as exc:
@@ -248,7 +248,7 @@ def test_a_cancelled_upload_ends_the_thread_and_leaves_nothing(root: Path) -> No
         await asyncio.Event().wait()
 
     async def cancel_midway() -> None:
-        task = asyncio.create_task(chroot_archive.untar_chrooted(
+        task = asyncio.create_task(chroot_thread.untar_chrooted(
             str(root), "/data", archive.ExtractOptions(), stalled()))
         await asyncio.sleep(0.2)
         task.cancel()
@@ -260,16 +260,61 @@ def test_a_cancelled_upload_ends_the_thread_and_leaves_nothing(root: Path) -> No
     assert sorted(p.name for p in (root / "data").iterdir()) == ["file", "link"]
 
 
-@pytest.mark.parametrize("command", [["tar", "/data"], ["tree"], ["layer"]])
-def test_tars_are_made_without_the_containers_nss_modules(root: Path, command: list) -> None:
+MAKE_TAR = """
+import asyncio, io, sys, tarfile
+from functools import partial
+from services.container import archive, changes, chroot_thread
+
+async def tar_of(root, make):
+    return b"".join([chunk async for chunk in chroot_thread.tar_chrooted(root, make)])
+
+root, command = sys.argv[1], sys.argv[2]
+make = {"tar": partial(archive.write_tar, "/", "/data"),
+        "tree": partial(archive.write_tree_tar, "/"),
+        "layer": partial(changes.write_layer_tar, "/")}[command]
+with tarfile.open(fileobj=io.BytesIO(asyncio.run(tar_of(root, make)))) as tar:
+    assert tar.getnames()
+"""
+
+
+@pytest.mark.parametrize("command", ["tar", "tree", "layer"])
+def test_tars_are_made_without_the_containers_nss_modules(root: Path, command: str) -> None:
     # CVE-2019-14271: an owner name looked up inside the chroot loads the
     # libnss modules that the container's nsswitch.conf names.
     (root / "etc" / "nsswitch.conf").write_text("passwd: berthevil\ngroup: berthevil\n")
-    made = subprocess.run(
-        [sys.executable, "-m", "services.container.chroot_archive", command[0], str(root),
-         *command[1:]], cwd=REPO, capture_output=True, timeout=60,
-        env=dict(os.environ, LD_DEBUG="libs"))
+    made = subprocess.run([sys.executable, "-c", MAKE_TAR, str(root), command], cwd=REPO,
+                          capture_output=True, timeout=60,
+                          env=dict(os.environ, LD_DEBUG="libs"))
     assert made.returncode == 0, made.stderr[-2000:]
-    with tarfile.open(fileobj=io.BytesIO(made.stdout)) as tar:
-        assert tar.getnames()
     assert b"berthevil" not in made.stderr
+
+
+def test_a_chrooted_tar_streams_and_stops_with_its_reader(root: Path) -> None:
+    (root / "only-in-the-root").write_text("")
+
+    def endless(write) -> None:  # noqa: ANN001
+        assert os.path.isfile("/only-in-the-root")   # chrooted
+        while True:
+            write(b"x" * 65536)
+
+    async def take_one_chunk() -> int:
+        stream = chroot_thread.tar_chrooted(str(root), endless)
+        chunk = await anext(stream)
+        await stream.aclose()
+        return len(chunk)
+
+    assert asyncio.run(take_one_chunk()) >= chroot_thread.TAR_CHUNK
+    join_extractors("berth-tar")
+
+
+def test_a_chrooted_tar_that_is_refused_raises_its_error(root: Path) -> None:
+    def refused(write) -> None:  # noqa: ANN001
+        write(b"partial")
+        raise InvalidArgument("not here")
+
+    async def read_all() -> list[bytes]:
+        return [chunk async for chunk in chroot_thread.tar_chrooted(str(root), refused)]
+
+    with pytest.raises(InvalidArgument, match="not here"):
+        asyncio.run(read_all())
+    join_extractors("berth-tar")

@@ -1,18 +1,16 @@
-"""Tar and untar a container's files chrooted into the container's root
-(what Docker's chrootarchive does).
+"""Tar and untar a container's files from a thread of the service chrooted
+into the container's root (what Docker's chrootarchive does; moby's newer
+one with a locked OS thread): inside the chroot, absolute symlinks in an
+archive or planted by the container's processes, even while we walk,
+resolve to the container's own root, so nothing on the host is read or
+written. No process to start and no pipe to copy through.
 
-Inside the chroot, absolute symlinks (in an archive or planted by the
-container's processes, even while we walk) resolve to the container's own
-root, so nothing is read from or written to the host.
-
-Archives are extracted in a thread of the service that alone is chrooted
-(`untar_chrooted`); tars are made by a child process:
-
-  python -m services.container.chroot_archive tar ROOT PATH      tar of PATH to stdout
-  python -m services.container.chroot_archive tree ROOT          tar of the whole root
-  python -m services.container.chroot_archive layer ROOT         ROOT (an upperdir) as a layer
-
-Exit status 2 with the message on stderr means the request was refused.
+Each thread is started for one archive and ends with it (a pool thread
+would stay chrooted). In it nothing may be imported (the module's file
+would be the container's) and no owner name is looked up: NSS would read
+the container's nsswitch.conf and load the libnss modules it names, as
+root (CVE-2019-14271). Owners stay numeric, names empty, as moby's
+FileInfoHeaderNoLookups leaves them.
 """
 
 from __future__ import annotations
@@ -31,13 +29,16 @@ import sys
 import tarfile
 import threading
 import zlib  # noqa: F401
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from services.common.errors import BerthError, Internal
-from services.container import archive, changes
+from services.container import archive
 
-REFUSED = 2
 CLONE_FS = 0x200
+TAR_CHUNK = 1 << 20      # bytes per chunk of a tar going out
+_QUEUED_CHUNKS = 4
+# tarfile names each entry's owner through pwd/grp unless they are None.
+tarfile.pwd = tarfile.grp = None
 _libc = ctypes.CDLL(None, use_errno=True)
 _chrooted = threading.local()
 
@@ -143,37 +144,57 @@ async def untar_chrooted(root: str, directory: str, options: archive.ExtractOpti
         raise
 
 
-def _no_owner_name_lookups() -> None:
-    """tarfile names each entry's owner through NSS, which in the chroot
-    reads the container's nsswitch.conf and loads the libnss modules it
-    names, as root (CVE-2019-14271). The names are dropped anyway: this
-    process looks none up."""
-    tarfile.pwd = tarfile.grp = None
+class _Stopped(Exception):
+    """The reader of a tar went away."""
 
 
-def main(argv: list[str]) -> int:
-    command, root, *rest = argv
-    _no_owner_name_lookups()
-    os.chroot(root)
-    os.chdir("/")
-    out = open(sys.stdout.fileno(), "wb", buffering=1 << 20, closefd=False)  # noqa: SIM115
+async def tar_chrooted(root: str, make: Callable[[Callable[[bytes], object]], None]
+                       ) -> AsyncIterator[bytes]:
+    """The tar that `make(write)` writes, run in a thread chrooted into
+    `root`, in chunks of about TAR_CHUNK bytes as it is made (at most a few
+    waiting: a slow reader slows the tar down)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | BerthError | None] = asyncio.Queue()
+    slots = threading.Semaphore(_QUEUED_CHUNKS)
+    stopped = threading.Event()
+
+    def hand_over(chunk: bytes) -> None:
+        slots.acquire()
+        if stopped.is_set():
+            raise _Stopped
+        loop.call_soon_threadsafe(queue.put_nowait, chunk)
+
+    def run() -> None:
+        pending = bytearray()
+
+        def write(data: bytes) -> None:
+            pending.extend(data)
+            if len(pending) >= TAR_CHUNK:
+                hand_over(bytes(pending))
+                pending.clear()
+
+        end: BerthError | None = None
+        try:
+            _chroot_this_thread(root)
+            make(write)
+            if pending:
+                hand_over(bytes(pending))
+        except _Stopped:
+            return
+        except BerthError as exc:
+            end = exc
+        except BaseException as exc:  # noqa: BLE001 - reported to the reader
+            end = Internal(f"archiving failed: {exc}")
+            end.__cause__ = exc
+        loop.call_soon_threadsafe(queue.put_nowait, end)
+
+    threading.Thread(target=run, name="berth-tar", daemon=True).start()
     try:
-        if command == "tar":
-            archive.write_tar("/", rest[0], out.write)
-        elif command == "tree":
-            archive.write_tree_tar("/", out.write)
-        elif command == "layer":
-            changes.write_layer_tar("/", out.write)
-        else:
-            raise SystemExit(f"unknown command {command}")
-        out.flush()
-    except BerthError as exc:
-        sys.stderr.write(exc.message)
-        return REFUSED
-    except BrokenPipeError:
-        pass    # the reader went away
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BerthError):
+                raise item
+            slots.release()
+            yield item
+    finally:
+        stopped.set()
+        slots.release()   # wakes a thread waiting for a slot: it stops
