@@ -1,20 +1,24 @@
 """OCI Distribution HTTP client: endpoints (https, or http for loopback and
-insecure registries, mirrors for Docker Hub) and the WWW-Authenticate
-challenge flow (anonymous, Basic, Bearer token)."""
+insecure registries, mirrors for Docker Hub), per-registry TLS from a
+certs.d directory, and the WWW-Authenticate challenge flow (anonymous,
+Basic, Bearer token)."""
 
 from __future__ import annotations
 
 import base64
 import ipaddress
 import re
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 
 from services.common.errors import Internal, NotFound, Unauthenticated
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
+DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -185,17 +189,47 @@ def raise_for(response: httpx.Response, what: str) -> None:
         raise Internal(f"{what}: {error_text(response)}")
 
 
+def tls_context(directory: Path, verify: bool) -> ssl.SSLContext:
+    """Docker's certs.d/<host> rules: every *.crt is a CA trusted beside the
+    system's, every *.cert with the *.key of the same name a client
+    certificate."""
+    context = ssl.create_default_context()
+    if not verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    try:
+        for ca in sorted(directory.glob("*.crt")):
+            context.load_verify_locations(cafile=ca)
+        for cert in sorted(directory.glob("*.cert")):
+            key = cert.with_suffix(".key")
+            if not key.exists():
+                raise Internal(f"missing key {key.name} for client certificate {cert.name}. "
+                               "CA certificates must use the extension .crt")
+            context.load_cert_chain(cert, key)
+        for key in sorted(directory.glob("*.key")):
+            if not key.with_suffix(".cert").exists():
+                raise Internal(f"missing client certificate {key.with_suffix('.cert').name} "
+                               f"for key {key.name}")
+    except (OSError, ssl.SSLError) as exc:
+        raise Internal(f"invalid certificates in {directory}: {exc}") from exc
+    return context
+
+
 class Registries:
-    """Endpoints per registry host, from the engine config (daemon.json keys)."""
+    """Endpoints per registry host, from the engine config (daemon.json keys,
+    and `certs-dir`: where certs.d lives, /etc/docker/certs.d by default)."""
 
     def __init__(self, engine: dict) -> None:
         self.insecure: list[str] = list(engine.get("insecure-registries") or [])
         self.mirrors: list[str] = [m.rstrip("/") for m in engine.get("registry-mirrors") or []]
-        options = {"timeout": httpx.Timeout(60, connect=10), "follow_redirects": True,
-                   "limits": httpx.Limits(max_connections=32)}
-        self.client = httpx.AsyncClient(**options)
+        self.certs_dir = Path(engine.get("certs-dir") or DEFAULT_CERTS_DIR)
+        self._options = {"timeout": httpx.Timeout(60, connect=10), "follow_redirects": True,
+                         "limits": httpx.Limits(max_connections=32)}
+        self.client = httpx.AsyncClient(**self._options)
         # https to insecure registries: self-signed certificates are accepted.
-        self.unverified_client = httpx.AsyncClient(verify=False, **options)
+        self.unverified_client = httpx.AsyncClient(verify=False, **self._options)
+        # Clients of registries with a certs.d directory, by what they were made from.
+        self._tls_clients: dict[tuple[str, bool, int], httpx.AsyncClient] = {}
 
     def base_urls(self, domain: str) -> list[str]:
         """Endpoints to try in order, as dockerd does: mirrors before Docker
@@ -211,8 +245,22 @@ class Registries:
                 base_url: str) -> RegistrySession:
         unverified = base_url.startswith("https://") and _is_insecure(domain, self.insecure)
         return RegistrySession(domain=domain, credentials=credentials, scopes=scopes,
-                               base_url=base_url,
-                               client=self.unverified_client if unverified else self.client)
+                               base_url=base_url, client=self._client(domain, not unverified))
+
+    def _client(self, domain: str, verify: bool) -> httpx.AsyncClient:
+        """The client for `domain`: with its certs.d directory's CAs and client
+        certificates when it has one (read again when it changes, as Docker
+        reads it for every request)."""
+        directory = self.certs_dir / domain
+        try:
+            changed = directory.stat().st_mtime_ns
+        except OSError:
+            return self.client if verify else self.unverified_client
+        key = (domain, verify, changed)
+        if key not in self._tls_clients:
+            self._tls_clients[key] = httpx.AsyncClient(verify=tls_context(directory, verify),
+                                                       **self._options)
+        return self._tls_clients[key]
 
     async def open(self, domain: str, credentials: Credentials,
                    scopes: list[str]) -> RegistrySession:
@@ -225,8 +273,8 @@ class Registries:
         return self.session(domain, credentials, scopes, urls[-1])
 
     async def close(self) -> None:
-        await self.client.aclose()
-        await self.unverified_client.aclose()
+        for client in (self.client, self.unverified_client, *self._tls_clients.values()):
+            await client.aclose()
 
 
 async def iter_body(response: httpx.Response, chunk: int = 1 << 20) -> AsyncIterator[bytes]:

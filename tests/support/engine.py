@@ -27,6 +27,7 @@ DOCKER_CLI = shutil.which("docker", path="/usr/local/bin") or "docker"
 class Engine:
     root: Path
     process: subprocess.Popen | None = None
+    args: tuple[str, ...] = ()            # more `berth up` options
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -46,7 +47,7 @@ class Engine:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [*BERTH, "up", "--data-root", str(self.data_root), "--exec-root",
-             str(self.exec_root)], cwd=REPO, stdout=subprocess.PIPE, stderr=log,
+             str(self.exec_root), *self.args], cwd=REPO, stdout=subprocess.PIPE, stderr=log,
             start_new_session=True)
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
@@ -139,9 +140,9 @@ def purge_instance(exec_root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_engine(prefix: str = "berth-test-"):
+def running_engine(prefix: str = "berth-test-", args: tuple[str, ...] = ()):
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    engine = Engine(root)
+    engine = Engine(root, args=args)
     engine.start()
     try:
         yield engine

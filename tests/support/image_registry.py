@@ -28,15 +28,19 @@ def self_signed(directory: Path, name: str = "berth-test") -> tuple[Path, Path]:
 
 
 @contextlib.contextmanager
-def configured_registry(extra: str, tls: bool = False) -> Iterator[str]:
+def configured_registry(extra: str, tls: bool = False,
+                        client_ca: Path | None = None) -> Iterator[str]:
     """A registry whose config.yml ends with `extra` (YAML under `http:` is not
-    allowed there; pass tls=True for https); yields its address."""
+    allowed there; pass tls=True for https, and `client_ca` to require client
+    certificates it signed); yields its address."""
     root = Path(tempfile.mkdtemp(prefix="berth-registry-"))
     port = free_port()
     tls_block = ""
     if tls:
         key, cert = self_signed(root)
         tls_block = f"  tls:\n    certificate: {cert}\n    key: {key}\n"
+        if client_ca:
+            tls_block += f"    clientcas:\n      - {client_ca}\n"
     config = root / "config.yml"
     config.write_text(f"""version: 0.1
 log:
@@ -61,7 +65,10 @@ http:
                 break
             except urllib.error.HTTPError:
                 break
-            except OSError:
+            except OSError as exc:
+                if isinstance(exc, ssl.SSLError) or isinstance(getattr(exc, "reason", None),
+                                                               ssl.SSLError):
+                    break   # it asks for a client certificate: it is up
                 if time.monotonic() > deadline or process.poll() is not None:
                     raise RuntimeError((root / "registry.log").read_text()) from None
                 time.sleep(0.1)
