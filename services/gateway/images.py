@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.gateway.backends import Backends, Stream
@@ -153,6 +154,7 @@ async def stream_upload(request: web.Request, stream: Stream, options: Any,
 class ImageHandlers:
     def __init__(self, backends: Backends) -> None:
         self.image = backends.image
+        self.container = backends.container
 
     async def list(self, request: web.Request) -> web.Response:
         reply = await self.image.List(image_pb2.ListImagesRequest(
@@ -173,9 +175,11 @@ class ImageHandlers:
         return web.Response(status=201)
 
     async def remove(self, request: web.Request) -> web.Response:
+        running = await self.container.List(container_pb2.ListContainersRequest())
         reply = await self.image.Remove(image_pb2.RemoveImageRequest(
             name=request.match_info["name"], force=boolean(request, "force"),
-            no_prune=boolean(request, "noprune")))
+            no_prune=boolean(request, "noprune"),
+            running_containers=[c.id for c in running.containers]))
         return web.json_response(delete_items_json(reply.items))
 
     async def load(self, request: web.Request) -> web.StreamResponse:

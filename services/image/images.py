@@ -235,7 +235,10 @@ class Images:
         return attrs
 
     # Removal, as moby's image_delete.go decides it.
-    def remove(self, name: str, force: bool, prune: bool) -> list[DeleteItem]:
+    def remove(self, name: str, force: bool, prune: bool,
+               running: set[str] = frozenset()) -> list[DeleteItem]:
+        """`running`: IDs of the running containers; an image one of them
+        uses is never deleted (untagging it by name still works)."""
         image_id = self.resolve(name)
         records: list[DeleteItem] = []
         refs = self.store.refs_of(image_id)
@@ -255,13 +258,13 @@ class Images:
                 for other in remaining:
                     if "@" in other and reference.parse(other).name == ref.name:
                         self._untag(image_id, other, records)
-            if self.store.refs_of(image_id):
-                return records
+            if self.store.refs_of(image_id) or self._running_user(image_id, running):
+                return records   # a running container's image stays, now untagged
         elif _single_repository(refs):
-            self._check_conflicts(image_id, force, ignore_references=True)
+            self._check_conflicts(image_id, force, running, ignore_references=True)
             for ref_text in refs:
                 self._untag(image_id, ref_text, records)
-        self._delete(image_id, force, prune, records)
+        self._delete(image_id, force, prune, records, running)
         self.collect_garbage(records)
         return records
 
@@ -270,12 +273,18 @@ class Images:
         records.append(DeleteItem(untagged=reference.parse(ref_text).familiar))
         self.events.publish("untag", image_id, self._event_attrs(image_id, image_id))
 
-    def _check_conflicts(self, image_id: str, force: bool,
+    def _running_user(self, image_id: str, running: set[str]) -> str | None:
+        return next((h for h in self.store.lease_holders(image_id) if h in running), None)
+
+    def _check_conflicts(self, image_id: str, force: bool, running: set[str],
                          ignore_references: bool = False) -> None:
         short = short_id(image_id)
         if self.store.children(image_id):
             raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
                            f"image has dependent child images")
+        if user := self._running_user(image_id, running):
+            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                           f"image is being used by running container {user[:12]}")
         if force:
             return
         if not ignore_references and self.store.refs_of(image_id):
@@ -287,8 +296,8 @@ class Images:
                            f"image is being used by stopped container {holders[0][:12]}")
 
     def _delete(self, image_id: str, force: bool, prune: bool,
-                records: list[DeleteItem]) -> None:
-        self._check_conflicts(image_id, force)
+                records: list[DeleteItem], running: set[str]) -> None:
+        self._check_conflicts(image_id, force, running)
         row = self.store.image(image_id)
         for ref_text in self.store.refs_of(image_id):
             self._untag(image_id, ref_text, records)
@@ -298,7 +307,7 @@ class Images:
         records.append(DeleteItem(deleted=image_id))
         parent = row.parent if row else ""
         if prune and parent and self.store.image(parent) and self._prunable(parent):
-            self._delete(parent, False, True, records)
+            self._delete(parent, False, True, records, running)
 
     def _prunable(self, image_id: str) -> bool:
         return not (self.store.refs_of(image_id) or self.store.children(image_id)
@@ -341,7 +350,7 @@ class Images:
             changed = False
             for row in self.store.images():
                 if self._prune_candidate(row.id, filters, only_dangling):
-                    self._delete(row.id, True, False, records)
+                    self._delete(row.id, True, False, records, set())
                     changed = True
         removed = self.collect_garbage(records)
         return records, sum(sizes_before.get(chain, 0) for chain in removed)

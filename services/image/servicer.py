@@ -129,7 +129,8 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.TagResponse()
 
     async def Remove(self, request, context):  # noqa: N802
-        items = self._images.remove(request.name, request.force, not request.no_prune)
+        items = self._images.remove(request.name, request.force, not request.no_prune,
+                                    set(request.running_containers))
         return image_pb2.RemoveImageResponse(items=encode_items(items))
 
     async def Load(self, request_iterator, context):  # noqa: N802

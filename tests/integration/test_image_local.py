@@ -222,3 +222,27 @@ def test_whiteouts_seen_from_a_container(engine: Engine, tmp_path: Path) -> None
                         "ls /var").stdout
     assert out.split() == [b"passwd", b"only"]
     engine.docker("rmi", "whiteouts:1")
+
+
+def test_a_running_containers_image_cannot_be_deleted_even_forced(engine: Engine,
+                                                                   busybox: str) -> None:
+    engine.docker("run", "--name", "inuse-src", busybox, "touch", "/marker")
+    image = engine.docker("commit", "inuse-src", "inuse:1").stdout.decode().strip()
+    short = image.removeprefix("sha256:")[:12]
+    user = engine.docker("run", "-d", "--name", "inuse-user", "inuse:1", "sleep", "300")
+    user_id = user.stdout.decode().strip()
+    try:
+        for args in (["rmi", short], ["rmi", "-f", short]):
+            refused = engine.docker(*args, check=False)
+            assert refused.returncode != 0
+            assert (f"conflict: unable to delete {short} (cannot be forced) - image is being "
+                    f"used by running container {user_id[:12]}") in refused.stderr.decode()
+        untagged = engine.docker("rmi", "-f", "inuse:1").stdout.decode()
+        assert untagged.strip() == "Untagged: inuse:1"
+        assert engine.docker("image", "inspect", short, check=False).returncode == 0
+        engine.docker("stop", "-t", "0", "inuse-user")
+        deleted = engine.docker("rmi", "-f", short).stdout.decode()
+        assert f"Deleted: {image}" in deleted
+        engine.docker("rm", "inuse-user")   # its rootfs outlives the image, as in Docker
+    finally:
+        engine.docker("rm", "-f", "inuse-user", "inuse-src", check=False)
