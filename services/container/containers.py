@@ -40,6 +40,7 @@ from services.container import (
     sandbox,
     spec,
 )
+from services.container.links import Link
 from services.container.metrics import START_SECONDS
 from services.container.peers import Peers
 from services.container.runtime import Bundle, ConmonOptions, CreateFailed, Runtime
@@ -171,6 +172,7 @@ class Manager:
         configs.validate_restart_policy(host)
         configs.validate_runtime(host, self._runtime_name)
         _log_limits(host.log_config)
+        self._resolve_links(host, name)
         cid = secrets.token_hex(32)
         lease = await self.peers.acquire_rootfs(config.image, cid)
         directory = self._root / cid
@@ -204,6 +206,42 @@ class Manager:
         self.containers[cid] = container
         self._publish("create", container)
         return cid, []
+
+    def _resolve_links(self, host: container_pb2.HostConfig, name: str) -> None:
+        """Check that linked containers exist; store the links as Docker shows them."""
+        resolved = []
+        for text in host.links:
+            link = Link.parse(text)
+            try:
+                target = self.get(link.target)
+            except NotFound as exc:
+                raise InvalidArgument(
+                    f"could not get container for {link.target}: {exc.message}") from exc
+            resolved.append(Link(target.name, link.alias).stored(name))
+        del host.links[:]
+        host.links.extend(resolved)
+
+    async def _linked(self, container: Container) -> tuple[list[str], list[str]]:
+        """The /etc/hosts entries and environment the container's links give
+        it: each linked container must run, and its address is the one on
+        the default bridge."""
+        hosts: list[str] = []
+        env: list[str] = []
+        for text in container.host_config.links:
+            link = Link.parse(text)
+            target = self.get(link.target)
+            if target.state.status != "running":
+                raise Conflict(f"Cannot link to a non running container: /{target.name} AS "
+                               f"/{container.name}/{link.alias}")
+            sandbox = await self.peers.get_sandbox(target.id)
+            ips = [e.ip_address for e in (sandbox.endpoints if sandbox else [])
+                   if e.network_name == "bridge" and e.ip_address]
+            if not ips:
+                continue   # not on the default bridge: a link has nothing to name
+            hosts.append(link.hosts_entry(target.config.hostname or target.id[:12], ips[0]))
+            env += link.environment(container.name, ips[0], list(target.config.exposed_ports),
+                                    list(target.config.env))
+        return hosts, env
 
     async def _mount_points(self, ref: str) -> list[container_pb2.MountPoint]:
         return self.get(ref).mounts.mount_points()
@@ -334,6 +372,8 @@ class Manager:
             other_netns = f"/proc/{other.state.pid}/ns/net"
         request = sandbox.sandbox_request(container.id, container.name, config, host,
                                           container.networking_config, other_netns)
+        link_hosts, link_env = await self._linked(container)
+        request.extra_hosts.extend(link_hosts)
         files = await sandbox.create(self.peers, request)
         undo.append(lambda: self.peers.destroy_sandbox(container.id))
         etc = {"/etc/hostname": bundle.path / "hostname", "/etc/hosts": bundle.path / "hosts",
@@ -345,8 +385,7 @@ class Manager:
             del etc["/etc/hostname"]
         inputs = spec.SpecInputs(
             container_id=container.id, args=configs.command(config),
-            env=list(config.env) + ([f"HOME={user.home}"] if not any(
-                e.startswith("HOME=") for e in config.env) else []),
+            env=_process_env(config, config.hostname or _host_name(), link_env, user.home),
             user=user, rootfs=bundle.rootfs,
             cgroups_path=cgroups.cgroups_path(self._prefix, container.id),
             netns_path=files.netns_path, files=etc, namespace_paths=namespace_paths,
@@ -875,6 +914,26 @@ def _init_binary(host: container_pb2.HostConfig, default: bool) -> str | None:
         if Path(candidate).exists():
             return candidate
     raise Internal("no init binary (tini or catatonit) is installed")
+
+
+def _process_env(config: container_pb2.ContainerConfig, hostname: str, link_env: list[str],
+                 home: str) -> list[str]:
+    """What Docker puts in a container's environment: PATH, HOSTNAME, TERM
+    with a TTY and the links' variables, each overridden by the config's
+    (image and user) variables, and HOME when none is set."""
+    env = [_DEFAULT_PATH_ENV, f"HOSTNAME={hostname}", *(["TERM=xterm"] if config.tty else []),
+           *link_env]
+    index = {variable.partition("=")[0]: i for i, variable in enumerate(env)}
+    for variable in config.env:
+        key = variable.partition("=")[0]
+        if key in index:
+            env[index[key]] = variable
+        else:
+            index[key] = len(env)
+            env.append(variable)
+    if "HOME" not in index:
+        env.append(f"HOME={home}")
+    return env
 
 
 def _host_name() -> str:

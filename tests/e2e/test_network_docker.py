@@ -199,3 +199,33 @@ def test_dns_follows_a_rename(clean: Engine, busybox: str) -> None:
     gone = engine.docker("run", "--rm", "--network", "renames", busybox,
                          "ping", "-c1", "-W1", "before", check=False)
     assert gone.returncode != 0
+
+
+def test_legacy_links_on_the_default_bridge(clean: Engine, busybox: str) -> None:
+    engine = clean
+    linked = engine.docker("run", "-d", "--name", "db-1", "--expose", "5432", "--expose",
+                           "53/udp", "-e", "SECRET=s3", busybox, "sleep", "300")
+    linked_id = linked.stdout.decode().strip()
+    address = engine.docker("inspect", "-f", "{{.NetworkSettings.IPAddress}}",
+                            "db-1").stdout.decode().strip()
+    seen = engine.docker("run", "--rm", "--name", "web", "--link", "db-1:db", busybox, "sh",
+                         "-c", "env; cat /etc/hosts; ping -c1 -W2 db").stdout.decode()
+    variables = dict(line.split("=", 1) for line in seen.splitlines() if line.startswith("DB_"))
+    assert variables == {
+        "DB_NAME": "/web/db", "DB_ENV_SECRET": "s3",
+        "DB_PORT": f"udp://{address}:53", "DB_PORT_5432_TCP": f"tcp://{address}:5432",
+        "DB_PORT_5432_TCP_ADDR": address, "DB_PORT_5432_TCP_PORT": "5432",
+        "DB_PORT_5432_TCP_PROTO": "tcp", "DB_PORT_53_UDP": f"udp://{address}:53",
+        "DB_PORT_53_UDP_ADDR": address, "DB_PORT_53_UDP_PORT": "53",
+        "DB_PORT_53_UDP_PROTO": "udp"}
+    assert f"{address}\tdb {linked_id[:12]} db-1\n" in seen
+    assert "1 packets received" in seen
+
+    engine.docker("create", "--name", "later", "--link", "db-1", busybox, "true")
+    links = engine.docker("inspect", "-f", "{{json .HostConfig.Links}}", "later").stdout
+    assert json.loads(links) == ["/db-1:/later/db-1"]
+    engine.docker("stop", "-t", "0", "db-1")
+    assert ("Cannot link to a non running container: /db-1 AS /later/db-1"
+            in error_of(engine, "start", "later"))
+    assert ("could not get container for nosuch: No such container: nosuch"
+            in error_of(engine, "run", "--rm", "--link", "nosuch:x", busybox, "true"))

@@ -43,6 +43,16 @@ def test_run_prints_output_and_removes_the_container(engine: Engine, busybox: st
     assert container_ids(engine, "-a") == []
 
 
+def test_the_environment_docker_gives(engine: Engine, busybox: str) -> None:
+    plain = engine.docker("run", "--name", "env-plain", busybox, "env").stdout.decode()
+    short_id = engine.docker("inspect", "-f", "{{.Id}}", "env-plain").stdout.decode()[:12]
+    engine.docker("rm", "env-plain")
+    path = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    assert plain.splitlines() == [path, f"HOSTNAME={short_id}", "HOME=/root"]
+    tty = engine.docker("run", "--rm", "-t", "-e", "HOSTNAME=mine", busybox, "env").stdout
+    assert tty.decode().splitlines()[1:3] == ["HOSTNAME=mine", "TERM=xterm"]
+
+
 def test_exit_code_propagates(engine: Engine, busybox: str) -> None:
     result = engine.docker("run", "--rm", busybox, "sh", "-c", "echo out; echo err >&2; exit 3",
                            check=False)
