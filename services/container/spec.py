@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import resource
@@ -244,6 +245,51 @@ def host_devices() -> list[dict]:
     return devices
 
 
+def _device_node(host_path: str, container_path: str) -> dict | None:
+    info = os.stat(host_path)
+    kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
+    if not kind:
+        return None
+    return {"path": container_path, "type": kind, "major": os.major(info.st_rdev),
+            "minor": os.minor(info.st_rdev), "fileMode": stat.S_IMODE(info.st_mode),
+            "uid": info.st_uid, "gid": info.st_gid}
+
+
+def _mapped_nodes(mapping: container_pb2.DeviceMapping) -> list[dict]:
+    """The device nodes of one --device: the node itself, or every node
+    under a directory (symlinks on the host resolved first, as moby does)."""
+    host_path = os.path.realpath(mapping.path_on_host)
+    inside = mapping.path_in_container or mapping.path_on_host
+    try:
+        node = _device_node(host_path, inside)
+        if node:
+            return [node]
+        if not os.path.isdir(host_path):
+            raise OSError(errno.ENODEV, "not a device node")
+        nodes = []
+        for directory, _, files in os.walk(host_path):
+            for name in sorted(files):
+                path = os.path.join(directory, name)
+                node = _device_node(path, os.path.join(inside, os.path.relpath(path, host_path)))
+                if node:
+                    nodes.append(node)
+        return nodes
+    except OSError as exc:
+        raise InvalidArgument(f"error gathering device information while adding custom "
+                              f'device "{mapping.path_on_host}": {exc.strerror.lower()}') from exc
+
+
+def mapped_devices(mappings: list[container_pb2.DeviceMapping]) -> tuple[list[dict], list[dict]]:
+    """--device: the nodes the container gets and the cgroup rules letting it use them."""
+    devices, rules = [], []
+    for mapping in mappings:
+        for node in _mapped_nodes(mapping):
+            devices.append(node)
+            rules.append({"allow": True, "type": node["type"], "major": node["major"],
+                          "minor": node["minor"], "access": mapping.cgroup_permissions or "rwm"})
+    return devices, rules
+
+
 def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) -> dict:
     linux = {
         "namespaces": _namespaces(host, inputs),
@@ -254,6 +300,10 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
     if host.privileged:
         linux["devices"] = host_devices()
         return linux
+    devices, rules = mapped_devices(list(host.resources.devices))
+    if devices:
+        linux["devices"] = devices
+        linux["resources"]["devices"] += rules
     linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
     linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
     profile = seccomp_profile(host.security_opt, set(caps))

@@ -280,3 +280,19 @@ def test_status_codes(engine: Engine, busybox: str) -> None:
     assert status == 400 and b"you must choose at least one stream" in body
     status, body = api(engine, "GET", "/containers/ghost/json")
     assert status == 404 and json.loads(body) == {"message": "No such container: ghost"}
+
+
+def test_device_mappings(engine: Engine, busybox: str) -> None:
+    listed = engine.docker("run", "--rm", "--device", "/dev/zero:/dev/myzero:rw", busybox,
+                           "sh", "-c", "ls -l /dev/myzero; head -c4 /dev/myzero | od -An -tx1")
+    node, zeros = listed.stdout.decode().splitlines()
+    assert node.startswith("crw") and "1,   5" in node
+    assert zeros.split() == ["00"] * 4
+    tree = engine.docker("run", "--rm", "--device", "/dev/net", busybox, "ls", "/dev/net")
+    assert tree.stdout.decode().split() == ["tun"]
+    missing = engine.docker("run", "--rm", "--name", "no-device", "--device", "/dev/berth-none",
+                            busybox, "true", check=False)
+    assert missing.returncode != 0
+    assert ('error gathering device information while adding custom device '
+            '"/dev/berth-none": no such file or directory') in missing.stderr.decode()
+    assert text(engine.docker("ps", "-aq", "--filter", "name=no-device")) == ""
