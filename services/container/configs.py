@@ -124,3 +124,16 @@ def validate_restart_policy(host: container_pb2.HostConfig) -> None:
                               "with 'on-failure'")
     if host.auto_remove and policy.name not in ("", "no"):
         raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+
+
+def replace_or_append_env(defaults: list[str], overrides: list[str]) -> list[str]:
+    """moby's ReplaceOrAppendEnvValues: `KEY=value` replaces or adds KEY,
+    a bare `KEY` unsets it."""
+    env = {variable.partition("=")[0]: variable for variable in defaults}
+    for variable in overrides:
+        key, sep, _ = variable.partition("=")
+        if sep:
+            env[key] = variable
+        else:
+            env.pop(key, None)
+    return list(env.values())

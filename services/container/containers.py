@@ -40,6 +40,7 @@ from services.container import (
     sandbox,
     spec,
 )
+from services.container.configs import replace_or_append_env
 from services.container.links import Link
 from services.container.metrics import START_SECONDS
 from services.container.peers import Peers
@@ -919,19 +920,13 @@ def _init_binary(host: container_pb2.HostConfig, default: bool) -> str | None:
 def _process_env(config: container_pb2.ContainerConfig, hostname: str, link_env: list[str],
                  home: str) -> list[str]:
     """What Docker puts in a container's environment: PATH, HOSTNAME, TERM
-    with a TTY and the links' variables, each overridden by the config's
-    (image and user) variables, and HOME when none is set."""
-    env = [_DEFAULT_PATH_ENV, f"HOSTNAME={hostname}", *(["TERM=xterm"] if config.tty else []),
-           *link_env]
-    index = {variable.partition("=")[0]: i for i, variable in enumerate(env)}
-    for variable in config.env:
-        key = variable.partition("=")[0]
-        if key in index:
-            env[index[key]] = variable
-        else:
-            index[key] = len(env)
-            env.append(variable)
-    if "HOME" not in index:
+    with a TTY and the links' variables, each overridden (or, named without
+    a value, unset) by the config's image and user variables, and HOME when
+    none is set."""
+    env = replace_or_append_env(
+        [_DEFAULT_PATH_ENV, f"HOSTNAME={hostname}", *(["TERM=xterm"] if config.tty else []),
+         *link_env], list(config.env))
+    if not any(variable.startswith("HOME=") for variable in env):
         env.append(f"HOME={home}")
     return env
 

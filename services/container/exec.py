@@ -26,6 +26,7 @@ from prometheus_client import Counter, Histogram
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, NotFound
 from services.container import runtime as oci
+from services.container.configs import replace_or_append_env
 from services.container.rootfs import resolve_user
 from services.container.spec import ALL_CAPS
 
@@ -85,11 +86,10 @@ def process_spec(container_process: dict, config: container_pb2.ExecConfig, root
     process.pop("consoleSize", None)
     process["args"] = list(config.cmd)
     process["terminal"] = config.tty
-    env = {entry.partition("=")[0]: entry for entry in process.get("env", [])}
-    if config.tty:
-        env.setdefault("TERM", "TERM=xterm")
-    env.update({entry.partition("=")[0]: entry for entry in config.env})
-    process["env"] = list(env.values())
+    env = process.get("env", [])
+    if config.tty and not any(entry.startswith("TERM=") for entry in env):
+        env = [*env, "TERM=xterm"]
+    process["env"] = replace_or_append_env(env, list(config.env))
     if config.working_dir:
         process["cwd"] = config.working_dir
     user_spec = config.user or default_user

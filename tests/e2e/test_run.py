@@ -51,6 +51,10 @@ def test_the_environment_docker_gives(engine: Engine, busybox: str) -> None:
     assert plain.splitlines() == [path, f"HOSTNAME={short_id}", "HOME=/root"]
     tty = engine.docker("run", "--rm", "-t", "-e", "HOSTNAME=mine", busybox, "env").stdout
     assert tty.decode().splitlines()[1:3] == ["HOSTNAME=mine", "TERM=xterm"]
+    # A name without a value that the client has not set either stays unset.
+    unset = engine.docker("run", "--rm", "-e", "BERTH_NOT_SET_ANYWHERE", busybox, "sh", "-c",
+                          "echo ${BERTH_NOT_SET_ANYWHERE-unset}")
+    assert unset.stdout == b"unset\n"
 
 
 def test_exit_code_propagates(engine: Engine, busybox: str) -> None:
