@@ -114,13 +114,17 @@ class Distribution:
         return await self.registries.open(ref.domain, creds,
                                           [f"repository:{ref.path}:{actions}"])
 
-    async def login(self, server: str, creds: Credentials) -> str:
+    async def login(self, server: str, creds: Credentials) -> tuple[str, str]:
+        """Check the credentials; the status and, when the registry's token
+        server gives one, the identity (refresh) token the client keeps
+        instead of the password."""
         domain = server.removeprefix("https://").removeprefix("http://").split("/")[0]
         if domain in ("", "index.docker.io", "registry-1.docker.io"):
             domain = "docker.io"
         session = await self.registries.open(domain, creds, [])
+        session.offline = True
         await session.ping()
-        return "Login Succeeded"
+        return "Login Succeeded", session.refresh_token
 
     async def download(self, url: str, path: Path) -> None:
         """Fetch `docker import URL`'s archive to `path`."""

@@ -19,6 +19,7 @@ from services.common.errors import Internal, NotFound, Unauthenticated
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
+TOKEN_CLIENT_ID = "docker"     # what token servers know Docker clients by
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
@@ -97,6 +98,7 @@ class ChallengeAuth(httpx.Auth):
             if not token:
                 return
             self.session.authorization = f"Bearer {token}"
+            self.session.refresh_token = body.get("refresh_token") or self.session.refresh_token
         else:
             return
         request.headers["Authorization"] = self.session.authorization
@@ -114,6 +116,10 @@ class RegistrySession:
     client: httpx.AsyncClient
     authorization: str = ""
     token_params: dict[str, str] = field(default_factory=dict)
+    # Login asks the token server for a refresh token (Docker's offline
+    # token): given back to the client as its identity token.
+    offline: bool = False
+    refresh_token: str = ""
 
     def token_request(self, challenge: dict[str, str]) -> httpx.Request:
         params: list[tuple[str, str]] = []
@@ -127,9 +133,11 @@ class RegistrySession:
             return httpx.Request("POST", challenge["realm"], data={
                 "grant_type": "refresh_token", "refresh_token": creds.identity_token,
                 "service": challenge.get("service", ""), "scope": " ".join(scopes),
-                "client_id": "berth"})
+                "client_id": TOKEN_CLIENT_ID})
         if creds.username:
             headers["Authorization"] = creds.basic
+            if self.offline:
+                params += [("offline_token", "true"), ("client_id", TOKEN_CLIENT_ID)]
         return httpx.Request("GET", challenge["realm"], params=params, headers=headers)
 
     def url(self, path: str) -> str:

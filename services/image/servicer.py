@@ -101,9 +101,9 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             yield encode_message(message)
 
     async def Login(self, request, context):  # noqa: N802
-        status = await self._distribution.login(request.auth.server_address,
-                                                credentials_of(request.auth))
-        return image_pb2.LoginResponse(status=status)
+        status, identity_token = await self._distribution.login(
+            request.auth.server_address, credentials_of(request.auth))
+        return image_pb2.LoginResponse(status=status, identity_token=identity_token)
 
     async def DistributionInspect(self, request, context):  # noqa: N802
         manifest = await self._distribution.inspect(request.name, credentials_of(request.auth))

@@ -35,6 +35,8 @@ class TokenServer:
     root: Path
     port: int = field(default_factory=free_port)
     issued: list[str] = field(default_factory=list)
+    refresh_tokens: set[str] = field(default_factory=set)
+    refreshed: int = 0
 
     def __post_init__(self) -> None:
         self.key, self.cert = self_signed(self.root, "berth-token")
@@ -51,20 +53,38 @@ class TokenServer:
                                    capture_output=True).stdout
         return f"{signing_input}.{b64url(signature)}"
 
-    async def token(self, request: web.Request) -> web.Response:
-        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
-        if request.headers.get("Authorization") != expected:
-            return web.json_response({"details": "bad credentials"}, status=401)
+    def access_token(self, scopes: list[str]) -> str:
         access = []
-        for scope in request.query.getall("scope", []):
+        for scope in scopes:
             kind, name, actions = scope.split(":")
             access.append({"type": kind, "name": name, "actions": actions.split(",")})
         now = int(time.time())
-        token = self.sign({"iss": ISSUER, "sub": USER, "aud": SERVICE, "exp": now + 300,
-                           "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex,
-                           "access": access})
-        self.issued.append(request.query.get("scope", ""))
-        return web.json_response({"token": token, "expires_in": 300})
+        self.issued.append(" ".join(scopes))
+        return self.sign({"iss": ISSUER, "sub": USER, "aud": SERVICE, "exp": now + 300,
+                          "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex,
+                          "access": access})
+
+    async def token(self, request: web.Request) -> web.Response:
+        """GET with Basic credentials; `offline_token=true` adds a refresh token."""
+        expected = "Basic " + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+        if request.headers.get("Authorization") != expected:
+            return web.json_response({"details": "bad credentials"}, status=401)
+        body = {"token": self.access_token(request.query.getall("scope", [])),
+                "expires_in": 300}
+        if request.query.get("offline_token") == "true":
+            body["refresh_token"] = uuid.uuid4().hex
+            self.refresh_tokens.add(body["refresh_token"])
+        return web.json_response(body)
+
+    async def refresh(self, request: web.Request) -> web.Response:
+        """POST grant_type=refresh_token (OAuth2), as Docker sends identity tokens."""
+        form = await request.post()
+        if form.get("grant_type") != "refresh_token" or \
+                form.get("refresh_token") not in self.refresh_tokens:
+            return web.json_response({"details": "bad refresh token"}, status=401)
+        self.refreshed += 1
+        scopes = str(form.get("scope", "")).split()
+        return web.json_response({"access_token": self.access_token(scopes), "expires_in": 300})
 
 
 @contextlib.contextmanager
@@ -100,6 +120,7 @@ def token_setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Toke
     server = TokenServer(tmp_path_factory.mktemp("token"))
     app = web.Application()
     app.router.add_get("/token", server.token)
+    app.router.add_post("/token", server.refresh)
     with serving(app, server.port), token_registry(server) as address:
         yield server, address
 
@@ -121,3 +142,24 @@ def test_bearer_token_push_and_pull(engine: Engine, busybox: str,
     wrong = engine.docker("login", "-u", USER, "--password-stdin", address,
                           input=b"nope\n", check=False)
     assert wrong.returncode != 0
+
+
+def test_login_keeps_an_identity_token_instead_of_the_password(
+        engine: Engine, busybox: str, token_setup: tuple[TokenServer, str]) -> None:
+    server, address = token_setup
+    engine.docker("login", "-u", USER, "--password-stdin", address,
+                  input=PASSWORD.encode() + b"\n")
+    config = json.loads((engine.root / "docker-config" / "config.json").read_text())
+    stored = config["auths"][address]
+    assert stored["identitytoken"] in server.refresh_tokens
+    assert PASSWORD not in base64.b64decode(stored.get("auth", "")).decode()
+    target = f"{address}/identity/app:1"
+    engine.docker("tag", busybox, target)
+    before = server.refreshed
+    assert b"1: digest: sha256:" in engine.docker("push", target).stdout
+    assert server.refreshed > before, "the push authenticated with the refresh token"
+    engine.docker("logout", address)
+    engine.docker("rmi", target)
+    # Credentials sent with the request (no identity token) still get tokens.
+    engine.client().images.pull(target, auth_config={"username": USER, "password": PASSWORD})
+    engine.docker("rmi", target)
