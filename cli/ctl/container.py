@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("image")
     run.add_argument("cmd", nargs=argparse.REMAINDER)
     run.set_defaults(command=run_container)
+    top = verbs.add_parser("top", help="a running container's processes")
+    top.add_argument("id")
+    top.add_argument("ps_args", nargs=argparse.REMAINDER, help="ps options (default -ef)")
+    top.set_defaults(command=top_container)
+    stats = verbs.add_parser("stats", help="a container's resource usage, once")
+    stats.add_argument("id")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(command=container_stats)
 
 
 def _client(config: Config) -> container_pb2_grpc.ContainerServiceStub:
@@ -80,3 +88,23 @@ def run_container(args: argparse.Namespace, config: Config) -> int:
     finally:
         done.set()
     return next(waiting).status_code
+
+
+def top_container(args: argparse.Namespace, config: Config) -> None:
+    reply = _client(config).Top(container_pb2.TopRequest(id=args.id,
+                                                          ps_args=" ".join(args.ps_args)))
+    print_table(list(reply.titles), (list(row.values) for row in reply.processes))
+
+
+def container_stats(args: argparse.Namespace, config: Config) -> None:
+    """One sample (what `docker stats --no-stream` shows, without CPU %,
+    which needs two samples)."""
+    sample = next(_client(config).Stats(container_pb2.StatsRequest(id=args.id, one_shot=True)))
+    if args.json:
+        print_json(sample)
+        return
+    memory = sample.memory_stats
+    print_table(["ID", "NAME", "CPU SECONDS", "MEM USAGE", "MEM LIMIT", "PIDS"],
+                [[sample.id[:12], sample.name.lstrip("/"),
+                  f"{sample.cpu_stats.cpu_usage.total_usage / 1e9:.2f}", memory.usage,
+                  memory.limit, sample.pids_current]])

@@ -563,3 +563,18 @@ def test_a_start_cut_short_by_a_crash_is_undone(engine, stub, made):
     kill_service(engine)
     wait_for(lambda: not os.path.ismount(dirs["MergedDir"]))
     assert inspect(stub, cid).state.status == "created"
+
+
+def test_ctl_top_and_stats(engine, stub, made):
+    cid = create(stub, made, "sleep", "300")
+    stub.Start(pb.StartContainerRequest(id=cid))
+    ctl = [*BERTH, "ctl", "--data-root", str(engine.data_root), "--exec-root",
+           str(engine.exec_root), "container"]
+    top = subprocess.run([*ctl, "top", cid, "-o", "pid,comm"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert top.returncode == 0, top.stderr
+    assert top.stdout.split()[:2] == ["PID", "COMMAND"] and "sleep" in top.stdout
+    stats = subprocess.run([*ctl, "stats", cid, "--json"], cwd=REPO, capture_output=True,
+                           text=True, timeout=60)
+    assert stats.returncode == 0, stats.stderr
+    assert json.loads(stats.stdout)["pidsCurrent"] == "1"
