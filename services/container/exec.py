@@ -230,7 +230,8 @@ class ExecManager:
             code = -1
         record.exit_code, record.running = code, False
         record.done.set()
-        shutil.rmtree(record.session_dir, ignore_errors=True)
+        # Off the event loop: the exit frame waiting on `done` goes out meanwhile.
+        await asyncio.to_thread(shutil.rmtree, record.session_dir, ignore_errors=True)
 
     async def wait(self, record: Exec) -> int:
         await record.done.wait()
