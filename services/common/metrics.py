@@ -51,7 +51,7 @@ def _rpc_type(handler: grpc.RpcMethodHandler) -> str:
 
 
 async def _abort_with(context: grpc.aio.ServicerContext, exc: BerthError) -> None:
-    await context.abort(grpc.StatusCode[exc.code], exc.message)
+    await context.abort(exc.code, exc.message)
 
 
 def _code_of(context: grpc.aio.ServicerContext) -> str:
