@@ -24,7 +24,7 @@ from typing import BinaryIO
 from services.build.copier import ContentDigests
 from services.build.dockerignore import Ignore, read_patterns
 from services.common.errors import InvalidArgument
-from services.common.readahead import read_ahead
+from services.common.streaming import read_ahead
 
 DOCKERIGNORE = ".dockerignore"
 # Unpacked contexts kept for rebuilds: at most this many, of at most this

@@ -14,31 +14,14 @@ from typing import Any
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
-from services.common.readahead import read_ahead
+from services.common.streaming import coalesced, read_ahead
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
 
-UPLOAD_CHUNK = 1 << 20
 
-
-def body_chunks(request: web.Request, size: int = UPLOAD_CHUNK) -> AsyncIterator[bytes]:
-    """The request body in pieces of about `size` bytes (aiohttp hands it
-    over as the socket delivers it, and every gRPC message has its cost),
-    read ahead while the previous pieces are sent on."""
-    return read_ahead(_coalesced(request, size))
-
-
-async def _coalesced(request: web.Request, size: int) -> AsyncIterator[bytes]:
-    pieces: list[bytes] = []
-    pending = 0
-    async for piece in request.content.iter_any():
-        pieces.append(piece)
-        pending += len(piece)
-        if pending >= size:
-            yield b"".join(pieces)
-            pieces.clear()
-            pending = 0
-    if pieces:
-        yield b"".join(pieces)
+def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
+    """The request body in pieces of about 1 MiB, read ahead while the
+    previous pieces are sent on."""
+    return read_ahead(coalesced(request.content.iter_any()))
 
 
 def progress_to_json(message: types_pb2.Progress) -> dict[str, Any]:

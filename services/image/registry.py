@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from services.common.errors import Internal, NotFound, Unauthenticated
+from services.common.streaming import coalesced
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 DEFAULT_CERTS_DIR = "/etc/docker/certs.d"
@@ -285,20 +286,11 @@ class Registries:
             await client.aclose()
 
 
-async def iter_body(response: httpx.Response, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
-    """The body in pieces of about `chunk` bytes, joined once from what the
+async def iter_body(response: httpx.Response) -> AsyncIterator[bytes]:
+    """The body in pieces of about 1 MiB, joined once from what the
     connection reads (httpx's own chunking copies every byte several times)."""
-    pieces: list[bytes] = []
-    pending = 0
     try:
-        async for data in response.aiter_bytes():
-            pieces.append(data)
-            pending += len(data)
-            if pending >= chunk:
-                yield b"".join(pieces)
-                pieces.clear()
-                pending = 0
+        async for piece in coalesced(response.aiter_bytes()):
+            yield piece
     except httpx.HTTPError as exc:
         raise Internal(f"error reading blob: {exc}") from exc
-    if pieces:
-        yield b"".join(pieces)

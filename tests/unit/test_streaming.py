@@ -1,5 +1,6 @@
-"""read_ahead: a stream read ahead of its consumer, in order, errors where
-they happened, the source stopped when the consumer stops."""
+"""coalesced: small pieces joined into big ones. read_ahead: a stream read
+ahead of its consumer, in order, errors where they happened, the source
+stopped when the consumer stops."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.readahead import read_ahead
+from services.common.streaming import coalesced, read_ahead
 
 
 def test_items_arrive_in_order_read_ahead_up_to_the_depth() -> None:
@@ -63,3 +64,14 @@ def test_the_source_stops_when_the_consumer_does() -> None:
         return stopped.is_set()
 
     assert asyncio.run(consume())
+
+
+def test_pieces_are_joined_to_the_size_and_the_rest_comes_last() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for piece in (b"ab", b"cd", b"e", b"fgh", b"i"):
+            yield piece
+
+    async def joined() -> list[bytes]:
+        return [chunk async for chunk in coalesced(pieces(), size=4)]
+
+    assert asyncio.run(joined()) == [b"abcd", b"efgh", b"i"]

@@ -1,9 +1,12 @@
-"""Read an async stream ahead of its consumer.
+"""Async streams relayed between services: bytes coalesced into big
+pieces, and any stream read ahead of its consumer.
 
-A relay that reads one piece and then waits for it to be written leaves
-its source idle meanwhile: aiohttp stops reading the socket once 128 KiB are
-buffered, and gRPC only asks its peer for more once a message is read. A
-task that keeps reading into a bounded queue lets both sides run at once.
+Sockets hand bytes over in small pieces, and every gRPC message has its
+cost, so relayed bytes travel in pieces of about 1 MiB. A relay that reads
+one piece and then waits for it to be written leaves its source idle
+meanwhile: aiohttp stops reading the socket once 128 KiB are buffered, and
+gRPC only asks its peer for more once a message is read. A task that keeps
+reading into a bounded queue lets both sides run at once.
 """
 
 from __future__ import annotations
@@ -16,12 +19,29 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
+CHUNK = 1 << 20
+
 _END = object()
 
 
 @dataclass
 class _Failure:
     error: Exception
+
+
+async def coalesced(pieces: AsyncIterator[bytes], size: int = CHUNK) -> AsyncIterator[bytes]:
+    """`pieces` joined into pieces of about `size` bytes (each byte copied once)."""
+    pending: list[bytes] = []
+    pending_size = 0
+    async for piece in pieces:
+        pending.append(piece)
+        pending_size += len(piece)
+        if pending_size >= size:
+            yield b"".join(pending)
+            pending.clear()
+            pending_size = 0
+    if pending:
+        yield b"".join(pending)
 
 
 async def read_ahead(source: AsyncIterator[T], depth: int = 4) -> AsyncIterator[T]:
