@@ -224,6 +224,16 @@ def _namespaces(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict
     return namespaces
 
 
+def _device_entry(path: str, info: os.stat_result) -> dict | None:
+    """An OCI linux.devices entry for a character or block node, else None."""
+    kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
+    if not kind:
+        return None
+    return {"path": path, "type": kind, "major": os.major(info.st_rdev),
+            "minor": os.minor(info.st_rdev), "fileMode": stat.S_IMODE(info.st_mode),
+            "uid": info.st_uid, "gid": info.st_gid}
+
+
 def host_devices() -> list[dict]:
     """Every device node of the host's /dev, as a privileged container sees them."""
     devices = []
@@ -232,27 +242,12 @@ def host_devices() -> list[dict]:
         for name in files:
             path = os.path.join(directory, name)
             try:
-                info = os.lstat(path)
+                entry = _device_entry(path, os.lstat(path))
             except OSError:
                 continue
-            kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
-            if not kind or path == "/dev/console":
-                continue
-            devices.append({"path": path, "type": kind, "major": os.major(info.st_rdev),
-                            "minor": os.minor(info.st_rdev),
-                            "fileMode": stat.S_IMODE(info.st_mode), "uid": info.st_uid,
-                            "gid": info.st_gid})
+            if entry and path != "/dev/console":
+                devices.append(entry)
     return devices
-
-
-def _device_node(host_path: str, container_path: str) -> dict | None:
-    info = os.stat(host_path)
-    kind = "c" if stat.S_ISCHR(info.st_mode) else "b" if stat.S_ISBLK(info.st_mode) else ""
-    if not kind:
-        return None
-    return {"path": container_path, "type": kind, "major": os.major(info.st_rdev),
-            "minor": os.minor(info.st_rdev), "fileMode": stat.S_IMODE(info.st_mode),
-            "uid": info.st_uid, "gid": info.st_gid}
 
 
 def _mapped_nodes(mapping: container_pb2.DeviceMapping) -> list[dict]:
@@ -261,7 +256,7 @@ def _mapped_nodes(mapping: container_pb2.DeviceMapping) -> list[dict]:
     host_path = os.path.realpath(mapping.path_on_host)
     inside = mapping.path_in_container or mapping.path_on_host
     try:
-        node = _device_node(host_path, inside)
+        node = _device_entry(inside, os.stat(host_path))
         if node:
             return [node]
         if not os.path.isdir(host_path):
@@ -270,7 +265,8 @@ def _mapped_nodes(mapping: container_pb2.DeviceMapping) -> list[dict]:
         for directory, _, files in os.walk(host_path):
             for name in sorted(files):
                 path = os.path.join(directory, name)
-                node = _device_node(path, os.path.join(inside, os.path.relpath(path, host_path)))
+                node = _device_entry(os.path.join(inside, os.path.relpath(path, host_path)),
+                                     os.stat(path))
                 if node:
                     nodes.append(node)
         return nodes
