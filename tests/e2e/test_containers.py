@@ -8,7 +8,6 @@ import http.client
 import json
 import socket
 import subprocess
-import time
 
 import docker
 import pytest
@@ -22,15 +21,6 @@ def text(result: subprocess.CompletedProcess) -> str:
 
 def inspect(engine: Engine, name: str) -> dict:
     return json.loads(engine.docker("inspect", name).stdout)[0]
-
-
-def wait_for(predicate, timeout: float = 20, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 @pytest.fixture(autouse=True)

@@ -13,21 +13,13 @@ import docker
 import pytest
 
 from tests.support.engine import Engine
+from tests.support.polling import wait_for
 
 CGROUP = Path("/sys/fs/cgroup")
 
 
 def out(result) -> str:
     return result.stdout.decode().strip()
-
-
-def wait_for(predicate, timeout: float = 20, message: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {message}")
 
 
 def container_id(engine: Engine, name: str) -> str:

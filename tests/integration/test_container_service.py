@@ -21,6 +21,7 @@ from berth.container.v1 import container_pb2 as pb
 from berth.container.v1 import container_pb2_grpc
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from tests.support.engine import BERTH, REPO, Engine
+from tests.support.polling import wait_for
 
 
 @pytest.fixture(scope="module")
@@ -98,13 +99,6 @@ def mounts_under(path: Path) -> list[str]:
 
 def inspect(stub, cid: str) -> pb.ContainerInspect:
     return stub.Inspect(pb.InspectContainerRequest(id=cid))
-
-
-def wait_for(predicate, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
 
 
 def test_run_to_exit_with_logs_and_inspect(stub, made):
@@ -223,7 +217,7 @@ def test_stop_signal_ends_gracefully(stub, made):
                  "trap 'exit 7' USR1; echo ready; while true; do sleep 0.1; done",
                  stop_signal="SIGUSR1")
     stub.Start(pb.StartContainerRequest(id=cid))
-    wait_for(lambda: output(stub, cid)[0] == b"ready\n")  # the trap is set
+    wait_for(lambda: output(stub, cid)[0] == b"ready\n", timeout=10)  # the trap is set
     stub.Stop(pb.StopContainerRequest(id=cid, timeout=10))
     assert inspect(stub, cid).state.exit_code == 7
 
@@ -360,7 +354,7 @@ def test_restart_policy_on_failure_and_auto_remove(stub, made):
     cid = create(stub, made, "sh", "-c", "exit 1", host=policy)
     stub.Start(pb.StartContainerRequest(id=cid))
     wait_for(lambda: inspect(stub, cid).restart_count == 2
-             and inspect(stub, cid).state.status == "exited")
+             and inspect(stub, cid).state.status == "exited", timeout=10)
     removed = create(stub, made, "true", host=pb.HostConfig(network_mode="none",
                                                             auto_remove=True))
     waiting = stub.Wait(pb.WaitContainerRequest(id=removed, condition="removed"))
@@ -424,7 +418,7 @@ def test_containers_survive_a_service_restart(engine, stub, made):
     assert inspect(stub, keeps).state.running and len(conmons(keeps)) == 1
     state = inspect(stub, ends).state
     assert state.status == "exited" and state.exit_code == 5
-    wait_for(lambda: inspect(stub, always).restart_count >= 1)
+    wait_for(lambda: inspect(stub, always).restart_count >= 1, timeout=10)
     stub.Stop(pb.StopContainerRequest(id=keeps, timeout=0))
     assert inspect(stub, keeps).state.exit_code == 137
     assert not conmons(keeps)
@@ -561,7 +555,7 @@ def test_a_start_cut_short_by_a_crash_is_undone(engine, stub, made):
                     f"lowerdir={dirs['LowerDir']},upperdir={dirs['UpperDir']},"
                     f"workdir={dirs['WorkDir']}", dirs["MergedDir"]], check=True)
     kill_service(engine)
-    wait_for(lambda: not os.path.ismount(dirs["MergedDir"]))
+    wait_for(lambda: not os.path.ismount(dirs["MergedDir"]), timeout=10)
     assert inspect(stub, cid).state.status == "created"
 
 
