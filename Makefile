@@ -4,7 +4,8 @@
 VENV        := .venv
 PYTHON      ?= python3
 OS_PACKAGES := runc conmon busybox-static docker-registry skopeo tini catatonit \
-               iptables nftables apache2-utils curl openssl docker-compose
+               iptables nftables apache2-utils curl openssl docker-compose \
+               containernetworking-plugins
 DATA_ROOT   ?= /var/lib/berth
 EXEC_ROOT   ?= /run/berth
 PYTEST_ARGS ?=

@@ -20,6 +20,7 @@ def parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run every service and the gateway")
     options.add_roots(up)
     options.add_tls(up)
+    options.add_cni(up)
     up.add_argument("--metrics-port", type=int, default=0,
                     help="first metrics port (gateway; services follow); 0 picks free ports")
     up.add_argument("--tcp", help="also serve the Docker API on HOST:PORT with TLS")
@@ -31,6 +32,7 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=SERVICES)
     options.add_roots(serve)
     options.add_tls(serve)
+    options.add_cni(serve)
     serve.add_argument("--listen", help="unix://PATH or tcp://HOST:PORT (default E/<service>.sock)")
     serve.add_argument("--metrics-addr", help="HOST:PORT for Prometheus metrics")
     serve.add_argument("--tcp", help="gateway: also serve the Docker API on HOST:PORT with TLS")
@@ -58,6 +60,10 @@ def passthrough(args: argparse.Namespace) -> list[str]:
     for flag in ("tls_ca", "tls_cert", "tls_key", "config"):
         if getattr(args, flag):
             argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
+    if args.cni_conf_dir:
+        argv += ["--cni-conf-dir", args.cni_conf_dir]
+    for directory in args.cni_bin_dir or []:
+        argv += ["--cni-bin-dir", directory]
     for service in SERVICES:
         if getattr(args, f"{service}_addr"):
             argv += [f"--{service}-addr", getattr(args, f"{service}_addr")]

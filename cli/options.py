@@ -6,6 +6,8 @@ import argparse
 from pathlib import Path
 
 from services.common.config import (
+    DEFAULT_CNI_BIN_DIRS,
+    DEFAULT_CNI_CONF_DIR,
     DEFAULT_DATA_ROOT,
     DEFAULT_EXEC_ROOT,
     SERVICES,
@@ -32,6 +34,14 @@ def add_tls(parser: argparse.ArgumentParser) -> None:
                             help=f"address of the {service} service (default unix socket)")
 
 
+def add_cni(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cni-conf-dir",
+                        help=f"network: pods' CNI network configs (default {DEFAULT_CNI_CONF_DIR})")
+    parser.add_argument("--cni-bin-dir", action="append", metavar="DIR",
+                        help="network: where CNI plugins are, repeatable "
+                             f"(default {' and '.join(DEFAULT_CNI_BIN_DIRS)})")
+
+
 def tls_files(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | None:
     if not (ca or cert or key):
         return None
@@ -55,4 +65,7 @@ def config_from(args: argparse.Namespace) -> Config:
         gateway_tcp=getattr(args, "tcp", "") or "",
         gateway_tls=tls_files(getattr(args, "tlscacert", None), getattr(args, "tlscert", None),
                               getattr(args, "tlskey", None)),
+        cni_conf_dir=Path(getattr(args, "cni_conf_dir", None) or DEFAULT_CNI_CONF_DIR).absolute(),
+        cni_bin_dirs=tuple(Path(d).absolute() for d in getattr(args, "cni_bin_dir", None)
+                           or DEFAULT_CNI_BIN_DIRS),
     )

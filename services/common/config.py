@@ -10,6 +10,8 @@ from pathlib import Path
 SERVICES = ("image", "volume", "network", "container", "build", "gateway")
 DEFAULT_DATA_ROOT = "/var/lib/berth"
 DEFAULT_EXEC_ROOT = "/run/berth"
+DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
+DEFAULT_CNI_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
 
 
 @dataclass(frozen=True)
@@ -36,6 +38,8 @@ class Config:
     engine: dict = field(default_factory=dict)           # daemon.json-like settings
     gateway_tcp: str = ""                 # HOST:PORT for the Docker API over TLS
     gateway_tls: TLSFiles | None = None   # CA (client certs), cert, key
+    cni_conf_dir: Path = Path(DEFAULT_CNI_CONF_DIR)   # network: pod network configs
+    cni_bin_dirs: tuple[Path, ...] = tuple(Path(d) for d in DEFAULT_CNI_BIN_DIRS)
 
     def service_dir(self, service: str) -> Path:
         path = self.data_root / service

@@ -34,6 +34,7 @@ from services.common.events import EventBus
 from services.network import files, ipam, kernel
 from services.network.dns import DnsListeners, Resolver
 from services.network.firewall import BridgeRules, Firewall, PortRule
+from services.network.pods import PodNetworks, PodRef
 from services.network.ports import Published, requests_for, reserve
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
 
@@ -98,6 +99,7 @@ class SandboxSpec:
     dns_options: list[str] = field(default_factory=list)
     extra_hosts: list[str] = field(default_factory=list)
     container_netns_path: str = ""
+    pod: PodRef = field(default_factory=PodRef)
 
 
 @dataclass
@@ -179,6 +181,7 @@ class NetworkManager:
                                          self._dns_upstreams))
         self._lock = asyncio.Lock()
         self._port_sockets: dict[str, list[socket.socket]] = {}
+        self.pods = PodNetworks(config, self.netns_dir)
 
     # -- start and stop -------------------------------------------------
 
@@ -267,6 +270,8 @@ class NetworkManager:
             if not alive:
                 await self._teardown(sandbox.container_id, sandbox)
                 continue
+            if sandbox.mode == "cni":
+                await self.pods.check(sandbox)
             for endpoint in self.store.endpoints(container_id=sandbox.container_id):
                 if endpoint.wired and not await asyncio.to_thread(
                         kernel.link_exists, endpoint.host_ifname):
@@ -483,6 +488,8 @@ class NetworkManager:
         if network.driver == "host" or (sandbox is not None and sandbox.mode == "host"):
             raise InvalidArgument("container cannot be disconnected from host network or "
                                   "connected to host network")
+        if sandbox is not None and sandbox.mode == "cni":
+            raise InvalidArgument("a pod sandbox is connected by its CNI network only")
         if sandbox is not None and sandbox.mode.startswith("container:"):
             raise InvalidArgument("container sharing network namespace with another container "
                                   "or host cannot be connected to any other network")
@@ -562,6 +569,8 @@ class NetworkManager:
                     sandbox.hosts, sandbox.resolv_conf = files.host_files()
                 elif mode.startswith("container:"):
                     self._share_netns(sandbox, spec)
+                elif mode == "cni":
+                    await self.pods.attach(sandbox, spec)
                 else:
                     await self._build_sandbox(sandbox, spec)
                 self.store.save_sandbox(sandbox)
@@ -702,6 +711,8 @@ class NetworkManager:
     async def _teardown(self, container_id: str, sandbox: SandboxRecord | None = None) -> None:
         """Undo a sandbox, whole or half-built: veths, IPs, ports, netns file."""
         sandbox = sandbox or self.store.sandbox(container_id)
+        if sandbox is not None and sandbox.mode == "cni":
+            await self.pods.detach(sandbox)
         by_id = {n.id: n for n in self.store.networks()}
         for endpoint in self.store.endpoints(container_id=container_id):
             if endpoint.wired and endpoint.network_id in by_id:
@@ -740,6 +751,8 @@ class NetworkManager:
                 network_id=network.id, container_id=sandbox.container_id,
                 endpoint_id=hashlib.sha256((network.id + sandbox.container_id).encode())
                 .hexdigest(), container_name=sandbox.container_name))]
+        if sandbox.mode == "cni":
+            views = [EndpointView(n, e) for n, e in self.pods.endpoints(sandbox)]
         return SandboxView(container_id=sandbox.container_id, netns_path=sandbox.netns_path,
                            network_mode=sandbox.mode, endpoints=views, ports=ports,
                            hosts=sandbox.hosts, resolv_conf=sandbox.resolv_conf)

@@ -14,6 +14,7 @@ from services.network.manager import (
     SandboxSpec,
     SandboxView,
 )
+from services.network.pods import PodRef
 from services.network.store import NetworkRecord
 
 
@@ -132,7 +133,9 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
             exposed_ports=list(request.exposed_ports), dns=list(request.dns),
             dns_search=list(request.dns_search), dns_options=list(request.dns_options),
             extra_hosts=list(request.extra_hosts),
-            container_netns_path=request.container_netns_path)
+            container_netns_path=request.container_netns_path,
+            pod=PodRef(name=request.pod.name, namespace=request.pod.namespace,
+                       uid=request.pod.uid))
         return _sandbox(await self._manager.create_sandbox(spec))
 
     async def GetSandbox(self, request, context):  # noqa: N802
@@ -149,6 +152,11 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
     async def RenameContainer(self, request, context):  # noqa: N802
         await self._manager.rename_container(request.container_id, request.new_name)
         return network_pb2.RenameContainerResponse()
+
+    async def CniStatus(self, request, context):  # noqa: N802
+        status = self._manager.pods.status()
+        return network_pb2.CniStatusResponse(ready=status.ready, reason=status.reason,
+                                             message=status.message)
 
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):

@@ -27,6 +27,7 @@ from tests.support.engine import BERTH, REPO
 @dataclass
 class NetworkService:
     root: Path
+    args: tuple[str, ...] = ()            # more `berth serve network` options
     process: subprocess.Popen | None = None
     children: list[subprocess.Popen] = field(default_factory=list)
 
@@ -46,7 +47,7 @@ class NetworkService:
         log = (self.root / "network.log").open("ab")
         self.process = subprocess.Popen(
             [*BERTH, "serve", "network", "--data-root", str(self.root / "data"),
-             "--exec-root", str(self.root / "run")], cwd=REPO, stdout=log, stderr=log,
+             "--exec-root", str(self.root / "run"), *self.args], cwd=REPO, stdout=log, stderr=log,
             start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -102,9 +103,9 @@ def links() -> set[str]:
 
 
 @contextlib.contextmanager
-def running_network_service() -> Iterator[NetworkService]:
+def running_network_service(args: tuple[str, ...] = ()) -> Iterator[NetworkService]:
     root = Path(tempfile.mkdtemp(prefix="berth-net-"))
-    service = NetworkService(root)
+    service = NetworkService(root, args)
     service.start()
     try:
         yield service
