@@ -100,6 +100,12 @@ def load_config(conf_dir: Path) -> NetworkConfigList:
     return parse_config(text, str(files[0]))
 
 
+def validate_container_id(container_id: str) -> None:
+    """The spec's rule for CNI_CONTAINERID (it also names the cache file)."""
+    if not _CONTAINER_ID.match(container_id):
+        raise InvalidArgument(f"invalid CNI container ID {container_id!r}")
+
+
 def find_plugin(plugin_type: str, bin_dirs: Sequence[Path]) -> Path:
     if "/" in plugin_type:
         raise Conflict(f"invalid CNI plugin type {plugin_type!r}")
@@ -291,8 +297,7 @@ class CniRunner:
         return ""
 
     async def add(self, attachment: Attachment) -> CniResult:
-        if not _CONTAINER_ID.match(attachment.container_id):
-            raise InvalidArgument(f"invalid CNI container ID {attachment.container_id!r}")
+        validate_container_id(attachment.container_id)
         config = load_config(self.conf_dir)
         plugins = [(find_plugin(p["type"], self.bin_dirs), p) for p in config.plugins]
         self.cache.save(attachment, config, None)

@@ -181,7 +181,7 @@ class NetworkManager:
                                          self._dns_upstreams))
         self._lock = asyncio.Lock()
         self._port_sockets: dict[str, list[socket.socket]] = {}
-        self.pods = PodNetworks(config, self.netns_dir)
+        self.pods = PodNetworks(config, store, self.netns_dir)
 
     # -- start and stop -------------------------------------------------
 

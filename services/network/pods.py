@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING
 from services.common.config import Config
 from services.common.errors import BerthError, InvalidArgument
 from services.network import files, kernel
-from services.network.cni import Attachment, CniResult, CniRunner
+from services.network.cni import Attachment, CniResult, CniRunner, validate_container_id
 from services.network.ports import parse_host_ports, parse_port
-from services.network.store import EndpointRecord, NetworkRecord, SandboxRecord
+from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
 
 if TYPE_CHECKING:
     from services.network.manager import SandboxSpec
@@ -83,7 +83,8 @@ def _resolv_conf(spec: SandboxSpec, result: CniResult) -> str:
 
 
 class PodNetworks:
-    def __init__(self, config: Config, netns_dir: Path) -> None:
+    def __init__(self, config: Config, store: NetworkStore, netns_dir: Path) -> None:
+        self.store = store
         self.netns_dir = netns_dir
         self.cni = CniRunner(config.cni_conf_dir, config.cni_bin_dirs,
                              config.service_dir("network") / "cni")
@@ -94,10 +95,12 @@ class PodNetworks:
 
     async def attach(self, sandbox: SandboxRecord, spec: SandboxSpec) -> None:
         """Make the netns and run ADD; the caller's teardown undoes a failure."""
+        validate_container_id(spec.container_id)
         mappings = port_mappings(spec.port_mappings)
         path = self.netns_dir / spec.container_id
         sandbox.netns_path, sandbox.owns_netns = str(path), True
         sandbox.dns = list(spec.dns)
+        self.store.save_sandbox(sandbox)    # a restart then finds what to undo
         await asyncio.to_thread(kernel.create_netns, path)
         result = await self.cni.add(Attachment(
             container_id=spec.container_id, netns=str(path), pod_name=spec.pod.name,

@@ -149,6 +149,11 @@ def host_address() -> str:
         return probe.getsockname()[0]
 
 
+def cached(service: NetworkService) -> list[Path]:
+    """The network service's CNI result cache entries."""
+    return list((service.root / "data" / "network" / "cni").glob("*.json"))
+
+
 def nat_rules() -> str:
     return subprocess.run(["iptables-save", "-t", "nat"], capture_output=True,
                           text=True).stdout
@@ -181,7 +186,9 @@ def test_two_pods_reach_each_other(service: NetworkService, podnet: PodNet,
                                    tmp_path: Path) -> None:
     stub = service.stub()
     assert stub.CniStatus(pb.CniStatusRequest()).ready
-    first, second = run_pod(stub, 1), run_pod(stub, 2)
+    first = run_pod(stub, 1)
+    second = run_pod(stub, 2, dns=["10.96.0.10"], dns_search=["ns.svc.cluster.local"],
+                     dns_options=["ndots:5"])
     for box in (first, second):
         endpoint = box.endpoints[0]
         assert box.network_mode == "cni" and Path(box.netns_path).exists()
@@ -192,6 +199,8 @@ def test_two_pods_reach_each_other(service: NetworkService, podnet: PodNet,
     assert first.endpoints[0].ip_address != second.endpoints[0].ip_address
     assert f"{first.endpoints[0].ip_address}\tpod1" in first.hosts
     assert "nameserver" in first.resolv_conf
+    assert second.resolv_conf == ("nameserver 10.96.0.10\nsearch ns.svc.cluster.local\n"
+                                  "options ndots:5\n")
     again = stub.GetSandbox(pb.GetSandboxRequest(container_id=pod_id(1)))
     assert again.endpoints[0].ip_address == first.endpoints[0].ip_address
 
@@ -217,6 +226,26 @@ def test_host_port_through_portmap(service: NetworkService, podnet: PodNet,
     assert pod_id(3) not in nat_rules()
 
 
+def test_single_plugin_conf_at_spec_0_4_0(service: NetworkService, podnet: PodNet,
+                                          conf_dir: Path) -> None:
+    podnet.conf_file.unlink()
+    conf = conf_dir / "10-pods.conf"
+    conf.write_text(json.dumps({
+        "cniVersion": "0.4.0", "name": podnet.name, "type": "bridge",
+        "bridge": bridge_name(service), "isGateway": True,
+        "ipam": {"type": "host-local", "dataDir": str(podnet.ipam_dir),
+                 "ranges": [[{"subnet": str(podnet.subnet)}]]}}))
+    try:
+        stub = service.stub()
+        box = run_pod(stub, 8)
+        assert ipaddress.IPv4Address(box.endpoints[0].ip_address) in podnet.subnet
+        assert podnet.leases() == {box.endpoints[0].ip_address}
+        stub.DestroySandbox(pb.DestroySandboxRequest(container_id=pod_id(8)))
+        assert podnet.leases() == set() and podnet.bridge_ports() == []
+    finally:
+        conf.unlink()
+
+
 def test_destroy_runs_del_and_cleans_up(service: NetworkService, podnet: PodNet) -> None:
     stub = service.stub()
     before = links()
@@ -230,7 +259,7 @@ def test_destroy_runs_del_and_cleans_up(service: NetworkService, podnet: PodNet)
     assert podnet.leases() == set()
     assert podnet.bridge_ports() == [] and not veths & links()
     assert stub.GetSandbox(pb.GetSandboxRequest(container_id=pod_id(4))).netns_path == ""
-    assert not any((service.root / "data" / "network" / "cni").glob("*.json"))
+    assert not cached(service)
     stub.DestroySandbox(pb.DestroySandboxRequest(container_id=pod_id(4)))
 
 
@@ -250,6 +279,16 @@ def test_del_after_restart_uses_the_cached_config(service: NetworkService,
     assert not Path(box.netns_path).exists()
 
 
+def test_pod_whose_netns_went_away_is_deleted_at_restart(service: NetworkService,
+                                                        podnet: PodNet) -> None:
+    box = run_pod(service.stub(), 9)
+    service.stop()
+    kernel.remove_netns(Path(box.netns_path))
+    service.start()
+    assert podnet.leases() == set() and podnet.bridge_ports() == []
+    assert not cached(service)
+
+
 def test_plugin_error_is_reported_and_undone(service: NetworkService, podnet: PodNet) -> None:
     podnet.write(ipam={"type": "host-local", "dataDir": str(podnet.ipam_dir),
                        "ranges": [[{"subnet": "not-a-subnet"}]]})
@@ -260,7 +299,7 @@ def test_plugin_error_is_reported_and_undone(service: NetworkService, podnet: Po
     assert "not-a-subnet" in failure.value.details()
     assert not (service.root / "run" / "netns" / pod_id(6)).exists()
     assert stub.GetSandbox(pb.GetSandboxRequest(container_id=pod_id(6))).netns_path == ""
-    assert podnet.bridge_ports() == []
+    assert podnet.bridge_ports() == [] and not cached(service)
 
 
 def test_pod_sandbox_refuses_docker_networks(service: NetworkService, podnet: PodNet) -> None:
