@@ -5,12 +5,12 @@ from __future__ import annotations
 import pytest
 
 from berth.types.v1 import types_pb2
-from services.build import instructions
-from services.build.dockerignore import Ignore, read_patterns
-from services.build.options import BuildOptions
-from services.build.steps import _expose_ports, _literal, go_quote_list
-from services.build.store import cache_key
-from services.build.words import process_word, process_words
+from services.builder import instructions
+from services.builder.dockerignore import Ignore, read_patterns
+from services.builder.options import BuildOptions
+from services.builder.steps import _expose_ports, _literal, go_quote_list
+from services.builder.store import cache_key
+from services.builder.words import process_word, process_words
 from services.common.errors import InvalidArgument
 
 ENV = {"name": "world", "empty": "", "path": "/usr/bin"}

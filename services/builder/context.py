@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from services.build.copier import ContentDigests
-from services.build.dockerignore import Ignore, read_patterns
+from services.builder.copier import ContentDigests
+from services.builder.dockerignore import Ignore, read_patterns
 from services.common.errors import InvalidArgument
 from services.common.streaming import read_ahead
 

@@ -22,17 +22,17 @@ from google.protobuf import json_format
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
-from services.build import context as build_context
-from services.build import copier, instructions
-from services.build.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
-from services.build.options import BuildOptions
-from services.build.rootfs import RootfsView
-from services.build.store import cache_key
-from services.build.words import process_word, process_words
+from services.builder import context as build_context
+from services.builder import copier, instructions
+from services.builder.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
+from services.builder.options import BuildOptions
+from services.builder.rootfs import RootfsView
+from services.builder.store import cache_key
+from services.builder.words import process_word, process_words
 from services.common.errors import BerthError, Internal, InvalidArgument, NotFound
 
 if TYPE_CHECKING:
-    from services.build.builder import Builder
+    from services.builder.builder import Builder
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
