@@ -24,7 +24,7 @@ from typing import BinaryIO
 from services.builder.copier import ContentDigests
 from services.builder.dockerignore import Ignore, read_patterns
 from services.common.errors import InvalidArgument
-from services.common.streaming import read_ahead
+from services.common.relay import read_ahead
 
 DOCKERIGNORE = ".dockerignore"
 # Unpacked contexts kept for rebuilds: at most this many, of at most this

@@ -18,7 +18,7 @@ from services.image.images import ImageRecord, Images
 from services.image.ingest import Ingest
 from services.image.progress import Message
 from services.image.removal import DeleteItem, Removal
-from services.image.streaming import ChunkPipe
+from services.image.thread_pipe import ChunkPipe
 
 
 def encode_image(record: ImageRecord) -> image_pb2.Image:
