@@ -10,6 +10,10 @@ import logging
 from services.common import server
 from services.common.config import Config
 
+# The package of each service whose name is not its package's: tools skip
+# folders named `build` (pytest, Black, common ignore files).
+PACKAGES = {"build": "builder"}
+
 # glibc's mallopt parameters
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
@@ -30,6 +34,6 @@ def serve(service: str, config: Config) -> int:
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {service} %(levelname)s %(message)s")
     keep_freed_buffers()
-    module = importlib.import_module(f"services.{service}.server")
+    module = importlib.import_module(f"services.{PACKAGES.get(service, service)}.server")
     asyncio.run(server.run(service, config, module.setup))
     return 0

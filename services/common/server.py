@@ -19,7 +19,8 @@ from grpc_reflection.v1alpha import reflection
 
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from services.common.config import Config
-from services.common.metrics import ServerInterceptor, serve_metrics
+from services.common.interceptors import ServerInterceptor
+from services.common.metrics import serve_metrics
 from services.common.version import VERSION
 
 GRACE_SECONDS = 10.0

@@ -1,8 +1,10 @@
-"""The services the container service calls: image (rootfs leases) and
-network (sandboxes). gRPC errors come back as the domain's BerthErrors with
+"""The services the container service calls: image (rootfs leases, commits)
+and network (sandboxes). gRPC errors come back as the domain's BerthErrors with
 the peer's message, so domain code never sees gRPC types."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import grpc
 
@@ -34,6 +36,13 @@ class Peers:
     async def release_rootfs(self, holder: str) -> None:
         try:
             await self._image.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=holder))
+        except grpc.aio.AioRpcError as error:
+            raise errors.from_rpc("image", error) from error
+
+    async def commit_layer(self, messages: AsyncIterator[image_pb2.CommitLayerRequest]) -> str:
+        """Send a layer (options, then tar chunks) to the image service; the new image's ID."""
+        try:
+            return (await self._image.CommitLayer(messages)).id
         except grpc.aio.AioRpcError as error:
             raise errors.from_rpc("image", error) from error
 

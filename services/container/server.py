@@ -12,10 +12,14 @@ from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.container import mounts
 from services.container.cgroups import cgroups_path
+from services.container.commit import Commits
+from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
-from services.container.inside import Inside
+from services.container.files import Files
 from services.container.metrics import ContainerCollector
 from services.container.peers import Peers
+from services.container.processes import Processes
+from services.container.resources import Resources
 from services.container.servicer import ContainerServicer
 
 
@@ -37,9 +41,12 @@ async def setup(ctx: ServiceContext) -> list[str]:
         for c in list(manager.containers.values())]))
     ctx.counts = manager.counts
     ctx.on_shutdown.append(manager.close)
-    inside = Inside(ctx.config, manager, events)
-    await inside.start()
-    ctx.on_shutdown.insert(0, inside.close)
-    container_pb2_grpc.add_ContainerServiceServicer_to_server(
-        ContainerServicer(events, manager, inside), ctx.server)
+    container_events = ContainerEvents(events, manager)
+    processes = Processes(ctx.config, manager, container_events)
+    await processes.start()
+    ctx.on_shutdown.insert(0, processes.close)
+    servicer = ContainerServicer(
+        events, manager, processes, Resources(ctx.config, manager, container_events),
+        Files(manager, container_events), Commits(manager, container_events))
+    container_pb2_grpc.add_ContainerServiceServicer_to_server(servicer, ctx.server)
     return [container_pb2.DESCRIPTOR.services_by_name["ContainerService"].full_name]

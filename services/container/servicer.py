@@ -1,8 +1,8 @@
 """gRPC servicer of the container service: decode, call the domain, encode.
 
-Lifecycle, IO and logs are here; the RPCs that work inside a running
-container (exec, archive, top, stats, changes, export, commit, update) are in
-servicer_inside.py, mixed in below.
+Lifecycle, IO and logs are here; the RPCs for processes in a running
+container (exec, top, stats, update) are in servicer_processes.py and those
+for its files (cp, diff, export, commit) in servicer_files.py, mixed in below.
 """
 
 from __future__ import annotations
@@ -10,18 +10,27 @@ from __future__ import annotations
 from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
 from services.container import views
+from services.container.commit import Commits
 from services.container.containers import Manager
-from services.container.inside import Inside
-from services.container.servicer_inside import InsideServicerMixin
+from services.container.files import Files
+from services.container.processes import Processes
+from services.container.resources import Resources
+from services.container.servicer_files import FilesServicerMixin
+from services.container.servicer_processes import ProcessServicerMixin
 
 _STREAMS = {"stdout": container_pb2.IOFrame.STDOUT, "stderr": container_pb2.IOFrame.STDERR}
 
 
-class ContainerServicer(InsideServicerMixin, container_pb2_grpc.ContainerServiceServicer):
-    def __init__(self, events: EventBus, manager: Manager, inside: Inside) -> None:
+class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
+                        container_pb2_grpc.ContainerServiceServicer):
+    def __init__(self, events: EventBus, manager: Manager, processes: Processes,
+                 resources: Resources, files: Files, commits: Commits) -> None:
         self._events = events
         self._manager = manager
-        self._inside = inside
+        self._processes = processes
+        self._resources = resources
+        self._files = files
+        self._commits = commits
 
     async def Create(self, request, context):  # noqa: N802
         cid, warnings = await self._manager.create(request)
@@ -75,7 +84,7 @@ class ContainerServicer(InsideServicerMixin, container_pb2_grpc.ContainerService
 
     async def Inspect(self, request, context):  # noqa: N802
         inspect = await views.inspect(self._manager, request.id, request.size)
-        inspect.exec_ids.extend(self._inside.exec_ids(inspect.id))
+        inspect.exec_ids.extend(self._processes.exec_ids(inspect.id))
         return inspect
 
     async def Prune(self, request, context):  # noqa: N802

@@ -16,7 +16,7 @@ from services.common.version import API_VERSION, MIN_API_VERSION
 from services.gateway import (
     build,
     containers,
-    containers_inside,
+    containers_files_and_resources,
     exec,
     images,
     networks,
@@ -38,7 +38,8 @@ HTTP_SECONDS = Histogram(
     buckets=(.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60))
 
 VERSION_PREFIX = r"/v{version:[0-9]+\.[0-9]+}"
-ROUTE_MODULES = (system, containers, containers_inside, exec, images, networks, volumes, build)
+ROUTE_MODULES = (system, containers, containers_files_and_resources, exec, images, networks,
+                 volumes, build)
 
 
 def _version_tuple(text: str) -> tuple[int, ...]:

@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
-from services.common.streaming import coalesced, read_ahead
+from services.common.relay import coalesced, read_ahead
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
 
 

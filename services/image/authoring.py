@@ -11,7 +11,8 @@ import dockerfile
 
 from services.common.errors import InvalidArgument
 from services.common.version import VERSION
-from services.image.images import Images, LayerSource, now_rfc3339
+from services.image.images import Images, now_rfc3339
+from services.image.ingest import Ingest, LayerSource
 from services.image.layers import chain_ids
 from services.image.reference import ImageRef
 
@@ -71,9 +72,10 @@ def image_config(images: Images, spec: NewImage, diff_id: str) -> bytes:
     return json.dumps(config, separators=(",", ":")).encode()
 
 
-async def create_image(images: Images, spec: NewImage, layer_digest: str) -> str:
+async def create_image(ingest: Ingest, spec: NewImage, layer_digest: str) -> str:
     """Add the layer blob `layer_digest` (an uncompressed tar, so its digest is
     its diff ID) on top of the parent and record the new image."""
+    images = ingest.images
     if spec.parent:
         spec.parent = images.resolve(spec.parent)
     parent_diffs = images.record_diff_ids(spec.parent) if spec.parent else []
@@ -83,12 +85,12 @@ async def create_image(images: Images, spec: NewImage, layer_digest: str) -> str
             config = image_config(images, spec, "")
         else:
             source = LayerSource(diff_id=layer_digest, blob_digest=layer_digest)
-            await images.add_layer(source, chains[-1], chains[-2] if parent_diffs else "")
+            await ingest.add_layer(source, chains[-1], chains[-2] if parent_diffs else "")
             config = image_config(images, spec, layer_digest)
-        image_id = images.register(config, spec.parent)
+        image_id = ingest.register(config, spec.parent)
     for ref in spec.tags:
         images.tag(image_id, ref)
-    images.collect_garbage()
+    ingest.removal.collect_garbage()  # the layer blob, when nothing took it
     return image_id
 
 

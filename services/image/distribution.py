@@ -18,7 +18,8 @@ import httpx
 
 from services.common.errors import Internal, InvalidArgument, NotFound
 from services.image import metrics, reference
-from services.image.images import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Images, LayerSource
+from services.image.images import Images
+from services.image.ingest import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Ingest, LayerSource
 from services.image.layers import chain_ids, decompressed
 from services.image.progress import Message, short
 from services.image.reference import ImageRef
@@ -104,8 +105,9 @@ def _sha256(data: bytes) -> str:
 
 
 class Distribution:
-    def __init__(self, images: Images, registries: Registries) -> None:
+    def __init__(self, images: Images, ingest: Ingest, registries: Registries) -> None:
         self.images = images
+        self.ingest = ingest
         self.registries = registries
 
     # Sessions.
@@ -253,19 +255,12 @@ class Distribution:
         if len(diff_ids) != len(layers):
             raise Internal("manifest and image config disagree on the number of layers")
         chains = chain_ids(diff_ids)
-        failed = True
-        try:
-            with self.images.pinned(*chains, config_digest,
-                                    *(layer["digest"] for layer in layers)):
-                messages: asyncio.Queue[Message] = asyncio.Queue()
-                work = self._pull_layers(session, ref, layers, diff_ids, chains, messages.put)
-                async for message in _relay(work, messages):
-                    yield message
-                image_id = self.images.register(config_bytes)
-            failed = False
-        finally:
-            if failed:
-                self.images.collect_garbage()
+        with self.ingest.adding(*chains, config_digest, *(layer["digest"] for layer in layers)):
+            messages: asyncio.Queue[Message] = asyncio.Queue()
+            work = self._pull_layers(session, ref, layers, diff_ids, chains, messages.put)
+            async for message in _relay(work, messages):
+                yield message
+            image_id = self.ingest.register(config_bytes)
         previous = self.images.store.resolve_ref(str(ref))
         if ref.tag:
             self.images.set_reference(ref, image_id)
@@ -298,7 +293,7 @@ class Distribution:
                                total=layer.get("size", 0)))
             media = _layer_media_type(layer.get("mediaType", ""))
             source = LayerSource(diff_id=diff_ids[i], media_type=media, blob_digest=digest)
-            await self.images.add_layer(source, chains[i], chains[i - 1] if i else "")
+            await self.ingest.add_layer(source, chains[i], chains[i - 1] if i else "")
             self.images.store.add_blob_source(digest, ref.domain, ref.path)
             if position:
                 await completed[needed[position - 1]].wait()

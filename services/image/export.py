@@ -20,7 +20,7 @@ from services.image.images import Images
 from services.image.layers import decompressed
 from services.image.reference import ImageRef
 from services.image.store import LayerBlob
-from services.image.streaming import CHUNK
+from services.image.thread_pipe import CHUNK
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 
 from services.common.errors import Internal, NotFound, Unauthenticated
-from services.common.streaming import coalesced
+from services.common.relay import coalesced
 
 DOCKER_HUB_HOST = "registry-1.docker.io"
 DEFAULT_CERTS_DIR = "/etc/docker/certs.d"

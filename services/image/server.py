@@ -7,7 +7,9 @@ from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.image.distribution import Distribution
 from services.image.images import Images
+from services.image.ingest import Ingest
 from services.image.registry import Registries
+from services.image.removal import Removal
 from services.image.servicer import ImageServicer
 
 
@@ -17,7 +19,10 @@ async def setup(ctx: ServiceContext) -> list[str]:
     registries = Registries(ctx.config.engine)
     ctx.counts = lambda: {"images": images.count(), "layer_bytes": images.layer_bytes()}
     ctx.on_shutdown.append(registries.close)
-    images.collect_garbage()  # layers and blobs of work a crash interrupted
-    servicer = ImageServicer(images, events, Distribution(images, registries))
+    removal = Removal(images)
+    ingest = Ingest(images, removal)
+    removal.collect_garbage()  # layers and blobs of work a crash interrupted
+    servicer = ImageServicer(images, removal, ingest, events,
+                             Distribution(images, ingest, registries))
     image_pb2_grpc.add_ImageServiceServicer_to_server(servicer, ctx.server)
     return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]

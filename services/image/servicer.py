@@ -14,9 +14,11 @@ from services.image import export, reference
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.codec import config_from_json, config_to_json
 from services.image.distribution import Distribution, credentials_of
-from services.image.images import DeleteItem, ImageRecord, Images
+from services.image.images import ImageRecord, Images
+from services.image.ingest import Ingest
 from services.image.progress import Message
-from services.image.streaming import ChunkPipe
+from services.image.removal import DeleteItem, Removal
+from services.image.thread_pipe import ChunkPipe
 
 
 def encode_image(record: ImageRecord) -> image_pb2.Image:
@@ -84,8 +86,11 @@ def encode_message(message: Message) -> types_pb2.Progress:
 
 
 class ImageServicer(image_pb2_grpc.ImageServiceServicer):
-    def __init__(self, images: Images, events: EventBus, distribution: Distribution) -> None:
+    def __init__(self, images: Images, removal: Removal, ingest: Ingest, events: EventBus,
+                 distribution: Distribution) -> None:
         self._images = images
+        self._removal = removal
+        self._ingest = ingest
         self._events = events
         self._distribution = distribution
 
@@ -129,7 +134,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.TagResponse()
 
     async def Remove(self, request, context):  # noqa: N802
-        items = self._images.remove(request.name, request.force, not request.no_prune,
+        items = self._removal.remove(request.name, request.force, not request.no_prune,
                                     set(request.running_containers))
         return image_pb2.RemoveImageResponse(items=encode_items(items))
 
@@ -139,7 +144,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             options = await spool(request_iterator, path, "options") or image_pb2.LoadOptions()
             if path.stat().st_size == 0:
                 raise InvalidArgument("no images found in the archive")
-            async for message in self._images.load(path, options.quiet):
+            async for message in self._ingest.load(path, options.quiet):
                 yield encode_message(message)
         finally:
             path.unlink(missing_ok=True)
@@ -151,7 +156,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.HistoryResponse(items=items)
 
     async def Prune(self, request, context):  # noqa: N802
-        items, reclaimed = self._images.prune(decode_filters(request.filters))
+        items, reclaimed = self._removal.prune(decode_filters(request.filters))
         return image_pb2.PruneImagesResponse(deleted=encode_items(items),
                                              space_reclaimed=reclaimed)
 
@@ -171,7 +176,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             tags = [reference.parse_repository(options.repo, options.tag)] if options.repo else []
             if options.source_url not in ("", "-"):
                 await self._distribution.download(options.source_url, raw)
-            digest = await asyncio.to_thread(self._images.store_tar, raw)
+            digest = await asyncio.to_thread(self._ingest.store_tar, raw)
         finally:
             raw.unlink(missing_ok=True)
         os_name, _, arch = (options.platform or "linux/amd64").partition("/")
@@ -180,7 +185,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                 config=apply_changes({}, list(options.changes)), tags=tags, os=os_name,
                 architecture=arch.split("/")[0],
                 comment=options.message or f"Imported from {options.source_url or '-'}")
-            image_id = await create_image(self._images, spec, digest)
+            image_id = await create_image(self._ingest, spec, digest)
         finally:
             self._images.unpin(digest)
         self._events.publish("import", image_id, {"name": image_id})
@@ -204,7 +209,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                               if options.HasField("container_config") else None),
             architecture=options.architecture, os=options.os,
             tags=[reference.parse(t) for t in options.tags])
-        return image_pb2.CommitLayerResponse(id=await create_image(self._images, spec,
+        return image_pb2.CommitLayerResponse(id=await create_image(self._ingest, spec,
                                                                    blob.digest))
 
     async def AcquireRootfs(self, request, context):  # noqa: N802
@@ -213,7 +218,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                                 image=encode_image(record))
 
     async def ReleaseRootfs(self, request, context):  # noqa: N802
-        self._images.release(request.holder)
+        self._removal.release(request.holder)
         return image_pb2.ReleaseRootfsResponse()
 
     async def Subscribe(self, request, context):  # noqa: N802

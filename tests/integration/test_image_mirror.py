@@ -11,7 +11,9 @@ from pathlib import Path
 from services.common.events import EventBus
 from services.image.distribution import Distribution
 from services.image.images import Images
+from services.image.ingest import Ingest
 from services.image.registry import Credentials, Registries
+from services.image.removal import Removal
 from tests.support.registry import Registry
 
 
@@ -19,7 +21,7 @@ async def pull_through_mirror(root: Path, mirror: str) -> list[str]:
     images = Images(root, EventBus("image"))
     registries = Registries({"registry-mirrors": [mirror]})
     try:
-        distribution = Distribution(images, registries)
+        distribution = Distribution(images, Ingest(images, Removal(images)), registries)
         statuses = [m.status async for m in distribution.pull("busybox", "mirrored", "",
                                                               Credentials())]
         assert images.inspect("busybox:mirrored").repo_tags == ["busybox:mirrored"]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from services.build import context as build_context
-from services.build.context import ContextCache
+from services.builder import context as build_context
+from services.builder.context import ContextCache
 from services.common.errors import InvalidArgument
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from services.build import copier
-from services.build.rootfs import RootfsView
+from services.builder import copier
+from services.builder.rootfs import RootfsView
 from services.common.errors import InvalidArgument
 
 

@@ -5,12 +5,13 @@ from __future__ import annotations
 import pytest
 
 from berth.types.v1 import types_pb2
-from services.build import instructions
-from services.build.dockerignore import Ignore, read_patterns
-from services.build.options import BuildOptions
-from services.build.steps import _expose_ports, _literal, go_quote_list
-from services.build.store import cache_key
-from services.build.words import process_word, process_words
+from services.builder import instructions
+from services.builder.dockerignore import Ignore, read_patterns
+from services.builder.handlers import HANDLERS, _expose_ports, go_quote_list
+from services.builder.options import BuildOptions
+from services.builder.steps import _literal
+from services.builder.store import cache_key
+from services.builder.words import process_word, process_words
 from services.common.errors import InvalidArgument
 
 ENV = {"name": "world", "empty": "", "path": "/usr/bin"}
@@ -157,3 +158,7 @@ def test_step_helpers() -> None:
     assert options.auth_for("library/busybox:1") is hub
     assert options.auth_for("localhost:5000/app") is local
     assert options.auth_for("quay.io/x/y") is None
+
+
+def test_every_instruction_but_from_has_a_handler() -> None:
+    assert set(HANDLERS) == instructions.KNOWN_INSTRUCTIONS - {"FROM"}

@@ -263,7 +263,7 @@ def test_a_cancelled_upload_ends_the_thread_and_leaves_nothing(root: Path) -> No
 MAKE_TAR = """
 import asyncio, io, sys, tarfile
 from functools import partial
-from services.container import archive, changes, chroot_thread
+from services.container import archive, chroot_thread, upperdir
 
 async def tar_of(root, make):
     return b"".join([chunk async for chunk in chroot_thread.tar_chrooted(root, make)])
@@ -271,7 +271,7 @@ async def tar_of(root, make):
 root, command = sys.argv[1], sys.argv[2]
 make = {"tar": partial(archive.write_tar, "/", "/data"),
         "tree": partial(archive.write_tree_tar, "/"),
-        "layer": partial(changes.write_layer_tar, "/")}[command]
+        "layer": partial(upperdir.write_layer_tar, "/")}[command]
 with tarfile.open(fileobj=io.BytesIO(asyncio.run(tar_of(root, make)))) as tar:
     assert tar.getnames()
 """

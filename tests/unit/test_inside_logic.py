@@ -14,8 +14,8 @@ from berth.container.v1 import container_pb2
 from services.common import whiteouts
 from services.common.errors import InvalidArgument
 from services.common.godur import parse_ns
-from services.container import changes, health, stats, top, update
-from services.container.commit_changes import apply_changes
+from services.container import health, stats, top, update, upperdir
+from services.container.commit_instructions import apply_changes
 
 
 @pytest.fixture
@@ -39,7 +39,7 @@ def layers(tmp_path: Path) -> tuple[Path, Path]:
 
 def test_changes_of_an_upperdir(layers: tuple[Path, Path]) -> None:
     lower, upper = layers
-    found = [(c.path, c.kind) for c in changes.changes(str(upper), [str(lower)])]
+    found = [(c.path, c.kind) for c in upperdir.changes(str(upper), [str(lower)])]
     assert found == [("/bin", 0), ("/bin/arch", 2), ("/etc", 0), ("/etc/passwd", 0),
                      ("/new", 1), ("/new/file", 1), ("/opt", 0), ("/opt/old", 0)]
 
@@ -47,7 +47,7 @@ def test_changes_of_an_upperdir(layers: tuple[Path, Path]) -> None:
 def test_layer_tar_carries_whiteouts(layers: tuple[Path, Path]) -> None:
     _, upper = layers
     chunks: list[bytes] = []
-    changes.write_layer_tar(str(upper), chunks.append)
+    upperdir.write_layer_tar(str(upper), chunks.append)
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
         names = tar.getnames()
     assert "bin/.wh.arch" in names and "opt/old/.wh..wh..opq" in names

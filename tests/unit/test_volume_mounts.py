@@ -16,7 +16,7 @@ from berth.container.v1 import container_pb2
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from services.common.errors import InvalidArgument, NotFound
 from services.common.events import EventBus
-from services.common.metrics import ServerInterceptor
+from services.common.interceptors import ServerInterceptor
 from services.container.mounts import (
     MountPlan,
     copy_up,

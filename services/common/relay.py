@@ -1,4 +1,4 @@
-"""Async streams relayed between services: bytes coalesced into big
+"""Relaying async streams between services: bytes coalesced into big
 pieces, and any stream read ahead of its consumer.
 
 Sockets hand bytes over in small pieces, and every gRPC message has its

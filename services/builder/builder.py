@@ -1,5 +1,5 @@
 """The classic builder: a build's context unpacked, its Dockerfile parsed
-and its steps run (services.build.steps), the result tagged, nothing left
+and its steps run (services.builder.steps), the result tagged, nothing left
 behind; and the scratch space, cache index and crash recovery all builds share."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from pathlib import Path
 
 from docker.utils.build import match_tag
 
-from services.build import context as build_context
-from services.build import instructions
-from services.build.metrics import BUILDS
-from services.build.options import BuildOptions
-from services.build.peers import Peers
-from services.build.steps import Build
-from services.build.store import CacheStore
+from services.builder import context as build_context
+from services.builder import instructions
+from services.builder.metrics import BUILDS
+from services.builder.options import BuildOptions
+from services.builder.peers import Peers
+from services.builder.steps import Build
+from services.builder.store import CacheStore
 from services.common.errors import BerthError, InvalidArgument
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 
 from berth.build.v1 import build_pb2, build_pb2_grpc
-from services.build.builder import Builder
-from services.build.cache import BuildCache
-from services.build.peers import Peers
-from services.build.servicer import BuildServicer
-from services.build.store import CacheStore
+from services.builder.builder import Builder
+from services.builder.cache import BuildCache
+from services.builder.peers import Peers
+from services.builder.servicer import BuildServicer
+from services.builder.store import CacheStore
 from services.common.events import EventBus
 from services.common.server import ServiceContext
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-from services.build.rootfs import RootfsView, resolve_in_scope
+from services.builder.rootfs import RootfsView, resolve_in_scope
 from services.common.errors import InvalidArgument
 
 _WILDCARD = set("*?[")

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from berth.types.v1 import types_pb2
-from services.build.context import ContextCache
-from services.build.peers import Peers
-from services.build.store import CacheRecord, CacheStore
+from services.builder.context import ContextCache
+from services.builder.peers import Peers
+from services.builder.store import CacheRecord, CacheStore
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 

@@ -22,9 +22,9 @@ _FLAGS: dict[str, dict[str, bool]] = {
     "HEALTHCHECK": {"interval": True, "timeout": True, "start-period": True,
                     "start-interval": True, "retries": True},
 }
-_KNOWN = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM", "HEALTHCHECK",
-          "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL", "STOPSIGNAL", "USER", "VOLUME",
-          "WORKDIR"}
+KNOWN_INSTRUCTIONS = {"ADD", "ARG", "CMD", "COPY", "ENTRYPOINT", "ENV", "EXPOSE", "FROM",
+                      "HEALTHCHECK", "LABEL", "MAINTAINER", "ONBUILD", "RUN", "SHELL",
+                      "STOPSIGNAL", "USER", "VOLUME", "WORKDIR"}
 _AT_LEAST_ONE = {"ENV", "LABEL", "EXPOSE", "VOLUME", "HEALTHCHECK", "MAINTAINER",
                  "RUN", "ENTRYPOINT", "CMD"}
 _EXACTLY_ONE = {"WORKDIR", "USER", "STOPSIGNAL"}
@@ -134,7 +134,7 @@ def _flags(command: dockerfile.Command, name: str) -> dict[str, str]:
 def _check(command: dockerfile.Command) -> Instruction:
     name = command.cmd.upper()
     line = command.start_line
-    if name not in _KNOWN:
+    if name not in KNOWN_INSTRUCTIONS:
         raise ParseError(line, f"unknown instruction: {name}")
     instruction = Instruction(name=name, args=list(command.value), flags=_flags(command, name),
                               json=command.json, original=command.original, line=line)

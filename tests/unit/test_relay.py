@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from services.common.streaming import coalesced, read_ahead
+from services.common.relay import coalesced, read_ahead
 
 
 def test_items_arrive_in_order_read_ahead_up_to_the_depth() -> None:

@@ -6,9 +6,9 @@ from collections.abc import AsyncIterator
 
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from berth.types.v1 import types_pb2
-from services.build.builder import Builder
-from services.build.cache import BuildCache
-from services.build.options import BuildOptions
+from services.builder.builder import Builder
+from services.builder.cache import BuildCache
+from services.builder.options import BuildOptions
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 

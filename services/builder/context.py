@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from services.build.copier import ContentDigests
-from services.build.dockerignore import Ignore, read_patterns
+from services.builder.copier import ContentDigests
+from services.builder.dockerignore import Ignore, read_patterns
 from services.common.errors import InvalidArgument
-from services.common.streaming import read_ahead
+from services.common.relay import read_ahead
 
 DOCKERIGNORE = ".dockerignore"
 # Unpacked contexts kept for rebuilds: at most this many, of at most this

@@ -1,0 +1,298 @@
+"""One build: its stages, leases, step cache and output lines. Each
+instruction is run by its handler (handlers.py); a step becomes an image,
+reused from the cache when it can be."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from berth.image.v1 import image_pb2
+from berth.types.v1 import types_pb2
+from services.builder import context as build_context
+from services.builder import instructions
+from services.builder.handlers import HANDLERS
+from services.builder.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
+from services.builder.options import BuildOptions
+from services.builder.rootfs import RootfsView
+from services.builder.store import cache_key
+from services.builder.words import process_word
+from services.common.errors import InvalidArgument, NotFound
+
+if TYPE_CHECKING:
+    from services.builder.builder import Builder
+
+DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
+              "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
+
+
+@dataclass
+class Stage:
+    index: int
+    name: str
+    image_id: str = ""
+    config: image_pb2.ImageConfig = field(default_factory=image_pb2.ImageConfig)
+    args: dict[str, str | None] = field(default_factory=dict)
+    cmd_set: bool = False
+    author: str = ""
+    architecture: str = ""
+    os: str = ""
+
+
+def _env_dict(env: list[str]) -> dict[str, str]:
+    return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
+
+
+def _literal(text: str) -> str:
+    """`text` quoted so that word processing gives it back unchanged."""
+    return "'" + text.replace("'", "'\"'\"'") + "'"
+
+
+class Build:
+    """One build: its context, stages, output and the images it made."""
+
+    def __init__(self, builder: Builder, options: BuildOptions, ctx: build_context.Context,
+                 dockerfile: instructions.Dockerfile) -> None:
+        self.builder = builder
+        self.peers = builder.peers
+        self.options = options
+        self.ctx = ctx
+        self.dockerfile = dockerfile
+        self.id = secrets.token_hex(6)
+        self.stages: list[Stage] = []
+        self.meta_args: dict[str, str] = {}
+        self.used_args: set[str] = set()
+        self.holders: list[str] = []
+        self.lease_numbers = itertools.count()
+        self.views: dict[str, RootfsView] = {}
+        self.containers: list[str] = []
+        self.step = 0
+        self.total = 0
+
+    # Output -------------------------------------------------------------
+
+    @staticmethod
+    def say(text: str) -> dict:
+        return {"stream": text}
+
+    # Helpers ------------------------------------------------------------
+
+    def env_for_words(self, stage: Stage) -> dict[str, str]:
+        env = {k: v for k, v in stage.args.items() if v is not None}
+        env.update(_env_dict(list(stage.config.env)))
+        return env
+
+    def word(self, stage: Stage, text: str) -> str:
+        try:
+            return process_word(text, self.env_for_words(stage), self.dockerfile.escape)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"failed to process {json.dumps(text)}: {exc.message}"
+                                  ) from exc
+
+    async def view(self, image_id: str) -> RootfsView:
+        """The file system of an image, leased for the rest of the build."""
+        if not image_id:
+            return RootfsView([])
+        if image_id not in self.views:
+            self.views[image_id] = RootfsView(await self.acquire(image_id))
+        return self.views[image_id]
+
+    async def acquire(self, image_id: str) -> list[str]:
+        """An image's layer dirs, under a lease."""
+        holder = f"build-{self.id}-{next(self.lease_numbers)}"
+        self.holders.append(holder)
+        self.builder.cache.hold("lease", holder)
+        return await self.peers.acquire_rootfs(image_id, holder)
+
+    async def unlease(self, holder: str) -> None:
+        await self.peers.release_rootfs(holder)
+        self.builder.cache.let_go("lease", holder)
+        self.holders.remove(holder)
+
+    async def release(self) -> None:
+        """Let go of every lease, and remove the step containers not kept."""
+        for holder in list(self.holders):
+            await self.unlease(holder)
+        for container_id in self.containers:
+            await self.peers.remove_container(container_id)
+        self.keep_containers()
+
+    def keep_containers(self) -> None:
+        for container_id in self.containers:
+            self.builder.cache.let_go("container", container_id)
+        self.containers.clear()
+
+    def build_arg_env(self, stage: Stage) -> list[str]:
+        """Build args a RUN sees: declared ones with values, and given proxy args;
+        never those an ENV of the same name overrides."""
+        env_keys = set(_env_dict(list(stage.config.env)))
+        result = {k: v for k, v in stage.args.items() if v is not None and k not in env_keys}
+        for key in PROXY_ARGS & set(self.options.build_args):
+            if key not in env_keys:
+                result.setdefault(key, self.options.build_args[key])
+                self.used_args.add(key)
+        return [f"{k}={v}" for k, v in result.items()]
+
+    # Cache --------------------------------------------------------------
+
+    async def reuse(self, stage: Stage, key: str) -> bool:
+        """Take the cache's image for `key` when it still exists; counts the
+        hit or miss."""
+        record = None if self.options.no_cache else self.builder.cache.lookup(key)
+        image = None if record is None else await self.peers.inspect_image(record.image_id)
+        if image is None:
+            if record is not None:
+                self.builder.cache.forget(key)
+            CACHE_MISSES.inc()
+            return False
+        CACHE_HITS.inc()
+        self.builder.cache.touch(key)
+        stage.image_id = image.id
+        return True
+
+    def step_key(self, stage: Stage, created_by: list[str], extra: str = "") -> str:
+        return cache_key(stage.image_id, {
+            "cmd": created_by,
+            "config": stage.config.SerializeToString(deterministic=True).hex(),
+            "extra": extra,
+        })
+
+    @staticmethod
+    def step_config(stage: Stage, created_by: list[str]) -> image_pb2.ImageConfig:
+        """Docker's ContainerConfig of a step: the config it ran with, its
+        command being the history line, on the parent image."""
+        config = image_pb2.ImageConfig()
+        config.CopyFrom(stage.config)
+        config.image = stage.image_id
+        config.cmd.CopyFrom(types_pb2.StringList(values=created_by))
+        return config
+
+    async def commit(self, stage: Stage, created_by: list[str], key: str,
+                     layer: Path | None = None, size: int = 0) -> str:
+        options = image_pb2.CommitLayerOptions(
+            parent=stage.image_id, config=stage.config, created_by=" ".join(created_by),
+            author=stage.author, empty_layer=layer is None, architecture=stage.architecture,
+            os=stage.os, container_config=self.step_config(stage, created_by))
+        image_id = await self.peers.commit_layer(options, layer)
+        self.builder.cache.record(key, stage.image_id, image_id, " ".join(created_by), size)
+        return image_id
+
+    # Stages -------------------------------------------------------------
+
+    async def run(self) -> AsyncIterator[dict]:
+        stages = self.dockerfile.stages
+        if self.options.target:
+            names = [s.name for s in stages]
+            if self.options.target.lower() not in names:
+                raise InvalidArgument(
+                    f"failed to reach build target {self.options.target} in Dockerfile")
+            stages = stages[:names.index(self.options.target.lower()) + 1]
+        if stages:
+            stages[-1].instructions.extend(self.label_instructions())
+        self.total = len(self.dockerfile.meta_args) + sum(1 + len(s.instructions)
+                                                          for s in stages)
+        for arg in self.dockerfile.meta_args:
+            yield self.step_line(arg.original)
+            self.meta_arg(arg)
+        for index, spec in enumerate(stages):
+            stage = Stage(index=index, name=spec.name)
+            self.stages.append(stage)
+            yield self.step_line(spec.original)
+            async for message in self.from_(stage, spec):
+                yield message
+            for instruction in spec.instructions:
+                yield self.step_line(instruction.original)
+                async for message in self.dispatch(stage, instruction):
+                    yield message
+                yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
+            if stage.image_id:
+                yield {"aux": {"ID": stage.image_id}}
+        unused = sorted(set(self.options.build_args) - self.used_args)
+        if unused:
+            yield self.say(f"[Warning] One or more build-args [{' '.join(unused)}] "
+                           "were not consumed\n")
+
+    def label_instructions(self) -> list[instructions.Instruction]:
+        """The `labels` option as dockerd 20.10 adds it: one LABEL step per
+        label, sorted, after the last instruction, values taken literally."""
+        return [instructions.Instruction(name="LABEL", args=[_literal(k), _literal(v)],
+                                         flags={}, json=False, original=f"LABEL {k}={v}",
+                                         line=0)
+                for k, v in sorted(self.options.labels.items())]
+
+    def step_line(self, original: str) -> dict:
+        self.step += 1
+        return self.say(f"Step {self.step}/{self.total} : {original}\n")
+
+    def meta_arg(self, arg: instructions.Instruction) -> None:
+        name, sep, default = arg.args[0].partition("=")
+        self.used_args.add(name)
+        value = (self.options.build_args[name] if name in self.options.build_args
+                 else process_word(default, self.meta_args, self.dockerfile.escape)
+                 if sep else None)
+        if value is not None:
+            self.meta_args[name] = value
+
+    async def from_(self, stage: Stage, spec: instructions.Stage) -> AsyncIterator[dict]:
+        base = process_word(spec.base, self.meta_args, self.dockerfile.escape)
+        if not base:
+            raise InvalidArgument(f"base name ({spec.base}) should not be blank")
+        previous = next((s for s in self.stages[:-1] if s.name and s.name == base.lower()),
+                        None)
+        if previous is not None:
+            stage.image_id, stage.config = previous.image_id, image_pb2.ImageConfig()
+            stage.config.CopyFrom(previous.config)
+            stage.architecture, stage.os = previous.architecture, previous.os
+        elif base.lower() != "scratch":
+            image = None
+            async for item in self.base_image(base, spec.platform):
+                if isinstance(item, image_pb2.Image):
+                    image = item
+                else:
+                    yield item
+            assert image is not None
+            stage.image_id = image.id
+            stage.config.CopyFrom(image.config)
+            stage.architecture, stage.os = image.architecture, image.os
+        if not any(e.startswith("PATH=") for e in stage.config.env):
+            stage.config.env.append(DEFAULT_PATH)
+        triggers = list(stage.config.on_build)
+        del stage.config.on_build[:]
+        yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
+        if triggers:
+            plural = "s" if len(triggers) > 1 else ""
+            yield self.say(f"# Executing {len(triggers)} build trigger{plural}\n")
+            for text in triggers:
+                async for message in self.dispatch(stage, instructions.parse_trigger(text)):
+                    yield message
+            yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
+
+    async def base_image(self, name: str, platform: str) -> AsyncIterator:
+        """The image `name`, pulled first when missing or when asked to."""
+        image = None if self.options.pull else await self.peers.inspect_image(name)
+        if image is None:
+            async for progress in self.peers.pull(name, platform or self.options.platform,
+                                                  self.options.auth_for(name)):
+                yield progress
+            image = await self.peers.inspect_image(name)
+            if image is None:
+                raise NotFound(f"No such image: {name}")
+        yield image
+
+    # Instructions -------------------------------------------------------
+
+    async def dispatch(self, stage: Stage, instruction: instructions.Instruction
+                       ) -> AsyncIterator[dict]:
+        started = time.perf_counter()
+        try:
+            async for message in HANDLERS[instruction.name](self, stage, instruction):
+                yield message
+        finally:
+            STEP_SECONDS.labels(instruction.name).observe(time.perf_counter() - started)

@@ -1,0 +1,149 @@
+"""A container's files: docker cp (stat, get and put an archive), docker
+diff and docker export, on its live root when it runs and on its mounted
+rootfs when it does not."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from functools import partial
+from pathlib import Path
+
+from berth.container.v1 import container_pb2
+from services.common.errors import Internal, PermissionDenied
+from services.container import archive, rootfs, upperdir
+from services.container.chroot_thread import tar_chrooted, untar_chrooted
+from services.container.container_events import ContainerEvents
+from services.container.containers import Manager
+from services.container.store import Container
+
+
+class Files:
+    def __init__(self, manager: Manager, events: ContainerEvents) -> None:
+        self._manager = manager
+        self._events = events
+        self._mount_users: dict[str, int] = {}
+
+    @contextlib.asynccontextmanager
+    async def _filesystem(self, container: Container, live: bool) -> AsyncIterator[str]:
+        """The container's root: its live view with every mount (/proc/<pid>/root)
+        when `live` and running, else the overlay rootfs, mounted for the
+        duration when the container is stopped."""
+        if live and container.state.pid and container.state.status in ("running", "paused"):
+            yield f"/proc/{container.state.pid}/root"
+            return
+        bundle = self._manager.bundle(container)
+        cid = container.id
+        async with self._manager.lock(cid):
+            if self._mount_users.get(cid, 0) == 0 and not container.running:
+                await rootfs.mount_overlay(container.lower_dirs, bundle.path / "upper",
+                                           bundle.path / "work", bundle.rootfs)
+            self._mount_users[cid] = self._mount_users.get(cid, 0) + 1
+        bound: list[str] = []
+        try:
+            if live:
+                bound = await _bind_volumes(str(bundle.rootfs), container)
+            yield str(bundle.rootfs)
+        finally:
+            for target in reversed(bound):
+                await _run("umount", target)
+            async with self._manager.lock(cid):
+                self._mount_users[cid] -= 1
+                if self._mount_users[cid] == 0:
+                    del self._mount_users[cid]
+                    if not container.running:
+                        await rootfs.unmount(bundle.rootfs)
+
+    @staticmethod
+    def _not_found(path: str, container: Container) -> str:
+        return f"Could not find the file {path} in container {container.name}"
+
+    async def stat_path(self, ref: str, path: str) -> archive.PathInfo:
+        container = self._manager.get(ref)
+        async with self._filesystem(container, live=True) as root:
+            return await asyncio.to_thread(archive.stat_path, root, path,
+                                           self._not_found(path, container))
+
+    async def get_archive(self, ref: str, path: str
+                          ) -> AsyncIterator[archive.PathInfo | bytes]:
+        """The path's stat first, then the tar's bytes."""
+        container = self._manager.get(ref)
+        async with self._filesystem(container, live=True) as root:
+            info = await asyncio.to_thread(archive.stat_path, root, path,
+                                           self._not_found(path, container))
+            yield info
+            async for chunk in tar_chrooted(root, partial(archive.write_tar, "/", path)):
+                yield chunk
+        self._events.publish("archive-path", container)
+
+    async def put_archive(self, options: container_pb2.PutArchiveOptions,
+                          data: AsyncIterator[bytes]) -> None:
+        container = self._manager.get(options.id)
+        async with self._filesystem(container, live=True) as root:
+            host_dir = await asyncio.to_thread(archive.extraction_dir, root, options.path,
+                                               self._not_found(options.path, container))
+            if os.statvfs(host_dir).f_flag & os.ST_RDONLY:
+                on_rootfs = os.stat(host_dir).st_dev == os.stat(root).st_dev
+                raise PermissionDenied("container rootfs is marked read-only" if on_rootfs
+                                       else "mounted volume is marked read-only")
+            owner = None
+            if options.copy_uid_gid and container.config.user:
+                # Archive mode: the container's user owns what is copied in
+                # (without a user, the tar's owners stay, as Docker does).
+                user = rootfs.resolve_user(Path(root), container.config.user, [])
+                owner = (user.uid, user.gid)
+            extract = archive.ExtractOptions(
+                no_overwrite_dir_non_dir=options.no_overwrite_dir_non_dir, owner=owner)
+            await untar_chrooted(root, archive.container_path(root, host_dir), extract, data)
+        self._events.publish("extract-to-dir", container)
+
+    async def changes(self, ref: str) -> list[upperdir.Change]:
+        container = self._manager.get(ref)
+        upper = self._manager.bundle(container).path / "upper"
+        if not upper.is_dir():
+            return []
+        return await asyncio.to_thread(upperdir.changes, str(upper), container.lower_dirs)
+
+    async def export(self, ref: str) -> AsyncIterator[bytes]:
+        container = self._manager.get(ref)
+        async with self._filesystem(container, live=False) as root:
+            async for chunk in tar_chrooted(root, partial(archive.write_tree_tar, "/")):
+                yield chunk
+        self._events.publish("export", container)
+
+
+async def _run(*args: str) -> None:
+    process = await asyncio.create_subprocess_exec(
+        *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE)
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        raise Internal(f"{args[0]} failed: {err.decode(errors='replace').strip()}")
+
+
+async def _bind_volumes(root: str, container: Container) -> list[str]:
+    """Bind the volumes and bind mounts of a stopped container into its
+    mounted rootfs, as they are when it runs; returns the targets."""
+    bound: list[str] = []
+    points = [m for m in container.mounts.mount_points() if m.type in ("volume", "bind")]
+    try:
+        for point in sorted(points, key=lambda m: len(m.destination)):
+            target = archive.secure_join(root, point.destination)
+            if not os.path.lexists(target):
+                if os.path.isdir(point.source):
+                    os.makedirs(target, exist_ok=True)
+                else:
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    Path(target).touch()
+            await _run("mount", "--bind", point.source, target)
+            bound.append(target)
+            if not point.rw:
+                await _run("mount", "-o", "remount,bind,ro", target)
+    except BaseException:
+        for target in reversed(bound):
+            with contextlib.suppress(Internal):
+                await _run("umount", target)
+        raise
+    return bound

@@ -1,0 +1,193 @@
+"""Taking images away: removal with Docker's conflict rules (as moby's
+image_delete.go decides them), prune, lease release, and garbage
+collection of the layers and blobs nobody uses any more."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.common.errors import Conflict, InvalidArgument
+from services.image import reference
+from services.image.images import (
+    Images,
+    created_seconds,
+    label_matches,
+    parse_timestamp,
+    short_id,
+)
+from services.image.layers import chain_ids
+
+
+@dataclass
+class DeleteItem:
+    untagged: str = ""
+    deleted: str = ""
+
+
+class Removal:
+    def __init__(self, images: Images) -> None:
+        self.images = images
+        self.store = images.store
+
+    def remove(self, name: str, force: bool, prune: bool,
+               running: set[str] = frozenset()) -> list[DeleteItem]:
+        """`running`: IDs of the running containers; an image one of them
+        uses is never deleted (untagging it by name still works)."""
+        image_id = self.images.resolve(name)
+        records: list[DeleteItem] = []
+        refs = self.store.refs_of(image_id)
+        by_reference = not _is_id_prefix(image_id, name)
+        if by_reference:
+            ref = reference.parse(name)
+            holders = self.store.lease_holders(image_id)
+            if not force and _single_repository(refs) and holders:
+                raise Conflict(
+                    f'conflict: unable to remove repository reference "{name}" (must force) - '
+                    f"container {holders[0][:12]} is using its referenced image "
+                    f"{short_id(image_id)}")
+            self._untag(image_id, str(ref), records)
+            remaining = self.store.refs_of(image_id)
+            if not ref.digest and not any(
+                    "@" not in r and reference.parse(r).name == ref.name for r in remaining):
+                for other in remaining:
+                    if "@" in other and reference.parse(other).name == ref.name:
+                        self._untag(image_id, other, records)
+            if self.store.refs_of(image_id) or self._running_user(image_id, running):
+                return records   # a running container's image stays, now untagged
+        elif _single_repository(refs):
+            self._check_conflicts(image_id, force, running, ignore_references=True)
+            for ref_text in refs:
+                self._untag(image_id, ref_text, records)
+        self._delete(image_id, force, prune, records, running)
+        self.collect_garbage(records)
+        return records
+
+    def _untag(self, image_id: str, ref_text: str, records: list[DeleteItem]) -> None:
+        self.store.delete_ref(ref_text)
+        records.append(DeleteItem(untagged=reference.parse(ref_text).familiar))
+        self.images.events.publish("untag", image_id, self.images.event_attrs(image_id, image_id))
+
+    def _running_user(self, image_id: str, running: set[str]) -> str | None:
+        return next((h for h in self.store.lease_holders(image_id) if h in running), None)
+
+    def _check_conflicts(self, image_id: str, force: bool, running: set[str],
+                         ignore_references: bool = False) -> None:
+        short = short_id(image_id)
+        if self.store.children(image_id):
+            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                           f"image has dependent child images")
+        if user := self._running_user(image_id, running):
+            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                           f"image is being used by running container {user[:12]}")
+        if force:
+            return
+        if not ignore_references and self.store.refs_of(image_id):
+            raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                           f"image is referenced in multiple repositories")
+        holders = self.store.lease_holders(image_id)
+        if holders:
+            raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                           f"image is being used by stopped container {holders[0][:12]}")
+
+    def _delete(self, image_id: str, force: bool, prune: bool,
+                records: list[DeleteItem], running: set[str]) -> None:
+        self._check_conflicts(image_id, force, running)
+        row = self.store.image(image_id)
+        for ref_text in self.store.refs_of(image_id):
+            self._untag(image_id, ref_text, records)
+        self.images.events.publish("delete", image_id, self.images.event_attrs(image_id, image_id))
+        self.store.delete_image(image_id)
+        self.images.forget(image_id)
+        records.append(DeleteItem(deleted=image_id))
+        parent = row.parent if row else ""
+        if prune and parent and self.store.image(parent) and self._prunable(parent):
+            self._delete(parent, False, True, records, running)
+
+    def _prunable(self, image_id: str) -> bool:
+        return not (self.store.refs_of(image_id) or self.store.children(image_id)
+                    or self.store.lease_holders(image_id))
+
+    def prune(self, filters: dict[str, list[str]]) -> tuple[list[DeleteItem], int]:
+        """Remove unused images: dangling ones, or all unused with dangling=false."""
+        for key in filters:
+            if key not in ("dangling", "label", "label!", "until"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        only_dangling = (filters.get("dangling") or ["true"])[-1].lower() in ("true", "1")
+        sizes_before = {r["chain_id"]: r["size"] for r in self.store.layers()}
+        records: list[DeleteItem] = []
+        changed = True
+        while changed:
+            changed = False
+            for row in self.store.images():
+                if self._prune_candidate(row.id, filters, only_dangling):
+                    self._delete(row.id, True, False, records, set())
+                    changed = True
+        removed = self.collect_garbage(records)
+        return records, sum(sizes_before.get(chain, 0) for chain in removed)
+
+    def _prune_candidate(self, image_id: str, filters: dict[str, list[str]],
+                         only_dangling: bool) -> bool:
+        refs = self.store.refs_of(image_id)
+        if only_dangling and any("@" not in r for r in refs):
+            return False
+        if self.store.children(image_id) or self.store.lease_holders(image_id):
+            return False
+        config = self.images.config(image_id)
+        labels = (config.get("config") or {}).get("Labels") or {}
+        if not all(label_matches(labels, e) for e in filters.get("label", [])):
+            return False
+        if any(label_matches(labels, e) for e in filters.get("label!", [])):
+            return False
+        until = filters.get("until")
+        return not (until and created_seconds(config) >= min(map(parse_timestamp, until)))
+
+    # Garbage collection of layers and blobs nobody uses any more.
+    def collect_garbage(self, records: list[DeleteItem] | None = None) -> list[str]:
+        pinned = self.images.pinned_keys()
+        used_chains: set[str] = set(pinned)
+        used_blobs: set[str] = set()
+        for row in self.store.images():
+            used_blobs.add(row.id)
+            used_chains.update(chain_ids(self.images.record_diff_ids(row.id)))
+        parents = {r["chain_id"]: r["parent"] for r in self.store.layers()}
+        for chain in self.store.leased_chains():
+            while chain:
+                used_chains.add(chain)
+                chain = parents.get(chain, "")
+        removed = []
+        for row in self.store.layers():
+            if row["chain_id"] not in used_chains:
+                self.store.delete_layer(row["chain_id"])
+                self.images.layers.remove(row["chain_id"])
+                removed.append(row["chain_id"])
+                if records is not None:
+                    records.append(DeleteItem(deleted=row["chain_id"]))
+        used_diffs = {r["diff_id"] for r in self.store.layers()}
+        for blob in self.store.all_layer_blobs():
+            if blob.diff_id in used_diffs:
+                used_blobs.add(blob.digest)
+            else:
+                self.store.delete_layer_blobs(blob.diff_id)
+        for digest in self.images.content.digests():
+            if digest not in used_blobs and digest not in pinned:
+                self.images.content.delete(digest)
+                self.store.delete_blob_sources(digest)
+        self.images.refresh_metrics()
+        return removed
+
+    def release(self, holder: str) -> None:
+        """Drop a container's rootfs lease and what only it kept."""
+        if self.store.delete_lease(holder):
+            self.collect_garbage()
+
+
+def _is_id_prefix(image_id: str, name: str) -> bool:
+    return reference.looks_like_id(name) and image_id.removeprefix("sha256:").startswith(
+        name.removeprefix("sha256:"))
+
+
+def _single_repository(refs: list[str]) -> bool:
+    """At most one tag, and every reference within one repository."""
+    tags = [r for r in refs if "@" not in r]
+    names = {reference.parse(r).name for r in refs}
+    return len(tags) <= 1 and len(names) <= 1
