@@ -36,9 +36,11 @@ def is_opaque(directory: StrPath) -> bool:
         return False
 
 
-def make_whiteout(path: StrPath) -> None:
-    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0))
+def make_whiteout(path: StrPath, dir_fd: int | None = None) -> None:
+    """A whiteout at `path`, relative to the directory `dir_fd` when given."""
+    os.mknod(path, stat.S_IFCHR | 0o600, os.makedev(0, 0), dir_fd=dir_fd)
 
 
-def make_opaque(directory: StrPath) -> None:
+def make_opaque(directory: StrPath | int) -> None:
+    """Mark `directory` (a path, or a descriptor open on it) opaque."""
     os.setxattr(directory, OPAQUE_XATTR, b"y")

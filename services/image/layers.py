@@ -1,6 +1,5 @@
-"""Layer tars unpacked once into directories keyed by chain ID, with OCI
-whiteouts turned into overlayfs ones, and extraction that cannot escape the
-layer directory."""
+"""Layer tars unpacked once into directories keyed by chain ID (the
+entries written by extraction.py, which cannot leave the layer directory)."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import gzip
 import hashlib
 import os
 import shutil
-import stat
 import tarfile
 import uuid
 import zlib
@@ -20,9 +18,8 @@ from typing import BinaryIO
 import zstandard
 
 from services.common.errors import InvalidArgument
-from services.common.whiteouts import OPAQUE_MARKER, WHITEOUT_PREFIX, make_opaque, make_whiteout
+from services.image.extraction import LayerWriter
 
-XATTR_PAX_PREFIX = "SCHILY.xattr."
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 READ_SIZE = 1 << 20
@@ -127,87 +124,21 @@ class Unpacked:
     size: int
 
 
-def _clean_name(name: str) -> str:
-    """The member path relative to the layer root; escaping names are refused."""
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise InvalidArgument(f"invalid layer: path {name!r} escapes the layer")
-    return "/".join(parts)
-
-
-def _inside(root: str, path: str) -> bool:
-    return path == root or path.startswith(root + os.sep)
-
-
-def _remove_existing(target: str, keep_dir: bool) -> None:
-    """Replace whatever is at `target`, never following a symlink there."""
-    try:
-        st = os.lstat(target)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        if not keep_dir:
-            shutil.rmtree(target)
-    else:
-        os.unlink(target)
-
-
-def _apply_xattrs(member: tarfile.TarInfo, target: str) -> None:
-    for key, value in member.pax_headers.items():
-        if key.startswith(XATTR_PAX_PREFIX):
-            name = key.removeprefix(XATTR_PAX_PREFIX)
-            os.setxattr(target, name, value.encode("utf-8", "surrogateescape"),
-                        follow_symlinks=False)
-
-
-def _extract_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str) -> int:
-    name = _clean_name(member.name)
-    if not name:
-        return 0
-    parent, _, base = name.rpartition("/")
-    parent_dir = os.path.join(root, parent) if parent else root
-    os.makedirs(parent_dir, exist_ok=True)
-    if not _inside(root, os.path.realpath(parent_dir)):
-        raise InvalidArgument(f"invalid layer: path {member.name!r} escapes the layer")
-    if base == OPAQUE_MARKER:
-        make_opaque(parent_dir)
-        return 0
-    if base.startswith(WHITEOUT_PREFIX + WHITEOUT_PREFIX):
-        return 0  # other AUFS metadata entries (.wh..wh.plnk, ...)
-    if base.startswith(WHITEOUT_PREFIX):
-        target = os.path.join(parent_dir, base.removeprefix(WHITEOUT_PREFIX))
-        _remove_existing(target, keep_dir=False)
-        make_whiteout(target)
-        return 0
-    target = os.path.join(parent_dir, base)
-    if member.islnk():
-        link = os.path.join(root, _clean_name(member.linkname))
-        if not _inside(root, os.path.realpath(os.path.dirname(link))):
-            raise InvalidArgument(f"invalid layer: link {member.linkname!r} escapes the layer")
-        member = member.replace(linkname=link, deep=False)
-    _remove_existing(target, keep_dir=member.isdir())
-    member = member.replace(name=name, deep=False)
-    tar.extract(member, root, set_attrs=True, numeric_owner=True,
-                filter="fully_trusted")
-    _apply_xattrs(member, target)
-    if member.issym():
-        return len(member.linkname)  # Docker's layer size counts symlinks' own size
-    return member.size if member.isreg() else 0
-
-
 def unpack(source: BinaryIO, dest: Path) -> Unpacked:
     """Unpack a (possibly compressed) layer tar into the empty dir `dest`."""
     reader = HashingReader(decompressed(source))
-    size = 0
-    root = os.path.realpath(dest)
+    writer = LayerWriter(str(dest))
     try:
         with tarfile.open(fileobj=reader, mode="r|",  # type: ignore[call-overload]
                           bufsize=READ_SIZE, copybufsize=READ_SIZE) as tar:
             for member in tar:
-                size += _extract_member(tar, member, root)
+                writer.add(tar, member)
+        writer.finish()
     except (tarfile.TarError, EOFError, OSError, zstandard.ZstdError) as exc:
         raise InvalidArgument(f"invalid layer tar: {exc}") from exc
-    return Unpacked(diff_id=reader.drain(), size=size)
+    finally:
+        writer.close()
+    return Unpacked(diff_id=reader.drain(), size=writer.size)
 
 
 class LayerDirs:
