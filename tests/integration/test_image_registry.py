@@ -20,15 +20,7 @@ import pytest
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from tests.support.engine import BERTH, REPO, Engine
 from tests.support.images import image_archive
-from tests.support.registry import Registry
-
-SKOPEO = "/usr/bin/skopeo"
-
-
-def skopeo_copy(source: str, dest: str) -> None:
-    subprocess.run([SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
-                    "--dest-tls-verify=false", source, dest],
-                   check=True, capture_output=True, timeout=120)
+from tests.support.registry import SKOPEO, Registry, skopeo_copy
 
 
 @pytest.fixture(scope="module")

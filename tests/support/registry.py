@@ -14,12 +14,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REGISTRY_BIN = "/usr/bin/docker-registry"
+SKOPEO = "/usr/bin/skopeo"
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def skopeo_copy(source: str, dest: str) -> None:
+    """Copy an image with skopeo, an independent client (plain http allowed)."""
+    subprocess.run([SKOPEO, "copy", "--quiet", "--src-tls-verify=false",
+                    "--dest-tls-verify=false", source, dest],
+                   check=True, capture_output=True, timeout=120)
 
 
 @dataclass
