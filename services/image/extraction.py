@@ -1,13 +1,15 @@
 """A layer tar's entries written into the layer's own directory, never
 anywhere else.
 
-Each entry's name (and a hard link's target) is normalised as Docker does,
-`..` that leaves the layer refused, then reached from the layer root one
-component at a time with directory descriptors opened O_NOFOLLOW: a missing
-parent is created where it is, and a parent that is a symlink is refused
-rather than followed, so nothing is created, linked, removed or marked
-outside the layer whatever the tar holds. Everything after that happens
-relative to the parent's descriptor. OCI whiteouts become overlayfs ones.
+An entry's name (and a hard link's target) is cleaned as Docker cleans it, a
+leading / meaning the layer root, and refused when `..` leaves the layer.
+Its parent is then reached from the layer root one component at a time with
+directory descriptors opened O_NOFOLLOW, missing ones made there, and a
+symlink on the way is refused rather than followed (Docker resolves it in a
+chroot of the layer; no tar made from a file system needs it). The entry is
+made relative to its parent's descriptor, so nothing is created, linked,
+removed or marked outside the layer whatever the tar holds. OCI whiteouts
+become overlayfs ones.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _invalid(text: str) -> InvalidArgument:
     return InvalidArgument(f"invalid layer: {text}")
 
 
-def relative_parts(name: str, shown: str) -> list[str]:
+def _relative_parts(name: str, shown: str) -> list[str]:
     """`name` as components below the layer root: cleaned like Go's
     filepath.Clean, a leading `/` meaning the root; refused when it leaves it."""
     cleaned = posixpath.normpath(name).lstrip("/")
@@ -102,7 +104,7 @@ class LayerWriter:
 
     def _add(self, tar: tarfile.TarFile, member: tarfile.TarInfo) -> None:
         shown = f'entry "{member.name}"'
-        parts = relative_parts(member.name, shown)
+        parts = _relative_parts(member.name, shown)
         if not parts:
             return  # the root itself keeps the layer dir's attributes
         base = parts[-1]
@@ -160,7 +162,9 @@ class LayerWriter:
             self._write_file(tar, member, parent.fd, base)
             self.size += member.size
         elif member.issym():
-            self._symlink(member, parent, base)
+            # Stored as is, never followed here: in the container even an
+            # absolute or climbing target resolves inside its root.
+            os.symlink(member.linkname, base, dir_fd=parent.fd)
             self.size += len(member.linkname)  # Docker counts a symlink's own size
         elif member.islnk():
             self._hard_link(member, parent.fd, base)
@@ -179,20 +183,11 @@ class LayerWriter:
             if source is not None:
                 shutil.copyfileobj(source, target, COPY_SIZE)
 
-    @staticmethod
-    def _symlink(member: tarfile.TarInfo, parent: _Dir, base: str) -> None:
-        """Absolute targets stay as they are (they resolve in the container);
-        relative ones may not climb out of the layer, as Docker refuses."""
-        if not member.linkname.startswith("/"):
-            joined = posixpath.join("/".join(parent.parts), member.linkname)
-            relative_parts(joined, f'symlink "{member.name}" -> "{member.linkname}"')
-        os.symlink(member.linkname, base, dir_fd=parent.fd)
-
     def _hard_link(self, member: tarfile.TarInfo, dir_fd: int, base: str) -> None:
         """Link an entry already in this layer (an absolute target counts from
         the layer root, as in Docker); never a file elsewhere."""
         shown = f'hard link "{member.name}" -> "{member.linkname}"'
-        target = relative_parts(member.linkname, shown)
+        target = _relative_parts(member.linkname, shown)
         if not target:
             raise _invalid(f"{shown} links the layer root")
         try:
@@ -214,7 +209,9 @@ def _step(fd: int, part: str, walked: list[str], shown: str, create: bool) -> in
         if not create:
             raise
         os.mkdir(part, IMPLIED_DIR_MODE, dir_fd=fd)
-        return os.open(part, _OPEN_DIR, dir_fd=fd)
+        child = os.open(part, _OPEN_DIR, dir_fd=fd)
+        os.fchmod(child, IMPLIED_DIR_MODE)  # whatever the umask
+        return child
     except OSError as exc:
         if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
             raise

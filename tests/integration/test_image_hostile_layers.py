@@ -51,7 +51,7 @@ HOSTILE = {
         "which could lead outside the layer"),
     "relative-symlink-parent": (
         [("up", SYMLINK, UP + "{host}"), ("up/NEWDIR/file", FILE, "")],
-        'invalid layer: symlink "up" -> "' + UP + '{host}" leads outside the layer'),
+        'invalid layer: entry "up/NEWDIR/file" goes through the symlink "up"'),
     "dot-dot-entry": (
         [(UP + "{host}/NEWFILE", FILE, "")],
         'invalid layer: entry "' + UP + '{host}/NEWFILE" leads outside the layer'),
