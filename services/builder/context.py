@@ -152,13 +152,33 @@ def _extract(source: BinaryIO, dest: Path, digests: ContentDigests) -> None:
                 name = os.path.normpath(member.name.lstrip("/"))
                 if name == ".." or name.startswith("../"):
                     raise InvalidArgument(f'"{member.name}" is outside of "{dest}"')
-                tar.extract(member, dest, filter="tar")
+                tar.extract(member, dest, filter=_inside_context)
                 if member.isreg():
                     digests.add(dest / name)
     except tarfile.OutsideDestinationError as exc:
         raise InvalidArgument(f'"{exc.tarinfo.name}" is outside of "{dest}"') from exc
     except (tarfile.TarError, EOFError) as exc:
         raise InvalidArgument(f"failed to read the build context: {exc}") from exc
+
+
+def _inside_context(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's "tar" filter, and hard links kept to the context: tarfile
+    would link an absolute target on the host, and follow symlinks already
+    unpacked to reach a relative one. As in Docker, an absolute target counts
+    from the context root; one that leads outside or is missing is refused
+    (tarfile raises KeyError for the latter)."""
+    member = tarfile.tar_filter(member, dest)
+    if not member.islnk():
+        return member
+    linkname = member.linkname.lstrip("/")
+    root = os.path.realpath(dest)
+    target = os.path.realpath(os.path.join(root, linkname))
+    shown = f'hard link "{member.name}" -> "{member.linkname}"'
+    if os.path.commonpath([target, root]) != root:
+        raise InvalidArgument(f"{shown} leads outside of the build context")
+    if not os.path.lexists(target):
+        raise InvalidArgument(f"{shown}: no such file in the build context")
+    return member.replace(linkname=linkname, deep=False)
 
 
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

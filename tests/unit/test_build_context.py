@@ -59,6 +59,41 @@ def test_entries_outside_the_context_are_refused_and_nothing_stays(tmp_path: Pat
     assert not (tmp_path.parent / "evil").exists()
 
 
+@pytest.mark.parametrize("target", ["{secret}", "../secret", "lnk/secret"])
+def test_hard_links_cannot_reach_host_files(tmp_path: Path, target: str) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("host")
+    work = tmp_path / "work"
+    work.mkdir()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        link = tarfile.TarInfo("lnk")
+        link.type, link.linkname = tarfile.SYMTYPE, str(tmp_path)
+        tar.addfile(link)
+        hard = tarfile.TarInfo("stolen")
+        hard.type, hard.linkname = tarfile.LNKTYPE, target.format(secret=secret)
+        tar.addfile(hard)
+    buffer.seek(0)
+    expected = "no such file in" if target == "{secret}" else "leads outside of"
+    with pytest.raises(InvalidArgument, match=f'hard link "stolen" -> .* {expected} the build'):
+        build_context.unpack(buffer, work, "")
+    assert secret.stat().st_nlink == 1
+    assert not list(work.iterdir())
+
+
+def test_hard_links_inside_the_context_are_kept(tmp_path: Path) -> None:
+    buffer = io.BytesIO(tar_of({"Dockerfile": "FROM scratch\n", "dir/file": "x"}))
+    with tarfile.open(fileobj=buffer, mode="a") as tar:
+        for name, target in (("relative", "dir/file"), ("absolute", "/dir/file")):
+            hard = tarfile.TarInfo(name)
+            hard.type, hard.linkname = tarfile.LNKTYPE, target
+            tar.addfile(hard)
+    buffer.seek(0)
+    context = build_context.unpack(buffer, tmp_path, "")
+    assert (context.root / "dir" / "file").stat().st_nlink == 3
+    context.remove()
+
+
 def test_the_same_upload_reuses_its_unpacked_context(tmp_path: Path,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cache = ContextCache(tmp_path)
