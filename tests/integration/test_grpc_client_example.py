@@ -12,9 +12,8 @@ import grpc
 import pytest
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.integration.test_image_registry import skopeo_copy
 from tests.support.engine import REPO, Engine
-from tests.support.registry import Registry
+from tests.support.registry import Registry, skopeo_copy
 
 EXAMPLE = REPO / "docs" / "examples" / "run_container.py"
 
