@@ -60,7 +60,7 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
 
     async def Unpause(self, request, context):  # noqa: N802
         await self._manager.unpause(request.id)
-        return container_pb2.PauseContainerResponse()
+        return container_pb2.UnpauseContainerResponse()
 
     async def Wait(self, request, context):  # noqa: N802
         async for result in self._manager.wait(request.id, request.condition):

@@ -147,7 +147,7 @@ class ContainerHandlers:
     async def remove(self, request: web.Request) -> web.Response:
         await self.container.Remove(pb.RemoveContainerRequest(
             id=request.match_info["id"], force=boolean(request, "force"),
-            remove_volumes=boolean(request, "v"), remove_link=boolean(request, "link")))
+            remove_volumes=boolean(request, "v")))
         return _no_content()
 
     async def prune(self, request: web.Request) -> web.Response:

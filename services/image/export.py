@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from services.common.errors import Internal
-from services.image import reference
+from services.image import archive, reference
 from services.image.images import Images
 from services.image.layers import decompressed
 from services.image.reference import ImageRef
@@ -127,8 +127,8 @@ class Exporter:
             for ref in tags or [None]:
                 entry = dict(descriptor)
                 if ref is not None:
-                    entry["annotations"] = {"io.containerd.image.name": str(ref),
-                                            "org.opencontainers.image.ref.name": ref.tag}
+                    entry["annotations"] = {archive.CONTAINERD_NAME: str(ref),
+                                            archive.OCI_REF_NAME: ref.tag}
                 index.append(entry)
             docker_manifest.append({
                 "Config": self._blob_name(item.image_id),

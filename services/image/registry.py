@@ -10,7 +10,7 @@ import ipaddress
 import re
 import ssl
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -116,7 +116,6 @@ class RegistrySession:
     base_url: str
     client: httpx.AsyncClient
     authorization: str = ""
-    token_params: dict[str, str] = field(default_factory=dict)
     # Login asks the token server for a refresh token (Docker's offline
     # token): given back to the client as its identity token.
     offline: bool = False
