@@ -39,6 +39,11 @@ BACKOFF_MAX = 10.0
 HEALTHY_RESET = 30.0  # a child that ran this long restarts with the first backoff
 
 
+class StartFailed(Exception):
+    """The engine cannot start; raised in tasks, where SystemExit would
+    escape the event loop before the started children are stopped."""
+
+
 @dataclass
 class Child:
     name: str
@@ -118,18 +123,21 @@ class Supervisor:
         announced: set[str] = set()
         while held := [name for name, lock in locks.items() if lock.is_held()]:
             if time.monotonic() > deadline:
-                raise SystemExit(
+                raise StartFailed(
                     f"berth up: still running on exec root {self.config.exec_root} after "
                     f"{PREVIOUS_EXIT_TIMEOUT:.0f}s: " + ", ".join(
                         f"{name} service (pid {locks[name].holder()[0]})" for name in held)
                     + "; stop them first")
             for name in set(held) - announced:
-                log.info("waiting for the %s service of a previous engine (pid %s) to exit",
-                         name, locks[name].holder()[0])
+                log.info("waiting for the %s service already on this exec root (pid %s) "
+                         "to exit", name, locks[name].holder()[0])
             announced.update(held)
             await asyncio.sleep(0.1)
 
     async def spawn(self, child: Child) -> None:
+        # Forked from the event loop's thread, the main one: the child's
+        # PR_SET_PDEATHSIG fires when the thread that forked it ends, so a
+        # worker thread here would stop the child when that thread ends.
         child.process = await asyncio.create_subprocess_exec(
             *child.argv, stdin=asyncio.subprocess.DEVNULL, stdout=sys.stderr.fileno(),
             start_new_session=True)
@@ -141,12 +149,12 @@ class Supervisor:
         while pending:
             for child in self.children:
                 if child.process and child.process.returncode is not None:
-                    raise SystemExit(f"berth up: the {child.name} service exited with "
+                    raise StartFailed(f"berth up: the {child.name} service exited with "
                                      f"code {child.process.returncode} while starting")
             pending = {name for name in pending
                        if not await asyncio.to_thread(is_serving, self.config, name)}
             if pending and time.monotonic() > deadline:
-                raise SystemExit(f"berth up: not serving after {READY_TIMEOUT:.0f}s: "
+                raise StartFailed(f"berth up: not serving after {READY_TIMEOUT:.0f}s: "
                                  + ", ".join(sorted(pending)))
             if pending:
                 await asyncio.sleep(0.05)
@@ -223,5 +231,7 @@ def up(config: Config, metrics_base: int, passthrough: list[str]) -> int:
     lock.acquire()
     try:
         return asyncio.run(Supervisor(config, metrics_base, passthrough).run())
+    except StartFailed as exc:
+        raise SystemExit(str(exc)) from None
     finally:
         lock.release()
