@@ -108,6 +108,16 @@ def test_live_socket_of_another_exec_root_is_kept(engine: Engine, tmp_path: Path
     assert service_pid(engine, "volume") == serving
 
 
+def serves(path: Path) -> bool:
+    with grpc.insecure_channel(f"unix://{path}") as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
+                                                              timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
 def test_stale_socket_is_replaced(tmp_path: Path) -> None:
     exec_root = tmp_path / "run"
     exec_root.mkdir()
@@ -123,16 +133,6 @@ def test_stale_socket_is_replaced(tmp_path: Path) -> None:
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)
-
-
-def serves(path: Path) -> bool:
-    with grpc.insecure_channel(f"unix://{path}") as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(),
-                                                              timeout=1)
-        except grpc.RpcError:
-            return False
-    return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_service_whose_supervisor_is_gone_does_not_start(tmp_path: Path) -> None:
