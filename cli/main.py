@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from cli import options
@@ -11,6 +12,9 @@ from cli.ctl.base import run_command
 from services.common.config import SERVICES
 
 CTL_MODULES = (image, container, network, volume, build)
+# What dockerd sets too: the modes of what the engine creates (state, layers,
+# directories) do not depend on the umask of whoever started it.
+ENGINE_UMASK = 0o022
 
 
 def parser() -> argparse.ArgumentParser:
@@ -35,6 +39,8 @@ def parser() -> argparse.ArgumentParser:
     options.add_cni(serve)
     serve.add_argument("--listen", help="unix://PATH or tcp://HOST:PORT (default E/<service>.sock)")
     serve.add_argument("--metrics-addr", help="HOST:PORT for Prometheus metrics")
+    serve.add_argument("--supervisor-pid", type=int,
+                       help="stop when this process, the parent, dies (set by berth up)")
     serve.add_argument("--tcp", help="gateway: also serve the Docker API on HOST:PORT with TLS")
     serve.add_argument("--tlscacert")
     serve.add_argument("--tlscert")
@@ -73,9 +79,11 @@ def passthrough(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     config = options.config_from(args)
+    if args.command in ("serve", "up"):
+        os.umask(ENGINE_UMASK)
     if args.command == "serve":
         from cli.serve import serve
-        return serve(args.service, config)
+        return serve(args.service, config, args.supervisor_pid)
     if args.command == "up":
         from cli.supervisor import up
         return up(config, args.metrics_port, passthrough(args))

@@ -6,6 +6,8 @@ import asyncio
 import ctypes
 import importlib
 import logging
+import os
+import signal
 
 from services.common import server
 from services.common.config import Config
@@ -17,6 +19,8 @@ PACKAGES = {"build": "builder"}
 # glibc's mallopt parameters
 M_TRIM_THRESHOLD = -1
 M_MMAP_THRESHOLD = -3
+# prctl(2) option
+PR_SET_PDEATHSIG = 1
 
 
 def keep_freed_buffers() -> None:
@@ -30,7 +34,23 @@ def keep_freed_buffers() -> None:
     libc.mallopt(M_TRIM_THRESHOLD, 64 << 20)
 
 
-def serve(service: str, config: Config) -> int:
+def stop_with_supervisor(supervisor_pid: int) -> None:
+    """Get SIGTERM when `berth up` dies, even by SIGKILL (systemd's
+    KillMode=process kills only it): the services then stop gracefully, and
+    the next `berth up` starts the only set. Containers keep running (conmon
+    holds them). A supervisor that died before the prctl is no longer our
+    parent: then there is nobody to serve for."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG): {os.strerror(errno)}")
+    if os.getppid() != supervisor_pid:
+        raise SystemExit(f"berth serve: the supervisor (pid {supervisor_pid}) is gone")
+
+
+def serve(service: str, config: Config, supervisor_pid: int | None = None) -> int:
+    if supervisor_pid is not None:
+        stop_with_supervisor(supervisor_pid)
     logging.basicConfig(level=logging.INFO,
                         format=f"%(asctime)s {service} %(levelname)s %(message)s")
     keep_freed_buffers()

@@ -2,35 +2,46 @@
 
 Each service is a child process (`berth serve NAME`) in its own session, so a
 terminal's ctrl-c reaches only the supervisor, which then stops the children
-in order. Containers are not children of any of them (conmon daemonizes), so
-they keep running across a stop (live restore).
+in order. A child gets SIGTERM when the supervisor dies, even by SIGKILL, so
+there is never a second set of services: the next `berth up` waits for the
+previous set to finish stopping. Containers are not children of any of them
+(conmon daemonizes), so they keep running across a stop (live restore).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import logging
 import os
 import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from services.common.config import SERVICES, Config
+from services.common.pidlock import PidLock
+from services.common.server import prepare_exec_root, service_lock
 
 log = logging.getLogger("berth.up")
 
 READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 15.0
+PREVIOUS_EXIT_TIMEOUT = 30.0  # a previous set's graceful stop, with room to spare
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 HEALTHY_RESET = 30.0  # a child that ran this long restarts with the first backoff
+
+
+class StartFailed(Exception):
+    """The engine cannot start; raised in tasks, where SystemExit would
+    escape the event loop before the started children are stopped."""
 
 
 @dataclass
@@ -46,31 +57,26 @@ class ExecRootLock:
     """One engine per exec root: an flock on E/berth.lock holding our PID."""
 
     def __init__(self, exec_root: Path) -> None:
-        exec_root.mkdir(parents=True, exist_ok=True)
-        self.path = exec_root / "berth.lock"
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        prepare_exec_root(exec_root)
+        self._lock = PidLock(exec_root / "berth.lock")
 
     def acquire(self) -> None:
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = self.path.read_text().strip() or "unknown"
+        if not self._lock.acquire():
+            holder, _ = self._lock.holder()
             raise SystemExit(
                 f"berth up: an engine is already running on exec root "
-                f"{self.path.parent} (pid {holder}); stop it first or use another "
-                f"--exec-root") from None
-        os.ftruncate(self._fd, 0)
-        os.write(self._fd, str(os.getpid()).encode())
+                f"{self._lock.path.parent} (pid {holder}); stop it first or use another "
+                f"--exec-root")
 
     def release(self) -> None:
-        os.ftruncate(self._fd, 0)
-        os.close(self._fd)
+        self._lock.release()
 
 
 def child_argv(name: str, config: Config, port: int, passthrough: list[str]) -> list[str]:
     argv = [sys.executable, "-m", "cli.main", "serve", name,
             "--data-root", str(config.data_root), "--exec-root", str(config.exec_root),
-            "--metrics-addr", f"127.0.0.1:{port}", *passthrough]
+            "--metrics-addr", f"127.0.0.1:{port}", "--supervisor-pid", str(os.getpid()),
+            *passthrough]
     if name == "gateway" and config.gateway_tcp:
         tls = config.gateway_tls
         argv += ["--tcp", config.gateway_tcp]
@@ -109,7 +115,29 @@ class Supervisor:
             for name in SERVICES]
         self.stopping = asyncio.Event()
 
+    async def previous_set_gone(self) -> None:
+        """A previous supervisor killed alone leaves its services stopping
+        (they got SIGTERM when it died): start ours once their locks are free."""
+        deadline = time.monotonic() + PREVIOUS_EXIT_TIMEOUT
+        locks = {name: service_lock(self.config.exec_root, name) for name in SERVICES}
+        announced: set[str] = set()
+        while held := [name for name, lock in locks.items() if lock.is_held()]:
+            if time.monotonic() > deadline:
+                raise StartFailed(
+                    f"berth up: still running on exec root {self.config.exec_root} after "
+                    f"{PREVIOUS_EXIT_TIMEOUT:.0f}s: " + ", ".join(
+                        f"{name} service (pid {locks[name].holder()[0]})" for name in held)
+                    + "; stop them first")
+            for name in set(held) - announced:
+                log.info("waiting for the %s service already on this exec root (pid %s) "
+                         "to exit", name, locks[name].holder()[0])
+            announced.update(held)
+            await asyncio.sleep(0.1)
+
     async def spawn(self, child: Child) -> None:
+        # Forked from the event loop's thread, the main one: the child's
+        # PR_SET_PDEATHSIG fires when the thread that forked it ends, so a
+        # worker thread here would stop the child when that thread ends.
         child.process = await asyncio.create_subprocess_exec(
             *child.argv, stdin=asyncio.subprocess.DEVNULL, stdout=sys.stderr.fileno(),
             start_new_session=True)
@@ -121,12 +149,12 @@ class Supervisor:
         while pending:
             for child in self.children:
                 if child.process and child.process.returncode is not None:
-                    raise SystemExit(f"berth up: the {child.name} service exited with "
+                    raise StartFailed(f"berth up: the {child.name} service exited with "
                                      f"code {child.process.returncode} while starting")
             pending = {name for name in pending
                        if not await asyncio.to_thread(is_serving, self.config, name)}
             if pending and time.monotonic() > deadline:
-                raise SystemExit(f"berth up: not serving after {READY_TIMEOUT:.0f}s: "
+                raise StartFailed(f"berth up: not serving after {READY_TIMEOUT:.0f}s: "
                                  + ", ".join(sorted(pending)))
             if pending:
                 await asyncio.sleep(0.05)
@@ -164,26 +192,34 @@ class Supervisor:
                 child.process.kill()
                 await child.process.wait()
 
+    async def unless_stopped(self, work: Coroutine[Any, Any, None]) -> bool:
+        """Run `work` unless SIGINT/SIGTERM comes first; True if it completed."""
+        task = asyncio.create_task(work)
+        stop = asyncio.create_task(self.stopping.wait())
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not task.done():
+            task.cancel()
+            return False
+        task.result()
+        return True
+
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
         try:
+            if not await self.unless_stopped(self.previous_set_gone()):
+                return 0
             for child in self.children:
                 await self.spawn(child)
-            ready = asyncio.create_task(self.wait_ready())
-            stop = asyncio.create_task(self.stopping.wait())
-            await asyncio.wait({ready, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if ready.done():
-                ready.result()
-                print(f"berth ready: unix://{self.config.docker_socket}", flush=True)
-                watchers = [asyncio.create_task(self.watch(c)) for c in self.children]
-                await self.stopping.wait()
-                for watcher in watchers:
-                    watcher.cancel()
-            else:
-                ready.cancel()
-            stop.cancel()
+            if not await self.unless_stopped(self.wait_ready()):
+                return 0
+            print(f"berth ready: unix://{self.config.docker_socket}", flush=True)
+            watchers = [asyncio.create_task(self.watch(c)) for c in self.children]
+            await self.stopping.wait()
+            for watcher in watchers:
+                watcher.cancel()
         finally:
             await self.stop_all()
         return 0
@@ -195,5 +231,7 @@ def up(config: Config, metrics_base: int, passthrough: list[str]) -> int:
     lock.acquire()
     try:
         return asyncio.run(Supervisor(config, metrics_base, passthrough).run())
+    except StartFailed as exc:
+        raise SystemExit(str(exc)) from None
     finally:
         lock.release()

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -21,9 +22,13 @@ from berth.types.v1 import types_pb2, types_pb2_grpc
 from services.common.config import Config
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
+from services.common.pidlock import PidLock
 from services.common.version import VERSION
 
 GRACE_SECONDS = 10.0
+SOCKET_MODE = 0o660
+EXEC_ROOT_MODE = 0o700
+PROBE_TIMEOUT = 2.0
 log = logging.getLogger("berth")
 
 
@@ -66,21 +71,81 @@ def server_credentials(config: Config) -> grpc.ServerCredentials:
                                        require_client_auth=True)
 
 
-def bind(server: grpc.aio.Server, config: Config, address: str) -> None:
+def prepare_exec_root(exec_root: Path) -> None:
+    """The exec root holds every socket: ours alone (0700), whatever the umask."""
+    exec_root.mkdir(parents=True, exist_ok=True)
+    os.chown(exec_root, os.geteuid(), os.getegid())
+    os.chmod(exec_root, EXEC_ROOT_MODE)
+
+
+def service_lock(exec_root: Path, name: str) -> PidLock:
+    """E/<service>.lock: held by the one process serving `name` on this exec root."""
+    return PidLock(exec_root / f"{name}.lock")
+
+
+def hold_service_lock(name: str, config: Config, address: str) -> None:
+    """Refuse to be a second `name` service on this exec root. The lock stays
+    held until this process exits: the kernel then drops it."""
+    lock = service_lock(config.exec_root, name)
+    if not lock.acquire(address):
+        pid, where = lock.holder()
+        raise SystemExit(f"berth serve: {name} service already serving on "
+                         f"{where or config.address(name)} (pid {pid})")
+
+
+def claim_unix_socket(path: Path, name: str) -> None:
+    """Make way for binding `path`: remove a stale socket left by a dead
+    server, but refuse while a live one answers there."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(PROBE_TIMEOUT)
+        try:
+            probe.connect(str(path))
+        except FileNotFoundError:
+            return
+        except ConnectionRefusedError:
+            path.unlink(missing_ok=True)
+            return
+        except TimeoutError:
+            pass  # a server too busy to accept is still a server
+    raise SystemExit(f"berth serve: {name} service already serving on {path}")
+
+
+def restrict_socket(path: Path) -> None:
+    """Owner and group only, whatever the umask was at bind time."""
+    os.chmod(path, SOCKET_MODE)
+
+
+def unix_path(address: str) -> Path | None:
+    """The socket path of a unix:// address; None for tcp://."""
     if address.startswith("unix://"):
-        path = Path(address.removeprefix("unix://"))
+        return Path(address.removeprefix("unix://"))
+    if address.startswith("tcp://"):
+        return None
+    raise SystemExit(f"berth: listen address must be unix://PATH or tcp://HOST:PORT: {address}")
+
+
+def claim(name: str, config: Config, address: str) -> None:
+    """Before setup creates anything: be the only `name` service on this
+    exec root, and make way for its socket."""
+    prepare_exec_root(config.exec_root)
+    hold_service_lock(name, config, address)
+    if path := unix_path(address):
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.unlink(missing_ok=True)
+        claim_unix_socket(path, name)
+
+
+def bind(server: grpc.aio.Server, config: Config, address: str) -> None:
+    if path := unix_path(address):
         server.add_insecure_port(address)
-    elif address.startswith("tcp://"):
-        server.add_secure_port(address.removeprefix("tcp://"), server_credentials(config))
+        restrict_socket(path)
     else:
-        raise SystemExit(f"berth: listen address must be unix://PATH or tcp://HOST:PORT: {address}")
+        server.add_secure_port(address.removeprefix("tcp://"), server_credentials(config))
 
 
 async def run(name: str, config: Config, setup: Setup) -> None:
     """Serve `name` until SIGTERM/SIGINT."""
     address = config.listen or config.address(name)
+    claim(name, config, address)
     server = grpc.aio.server(
         interceptors=[ServerInterceptor()],
         options=[("grpc.max_receive_message_length", 64 << 20),

@@ -6,12 +6,11 @@ and `berth status` watch it like any service.
 
 from __future__ import annotations
 
-import os
 import ssl
 
 from aiohttp import web
 
-from services.common.server import ServiceContext
+from services.common.server import ServiceContext, claim_unix_socket, restrict_socket
 from services.gateway.app import make_app
 from services.gateway.backends import Backends
 
@@ -27,14 +26,13 @@ def tls_context(ctx: ServiceContext) -> ssl.SSLContext:
 
 
 async def setup(ctx: ServiceContext) -> list[str]:
+    sock = ctx.config.docker_socket
+    claim_unix_socket(sock, ctx.name)
     backends = Backends(ctx.config)
     runner = web.AppRunner(make_app(backends), access_log=None, shutdown_timeout=5)
     await runner.setup()
-    sock = ctx.config.docker_socket
-    sock.parent.mkdir(parents=True, exist_ok=True)
-    sock.unlink(missing_ok=True)
     await web.UnixSite(runner, str(sock)).start()
-    os.chmod(sock, 0o660)
+    restrict_socket(sock)
     if ctx.config.gateway_tcp:
         host, _, port = ctx.config.gateway_tcp.rpartition(":")
         await web.TCPSite(runner, host or "0.0.0.0", int(port),

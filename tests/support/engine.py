@@ -28,6 +28,7 @@ class Engine:
     root: Path
     process: subprocess.Popen | None = None
     args: tuple[str, ...] = ()            # more `berth up` options
+    umask: int = -1                       # the umask `berth up` starts with; -1: ours
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -48,7 +49,7 @@ class Engine:
         self.process = subprocess.Popen(
             [*BERTH, "up", "--data-root", str(self.data_root), "--exec-root",
              str(self.exec_root), *self.args], cwd=REPO, stdout=subprocess.PIPE, stderr=log,
-            start_new_session=True)
+            start_new_session=True, umask=self.umask)
         assert self.process.stdout is not None
         deadline = time.monotonic() + timeout
         line = b""
@@ -140,9 +141,9 @@ def purge_instance(exec_root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_engine(prefix: str = "berth-test-", args: tuple[str, ...] = ()):
+def running_engine(prefix: str = "berth-test-", args: tuple[str, ...] = (), umask: int = -1):
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    engine = Engine(root, args=args)
+    engine = Engine(root, args=args, umask=umask)
     engine.start()
     try:
         yield engine
