@@ -22,7 +22,7 @@ from services.network.ports import parse_host_ports, parse_port
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
 
 if TYPE_CHECKING:
-    from services.network.manager import SandboxSpec
+    from services.network.specs import SandboxSpec
 
 log = logging.getLogger("berth.network.pods")
 

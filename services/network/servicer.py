@@ -6,15 +6,15 @@ from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
-from services.network.manager import (
+from services.network.manager import NetworkManager
+from services.network.pods import PodRef
+from services.network.specs import (
     EndpointSpec,
     EndpointView,
-    NetworkManager,
     NetworkSpec,
     SandboxSpec,
     SandboxView,
 )
-from services.network.pods import PodRef
 from services.network.store import NetworkRecord
 
 

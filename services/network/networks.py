@@ -1,0 +1,281 @@
+"""Networks: the built-in ones, create, remove, list and prune, and lookup by
+ID, name or ID prefix. Callers hold the manager's lock for changes."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
+from services.common.events import EventBus
+from services.network import ipam
+from services.network.dns import DnsListeners
+from services.network.specs import (
+    HOST_BINDING_OPTION,
+    ICC_OPTION,
+    MASQUERADE_OPTION,
+    MTU_OPTION,
+    NAME_OPTION,
+    NetworkSpec,
+    bool_option,
+    new_id,
+)
+from services.network.store import EndpointRecord, NetworkRecord, NetworkStore
+from services.network.wiring import KernelWiring
+
+LIST_FILTERS = {"name", "id", "label", "driver", "type", "dangling", "scope"}
+PRUNE_FILTERS = {"label", "label!", "until"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _label_matches(labels: dict[str, str], expr: str) -> bool:
+    key, sep, value = expr.partition("=")
+    return key in labels and (not sep or labels[key] == value)
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    """Docker's filters.Match: the value is a regular expression searched in the name."""
+    try:
+        return re.search(pattern, name) is not None
+    except re.error:
+        return pattern in name
+
+
+def _parse_until(value: str) -> datetime:
+    try:
+        return datetime.fromtimestamp(float(value), UTC)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid filter 'until={value}'") from exc
+
+
+class Networks:
+    def __init__(self, prefix: str, store: NetworkStore, events: EventBus,
+                 wiring: KernelWiring, dns: DnsListeners) -> None:
+        self.prefix = prefix
+        self.store = store
+        self.events = events
+        self.wiring = wiring
+        self.dns = dns
+
+    # -- service start and stop ---------------------------------------------
+
+    async def bring_up(self) -> None:
+        """The built-in networks, every bridge and the DNS of user networks."""
+        self._ensure_builtin()
+        for network in self.store.networks():
+            if network.driver == "bridge":
+                await self.wiring.bring_up_bridge(network)
+
+    async def start_dns(self) -> None:
+        for network in self.store.networks():
+            if network.is_user_bridge:
+                await self.dns.start(network.id, network.gateway)
+
+    async def take_down_unused(self) -> None:
+        """Delete the bridges no running container uses; their records stay."""
+        for network in self.store.networks():
+            if network.driver == "bridge" and not self.in_use(network.id):
+                await self.wiring.delete_bridge(network)
+
+    def _ensure_builtin(self) -> None:
+        names = {n.name for n in self.store.networks()}
+        if "bridge" not in names:
+            bridge = f"{self.prefix}0"
+            self.store.save_network(NetworkRecord(
+                id=new_id(), name="bridge", driver="bridge", created=_now(), bridge=bridge,
+                builtin=True, options={
+                    "com.docker.network.bridge.default_bridge": "true",
+                    ICC_OPTION: "true",
+                    MASQUERADE_OPTION: "true",
+                    HOST_BINDING_OPTION: "0.0.0.0",
+                    NAME_OPTION: bridge,
+                    MTU_OPTION: "1500"}))
+        if "host" not in names:
+            self.store.save_network(NetworkRecord(
+                id=new_id(), name="host", driver="host", created=_now(), builtin=True))
+        if "none" not in names:
+            self.store.save_network(NetworkRecord(
+                id=new_id(), name="none", driver="null", created=_now(), builtin=True))
+
+    # -- lookup -------------------------------------------------------------
+
+    def find(self, ref: str) -> NetworkRecord:
+        """By full ID, then name, then unique ID prefix, as Docker looks up.
+
+        "default" is the docker CLI's name for the default network mode.
+        """
+        ref = "bridge" if ref == "default" else ref
+        networks = self.store.networks()
+        for network in networks:
+            if network.id == ref:
+                return network
+        for network in networks:
+            if network.name == ref:
+                return network
+        matches = [n for n in networks if ref and n.id.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"network {ref} is ambiguous ({len(matches)} matches found "
+                                  f"based on ID prefix)")
+        raise NotFound(f"network {ref} not found")
+
+    def containers_of(self, network: NetworkRecord) -> list[EndpointRecord]:
+        return [e for e in self.store.endpoints(network_id=network.id) if e.wired]
+
+    def in_use(self, network_id: str) -> bool:
+        return any(e.wired for e in self.store.endpoints(network_id=network_id))
+
+    # -- create -------------------------------------------------------------
+
+    @staticmethod
+    def check_driver(spec: NetworkSpec) -> None:
+        if not spec.name:
+            raise InvalidArgument("network name is required")
+        driver = spec.driver or "bridge"
+        if driver in ("host", "null"):
+            raise PermissionDenied(f'only one instance of "{driver}" network is allowed')
+        if driver != "bridge":
+            raise NotFound(f'plugin "{driver}" not found')
+
+    async def create(self, spec: NetworkSpec) -> NetworkRecord:
+        """A bridge network (check_driver has passed); undone whole on failure."""
+        if any(n.name == spec.name for n in self.store.networks()):
+            raise AlreadyExists(f"network with name {spec.name} already exists")
+        network = self._new_bridge_record(spec)
+        created = False
+        try:
+            await self.wiring.bring_up_bridge(network)
+            created = True
+            await self.wiring.apply_firewall()
+            await self.dns.start(network.id, network.gateway)
+        except BaseException:
+            self.dns.stop(network.id)
+            await self.wiring.delete_bridge(network)
+            if created:
+                self.store.delete_network(network.id)
+                await self.wiring.apply_firewall()
+            raise
+        self.events.publish("create", network.id, {"name": network.name, "type": "bridge"})
+        return network
+
+    def _new_bridge_record(self, spec: NetworkSpec) -> NetworkRecord:
+        network_id = new_id()
+        options = dict(spec.options)
+        mtu = options.get(MTU_OPTION, "")
+        if mtu and not mtu.isdigit():
+            raise InvalidArgument(f"invalid MTU number: {mtu}")
+        bridge = options.get(NAME_OPTION) or (
+            f"{self.prefix}-" + network_id[:14 - len(self.prefix)])
+        if len(bridge) > 15:
+            raise InvalidArgument(f"bridge name {bridge} is longer than 15 characters")
+        record = NetworkRecord(
+            id=network_id, name=spec.name, driver="bridge", created=_now(), bridge=bridge,
+            internal=spec.internal, attachable=spec.attachable, enable_ipv6=spec.enable_ipv6,
+            mtu=int(mtu or 0), icc=bool_option(options.get(ICC_OPTION, "true")),
+            options=options, labels=dict(spec.labels), ipam_options=dict(spec.ipam_options),
+            aux_addresses=dict(spec.aux_addresses))
+        if spec.subnet:
+            subnet = ipam.parse_subnet(spec.subnet)
+            ours = [ipaddress.IPv4Network(n.subnet) for n in self.store.networks() if n.subnet]
+            ipam.check_user_pool(subnet, spec.gateway, spec.ip_range, ours)
+            record.subnet, record.user_subnet = str(subnet), True
+            record.gateway = str(ipam.parse_address(spec.gateway)) if spec.gateway else \
+                ipam.default_gateway(subnet)
+            record.ip_range = str(ipam.parse_subnet(spec.ip_range)) if spec.ip_range else ""
+        elif spec.gateway or spec.ip_range:
+            raise InvalidArgument("invalid network config:\na gateway or ip-range needs "
+                                  "a subnet")
+        if spec.enable_ipv6:
+            self._assign_ipv6(record, spec)
+        return record
+
+    def _assign_ipv6(self, record: NetworkRecord, spec: NetworkSpec) -> None:
+        """The user's IPv6 subnet, else a random unique local /64."""
+        ours = [ipaddress.IPv6Network(n.subnet6) for n in self.store.networks() if n.subnet6]
+        if spec.subnet6:
+            subnet6 = ipam.parse_subnet6(spec.subnet6)
+            ipam.check_user_pool6(subnet6, spec.gateway6, ours)
+        else:
+            subnet6 = ipam.random_ula()
+        record.subnet6 = str(subnet6)
+        record.gateway6 = spec.gateway6.split("/")[0] if spec.gateway6 else \
+            str(subnet6.network_address + 1)
+
+    # -- remove, list, prune ------------------------------------------------
+
+    async def remove(self, ref: str) -> None:
+        network = self.find(ref)
+        if network.builtin:
+            raise PermissionDenied(f"{network.name} is a pre-defined network and cannot "
+                                   f"be removed")
+        if self.in_use(network.id):
+            raise PermissionDenied(f"error while removing network: network {network.name} "
+                                   f"id {network.id} has active endpoints")
+        await self._delete(network)
+
+    async def _delete(self, network: NetworkRecord) -> None:
+        self.dns.stop(network.id)
+        await self.wiring.delete_bridge(network)
+        self.store.delete_network(network.id)
+        await self.wiring.apply_firewall()
+        self.events.publish("destroy", network.id, {"name": network.name,
+                                                    "type": network.driver})
+
+    def list(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
+        for key in filters:
+            if key not in LIST_FILTERS:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        return [n for n in self.store.networks() if self._matches(n, filters)]
+
+    def _matches(self, network: NetworkRecord, filters: dict[str, list[str]]) -> bool:
+        tests: dict[str, Callable[[str], bool]] = {
+            "name": lambda v: _name_matches(network.name, v),
+            "id": lambda v: network.id.startswith(v),
+            "label": lambda v: _label_matches(network.labels, v),
+            "driver": lambda v: network.driver == v,
+            "scope": lambda v: v == "local",
+            "type": lambda v: (v == "builtin") == network.builtin,
+            "dangling": lambda v: bool_option(v) == (
+                not network.builtin and not self.in_use(network.id)),
+        }
+        for key, values in filters.items():
+            if key == "type" and any(v not in ("custom", "builtin") for v in values):
+                raise InvalidArgument(f"invalid filter: 'type'='{values[0]}'")
+            if values and not any(tests[key](v) for v in values):
+                return False
+        return True
+
+    @staticmethod
+    def prune_limits(filters: dict[str, list[str]]) -> list[datetime]:
+        """Check the prune filters; the `until` times they give."""
+        for key in filters:
+            if key not in PRUNE_FILTERS:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        return [_parse_until(v) for v in filters.get("until", [])]
+
+    async def prune(self, filters: dict[str, list[str]], until: list[datetime]) -> list[str]:
+        deleted = []
+        for network in self.store.networks():
+            if network.builtin or self.in_use(network.id):
+                continue
+            labels = network.labels
+            if not all(_label_matches(labels, v) for v in filters.get("label", [])):
+                continue
+            if any(_label_matches(labels, v) for v in filters.get("label!", [])):
+                continue
+            created = datetime.fromisoformat(network.created.replace("Z", "+00:00"))
+            if until and not all(created < limit for limit in until):
+                continue
+            await self._delete(network)
+            deleted.append(network.name)
+        return deleted

@@ -1,0 +1,267 @@
+"""Sandboxes: a container's network namespace with its endpoints wired, its
+published ports (host ports held by bound sockets) and its /etc/hosts and
+/etc/resolv.conf; their teardown, and their re-adoption when the service
+starts. Callers hold the manager's lock for changes."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import socket
+from pathlib import Path
+
+from services.common.errors import BerthError, InvalidArgument
+from services.network import endpoints, files
+from services.network.dns import DnsListeners
+from services.network.networks import Networks
+from services.network.pods import PodNetworks
+from services.network.ports import Published, requests_for, reserve
+from services.network.specs import (
+    HOST_BINDING_OPTION,
+    EndpointSpec,
+    EndpointView,
+    SandboxSpec,
+    SandboxView,
+)
+from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
+from services.network.wiring import KernelWiring
+
+log = logging.getLogger("berth.network")
+
+BRIDGE_MODES = ("", "default", "bridge")
+
+
+def _extra_host(entry: str, views: list[EndpointView]) -> tuple[str, str]:
+    name, sep, address = entry.partition(":")
+    if not sep:
+        raise InvalidArgument(f"invalid extra host: {entry}")
+    if address == "host-gateway":
+        address = views[0].network.gateway if views else "127.0.0.1"
+    return name, address
+
+
+def _default_resolv_conf(spec: SandboxSpec) -> str:
+    host = files.read_host_resolv_conf()
+    return files.resolv_conf(spec.dns or files.container_nameservers(host),
+                             spec.dns_search or host.search,
+                             spec.dns_options or host.options)
+
+
+class Sandboxes:
+    def __init__(self, netns_dir: Path, store: NetworkStore, networks: Networks,
+                 wiring: KernelWiring, dns: DnsListeners, pods: PodNetworks) -> None:
+        self.netns_dir = netns_dir
+        self.store = store
+        self.networks = networks
+        self.wiring = wiring
+        self.dns = dns
+        self.pods = pods
+        self._port_sockets: dict[str, list[socket.socket]] = {}
+
+    # -- service start and stop ---------------------------------------------
+
+    async def readopt(self) -> None:
+        """Keep the sandboxes whose netns survived, with their ports; forget the rest."""
+        for sandbox in self.store.sandboxes():
+            alive = not sandbox.owns_netns or Path(sandbox.netns_path).exists()
+            if not alive:
+                await self.teardown(sandbox.container_id, sandbox)
+                continue
+            if sandbox.mode == "cni":
+                await self.pods.check(sandbox)
+            await self.wiring.release_vanished(sandbox.container_id)
+            socks = []
+            for port in sandbox.ports:
+                request = requests_for([(f"{port['container_port']}/{port['proto']}",
+                                         port["host_ip"], str(port["host_port"]))], False, [])
+                try:
+                    socks.append(reserve(request[0], sandbox.container_id[:12])[1])
+                except BerthError as exc:
+                    log.warning("cannot re-reserve port of %s: %s", sandbox.container_id, exc)
+            self._port_sockets[sandbox.container_id] = socks
+
+    def close_ports(self) -> None:
+        for socks in self._port_sockets.values():
+            for sock in socks:
+                sock.close()
+        self._port_sockets.clear()
+
+    async def release_host(self) -> None:
+        """Drop the firewall and the netns directory when no sandbox is left."""
+        if not self.store.sandboxes():
+            await self.wiring.remove_firewall()
+            await self.wiring.release_netns_dir(self.netns_dir)
+
+    # -- create ---------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> SandboxView:
+        """A new sandbox (an old one of the container is torn down first);
+        undone whole on failure."""
+        if self.store.sandbox(spec.container_id) is not None:
+            await self.teardown(spec.container_id)
+        mode = "bridge" if spec.network_mode in BRIDGE_MODES else spec.network_mode
+        sandbox = SandboxRecord(container_id=spec.container_id,
+                                container_name=spec.container_name, mode=mode,
+                                hostname=spec.hostname)
+        try:
+            if mode == "host":
+                sandbox.hosts, sandbox.resolv_conf = files.host_files()
+            elif mode.startswith("container:"):
+                self._share_netns(sandbox, spec)
+            elif mode == "cni":
+                await self.pods.attach(sandbox, spec)
+            else:
+                await self._build(sandbox, spec)
+            self.store.save_sandbox(sandbox)
+        except BaseException:
+            await self.teardown(spec.container_id, sandbox)
+            raise
+        return self._view(sandbox)
+
+    def _share_netns(self, sandbox: SandboxRecord, spec: SandboxSpec) -> None:
+        if not spec.container_netns_path:
+            raise InvalidArgument("container_netns_path is required for container: mode")
+        sandbox.netns_path = spec.container_netns_path
+        other = self._by_ref(sandbox.mode.removeprefix("container:"))
+        if other is not None:
+            sandbox.hosts, sandbox.resolv_conf = other.hosts, other.resolv_conf
+        else:
+            sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, "", [])
+            sandbox.resolv_conf = _default_resolv_conf(spec)
+
+    def _by_ref(self, ref: str) -> SandboxRecord | None:
+        for sandbox in self.store.sandboxes():
+            if ref and (sandbox.container_id.startswith(ref) or sandbox.container_name == ref):
+                return sandbox
+        return None
+
+    async def _build(self, sandbox: SandboxRecord, spec: SandboxSpec) -> None:
+        networks = [] if sandbox.mode == "none" else self._networks_of(sandbox.mode, spec)
+        path = self.netns_dir / spec.container_id
+        sandbox.netns_path, sandbox.owns_netns = str(path), True
+        sandbox.dns = list(spec.dns)
+        self.store.save_sandbox(sandbox)
+        await self.wiring.create_netns(path)
+        for network, endpoint in networks:
+            await self.wiring.wire(sandbox, network, endpoint)
+        sandbox.ports = await self._publish(sandbox, spec) if networks else []
+        self.store.save_sandbox(sandbox)
+        await self.wiring.apply_firewall()
+        await self.wiring.forget_udp_flows(sandbox)
+        first = self.wiring.views(sandbox.container_id)
+        address = first[0].record.ip if first else ""
+        extra = [_extra_host(entry, first) for entry in spec.extra_hosts]
+        sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, address, extra)
+        user_nets = [v for v in first
+                     if v.network.is_user_bridge and self.dns.serving(v.network.id)]
+        if user_nets:
+            host = files.read_host_resolv_conf()
+            sandbox.resolv_conf = files.resolv_conf(
+                [user_nets[0].network.gateway], spec.dns_search or host.search,
+                spec.dns_options or host.options)
+        else:
+            sandbox.resolv_conf = _default_resolv_conf(spec)
+
+    def _networks_of(self, mode: str, spec: SandboxSpec
+                     ) -> list[tuple[NetworkRecord, EndpointRecord]]:
+        """The container's endpoints: stored choices win over the create-time list."""
+        find = self.networks.find
+        requested = list(spec.endpoints)
+        primary = "bridge" if mode == "bridge" else mode
+        named = {find(e.network).id for e in requested}
+        primary_id = find(primary).id
+        if primary_id not in named:
+            requested.insert(0, EndpointSpec(network=primary))
+        requested.sort(key=lambda e: find(e.network).id != primary_id)
+        for request in requested:
+            network = find(request.network)
+            endpoints.check_connectable(network, None)
+            if self.store.endpoint(network.id, spec.container_id) is None:
+                endpoints.check_request(network, request)
+                self.store.save_endpoint(endpoints.new_record(
+                    network, spec.container_id, spec.container_name, request))
+        result = []
+        by_id = {n.id: n for n in self.store.networks()}
+        for endpoint in self.store.endpoints(container_id=spec.container_id):
+            if endpoint.state != "connected":
+                continue
+            endpoint.container_name = spec.container_name or endpoint.container_name
+            result.append((by_id[endpoint.network_id], endpoint))
+        return result
+
+    async def _publish(self, sandbox: SandboxRecord, spec: SandboxSpec) -> list[dict]:
+        target = self.wiring.port_target(sandbox.container_id)
+        networks = [v.network for v in self.wiring.views(sandbox.container_id)
+                    if target and v.record.ip == target]
+        default_ip = networks[0].options.get(HOST_BINDING_OPTION) if networks else ""
+        requests = requests_for(spec.port_mappings, spec.publish_all_ports, spec.exposed_ports,
+                                default_ip or "0.0.0.0")
+        socks = self._port_sockets.setdefault(sandbox.container_id, [])
+        published = []
+        for request in requests:
+            port, sock = reserve(request, f"{target}:{request.container_port}")
+            socks.append(sock)
+            published.append({"container_port": port.container_port, "proto": port.proto,
+                              "host_ip": port.host_ip, "host_port": port.host_port})
+        return published
+
+    # -- teardown, rename -----------------------------------------------------
+
+    async def teardown(self, container_id: str, sandbox: SandboxRecord | None = None) -> None:
+        """Undo a sandbox, whole or half-built: veths, IPs, ports, netns file."""
+        sandbox = sandbox or self.store.sandbox(container_id)
+        if sandbox is not None and sandbox.mode == "cni":
+            await self.pods.detach(sandbox)
+        by_id = {n.id: n for n in self.store.networks()}
+        for endpoint in self.store.endpoints(container_id=container_id):
+            if endpoint.wired and endpoint.network_id in by_id:
+                await self.wiring.unwire(by_id[endpoint.network_id], endpoint)
+        for sock in self._port_sockets.pop(container_id, []):
+            sock.close()
+        if sandbox is not None and sandbox.owns_netns:
+            await self.wiring.remove_netns(Path(sandbox.netns_path))
+        self.store.delete_sandbox(container_id)
+        await self.wiring.apply_firewall()
+        if sandbox is not None:
+            await self.wiring.forget_udp_flows(sandbox)
+
+    async def forget_container(self, container_id: str) -> None:
+        await self.teardown(container_id)
+        self.store.forget_container(container_id)
+
+    def rename_container(self, container_id: str, new_name: str) -> None:
+        for endpoint in self.store.endpoints(container_id=container_id):
+            endpoint.container_name = new_name
+            self.store.save_endpoint(endpoint)
+        sandbox = self.store.sandbox(container_id)
+        if sandbox is not None:
+            sandbox.container_name = new_name
+            self.store.save_sandbox(sandbox)
+
+    # -- views ----------------------------------------------------------------
+
+    def get(self, container_id: str) -> SandboxView:
+        sandbox = self.store.sandbox(container_id)
+        if sandbox is None:
+            return SandboxView(container_id=container_id,
+                               endpoints=[v for v in self.wiring.views(container_id)
+                                          if v.record.state == "connected"])
+        return self._view(sandbox)
+
+    def _view(self, sandbox: SandboxRecord) -> SandboxView:
+        ports = [Published(p["container_port"], p["proto"], p["host_ip"], p["host_port"])
+                 for p in sandbox.ports]
+        views = [v for v in self.wiring.views(sandbox.container_id)
+                 if v.record.state == "connected"]
+        if sandbox.mode in ("host", "none"):
+            # Docker lists these containers on the host/none network, without addresses.
+            network = self.networks.find(sandbox.mode)
+            views = [EndpointView(network, EndpointRecord(
+                network_id=network.id, container_id=sandbox.container_id,
+                endpoint_id=hashlib.sha256((network.id + sandbox.container_id).encode())
+                .hexdigest(), container_name=sandbox.container_name))]
+        if sandbox.mode == "cni":
+            views = [EndpointView(n, e) for n, e in self.pods.endpoints(sandbox)]
+        return SandboxView(container_id=sandbox.container_id, netns_path=sandbox.netns_path,
+                           network_mode=sandbox.mode, endpoints=views, ports=ports,
+                           hosts=sandbox.hosts, resolv_conf=sandbox.resolv_conf)
