@@ -3,6 +3,7 @@
 The socket carries packets whose first byte names the stream (2 stdout,
 3 stderr); what the client writes goes to the container's stdin as is.
 Typing the detach keys ends the session without touching the container.
+PendingAttaches orders attaches before the start they wait for.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from berth.container.v1 import container_pb2
 from services.common.errors import InvalidArgument
@@ -119,3 +120,62 @@ async def _forward_stdin(sock: socket.socket,
         # leave it open (StdinOnce false).
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_WR)
+
+
+class PendingAttaches:
+    """Where attach sessions and starts meet, so no output is lost.
+
+    `docker run` attaches, then starts once the attach is answered: a start
+    that comes while an attach is still reading its options waits for it
+    (up to a bound). An attach to a container that is not running waits for
+    its next start (`docker start -a` attaches first), which hands it a
+    connection to conmon's attach socket before the process runs.
+    """
+
+    def __init__(self) -> None:
+        self._opening = 0
+        self._changed = asyncio.Condition()
+        self._waiters: dict[str, list[asyncio.Future[socket.socket | None]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def opening(self) -> AsyncIterator[None]:
+        """Held while an attach reads its options."""
+        self._opening += 1
+        try:
+            yield
+        finally:
+            self._opening -= 1
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def settled(self, timeout: float) -> None:
+        """Return once no attach is reading its options, or after `timeout`."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._opening == 0),
+                                       timeout)
+
+    def wait_for_start(self, container_id: str) -> asyncio.Future[socket.socket | None]:
+        """A future of the attach socket at the container's next start (None: no start)."""
+        waiter: asyncio.Future[socket.socket | None] = \
+            asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(container_id, []).append(waiter)
+        return waiter
+
+    def started(self, container_id: str, connect: Callable[[], socket.socket]) -> None:
+        """The container is created and not yet started: connect every waiter."""
+        for waiter in self._waiters.pop(container_id, []):
+            if not waiter.done():
+                waiter.set_result(connect())
+
+    def ended(self, container_id: str) -> None:
+        """The start failed or the container is gone: the waiters get nothing."""
+        for waiter in self._waiters.pop(container_id, []):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def drop(self, container_id: str, waiter: asyncio.Future[socket.socket | None]) -> None:
+        if not waiter.done():
+            waiter.cancel()
+            with contextlib.suppress(ValueError):
+                self._waiters.get(container_id, []).remove(waiter)

@@ -205,7 +205,7 @@ class ExecManager:
             sock = None
             if attach:
                 await asyncio.wait_for(asyncio.to_thread(os.read, pipes.attach_r, 4096), 30)
-                sock = oci.connect_attach(oci.Bundle(session))
+                sock = self._runtime.connect_attach(oci.Bundle(session))
                 os.write(pipes.start_w, b"1")
             first = json.loads(await record.sync.readline() or b"{}")
         finally:
@@ -240,7 +240,7 @@ class ExecManager:
     def resize(self, record: Exec, height: int, width: int) -> None:
         if not record.running or record.session_dir is None:
             raise NotFound("no such exec")
-        oci.resize(oci.Bundle(record.session_dir), height, width)
+        self._runtime.resize(oci.Bundle(record.session_dir), height, width)
 
     async def kill(self, record: Exec) -> None:
         if record.running and record.pid:

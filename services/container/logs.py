@@ -87,15 +87,6 @@ def read_lines(path: Path) -> tuple[list[LogLine], int]:
     return lines, end
 
 
-def rotate(path: Path, max_files: int) -> None:
-    """Docker's json-file rotation: log -> log.1 -> ... -> log.<max_files - 1>."""
-    rotated(path, max_files - 1).unlink(missing_ok=True)
-    for index in range(max_files - 2, 0, -1):
-        if rotated(path, index).exists():
-            rotated(path, index).rename(rotated(path, index + 1))
-    path.rename(rotated(path, 1))
-
-
 def select(lines: list[LogLine], streams: set[str], since: int, until: int,
            tail: str) -> list[LogLine]:
     chosen = [line for line in lines if line.stream in streams

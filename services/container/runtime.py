@@ -158,6 +158,69 @@ class Runtime:
             (self.persist / cid).rmdir()
         (self.sockets / cid).unlink(missing_ok=True)
 
+    @staticmethod
+    def conmon_alive(pid: int, cid: str) -> bool:
+        """Whether `pid` is still the conmon of container `cid` (pids get reused)."""
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        return b"conmon" in cmdline and cid.encode() in cmdline
+
+    @staticmethod
+    async def wait_exit(pid: int) -> None:
+        """Return when process `pid` (not our child) exits: a pidfd on the event loop."""
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return
+        loop = asyncio.get_running_loop()
+        exited = loop.create_future()
+        loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
+        try:
+            await exited
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+    @staticmethod
+    def connect_attach(bundle: Bundle) -> socket.socket:
+        """A non-blocking connection to conmon's attach socket.
+
+        The socket's path can exceed the 108 bytes of sun_path, so connect
+        through /proc/self/fd of its directory.
+        """
+        dir_fd = os.open(bundle.path, os.O_PATH)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            sock.connect(f"/proc/self/fd/{dir_fd}/attach")
+        except OSError as exc:
+            sock.close()
+            raise Conflict(f"cannot attach to container: {exc}") from exc
+        finally:
+            os.close(dir_fd)
+        sock.setblocking(False)
+        return sock
+
+    @staticmethod
+    def resize(bundle: Bundle, height: int, width: int) -> None:
+        """Ask conmon to resize the container's pty."""
+        _control(bundle, f"{_RESIZE_EVENT} {height} {width}\n")
+
+    @staticmethod
+    def rotate_log(bundle: Bundle, rename: Callable[[], None]) -> None:
+        """`rename` the log files away, then have conmon start a new log file.
+
+        The control fifo is opened first: it fails once conmon is gone, and
+        then nothing is renamed.
+        """
+        fd = _open_control(bundle)
+        try:
+            rename()
+            os.write(fd, f"{_REOPEN_LOG_EVENT} 0 0\n".encode())
+        finally:
+            os.close(fd)
+
     async def _runc(self, *args: str) -> str:
         process = await asyncio.create_subprocess_exec(
             self.binary, "--root", str(self.root), *args, stdin=asyncio.subprocess.DEVNULL,
@@ -195,69 +258,6 @@ def _read_line(fd: int) -> bytes:
     while (chunk := os.read(fd, 65536)) and not chunk.endswith(b"\n"):
         chunks.append(chunk)
     return b"".join(chunks) + chunk
-
-
-def conmon_alive(pid: int, cid: str) -> bool:
-    """Whether `pid` is still the conmon of container `cid` (pids get reused)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return b"conmon" in cmdline and cid.encode() in cmdline
-
-
-async def wait_process_exit(pid: int) -> None:
-    """Return when process `pid` (not our child) exits: a pidfd on the event loop."""
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    exited = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(None))
-    try:
-        await exited
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
-def connect_attach(bundle: Bundle) -> socket.socket:
-    """A non-blocking connection to conmon's attach socket.
-
-    The socket's path can exceed the 108 bytes of sun_path, so connect
-    through /proc/self/fd of its directory.
-    """
-    dir_fd = os.open(bundle.path, os.O_PATH)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    try:
-        sock.connect(f"/proc/self/fd/{dir_fd}/attach")
-    except OSError as exc:
-        sock.close()
-        raise Conflict(f"cannot attach to container: {exc}") from exc
-    finally:
-        os.close(dir_fd)
-    sock.setblocking(False)
-    return sock
-
-
-def resize(bundle: Bundle, height: int, width: int) -> None:
-    """Ask conmon to resize the container's pty."""
-    _control(bundle, f"{_RESIZE_EVENT} {height} {width}\n")
-
-
-def rotate_log(bundle: Bundle, rename: Callable[[], None]) -> None:
-    """`rename` the log files away, then have conmon start a new log file.
-
-    The control fifo is opened first: it fails once conmon is gone, and
-    then nothing is renamed.
-    """
-    fd = _open_control(bundle)
-    try:
-        rename()
-        os.write(fd, f"{_REOPEN_LOG_EVENT} 0 0\n".encode())
-    finally:
-        os.close(fd)
 
 
 def _control(bundle: Bundle, message: str) -> None:

@@ -11,6 +11,7 @@ from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
 from services.common.server import ServiceContext
 from services.container import mounts
+from services.container.bundle import BundleBuilder
 from services.container.cgroups import cgroups_path
 from services.container.commit import Commits
 from services.container.container_events import ContainerEvents
@@ -20,12 +21,20 @@ from services.container.metrics import ContainerCollector
 from services.container.peers import Peers
 from services.container.processes import Processes
 from services.container.resources import Resources
+from services.container.runtime import Runtime
 from services.container.servicer import ContainerServicer
+from services.container.sessions import Sessions
+from services.container.store import ContainerStore
 
 
 async def setup(ctx: ServiceContext) -> list[str]:
+    config = ctx.config
     events = EventBus("container")
-    manager = Manager(ctx.config, events, Peers(ctx.config))
+    store = ContainerStore(config.service_dir("container") / "state.db")
+    runtime = Runtime(config.exec_root / "container", config.engine.get("runtime", "runc"))
+    peers = Peers(config)
+    bundles = BundleBuilder(peers, config.instance_prefix, bool(config.engine.get("init", False)))
+    manager = Manager(config, events, store, runtime, peers, bundles)
     started_ns = time.time_ns()
     await manager.recover()
     # Volume leases of containers removed while the volume service was away.
@@ -40,13 +49,18 @@ async def setup(ctx: ServiceContext) -> list[str]:
         (c.id, c.name, c.state.status, cgroups_path(prefix, c.id))
         for c in list(manager.containers.values())]))
     ctx.counts = manager.counts
-    ctx.on_shutdown.append(manager.close)
+
+    async def stop() -> None:
+        await manager.close()
+        store.close()
+    ctx.on_shutdown.append(stop)
     container_events = ContainerEvents(events, manager)
     processes = Processes(ctx.config, manager, container_events)
     await processes.start()
     ctx.on_shutdown.insert(0, processes.close)
     servicer = ContainerServicer(
-        events, manager, processes, Resources(ctx.config, manager, container_events),
-        Files(manager, container_events), Commits(manager, container_events))
+        events, manager, Sessions(manager, container_events), processes,
+        Resources(ctx.config, manager, container_events), Files(manager, container_events),
+        Commits(manager, container_events))
     container_pb2_grpc.add_ContainerServiceServicer_to_server(servicer, ctx.server)
     return [container_pb2.DESCRIPTOR.services_by_name["ContainerService"].full_name]

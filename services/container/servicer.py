@@ -17,16 +17,19 @@ from services.container.processes import Processes
 from services.container.resources import Resources
 from services.container.servicer_files import FilesServicerMixin
 from services.container.servicer_processes import ProcessServicerMixin
+from services.container.sessions import Sessions
 
 _STREAMS = {"stdout": container_pb2.IOFrame.STDOUT, "stderr": container_pb2.IOFrame.STDERR}
 
 
 class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
                         container_pb2_grpc.ContainerServiceServicer):
-    def __init__(self, events: EventBus, manager: Manager, processes: Processes,
-                 resources: Resources, files: Files, commits: Commits) -> None:
+    def __init__(self, events: EventBus, manager: Manager, sessions: Sessions,
+                 processes: Processes, resources: Resources, files: Files,
+                 commits: Commits) -> None:
         self._events = events
         self._manager = manager
+        self._sessions = sessions
         self._processes = processes
         self._resources = resources
         self._files = files
@@ -94,15 +97,15 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
                                                      space_reclaimed=reclaimed)
 
     async def Attach(self, request_iterator, context):  # noqa: N802
-        async for frame in self._manager.attach(request_iterator):
+        async for frame in self._sessions.attach(request_iterator):
             yield frame
 
     async def Resize(self, request, context):  # noqa: N802
-        await self._manager.resize(request.id, request.height, request.width)
+        await self._sessions.resize(request.id, request.height, request.width)
         return container_pb2.ResizeResponse()
 
     async def Logs(self, request, context):  # noqa: N802
-        async for line in self._manager.logs(request):
+        async for line in self._sessions.logs(request):
             yield container_pb2.LogEntry(stream=_STREAMS[line.stream], data=line.data,
                                          time_nano=line.time_nano)
 
