@@ -2,46 +2,105 @@
 
 from __future__ import annotations
 
-import time
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from berth.types.v1 import types_pb2
 from services.builder.context import ContextCache
 from services.builder.peers import Peers
 from services.builder.store import CacheRecord, CacheStore
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
+from services.common.filters import Filters
 
-_UNITS = {"s": 1, "m": 60, "h": 3600}
+# Keys moby's build-cache prune takes. Records carry no labels: `label`
+# selects none of them, `label!` all.
+PRUNE_FILTERS = {"until", "unused-for", "label", "label!", "id", "parent", "type",
+                 "description", "inuse", "shared", "private"}
+RECORD_TYPE = "regular"
 
 
 def rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).isoformat().replace("+00:00", "Z")
 
 
-def parse_until(value: str, now: float) -> float:
-    """`until` filter: a duration back from now (10m, 24h) or unix seconds."""
-    if value and value[-1] in _UNITS:
-        try:
-            return now - float(value[:-1]) * _UNITS[value[-1]]
-        except ValueError:
-            pass
-    try:
-        return float(value)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filter 'until={value}'") from exc
-
-
 @dataclass
 class RecordView:
-    key: str
-    parent: str
-    description: str
-    size: int
-    usage_count: int
-    created_at_rfc3339: str
-    last_used_at_rfc3339: str
+    record: CacheRecord
+    in_use: bool
+    shared: bool
+    type: str = RECORD_TYPE
+
+    @property
+    def created_at_rfc3339(self) -> str:
+        return rfc3339(self.record.created_at)
+
+    @property
+    def last_used_at_rfc3339(self) -> str:
+        return rfc3339(self.record.last_used_at)
+
+
+RecordTest = Callable[[RecordView], bool]
+
+
+def prune_selection(filters: Filters, now_ns: int | None = None) -> RecordTest:
+    """Which records a prune with these filters takes, as BuildKit selects
+    them for `docker builder prune --filter`."""
+    filters.checked(PRUNE_FILTERS)
+    tests = [_unused_since(filters, now_ns), lambda view: filters.match_labels({})]
+    for key, field in _TEXT_FIELDS.items():
+        if key in filters:
+            tests.append(_text_test(key, filters.one(key), field))
+    for key, flag in _FLAG_FIELDS.items():
+        if key in filters:
+            tests.append(_flag_test(filters, key, flag))
+    return lambda view: all(test(view) for test in tests)
+
+
+def _unused_since(filters: Filters, now_ns: int | None) -> RecordTest:
+    """`until` (or its old name `unused-for`): last used at or before then."""
+    if "until" in filters and "unused-for" in filters:
+        raise InvalidArgument('conflicting filters: "until" and "unused-for"')
+    key = "unused-for" if "unused-for" in filters else "until"
+    value = filters.one(key)
+    if value is None:
+        return lambda view: True
+    cutoff = Filters.time_ns(key, value, now_ns) / 1e9
+    return lambda view: view.record.last_used_at <= cutoff
+
+
+_TEXT_FIELDS: dict[str, Callable[[RecordView], str]] = {
+    "id": lambda view: view.record.key,
+    "parent": lambda view: view.record.parent,
+    "type": lambda view: view.type,
+    "description": lambda view: view.record.description,
+}
+_FLAG_FIELDS: dict[str, Callable[[RecordView], bool]] = {
+    "inuse": lambda view: view.in_use,
+    "shared": lambda view: view.shared,
+    "private": lambda view: not view.shared,
+}
+
+
+def _text_test(key: str, value: str | None, field: Callable[[RecordView], str]) -> RecordTest:
+    """No value: the field is set; `id`: a regular expression found in the
+    ID; otherwise the same text."""
+    if not value:
+        return lambda view: field(view) != ""
+    if key != "id":
+        return lambda view: field(view) == value
+    try:
+        pattern = re.compile(value)
+    except re.error as exc:
+        raise InvalidArgument(f"invalid filter 'id={value}': {exc}") from exc
+    return lambda view: pattern.search(field(view)) is not None
+
+
+def _flag_test(filters: Filters, key: str, flag: Callable[[RecordView], bool]) -> RecordTest:
+    """No value: the record has the property; `true`/`false`: it has it or not."""
+    wanted = filters.boolean(key, True) if filters.one(key) else True
+    return lambda view: flag(view) == wanted
 
 
 class BuildCache:
@@ -52,20 +111,21 @@ class BuildCache:
         self.events = events
         self.contexts = contexts
 
-    def records(self) -> list[RecordView]:
-        return [RecordView(key=r.key, parent=r.parent, description=r.description, size=r.size,
-                           usage_count=r.usage_count,
-                           created_at_rfc3339=rfc3339(r.created_at),
-                           last_used_at_rfc3339=rfc3339(r.last_used_at))
+    async def records(self) -> list[RecordView]:
+        """Every record, with whether an image in use or a tag holds it."""
+        usage = await self.peers.image_usage()
+        return [RecordView(record=r, in_use=r.image_id in usage.in_use,
+                           shared=r.image_id in usage.kept_by_tags)
                 for r in self.store.all()]
 
-    def _candidates(self, keep_storage: int,
-                    filters: dict[str, types_pb2.StringList]) -> list[CacheRecord]:
-        records = self.store.all()
-        now = time.time()
-        for value in filters.get("until", types_pb2.StringList()).values:
-            cutoff = parse_until(value, now)
-            records = [r for r in records if r.last_used_at < cutoff]
+    async def _candidates(self, all_records: bool, keep_storage: int,
+                          filters: Filters) -> list[CacheRecord]:
+        """What a prune takes: records not in use that the filters select;
+        without `all`, only those no tag keeps (BuildKit's shared records
+        stay); with `keep_storage`, the least recently used beyond it."""
+        selected = prune_selection(filters)
+        records = [view.record for view in await self.records()
+                   if not view.in_use and (all_records or not view.shared) and selected(view)]
         if keep_storage > 0:
             kept, chosen = 0, []
             for record in sorted(records, key=lambda r: r.last_used_at, reverse=True):
@@ -77,12 +137,13 @@ class BuildCache:
         return records
 
     async def prune(self, all_records: bool, keep_storage: int,
-                    filters: dict[str, types_pb2.StringList]) -> tuple[list[str], int]:
+                    filters: Filters) -> tuple[list[str], int]:
         """Forget cache records and remove the images only they kept; the
         contexts kept for rebuilds go too."""
+        candidates = await self._candidates(all_records, keep_storage, filters)
         self.contexts.clear()
         deleted, reclaimed = [], 0
-        for record in reversed(self._candidates(keep_storage, filters)):
+        for record in reversed(candidates):
             self.store.forget(record.key)
             deleted.append(record.key)
             if await self.peers.remove_untagged_image(record.image_id):

@@ -10,6 +10,7 @@ import asyncio
 import codecs
 import contextlib
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -22,6 +23,14 @@ from services.common.clients import channel
 from services.common.config import Config
 
 _CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class ImageUsage:
+    kept_by_tags: set[str]
+    in_use: set[str]
+
+
 @contextlib.asynccontextmanager
 async def _translated(service: str) -> AsyncIterator[None]:
     try:
@@ -92,6 +101,21 @@ class Peers:
         """Whether the lease is gone (released, or never known)."""
         return await _gone(self.images.ReleaseRootfs(
             image_pb2.ReleaseRootfsRequest(holder=holder)))
+
+    async def image_usage(self) -> ImageUsage:
+        """Which images a tag keeps (tagged ones and their ancestors), and
+        which are held by containers or running builds."""
+        async with _translated("image"):
+            listed = await self.images.List(image_pb2.ListImagesRequest(all=True))
+        parents = {image.id: image.parent for image in listed.images}
+        kept: set[str] = set()
+        for image in listed.images:
+            current = image.id if image.repo_tags else ""
+            while current and current not in kept:
+                kept.add(current)
+                current = parents.get(current, "")
+        return ImageUsage(kept_by_tags=kept,
+                          in_use={image.id for image in listed.images if image.containers > 0})
 
     async def remove_untagged_image(self, image_id: str) -> bool:
         """Remove an image nobody named (a build step's); tagged images and

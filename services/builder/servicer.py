@@ -11,6 +11,7 @@ from services.builder.cache import BuildCache
 from services.builder.options import BuildOptions
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
+from services.common.filters import Filters
 
 
 def decode_options(options: build_pb2.BuildOptions) -> BuildOptions:
@@ -56,18 +57,19 @@ class BuildServicer(build_pb2_grpc.BuildServiceServicer):
             yield encode_message(message)
 
     async def Prune(self, request, context):  # noqa: N802
-        deleted, reclaimed = await self._cache.prune(request.all, request.keep_storage,
-                                                     dict(request.filters.filters))
+        deleted, reclaimed = await self._cache.prune(
+            request.all, request.keep_storage, Filters.from_message(request.filters))
         return build_pb2.PruneBuildCacheResponse(caches_deleted=deleted,
                                                  space_reclaimed=reclaimed)
 
     async def DiskUsage(self, request, context):  # noqa: N802
         return build_pb2.BuildDiskUsageResponse(records=[
             build_pb2.BuildCacheRecord(
-                id=r.key, parent=r.parent, type="regular", description=r.description,
-                in_use=False, shared=False, size=r.size, created_at=r.created_at_rfc3339,
-                last_used_at=r.last_used_at_rfc3339, usage_count=r.usage_count)
-            for r in self._cache.records()])
+                id=view.record.key, parent=view.record.parent, type=view.type,
+                description=view.record.description, in_use=view.in_use, shared=view.shared,
+                size=view.record.size, created_at=view.created_at_rfc3339,
+                last_used_at=view.last_used_at_rfc3339, usage_count=view.record.usage_count)
+            for view in await self._cache.records()])
 
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):

@@ -13,24 +13,35 @@ from collections import deque
 from collections.abc import AsyncIterator
 
 from berth.types.v1 import types_pb2
+from services.common.filters import Filters
 
-# Filter keys that name the actor of an event of the same type.
-_ACTOR_FILTERS = {"container", "network", "volume"}
+# The keys Docker's /events accepts (some name objects berth does not have).
+EVENT_FILTERS = {"config", "container", "daemon", "event", "image", "label", "network",
+                 "node", "plugin", "scope", "secret", "service", "type", "volume"}
+# Filter keys that name the actor of an event of the same type (berth
+# publishes no config, daemon, node, plugin, secret or service events).
+_ACTOR_FILTERS = {"container", "network", "volume", "config", "daemon", "node", "plugin",
+                  "secret", "service"}
 
 
-def matches(event: types_pb2.Event, filters: types_pb2.Filters) -> bool:
-    """Docker's event filter semantics: OR within a key, AND across keys."""
-    for key, accepted in filters.filters.items():
-        values = set(accepted.values)
-        if not values:
+def event_filters(message: types_pb2.Filters) -> Filters:
+    return Filters.from_message(message).checked(EVENT_FILTERS)
+
+
+def matches(event: types_pb2.Event, filters: Filters) -> bool:
+    """Docker's event filter semantics: OR within a key, AND across keys,
+    every `label` expression on the event's attributes."""
+    if not filters.match_labels(dict(event.attributes)):
+        return False
+    for key, accepted in filters.items():
+        values = set(accepted)
+        if not values or key in ("label", "label!"):
             continue
         if key == "type" and event.type not in values:
             return False
         if key == "event" and event.action.split(":")[0] not in values:
             return False
         if key == "scope" and event.scope not in values:
-            return False
-        if key == "label" and not any(_label_matches(event, v) for v in values):
             return False
         if key in _ACTOR_FILTERS:
             if event.type != key:
@@ -63,13 +74,6 @@ def _image_matches(event: types_pb2.Event, values: set[str]) -> bool:
     return bool(names & values)
 
 
-def _label_matches(event: types_pb2.Event, expr: str) -> bool:
-    key, sep, value = expr.partition("=")
-    if key not in event.attributes:
-        return False
-    return not sep or event.attributes[key] == value
-
-
 class EventBus:
     def __init__(self, event_type: str, capacity: int = 1024) -> None:
         self.event_type = event_type
@@ -89,6 +93,7 @@ class EventBus:
 
     async def subscribe(self, request: types_pb2.SubscribeRequest
                         ) -> AsyncIterator[types_pb2.Event]:
+        filters = event_filters(request.filters)
         queue: asyncio.Queue[types_pb2.Event] = asyncio.Queue()
         self._subscribers.add(queue)
         try:
@@ -97,7 +102,7 @@ class EventBus:
                 for event in list(self._buffer):
                     in_window = event.time_nano >= request.since_nano and (
                         until is None or event.time_nano <= until)
-                    if in_window and matches(event, request.filters):
+                    if in_window and matches(event, filters):
                         yield event
             if until is not None and until <= time.time_ns():
                 return
@@ -109,7 +114,7 @@ class EventBus:
                     return
                 if until is not None and event.time_nano > until:
                     return
-                if matches(event, request.filters):
+                if matches(event, filters):
                     yield event
         finally:
             self._subscribers.discard(queue)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
 from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
+from services.common.filters import Filters
 from services.container import configs, health
 from services.container.containers import Manager, dir_size
 from services.container.store import Container
@@ -161,24 +161,12 @@ async def _sizes(manager: Manager, container: Container) -> tuple[int, int]:
     return rw, rw + lower
 
 
-def _values(filters: types_pb2.Filters) -> dict[str, list[str]]:
-    out = {key: list(values.values) for key, values in filters.filters.items()}
-    for key, values in out.items():
-        if key not in _FILTERS:
-            raise InvalidArgument(f"invalid filter '{key}'")
-        if key == "status":
-            for value in values:
-                if value not in _STATUSES:
-                    raise InvalidArgument(f"invalid filter 'status={value}'")
-    return out
-
-
-def _labels_match(labels: Mapping[str, str], wanted: list[str]) -> bool:
-    for expr in wanted:
-        key, sep, value = expr.partition("=")
-        if key not in labels or (sep and labels[key] != value):
-            return False
-    return True
+def _list_filters(message: types_pb2.Filters) -> Filters:
+    filters = Filters.from_message(message).checked(_FILTERS)
+    for value in filters.get("status"):
+        if value not in _STATUSES:
+            raise InvalidArgument(f"invalid filter 'status={value}'")
+    return filters
 
 
 def _port_key(value: str) -> str:
@@ -195,14 +183,13 @@ def _networks_of(container: Container) -> set[str]:
 
 
 def matcher(manager: Manager, filters: types_pb2.Filters) -> Callable[[Container], bool]:
-    wanted = _values(filters)
-    before = [manager.get(ref).created_ns for ref in wanted.get("before", [])]
-    since = [manager.get(ref).created_ns for ref in wanted.get("since", [])]
+    wanted = _list_filters(filters)
+    before = [manager.get(ref).created_ns for ref in wanted.get("before")]
+    since = [manager.get(ref).created_ns for ref in wanted.get("since")]
 
     def keep(container: Container) -> bool:
         checks = {
             "id": lambda v: container.id.startswith(v),
-            "name": lambda v: re.search(v, container.name) is not None,
             "status": lambda v: container.state.status == v,
             "ancestor": lambda v: v in (container.image, container.image_id)
             or container.image_id.removeprefix("sha256:").startswith(v.removeprefix("sha256:"))
@@ -220,10 +207,11 @@ def matcher(manager: Manager, filters: types_pb2.Filters) -> Callable[[Container
             _port_key(v) == port or v.split("/")[0] in {b.host_port for b in bindings.bindings}
             for port, bindings in container.host_config.port_bindings.items())
         checks["is-task"] = lambda v: v == "false"
-        for key, check in checks.items():
-            if wanted.get(key) and not any(check(v) for v in wanted[key]):
-                return False
-        if wanted.get("label") and not _labels_match(container.config.labels, wanted["label"]):
+        if not all(wanted.match_any(key, check) for key, check in checks.items()):
+            return False
+        if not wanted.match_name("name", container.name, "/" + container.name):
+            return False
+        if not wanted.match_labels(container.config.labels):
             return False
         if any(container.created_ns >= ns for ns in before):
             return False
@@ -267,33 +255,14 @@ async def list_containers(manager: Manager, request: container_pb2.ListContainer
     return [await summary(manager, c, request.size) for c in chosen]
 
 
-def _until_ns(value: str) -> int:
-    """Docker's `until`: unix seconds, an RFC 3339 time, or a duration ago (10m)."""
-    units = {"s": 1, "m": 60, "h": 3600}
-    try:
-        if value[-1:] in units and value[:-1].replace(".", "", 1).isdigit():
-            return time.time_ns() - int(float(value[:-1]) * units[value[-1]] * 1e9)
-        if value.replace(".", "", 1).isdigit():
-            return int(float(value) * 1e9)
-        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1e9)
-    except ValueError:
-        raise InvalidArgument(f"failed to parse value {value!r} of filter until") from None
-
-
-def prune_filter(filters: types_pb2.Filters) -> Callable[[Container], bool]:
+def prune_filter(message: types_pb2.Filters) -> Callable[[Container], bool]:
     """Which stopped containers prune keeps (filters until, label, label!)."""
-    wanted = {key: list(values.values) for key, values in filters.filters.items()}
-    for key in wanted:
-        if key not in ("until", "label", "label!"):
-            raise InvalidArgument(f"invalid filter '{key}'")
-    until = [_until_ns(v) for v in wanted.get("until", [])]
+    filters = Filters.from_message(message).checked({"until", "label", "label!"})
+    until = filters.until_ns()
 
     def keep(container: Container) -> bool:
-        if any(container.created_ns >= ns for ns in until):
+        if until is not None and container.created_ns >= until:
             return True
-        if wanted.get("label") and not _labels_match(container.config.labels, wanted["label"]):
-            return True
-        return any(_labels_match(container.config.labels, [expr])
-                   for expr in wanted.get("label!", []))
+        return not filters.match_labels(container.config.labels)
 
     return keep

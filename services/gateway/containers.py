@@ -22,9 +22,8 @@ from services.gateway.convert.container_view import (
 )
 from services.gateway.errors import HTTPError, bad_request, read_json
 from services.gateway.hijack import MULTIPLEXED_STREAM, RAW_STREAM, frame_header, hijack, relay
-from services.gateway.params import boolean, filters, integer
+from services.gateway.params import boolean, filters, integer, timestamp
 from services.gateway.routing import Route
-from services.gateway.system import parse_timestamp
 
 WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
 
@@ -195,14 +194,14 @@ class ContainerHandlers:
         stdout, stderr = boolean(request, "stdout"), boolean(request, "stderr")
         if not (stdout or stderr):
             raise bad_request("Bad parameters: you must choose at least one stream")
-        now = time.time()
+        now = time.time_ns()
         tty = await self._tty(request.match_info["id"])
         timestamps = boolean(request, "timestamps")
         call = self.container.Logs(pb.LogsRequest(
             id=request.match_info["id"], follow=boolean(request, "follow"),
             stdout=stdout, stderr=stderr,
-            since_nano=parse_timestamp(request.query.get("since", ""), now),
-            until_nano=parse_timestamp(request.query.get("until", ""), now),
+            since_nano=timestamp(request, "since", now),
+            until_nano=timestamp(request, "until", now),
             tail=request.query.get("tail", "") or "all"))
         response = web.StreamResponse(status=200)
         response.content_type = RAW_STREAM if tty else MULTIPLEXED_STREAM

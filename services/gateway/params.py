@@ -7,6 +7,8 @@ import json
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
+from services.common.errors import InvalidArgument
+from services.common.filters import timestamp_ns
 from services.gateway.errors import bad_request
 
 
@@ -25,6 +27,19 @@ def integer(request: web.Request, name: str, default: int = 0) -> int:
         return int(raw)
     except ValueError as exc:
         raise bad_request(f"invalid value for {name}: {raw!r}") from exc
+
+
+def timestamp(request: web.Request, name: str, now_ns: int) -> int:
+    """A time parameter (`since`, `until` of events and logs) in nanoseconds,
+    in any form `docker` takes (a duration back from `now_ns`, RFC 3339, Unix
+    seconds); 0 when absent."""
+    raw = request.query.get(name, "")
+    if not raw:
+        return 0
+    try:
+        return timestamp_ns(raw, now_ns)
+    except InvalidArgument as exc:
+        raise bad_request(f"invalid value for {name}: {exc.message}") from exc
 
 
 def filters(request: web.Request) -> types_pb2.Filters:

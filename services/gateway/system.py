@@ -13,13 +13,15 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
+from services.common.errors import InvalidArgument
+from services.common.events import event_filters
 from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
 from services.gateway import hostinfo, images
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
 from services.gateway.build import build_cache_usage
 from services.gateway.convert.container_view import api_version, summary_json
 from services.gateway.errors import bad_request
-from services.gateway.params import filters
+from services.gateway.params import filters, timestamp
 from services.gateway.routing import Route
 from services.gateway.volumes import volume_usage
 
@@ -43,24 +45,6 @@ def routes(backends: Backends) -> list[Route]:
         Route("GET", "/events", handlers.events),
         Route("GET", "/system/df", handlers.disk_usage),
     ]
-
-
-def parse_timestamp(value: str, now: float) -> int:
-    """Docker's --since/--until: unix seconds[.nanos], or a duration back from now."""
-    if not value:
-        return 0
-    try:
-        seconds, _, nanos = value.partition(".")
-        return int(seconds) * 1_000_000_000 + int((nanos or "0").ljust(9, "0")[:9])
-    except ValueError:
-        pass
-    units = {"s": 1, "m": 60, "h": 3600}
-    if value[-1] in units:
-        try:
-            return int((now - float(value[:-1]) * units[value[-1]]) * 1e9)
-        except ValueError:
-            pass
-    raise bad_request(f"invalid timestamp: {value!r}")
 
 
 def event_to_json(event: types_pb2.Event) -> dict[str, Any]:
@@ -174,11 +158,15 @@ class SystemHandlers:
         })
 
     async def events(self, request: web.Request) -> web.StreamResponse:
-        now = time.time()
+        now = time.time_ns()
         subscribe = types_pb2.SubscribeRequest(
-            since_nano=parse_timestamp(request.query.get("since", ""), now),
-            until_nano=parse_timestamp(request.query.get("until", ""), now),
+            since_nano=timestamp(request, "since", now),
+            until_nano=timestamp(request, "until", now),
             filters=filters(request))
+        try:
+            event_filters(subscribe.filters)
+        except InvalidArgument as exc:
+            raise bad_request(exc.message) from exc
         queue: asyncio.Queue[types_pb2.Event | None] = asyncio.Queue(maxsize=1024)
         clients = [self.backends.image, self.backends.container, self.backends.network,
                    self.backends.volume, self.backends.build]

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,14 +16,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from services.common import godur
 from services.common.errors import InvalidArgument, NotFound
 from services.common.events import EventBus
+from services.common.filters import Filters, timestamp_ns
 from services.image import metrics, reference
 from services.image.content import ContentStore
 from services.image.layers import LayerDirs, chain_ids
 from services.image.reference import ImageRef
 from services.image.store import ImageRow, ImageStore
+
+LIST_FILTERS = {"dangling", "reference", "label", "before", "since", "until"}
 
 
 def now_rfc3339() -> str:
@@ -131,8 +133,10 @@ class Images:
         metrics.LAYER_BYTES.set(self.layer_bytes())
 
     # Listing.
-    def list(self, filters: dict[str, list[str]], show_all: bool = False,
+    def list(self, filters: Filters, show_all: bool = False,
              shared_size: bool = False) -> list[ImageRecord]:
+        filters.checked(LIST_FILTERS)
+        dangling = filters.boolean("dangling", False) if "dangling" in filters else None
         refs = self.store.all_refs()
         leases = self.store.lease_counts()
         with_children = {row.parent for row in self.store.images() if row.parent}
@@ -146,7 +150,7 @@ class Images:
         for record in records:
             if not show_all and not record.refs and record.id in with_children:
                 continue
-            if self._matches(record, filters, bounds):
+            if self._matches(record, filters, dangling, bounds):
                 result.append(record)
         return result
 
@@ -158,24 +162,22 @@ class Images:
             record.shared_size = sum(sizes.get(c, 0) for c in chains[record.id]
                                      if users[c] > 1)
 
-    def _time_bounds(self, filters: dict[str, list[str]]) -> tuple[float, float]:
-        def created_of(name: str) -> float:
-            return created_seconds(self.config(self.resolve(name)))
-        after = max((created_of(v) for v in filters.get("since", [])), default=float("-inf"))
-        before = min((created_of(v) for v in filters.get("before", [])), default=float("inf"))
+    def _time_bounds(self, filters: Filters) -> tuple[float, float]:
+        """Created strictly after every `since` image and before every
+        `before` image and `until` time, in nanoseconds."""
+        def created_of(name: str) -> int:
+            return created_ns(self.config(self.resolve(name)))
+        after = max((created_of(v) for v in filters.get("since")), default=-math.inf)
+        before = min([created_of(v) for v in filters.get("before")]
+                     + [Filters.time_ns("until", v) for v in filters.get("until")],
+                     default=math.inf)
         return after, before
 
     @staticmethod
-    def _matches(record: ImageRecord, filters: dict[str, list[str]],
+    def _matches(record: ImageRecord, filters: Filters, dangling: bool | None,
                  bounds: tuple[float, float]) -> bool:
-        for key in filters:
-            if key not in ("dangling", "reference", "label", "before", "since", "until"):
-                raise InvalidArgument(f"invalid filter '{key}'")
-        dangling = filters.get("dangling")
-        if dangling:
-            wanted = dangling[-1].lower() in ("true", "1")
-            if wanted != (not record.repo_tags):
-                return False
+        if dangling is not None and dangling != (not record.repo_tags):
+            return False
         patterns = filters.get("reference")
         if patterns:
             # As dockerd: only the matching references are shown.
@@ -183,14 +185,9 @@ class Images:
                            if any(_reference_matches(r, p) for p in patterns)]
             if not record.refs:
                 return False
-        labels = filters.get("label")
-        if labels and not all(label_matches(record.labels, expr) for expr in labels):
+        if not filters.match_labels(record.labels):
             return False
-        created = created_seconds(record.config)
-        if not bounds[0] < created < bounds[1]:
-            return False
-        until = filters.get("until")
-        return not (until and created >= min(parse_timestamp(u) for u in until))
+        return bounds[0] < created_ns(record.config) < bounds[1]
 
     # Tags.
     def tag(self, source: str, target: ImageRef) -> str:
@@ -278,46 +275,10 @@ def _reference_matches(ref_text: str, pattern: str) -> bool:
     return any(fnmatch.fnmatchcase(c, pattern) for c in candidates)
 
 
-def label_matches(labels: dict[str, str], expr: str) -> bool:
-    key, sep, value = expr.partition("=")
-    if key not in labels:
-        return False
-    return not sep or labels[key] == value
+def created_ns(config: dict[str, Any]) -> int:
+    created = config.get("created")
+    return timestamp_ns(created) if created else 0
 
 
 def created_seconds(config: dict[str, Any]) -> float:
-    created = config.get("created")
-    return parse_timestamp(created) if created else 0.0
-
-
-def parse_timestamp(text: str) -> float:
-    """A Go duration before now (`24h`, `1h30m`), unix seconds, or RFC 3339,
-    as Docker's `until`/`since` filters accept them."""
-    if godur.is_duration(text):
-        return time.time() - godur.parse_ns(text) / 1e9
-    try:
-        return float(text)
-    except ValueError:
-        pass
-    main, _, rest = text.partition(".")
-    zone = ""
-    if rest:
-        digits = rest.rstrip("Z")
-        for sign in "+-":
-            if sign in digits:
-                digits, _, zone = digits.partition(sign)
-                zone = sign + zone
-        fraction = float("0." + (digits or "0"))
-    else:
-        fraction = 0.0
-        if main.endswith("Z"):
-            main = main[:-1]
-        elif len(main) > 19:
-            main, zone = main[:19], main[19:]
-    if rest.endswith("Z") or not zone:
-        zone = "+00:00"
-    try:
-        parsed = datetime.fromisoformat(main.rstrip("Z") + zone)
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid timestamp: {text}") from exc
-    return parsed.timestamp() + fraction
+    return created_ns(config) / 1e9

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.common.errors import Conflict, InvalidArgument
+from services.common.errors import Conflict
+from services.common.filters import Filters
 from services.image import reference
-from services.image.images import (
-    Images,
-    created_seconds,
-    label_matches,
-    parse_timestamp,
-    short_id,
-)
+from services.image.images import Images, created_ns, short_id
 from services.image.layers import chain_ids
+
+PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
 
 
 @dataclass
@@ -107,26 +104,24 @@ class Removal:
         return not (self.store.refs_of(image_id) or self.store.children(image_id)
                     or self.store.lease_holders(image_id))
 
-    def prune(self, filters: dict[str, list[str]]) -> tuple[list[DeleteItem], int]:
+    def prune(self, filters: Filters) -> tuple[list[DeleteItem], int]:
         """Remove unused images: dangling ones, or all unused with dangling=false."""
-        for key in filters:
-            if key not in ("dangling", "label", "label!", "until"):
-                raise InvalidArgument(f"invalid filter '{key}'")
-        only_dangling = (filters.get("dangling") or ["true"])[-1].lower() in ("true", "1")
+        only_dangling = filters.checked(PRUNE_FILTERS).boolean("dangling", True)
+        until = filters.until_ns()
         sizes_before = {r["chain_id"]: r["size"] for r in self.store.layers()}
         records: list[DeleteItem] = []
         changed = True
         while changed:
             changed = False
             for row in self.store.images():
-                if self._prune_candidate(row.id, filters, only_dangling):
+                if self._prune_candidate(row.id, filters, only_dangling, until):
                     self._delete(row.id, True, False, records, set())
                     changed = True
         removed = self.collect_garbage(records)
         return records, sum(sizes_before.get(chain, 0) for chain in removed)
 
-    def _prune_candidate(self, image_id: str, filters: dict[str, list[str]],
-                         only_dangling: bool) -> bool:
+    def _prune_candidate(self, image_id: str, filters: Filters, only_dangling: bool,
+                         until: int | None) -> bool:
         refs = self.store.refs_of(image_id)
         if only_dangling and any("@" not in r for r in refs):
             return False
@@ -134,12 +129,9 @@ class Removal:
             return False
         config = self.images.config(image_id)
         labels = (config.get("config") or {}).get("Labels") or {}
-        if not all(label_matches(labels, e) for e in filters.get("label", [])):
+        if not filters.match_labels(labels):
             return False
-        if any(label_matches(labels, e) for e in filters.get("label!", [])):
-            return False
-        until = filters.get("until")
-        return not (until and created_seconds(config) >= min(map(parse_timestamp, until)))
+        return until is None or created_ns(config) < until
 
     # Garbage collection of layers and blobs nobody uses any more.
     def collect_garbage(self, records: list[DeleteItem] | None = None) -> list[str]:

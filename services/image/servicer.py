@@ -10,6 +10,7 @@ from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
+from services.common.filters import Filters
 from services.image import export, reference
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.codec import config_from_json, config_to_json
@@ -36,10 +37,6 @@ def encode_image(record: ImageRecord) -> image_pb2.Image:
 
 def encode_items(items: list[DeleteItem]) -> list[image_pb2.DeleteItem]:
     return [image_pb2.DeleteItem(untagged=i.untagged, deleted=i.deleted) for i in items]
-
-
-def decode_filters(filters: types_pb2.Filters) -> dict[str, list[str]]:
-    return {key: list(values.values) for key, values in filters.filters.items()}
 
 
 async def spool(requests: AsyncIterator, path: Path, options_field: str) -> object:
@@ -121,7 +118,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             platforms=platforms)
 
     async def List(self, request, context):  # noqa: N802
-        records = self._images.list(decode_filters(request.filters), show_all=request.all,
+        records = self._images.list(Filters.from_message(request.filters), show_all=request.all,
                                     shared_size=request.shared_size)
         return image_pb2.ListImagesResponse(images=[encode_image(r) for r in records])
 
@@ -156,7 +153,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.HistoryResponse(items=items)
 
     async def Prune(self, request, context):  # noqa: N802
-        items, reclaimed = self._removal.prune(decode_filters(request.filters))
+        items, reclaimed = self._removal.prune(Filters.from_message(request.filters))
         return image_pb2.PruneImagesResponse(deleted=encode_items(items),
                                              space_reclaimed=reclaimed)
 

@@ -13,6 +13,7 @@ from prometheus_client import Gauge
 
 from services.common.config import Config
 from services.common.events import EventBus
+from services.common.filters import Filters
 from services.network import ipam
 from services.network.dns import DnsListeners, Resolver
 from services.network.dns_lookup import DnsLookup
@@ -68,7 +69,7 @@ class NetworkManager:
     def find(self, ref: str) -> NetworkRecord:
         return self.networks.find(ref)
 
-    def list(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
+    def list(self, filters: Filters) -> list[NetworkRecord]:
         return self.networks.list(filters)
 
     def containers_of(self, network: NetworkRecord) -> list[EndpointRecord]:
@@ -86,8 +87,8 @@ class NetworkManager:
             await self.networks.remove(ref)
             self._refresh_metrics()
 
-    async def prune(self, filters: dict[str, list[str]]) -> list[str]:
-        until = self.networks.prune_limits(filters)
+    async def prune(self, filters: Filters) -> list[str]:
+        until = self.networks.prune_limit(filters)
         async with self._lock:
             try:
                 return await self.networks.prune(filters, until)

@@ -4,12 +4,11 @@ ID, name or ID prefix. Callers hold the manager's lock for changes."""
 from __future__ import annotations
 
 import ipaddress
-import re
-from collections.abc import Callable
 from datetime import UTC, datetime
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.events import EventBus
+from services.common.filters import Filters, timestamp_ns
 from services.network import ipam
 from services.network.dns import DnsListeners
 from services.network.specs import (
@@ -31,30 +30,6 @@ PRUNE_FILTERS = {"label", "label!", "until"}
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def _label_matches(labels: dict[str, str], expr: str) -> bool:
-    key, sep, value = expr.partition("=")
-    return key in labels and (not sep or labels[key] == value)
-
-
-def _name_matches(name: str, pattern: str) -> bool:
-    """Docker's filters.Match: the value is a regular expression searched in the name."""
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        return pattern in name
-
-
-def _parse_until(value: str) -> datetime:
-    try:
-        return datetime.fromtimestamp(float(value), UTC)
-    except ValueError:
-        pass
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError as exc:
-        raise InvalidArgument(f"invalid filter 'until={value}'") from exc
 
 
 class Networks:
@@ -231,50 +206,38 @@ class Networks:
         self.events.publish("destroy", network.id, {"name": network.name,
                                                     "type": network.driver})
 
-    def list(self, filters: dict[str, list[str]]) -> list[NetworkRecord]:
-        for key in filters:
-            if key not in LIST_FILTERS:
-                raise InvalidArgument(f"invalid filter '{key}'")
-        return [n for n in self.store.networks() if self._matches(n, filters)]
+    def list(self, filters: Filters) -> list[NetworkRecord]:
+        filters.checked(LIST_FILTERS)
+        for value in filters.get("type"):
+            if value not in ("custom", "builtin"):
+                raise InvalidArgument(f"invalid filter: 'type'='{value}'")
+        dangling = filters.boolean("dangling", False) if "dangling" in filters else None
+        return [n for n in self.store.networks() if self._matches(n, filters, dangling)]
 
-    def _matches(self, network: NetworkRecord, filters: dict[str, list[str]]) -> bool:
-        tests: dict[str, Callable[[str], bool]] = {
-            "name": lambda v: _name_matches(network.name, v),
-            "id": lambda v: network.id.startswith(v),
-            "label": lambda v: _label_matches(network.labels, v),
-            "driver": lambda v: network.driver == v,
-            "scope": lambda v: v == "local",
-            "type": lambda v: (v == "builtin") == network.builtin,
-            "dangling": lambda v: bool_option(v) == (
-                not network.builtin and not self.in_use(network.id)),
-        }
-        for key, values in filters.items():
-            if key == "type" and any(v not in ("custom", "builtin") for v in values):
-                raise InvalidArgument(f"invalid filter: 'type'='{values[0]}'")
-            if values and not any(tests[key](v) for v in values):
-                return False
-        return True
+    def _matches(self, network: NetworkRecord, filters: Filters, dangling: bool | None) -> bool:
+        if dangling is not None and dangling != (
+                not network.builtin and not self.in_use(network.id)):
+            return False
+        return (filters.match_name("name", network.name)
+                and filters.match_any("id", network.id.startswith)
+                and filters.match_labels(network.labels)
+                and filters.match_any("driver", network.driver.__eq__)
+                and filters.match_any("scope", "local".__eq__)
+                and filters.match_any("type", lambda v: (v == "builtin") == network.builtin))
 
     @staticmethod
-    def prune_limits(filters: dict[str, list[str]]) -> list[datetime]:
-        """Check the prune filters; the `until` times they give."""
-        for key in filters:
-            if key not in PRUNE_FILTERS:
-                raise InvalidArgument(f"invalid filter '{key}'")
-        return [_parse_until(v) for v in filters.get("until", [])]
+    def prune_limit(filters: Filters) -> int | None:
+        """Check the prune filters; the `until` time they give."""
+        return filters.checked(PRUNE_FILTERS).until_ns()
 
-    async def prune(self, filters: dict[str, list[str]], until: list[datetime]) -> list[str]:
+    async def prune(self, filters: Filters, until: int | None) -> list[str]:
         deleted = []
         for network in self.store.networks():
             if network.builtin or self.in_use(network.id):
                 continue
-            labels = network.labels
-            if not all(_label_matches(labels, v) for v in filters.get("label", [])):
+            if not filters.match_labels(network.labels):
                 continue
-            if any(_label_matches(labels, v) for v in filters.get("label!", [])):
-                continue
-            created = datetime.fromisoformat(network.created.replace("Z", "+00:00"))
-            if until and not all(created < limit for limit in until):
+            if until is not None and timestamp_ns(network.created) >= until:
                 continue
             await self._delete(network)
             deleted.append(network.name)

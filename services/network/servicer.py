@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from berth.network.v1 import network_pb2, network_pb2_grpc
-from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
+from services.common.filters import Filters
 from services.network.manager import NetworkManager
 from services.network.pods import PodRef
 from services.network.specs import (
@@ -16,10 +16,6 @@ from services.network.specs import (
     SandboxView,
 )
 from services.network.store import NetworkRecord
-
-
-def _filters(message: types_pb2.Filters) -> dict[str, list[str]]:
-    return {key: list(values.values) for key, values in message.filters.items()}
 
 
 def _endpoint_spec(message: network_pb2.EndpointRequest) -> EndpointSpec:
@@ -99,7 +95,7 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         return self._network(self._manager.find(request.id))
 
     async def List(self, request, context):  # noqa: N802
-        networks = self._manager.list(_filters(request.filters))
+        networks = self._manager.list(Filters.from_message(request.filters))
         return network_pb2.ListNetworksResponse(networks=[self._network(n) for n in networks])
 
     async def Remove(self, request, context):  # noqa: N802
@@ -107,7 +103,7 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         return network_pb2.RemoveNetworkResponse()
 
     async def Prune(self, request, context):  # noqa: N802
-        deleted = await self._manager.prune(_filters(request.filters))
+        deleted = await self._manager.prune(Filters.from_message(request.filters))
         return network_pb2.PruneNetworksResponse(deleted=deleted)
 
     async def Connect(self, request, context):  # noqa: N802

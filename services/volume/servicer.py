@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from berth.types.v1 import types_pb2
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from services.common.events import EventBus
-from services.volume.volumes import Filters, VolumeManager, VolumeView
-
-
-def decode_filters(filters: types_pb2.Filters) -> Filters:
-    return {key: list(values.values) for key, values in filters.filters.items()}
+from services.common.filters import Filters
+from services.volume.volumes import VolumeManager, VolumeView
 
 
 def encode_volume(view: VolumeView) -> volume_pb2.Volume:
@@ -35,7 +31,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         return encode_volume(self._volumes.inspect(request.name))
 
     async def List(self, request, context):  # noqa: N802
-        views = await self._volumes.list(decode_filters(request.filters), request.usage)
+        views = await self._volumes.list(Filters.from_message(request.filters), request.usage)
         return volume_pb2.ListVolumesResponse(volumes=[encode_volume(v) for v in views])
 
     async def Remove(self, request, context):  # noqa: N802
@@ -43,7 +39,7 @@ class VolumeServicer(volume_pb2_grpc.VolumeServiceServicer):
         return volume_pb2.RemoveVolumeResponse()
 
     async def Prune(self, request, context):  # noqa: N802
-        deleted, reclaimed = await self._volumes.prune(decode_filters(request.filters))
+        deleted, reclaimed = await self._volumes.prune(Filters.from_message(request.filters))
         return volume_pb2.PruneVolumesResponse(deleted=deleted, space_reclaimed=reclaimed)
 
     async def Acquire(self, request, context):  # noqa: N802

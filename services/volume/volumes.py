@@ -18,6 +18,7 @@ from prometheus_client import Gauge
 
 from services.common.errors import Conflict, InvalidArgument, NotFound
 from services.common.events import EventBus
+from services.common.filters import Filters
 from services.volume.local import LocalDriver, validate_options
 from services.volume.store import VolumeRecord, VolumeStore
 
@@ -32,8 +33,6 @@ ANONYMOUS_LABEL = "com.docker.volume.anonymous"
 LIST_FILTERS = {"name", "label", "driver", "dangling"}
 PRUNE_FILTERS = {"label", "label!", "all"}
 SIZE_INTERVAL_SECONDS = 30.0
-
-Filters = dict[str, list[str]]
 
 
 @dataclass
@@ -61,34 +60,6 @@ def validate_name(name: str) -> None:
             f'"{name}" includes invalid characters for a local volume name, only '
             f'"{NAME_CHARS}" are allowed. If you intended to pass a host directory, '
             f"use absolute path")
-
-
-def _truth(key: str, values: list[str]) -> bool:
-    """Docker's boolean filter value; anything else is an invalid filter."""
-    words = {v.lower() for v in values}
-    if words <= {"true", "1"}:
-        return True
-    if words <= {"false", "0"}:
-        return False
-    raise InvalidArgument(f"Invalid filter '{key}=[{' '.join(values)}]'")
-
-
-def _label_match(labels: dict[str, str], expr: str) -> bool:
-    key, sep, value = expr.partition("=")
-    return key in labels and (not sep or labels[key] == value)
-
-
-def _name_match(name: str, pattern: str) -> bool:
-    try:
-        return re.search(pattern, name) is not None
-    except re.error:
-        return pattern in name
-
-
-def _check_keys(filters: Filters, allowed: set[str]) -> None:
-    for key in filters:
-        if key not in allowed:
-            raise InvalidArgument(f"Invalid filter '{key}'")
 
 
 class VolumeManager:
@@ -155,10 +126,11 @@ class VolumeManager:
         return self._view(self._get(name))
 
     async def list(self, filters: Filters, usage: bool) -> list[VolumeView]:
-        _check_keys(filters, LIST_FILTERS)
+        filters.checked(LIST_FILTERS)
+        dangling = filters.boolean("dangling", False) if "dangling" in filters else None
         counts = self.store.lease_counts()
         views = [self._view(r) for r in self.store.all()
-                 if self._matches(r, filters, counts.get(r.name, 0))]
+                 if self._matches(r, filters, dangling, counts.get(r.name, 0))]
         if usage:
             for view in views:
                 view.size = await self.driver.size(view.record.name)
@@ -166,14 +138,13 @@ class VolumeManager:
         return views
 
     @staticmethod
-    def _matches(record: VolumeRecord, filters: Filters, leases: int) -> bool:
-        if "name" in filters and not any(_name_match(record.name, v) for v in filters["name"]):
+    def _matches(record: VolumeRecord, filters: Filters, dangling: bool | None,
+                 leases: int) -> bool:
+        if dangling is not None and dangling != (leases == 0):
             return False
-        if "driver" in filters and record.driver not in filters["driver"]:
-            return False
-        if not all(_label_match(record.labels, v) for v in filters.get("label", [])):
-            return False
-        return "dangling" not in filters or _truth("dangling", filters["dangling"]) == (leases == 0)
+        return (filters.match_name("name", record.name)
+                and filters.match_any("driver", record.driver.__eq__)
+                and filters.match_labels(record.labels))
 
     # Remove and prune
 
@@ -198,8 +169,7 @@ class VolumeManager:
         self.events.publish("destroy", record.name, {"driver": record.driver})
 
     async def prune(self, filters: Filters) -> tuple[list[str], int]:
-        _check_keys(filters, PRUNE_FILTERS)
-        every = "all" in filters and _truth("all", filters["all"])
+        every = filters.checked(PRUNE_FILTERS).boolean("all", False)
         deleted: list[str] = []
         reclaimed = 0
         async with self._lock:
@@ -207,9 +177,7 @@ class VolumeManager:
             for record in self.store.all():
                 if counts.get(record.name) or not (every or record.anonymous):
                     continue
-                if not all(_label_match(record.labels, v) for v in filters.get("label", [])):
-                    continue
-                if any(_label_match(record.labels, v) for v in filters.get("label!", [])):
+                if not filters.match_labels(record.labels):
                     continue
                 size = 0 if self.driver.is_mounted(record.name) else \
                     await self.driver.size(record.name)

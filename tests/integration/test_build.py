@@ -349,7 +349,9 @@ def test_ctl_cache_usage_prune_and_metrics(engine: Engine, busybox: str,
     assert families["berth_build_builds"].samples[0].value >= 2
     assert "berth_build_step_seconds" in families
 
-    pruned = engine.docker("builder", "prune", "-f").stdout.decode()
+    engine.docker("builder", "prune", "-f")
+    assert json.loads(ctl(engine, "du", "--json")), "a tag keeps its cache without --all"
+    pruned = engine.docker("builder", "prune", "-a", "-f").stdout.decode()
     assert "Total reclaimed space" in pruned
     assert json.loads(ctl(engine, "du", "--json")) == []
     assert "ctl-built:latest" in tags(engine)

@@ -7,13 +7,11 @@ import time
 
 from berth.types.v1 import types_pb2
 from services.common.events import EventBus, matches
+from services.common.filters import Filters
 
 
-def _filters(**values: list[str]) -> types_pb2.Filters:
-    result = types_pb2.Filters()
-    for key, accepted in values.items():
-        result.filters[key].values.extend(accepted)
-    return result
+def _filters(**values: list[str]) -> Filters:
+    return Filters(values)
 
 
 def test_filters_are_or_within_and_across_keys() -> None:

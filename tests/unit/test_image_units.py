@@ -14,7 +14,7 @@ import pytest
 
 from services.common.errors import InvalidArgument
 from services.image import reference
-from services.image.images import parse_timestamp
+from services.image.images import created_ns
 from services.image.layers import chain_ids, unpack
 from services.image.registry import Registries, parse_challenge
 
@@ -140,7 +140,7 @@ def test_unpack_replaces_symlink_instead_of_writing_through(tmp_path: Path) -> N
     assert (dest / "f").read_bytes() == b"new"
 
 
-def test_timestamps() -> None:
-    assert parse_timestamp("1700000000") == 1700000000
-    assert parse_timestamp("2023-11-14T22:13:20Z") == 1700000000
-    assert abs(parse_timestamp("2023-11-14T22:13:20.5Z") - 1700000000.5) < 1e-6
+def test_created_times() -> None:
+    assert created_ns({"created": "2023-11-14T22:13:20Z"}) == 1_700_000_000_000_000_000
+    assert created_ns({"created": "2023-11-14T22:13:20.5Z"}) == 1_700_000_000_500_000_000
+    assert created_ns({}) == 0

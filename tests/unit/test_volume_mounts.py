@@ -16,6 +16,7 @@ from berth.container.v1 import container_pb2
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from services.common.errors import InvalidArgument, NotFound
 from services.common.events import EventBus
+from services.common.filters import Filters
 from services.common.interceptors import ServerInterceptor
 from services.container.mounts import (
     MountPlan,
@@ -158,13 +159,13 @@ def test_plan_leases_volumes_and_orders_mounts(tmp_path: Path) -> None:
         assert inspect["/made"].propagation == "rprivate"
         assert plan.bind_dirs == [f"{tmp_path}/made"]
         assert {e["destination"] for e in plan.copy_up} == {"/data/deep", "/anon", "/image-vol"}
-        views = await manager.list({"dangling": ["false"]}, usage=False)
+        views = await manager.list(Filters({"dangling": ["false"]}), usage=False)
         assert len(views) == 3
         assert all(manager.store.holders(v.record.name) == [CID] for v in views)
         with pytest.raises(Exception, match="in use"):
             await manager.remove("named", force=True)
         await release_mounts(CID, stub, remove_anonymous=True)
-        assert [v.record.name for v in await manager.list({}, usage=False)] == ["named"]
+        assert [v.record.name for v in await manager.list(Filters(), usage=False)] == ["named"]
     run_with_volume_service(tmp_path, scenario)
 
 
@@ -174,7 +175,7 @@ def test_plan_failure_releases_everything(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="includes invalid characters"):
             await plan_mounts(CID, container_pb2.ContainerConfig(), host, [], stub,
                               _no_containers)
-        volumes = await manager.list({}, usage=False)
+        volumes = await manager.list(Filters(), usage=False)
         assert [v.record.name for v in volumes] == ["keep"]
         assert manager.store.holders("keep") == []
         duplicate = container_pb2.HostConfig(binds=["one:/a", "two:/a"])
@@ -238,7 +239,7 @@ def test_release_keeps_named_volumes(tmp_path: Path) -> None:
                           container_pb2.HostConfig(binds=["named:/n", "/anon"]), [], stub,
                           _no_containers)
         await release_mounts(CID, stub, remove_anonymous=False)
-        assert len(await manager.list({"dangling": ["true"]}, usage=False)) == 2
+        assert len(await manager.list(Filters({"dangling": ["true"]}), usage=False)) == 2
         reply = await stub.Prune(volume_pb2.PruneVolumesRequest())
         assert len(reply.deleted) == 1
         assert manager.store.get("named") is not None

@@ -13,6 +13,7 @@ import pytest
 
 from services.common.errors import Conflict, InvalidArgument
 from services.common.events import EventBus
+from services.common.filters import Filters
 from services.volume.local import LocalDriver, directory_size
 from services.volume.store import VolumeStore
 from services.volume.volumes import VolumeManager
@@ -98,7 +99,7 @@ def test_release_gone_spares_known_holders_and_new_leases(root: Path) -> None:
         await manager.acquire("data", "creating", "", {}, {}, False)
         await manager.acquire("", "gone", "", {}, {}, True)
         dropped = await manager.release_gone({"alive"}, cutoff)
-        names = [v.record.name for v in await manager.list({}, usage=False)]
+        names = [v.record.name for v in await manager.list(Filters(), usage=False)]
         return dropped, manager.store.holders("data"), names
     dropped, holders, names = asyncio.run(scenario())
     assert dropped == ["gone"]
