@@ -113,9 +113,9 @@ def test_list_filters(engine: Engine, volumes) -> None:
     assert names("dangling=false") == ["db"]
     assert names("driver=local") == ["db", "web-dev", "web-prod"]
     code, body = curl(engine, "-g", 'http://d/volumes?filters={"bogus":["x"]}')
-    assert (code, body) == (400, {"message": "Invalid filter 'bogus'"})
+    assert (code, body) == (400, {"message": "invalid filter 'bogus'"})
     code, body = curl(engine, "-g", 'http://d/volumes?filters={"dangling":["maybe"]}')
-    assert (code, body) == (400, {"message": "Invalid filter 'dangling=[maybe]'"})
+    assert (code, body) == (400, {"message": "invalid filter 'dangling=[maybe]'"})
     code, body = curl(engine, "http://d/volumes")
     assert code == 200 and body["Warnings"] == [] and len(body["Volumes"]) == 3
 
@@ -233,7 +233,7 @@ def test_prune_anonymous_by_default_all_and_labels(engine: Engine, volumes) -> N
                       'http://d/volumes/prune?filters={"all":["true"],"label!":["keep"]}')
     assert (code, body) == (200, {"VolumesDeleted": ["named"], "SpaceReclaimed": 0})
     code, body = curl(engine, "-XPOST", "-g", 'http://d/volumes/prune?filters={"x":["1"]}')
-    assert (code, body) == (400, {"message": "Invalid filter 'x'"})
+    assert (code, body) == (400, {"message": "invalid filter 'x'"})
     code, body = curl(engine, "-XPOST", "http://d/v1.41/volumes/prune")
     assert body["VolumesDeleted"] == ["kept"]
     code, body = curl(engine, "-XPOST", "http://d/volumes/prune")
