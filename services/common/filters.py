@@ -163,6 +163,10 @@ class Filters:
             raise InvalidArgument(f"invalid filter '{key}=[{' '.join(self._values[key])}]'")
         return says_true
 
+    def flag(self, key: str) -> bool | None:
+        """A boolean filter that is either given (true or false) or absent (None)."""
+        return self.boolean(key, False) if key in self._values else None
+
     def match_any(self, key: str, test: Callable[[str], bool]) -> bool:
         """Whether some value of `key` passes `test` (true when `key` is absent)."""
         values = self.get(key)

@@ -20,6 +20,7 @@ from services.container.store import Container
 ZERO_TIME = "0001-01-01T00:00:00Z"
 _FILTERS = {"id", "name", "label", "status", "ancestor", "exited", "before", "since",
             "network", "volume", "health", "is-task", "publish", "expose"}
+_PRUNE_FILTERS = {"until", "label", "label!"}
 _STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
 
 
@@ -257,7 +258,7 @@ async def list_containers(manager: Manager, request: container_pb2.ListContainer
 
 def prune_filter(message: types_pb2.Filters) -> Callable[[Container], bool]:
     """Which stopped containers prune keeps (filters until, label, label!)."""
-    filters = Filters.from_message(message).checked({"until", "label", "label!"})
+    filters = Filters.from_message(message).checked(_PRUNE_FILTERS)
     until = filters.until_ns()
 
     def keep(container: Container) -> bool:

@@ -136,7 +136,7 @@ class Images:
     def list(self, filters: Filters, show_all: bool = False,
              shared_size: bool = False) -> list[ImageRecord]:
         filters.checked(LIST_FILTERS)
-        dangling = filters.boolean("dangling", False) if "dangling" in filters else None
+        dangling = filters.flag("dangling")
         refs = self.store.all_refs()
         leases = self.store.lease_counts()
         with_children = {row.parent for row in self.store.images() if row.parent}

@@ -211,7 +211,7 @@ class Networks:
         for value in filters.get("type"):
             if value not in ("custom", "builtin"):
                 raise InvalidArgument(f"invalid filter: 'type'='{value}'")
-        dangling = filters.boolean("dangling", False) if "dangling" in filters else None
+        dangling = filters.flag("dangling")
         return [n for n in self.store.networks() if self._matches(n, filters, dangling)]
 
     def _matches(self, network: NetworkRecord, filters: Filters, dangling: bool | None) -> bool:

@@ -127,7 +127,7 @@ class VolumeManager:
 
     async def list(self, filters: Filters, usage: bool) -> list[VolumeView]:
         filters.checked(LIST_FILTERS)
-        dangling = filters.boolean("dangling", False) if "dangling" in filters else None
+        dangling = filters.flag("dangling")
         counts = self.store.lease_counts()
         views = [self._view(r) for r in self.store.all()
                  if self._matches(r, filters, dangling, counts.get(r.name, 0))]

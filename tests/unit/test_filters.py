@@ -154,6 +154,12 @@ def test_booleans(values: list[str], expected: bool) -> None:
     assert Filters({"dangling": values}).boolean("dangling", not expected) is expected
 
 
+def test_flags_are_given_or_absent() -> None:
+    assert Filters({"dangling": ["true"]}).flag("dangling") is True
+    assert Filters({"dangling": ["0"]}).flag("dangling") is False
+    assert Filters().flag("dangling") is None
+
+
 @pytest.mark.parametrize("values", [["yes"], ["TRUE"], ["true", "false"], []])
 def test_bad_booleans_are_refused(values: list[str]) -> None:
     with pytest.raises(InvalidArgument, match="^invalid filter 'dangling="):
