@@ -10,9 +10,16 @@ import time
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import requests
 
+from berth.build.v1 import build_pb2_grpc
+from berth.container.v1 import container_pb2_grpc
+from berth.image.v1 import image_pb2_grpc
+from berth.network.v1 import network_pb2_grpc
+from berth.types.v1 import types_pb2
+from berth.volume.v1 import volume_pb2_grpc
 from tests.support.engine import Engine
 
 GROUP = "berth.test.group"
@@ -85,6 +92,26 @@ def test_unknown_filter_key_is_refused(engine: Engine, objects: float, method: s
     response = call(engine, method, path, {key: ["x"]})
     assert response.status_code == 400, response.text
     assert response.json()["message"] == f"invalid filter '{key}'"
+
+
+SERVICE_STUBS = {"image": image_pb2_grpc.ImageServiceStub,
+                 "container": container_pb2_grpc.ContainerServiceStub,
+                 "network": network_pb2_grpc.NetworkServiceStub,
+                 "volume": volume_pb2_grpc.VolumeServiceStub,
+                 "build": build_pb2_grpc.BuildServiceStub}
+
+
+@pytest.mark.parametrize("service", SERVICE_STUBS)
+def test_event_subscriptions_refuse_unknown_keys_over_grpc(engine: Engine,
+                                                           service: str) -> None:
+    """Programs that subscribe without the gateway get the same refusal."""
+    request = types_pb2.SubscribeRequest(since_nano=1, until_nano=time.time_ns())
+    request.filters.filters["bogus"].values.append("x")
+    with (grpc.insecure_channel(f"unix://{engine.exec_root}/{service}.sock") as channel,
+          pytest.raises(grpc.RpcError) as raised):
+        list(SERVICE_STUBS[service](channel).Subscribe(request))
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert raised.value.details() == "invalid filter 'bogus'"
 
 
 @pytest.mark.parametrize(("method", "path"), UNTIL_ENDPOINTS)
