@@ -35,7 +35,7 @@ def matches(event: types_pb2.Event, filters: Filters) -> bool:
         return False
     for key, accepted in filters.items():
         values = set(accepted)
-        if not values or key in ("label", "label!"):
+        if not values or key == "label":
             continue
         if key == "type" and event.type not in values:
             return False
