@@ -10,8 +10,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from cli.ctl.output import print_table
-from services.common.clients import sync_channel
 from services.common.config import SERVICES, Config
+from services.common.peers import sync_channel
 
 
 def service_status(config: Config, name: str) -> dict:

@@ -9,8 +9,8 @@ from typing import Any
 import grpc
 
 from berth.types.v1 import types_pb2
-from services.common.clients import sync_channel
 from services.common.config import Config
+from services.common.peers import sync_channel
 
 
 def stub(config: Config, service: str, stub_class: type) -> Any:

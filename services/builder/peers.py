@@ -1,14 +1,13 @@
 """The image and container services as the builder needs them.
 
-gRPC stays in this module: calls are made here, their errors come back as
-berth errors, and build output comes back as Docker JSON message dicts.
+Calls go through services.common.peers: their errors come back as berth
+errors, and build output comes back as Docker JSON message dicts.
 """
 
 from __future__ import annotations
 
 import asyncio
 import codecs
-import contextlib
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,8 @@ from berth.container.v1 import container_pb2, container_pb2_grpc
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common import errors
-from services.common.clients import channel
 from services.common.config import Config
+from services.common.peers import PeerClient
 
 _CHUNK = 1 << 20
 
@@ -31,46 +30,34 @@ class ImageUsage:
     in_use: set[str]
 
 
-@contextlib.asynccontextmanager
-async def _translated(service: str) -> AsyncIterator[None]:
-    try:
-        yield
-    except grpc.aio.AioRpcError as error:
-        raise errors.from_rpc(service, error) from error
-
-
 class Peers:
     def __init__(self, config: Config) -> None:
-        self._image_channel = channel(config, "image")
-        self._container_channel = channel(config, "container")
-        self.images = image_pb2_grpc.ImageServiceStub(self._image_channel)
-        self.containers = container_pb2_grpc.ContainerServiceStub(self._container_channel)
+        self.images = PeerClient.connect(config, "image", image_pb2_grpc.ImageServiceStub)
+        self.containers = PeerClient.connect(config, "container",
+                                     container_pb2_grpc.ContainerServiceStub)
 
     async def close(self) -> None:
-        await self._image_channel.close()
-        await self._container_channel.close()
+        await self.images.close()
+        await self.containers.close()
 
     async def inspect_image(self, name: str) -> image_pb2.Image | None:
         try:
             return await self.images.Inspect(image_pb2.InspectImageRequest(name=name))
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return None
-            raise errors.from_rpc("peer", error) from error
+        except errors.NotFound:
+            return None
 
     async def pull(self, reference: str, platform: str,
                    auth: types_pb2.RegistryAuth | None) -> AsyncIterator[dict]:
-        async with _translated("image"):
-            async for message in self.images.Pull(image_pb2.PullRequest(
-                    reference=reference, platform=platform, auth=auth)):
-                if message.error:
-                    raise errors.NotFound(message.error)
-                out = {"status": message.status}
-                if message.id:
-                    out["id"] = message.id
-                if message.progress:
-                    out["progress"] = message.progress
-                yield out
+        async for message in self.images.Pull(image_pb2.PullRequest(
+                reference=reference, platform=platform, auth=auth)):
+            if message.error:
+                raise errors.NotFound(message.error)
+            out = {"status": message.status}
+            if message.id:
+                out["id"] = message.id
+            if message.progress:
+                out["progress"] = message.progress
+            yield out
 
     async def commit_layer(self, options: image_pb2.CommitLayerOptions,
                            layer: Path | None) -> str:
@@ -82,31 +69,16 @@ class Peers:
                 while chunk := await asyncio.to_thread(f.read, _CHUNK):
                     yield image_pb2.CommitLayerRequest(data=chunk)
 
-        async with _translated("image"):
-            reply = await self.images.CommitLayer(requests())
-        return reply.id
+        return (await self.images.CommitLayer(requests())).id
 
     async def tag(self, image_id: str, reference: str) -> None:
         repo, tag = split_reference(reference)
-        async with _translated("image"):
-            await self.images.Tag(image_pb2.TagRequest(source=image_id, repo=repo, tag=tag))
-
-    async def acquire_rootfs(self, image: str, holder: str) -> list[str]:
-        async with _translated("image"):
-            rootfs = await self.images.AcquireRootfs(
-                image_pb2.AcquireRootfsRequest(image=image, holder=holder))
-        return list(rootfs.lower_dirs)
-
-    async def release_rootfs(self, holder: str) -> bool:
-        """Whether the lease is gone (released, or never known)."""
-        return await _gone(self.images.ReleaseRootfs(
-            image_pb2.ReleaseRootfsRequest(holder=holder)))
+        await self.images.Tag(image_pb2.TagRequest(source=image_id, repo=repo, tag=tag))
 
     async def image_usage(self) -> ImageUsage:
         """Which images a tag keeps (tagged ones and their ancestors), and
         which are held by containers or running builds."""
-        async with _translated("image"):
-            listed = await self.images.List(image_pb2.ListImagesRequest(all=True))
+        listed = await self.images.List(image_pb2.ListImagesRequest(all=True))
         parents = {image.id: image.parent for image in listed.images}
         kept: set[str] = set()
         for image in listed.images:
@@ -125,62 +97,67 @@ class Peers:
             if image.repo_tags:
                 return False
             await self.images.Remove(image_pb2.RemoveImageRequest(name=image_id))
-        except grpc.aio.AioRpcError:
+        except errors.BerthError:
             return False
         return True
 
     async def create_container(self, request: container_pb2.CreateContainerRequest
                                ) -> tuple[str, list[str]]:
-        async with _translated("container"):
-            reply = await self.containers.Create(request)
+        reply = await self.containers.Create(request)
         return reply.id, list(reply.warnings)
 
     async def run_container(self, container_id: str) -> AsyncIterator[str | int]:
         """Attach, start, stream the output as text (stderr in red, as Docker
         shows it); the last item is the exit code."""
-        async with _translated("container"):
-            waiter = self.containers.Wait(container_pb2.WaitContainerRequest(
-                id=container_id, condition="next-exit"))
-            await waiter.read()
-            attach = self.containers.Attach()
-            await attach.write(container_pb2.AttachRequest(options=container_pb2.AttachOptions(
-                id=container_id, stdout=True, stderr=True, stream=True)))
-            await self.containers.Start(container_pb2.StartContainerRequest(id=container_id))
-            decoders = {stream: codecs.getincrementaldecoder("utf-8")(errors="replace")
-                        for stream in (container_pb2.IOFrame.STDOUT, container_pb2.IOFrame.STDERR)}
-            async for frame in attach:
-                if text := decoders[frame.stream].decode(frame.data):
-                    yield _colour(frame.stream, text)
-            for stream, decoder in decoders.items():
-                if tail := decoder.decode(b"", final=True):
-                    yield _colour(stream, tail)
-            result = await waiter.read()
-            if result is grpc.aio.EOF:
-                raise errors.Internal(f"wait for container {container_id} ended early")
-            if result.error:
-                raise errors.Internal(result.error)
-            yield result.status_code
+        waiter = self.containers.Wait(container_pb2.WaitContainerRequest(
+            id=container_id, condition="next-exit"))
+        await waiter.read()
+        attach = self.containers.Attach()
+        await attach.write(container_pb2.AttachRequest(options=container_pb2.AttachOptions(
+            id=container_id, stdout=True, stderr=True, stream=True)))
+        await self.containers.Start(container_pb2.StartContainerRequest(id=container_id))
+        decoders = {stream: codecs.getincrementaldecoder("utf-8")(errors="replace")
+                    for stream in (container_pb2.IOFrame.STDOUT, container_pb2.IOFrame.STDERR)}
+        async for frame in attach:
+            if text := decoders[frame.stream].decode(frame.data):
+                yield _colour(frame.stream, text)
+        for stream, decoder in decoders.items():
+            if tail := decoder.decode(b"", final=True):
+                yield _colour(stream, tail)
+        result = await waiter.read()
+        if result is grpc.aio.EOF:
+            raise errors.Internal(f"wait for container {container_id} ended early")
+        if result.error:
+            raise errors.Internal(result.error)
+        yield result.status_code
 
     async def commit_step(self, container_id: str, author: str,
                           step: container_pb2.BuildStep) -> str:
         """A RUN step's container as an image with exactly the step's config
         and history line."""
-        async with _translated("container"):
-            reply = await self.containers.Commit(container_pb2.CommitRequest(
-                container_id=container_id, author=author, build_step=step))
+        reply = await self.containers.Commit(container_pb2.CommitRequest(
+            container_id=container_id, author=author, build_step=step))
         return reply.id
+
+    async def export_container(self, container_id: str) -> AsyncIterator[bytes]:
+        """The container's file system (its image's content and its rw layer) as a tar."""
+        async for chunk in self.containers.Export(container_pb2.ContainerRef(id=container_id)):
+            yield chunk.data
 
     async def remove_container(self, container_id: str) -> bool:
         """Whether the container is gone (removed, or never known)."""
         return await _gone(self.containers.Remove(
-            container_pb2.RemoveContainerRequest(id=container_id, force=True)))
+            container_pb2.RemoveContainerRequest(id=container_id, force=True,
+                                               remove_volumes=True)))
 
 
 async def _gone(call: Awaitable) -> bool:
     try:
         await call
-    except grpc.aio.AioRpcError as error:
-        return error.code() == grpc.StatusCode.NOT_FOUND
+    except errors.NotFound:
+        return True
+    except errors.BerthError:
+        return False
     return True
 
 

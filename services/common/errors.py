@@ -57,6 +57,15 @@ class Internal(BerthError):
     code = grpc.StatusCode.INTERNAL
 
 
+class PeerUnavailable(Internal):
+    """A peer service that cannot be reached. An Internal error to whoever
+    calls the service that saw it; the gateway answers 503 naming `service`."""
+
+    def __init__(self, service: str) -> None:
+        super().__init__(f"{service} service unavailable")
+        self.service = service
+
+
 _BY_CODE = {cls.code: cls for cls in BerthError.__subclasses__()}
 
 
@@ -66,5 +75,5 @@ def from_rpc(service: str, error: grpc.aio.AioRpcError) -> BerthError:
     reached is an Internal error here: UNAVAILABLE stays reserved for "this
     service cannot be reached"."""
     if error.code() == grpc.StatusCode.UNAVAILABLE:
-        return Internal(f"{service} service unavailable")
+        return PeerUnavailable(service)
     return _BY_CODE.get(error.code(), Internal)(error.details() or error.code().name.lower())

@@ -31,8 +31,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from berth.container.v1 import container_pb2
 from berth.volume.v1 import volume_pb2
 from services.common.errors import (
@@ -40,8 +38,8 @@ from services.common.errors import (
     Internal,
     InvalidArgument,
     NotFound,
-    from_rpc,
 )
+from services.common.peers import PeerClient
 
 RW_MODES = {"rw", "ro"}
 LABEL_MODES = {"z", "Z"}
@@ -338,16 +336,13 @@ async def _inherited(host_config: container_pb2.HostConfig, taken: set[str],
     return requests
 
 
-async def _acquire(volumes: Any, container_id: str, request: Request
+async def _acquire(volumes: PeerClient, container_id: str, request: Request
                    ) -> volume_pb2.AcquireVolumeResponse:
-    try:
-        return await volumes.Acquire(volume_pb2.AcquireVolumeRequest(
-            name=request.source, holder=container_id, driver=request.driver,
-            driver_opts=request.driver_opts, labels=request.labels,
-            anonymous=not request.source, destination=request.destination,
-            read_only=request.read_only))
-    except grpc.aio.AioRpcError as error:
-        raise from_rpc("volume", error) from error
+    return await volumes.Acquire(volume_pb2.AcquireVolumeRequest(
+        name=request.source, holder=container_id, driver=request.driver,
+        driver_opts=request.driver_opts, labels=request.labels,
+        anonymous=not request.source, destination=request.destination,
+        read_only=request.read_only))
 
 
 def _subpath_source(root: str, subpath: str) -> str:
@@ -376,7 +371,7 @@ def _oci_order(mount: dict[str, Any]) -> int:
     return posixpath.normpath(mount["destination"]).count("/")
 
 
-async def _build(plan: MountPlan, request: Request, volumes: Any, container_id: str) -> None:
+async def _build(plan: MountPlan, request: Request, volumes: PeerClient, container_id: str) -> None:
     inspect = {"Type": request.type, "Name": "", "Source": request.source,
                "Destination": request.destination, "Driver": "", "Mode": request.mode,
                "RW": not request.read_only, "Propagation": request.propagation}
@@ -407,10 +402,10 @@ async def _build(plan: MountPlan, request: Request, volumes: Any, container_id: 
 
 async def plan_mounts(container_id: str, config: container_pb2.ContainerConfig,
                       host_config: container_pb2.HostConfig, image_volumes: list[str],
-                      volumes: Any, resolve_container_mounts: ResolveMounts) -> MountPlan:
+                      volumes: PeerClient, resolve_container_mounts: ResolveMounts) -> MountPlan:
     """Validate every mount of a new container, lease its volumes, plan its OCI mounts.
 
-    `volumes` is a VolumeService stub (grpc.aio); `resolve_container_mounts`
+    `volumes` is the volume service's PeerClient; `resolve_container_mounts`
     gives another container's mount points for --volumes-from (raising
     NotFound for an unknown container). On any failure every lease taken
     here is released and the anonymous volumes made here are removed.
@@ -474,7 +469,7 @@ async def copy_up(plan: MountPlan, rootfs: Path) -> None:
             await _copy_into_empty(image_dir, Path(entry["source"]))
 
 
-async def release_gone_holders(known: set[str], since_ns: int, volumes: Any,
+async def release_gone_holders(known: set[str], since_ns: int, volumes: PeerClient,
                                timeout: float = 60) -> list[str]:
     """Drop volume leases of containers that no longer exist (call at service start).
 
@@ -486,15 +481,13 @@ async def release_gone_holders(known: set[str], since_ns: int, volumes: Any,
         reply = await volumes.ReleaseGone(
             volume_pb2.ReleaseGoneRequest(holders=sorted(known), before_nano=since_ns),
             wait_for_ready=True, timeout=timeout)
-    except grpc.aio.AioRpcError:
+    except BerthError:
         return []
     return list(reply.holders)
 
 
-async def release_mounts(container_id: str, volumes: Any, remove_anonymous: bool) -> None:
+async def release_mounts(container_id: str, volumes: PeerClient,
+                         remove_anonymous: bool) -> None:
     """Drop every volume lease the container holds (at remove)."""
-    try:
-        await volumes.Release(volume_pb2.ReleaseVolumeRequest(
-            holder=container_id, remove_anonymous=remove_anonymous))
-    except grpc.aio.AioRpcError as error:
-        raise from_rpc("volume", error) from error
+    await volumes.Release(volume_pb2.ReleaseVolumeRequest(
+        holder=container_id, remove_anonymous=remove_anonymous))

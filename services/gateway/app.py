@@ -12,6 +12,7 @@ import time
 from aiohttp import web
 from prometheus_client import Counter, Histogram
 
+from services.common.errors import BerthError, PeerUnavailable
 from services.common.version import API_VERSION, MIN_API_VERSION
 from services.gateway import (
     build,
@@ -23,7 +24,7 @@ from services.gateway import (
     system,
     volumes,
 )
-from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
+from services.gateway.backends import Backends
 from services.gateway.errors import HTTP_STATUS, HTTPError, error_response
 from services.gateway.routing import Handler
 
@@ -81,10 +82,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     except HTTPError as exc:
         status = exc.status
         return error_response(exc.status, exc.message)
-    except ServiceUnavailable as exc:
+    except PeerUnavailable as exc:
         status = 503
-        return error_response(503, str(exc))
-    except RpcFailed as exc:
+        return error_response(503, exc.message)
+    except BerthError as exc:
         status = HTTP_STATUS.get(exc.code, 500)
         return error_response(status, exc.message)
     except web.HTTPException as exc:

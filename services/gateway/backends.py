@@ -1,16 +1,9 @@
-"""Typed gRPC clients the gateway's handlers call, one per service.
-
-Each client wraps its stub so that a service that is down surfaces as
-ServiceUnavailable (HTTP 503 naming the service) and any other gRPC error as
-RpcFailed, which the error middleware maps to Docker's status codes.
-"""
+"""The services the gateway's handlers call, one PeerClient each
+(services.common.peers): a service that is down surfaces as PeerUnavailable
+(HTTP 503 naming the service) and any other gRPC error as the BerthError of
+its code, which the error middleware maps to Docker's status codes."""
 
 from __future__ import annotations
-
-from collections.abc import AsyncIterator
-from typing import Any
-
-import grpc
 
 from berth.build.v1 import build_pb2_grpc
 from berth.container.v1 import container_pb2_grpc
@@ -18,80 +11,8 @@ from berth.image.v1 import image_pb2_grpc
 from berth.network.v1 import network_pb2_grpc
 from berth.types.v1 import types_pb2_grpc
 from berth.volume.v1 import volume_pb2_grpc
-from services.common.clients import channel
 from services.common.config import Config
-
-
-class ServiceUnavailable(Exception):
-    def __init__(self, service: str) -> None:
-        super().__init__(f"{service} service unavailable")
-        self.service = service
-
-
-class RpcFailed(Exception):
-    """A gRPC error from a service, with its code and human message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def translate(service: str, error: grpc.aio.AioRpcError) -> Exception:
-    # Services never raise UNAVAILABLE themselves (errors.py has no such
-    # class), so it always means the transport could not reach them.
-    if error.code() == grpc.StatusCode.UNAVAILABLE:
-        return ServiceUnavailable(service)
-    return RpcFailed(error.code(), error.details() or error.code().name.lower())
-
-
-class Stream:
-    """A server- or bidi-streaming call whose errors are translated."""
-
-    def __init__(self, service: str, call: Any) -> None:
-        self._service = service
-        self.call = call
-
-    async def __aiter__(self) -> AsyncIterator[Any]:
-        try:
-            async for message in self.call:
-                yield message
-        except grpc.aio.AioRpcError as error:
-            raise translate(self._service, error) from error
-
-    async def write(self, message: Any) -> None:
-        try:
-            await self.call.write(message)
-        except grpc.aio.AioRpcError as error:
-            raise translate(self._service, error) from error
-
-    async def done_writing(self) -> None:
-        await self.call.done_writing()
-
-    def cancel(self) -> None:
-        self.call.cancel()
-
-
-class ServiceClient:
-    """Attribute access gives the stub's methods with translated errors."""
-
-    def __init__(self, service: str, stub: Any) -> None:
-        self._service = service
-        self._stub = stub
-
-    def __getattr__(self, method: str) -> Any:
-        call = getattr(self._stub, method)
-        if isinstance(call, grpc.aio.UnaryUnaryMultiCallable | grpc.aio.StreamUnaryMultiCallable):
-            async def invoke(*args: Any, **kwargs: Any) -> Any:
-                try:
-                    return await call(*args, **kwargs)
-                except grpc.aio.AioRpcError as error:
-                    raise translate(self._service, error) from error
-            return invoke
-
-        def open_stream(*args: Any, **kwargs: Any) -> Stream:
-            return Stream(self._service, call(*args, **kwargs))
-        return open_stream
+from services.common.peers import PeerClient
 
 
 class Backends:
@@ -99,21 +20,16 @@ class Backends:
 
     def __init__(self, config: Config) -> None:
         self.config = config
-        self._channels = {name: channel(config, name)
-                          for name in ("image", "container", "network", "volume", "build")}
-        self.image = ServiceClient(
-            "image", image_pb2_grpc.ImageServiceStub(self._channels["image"]))
-        self.container = ServiceClient(
-            "container", container_pb2_grpc.ContainerServiceStub(self._channels["container"]))
-        self.network = ServiceClient(
-            "network", network_pb2_grpc.NetworkServiceStub(self._channels["network"]))
-        self.volume = ServiceClient(
-            "volume", volume_pb2_grpc.VolumeServiceStub(self._channels["volume"]))
-        self.build = ServiceClient(
-            "build", build_pb2_grpc.BuildServiceStub(self._channels["build"]))
-        self.info = {name: ServiceClient(name, types_pb2_grpc.InfoStub(ch))
-                     for name, ch in self._channels.items()}
+        self.image = PeerClient.connect(config, "image", image_pb2_grpc.ImageServiceStub)
+        self.container = PeerClient.connect(config, "container",
+                                            container_pb2_grpc.ContainerServiceStub)
+        self.network = PeerClient.connect(config, "network", network_pb2_grpc.NetworkServiceStub)
+        self.volume = PeerClient.connect(config, "volume", volume_pb2_grpc.VolumeServiceStub)
+        self.build = PeerClient.connect(config, "build", build_pb2_grpc.BuildServiceStub)
+        services = (self.image, self.container, self.network, self.volume, self.build)
+        self.info = {client.service: client.sibling(types_pb2_grpc.InfoStub)
+                     for client in services}
 
     async def close(self) -> None:
-        for ch in self._channels.values():
-            await ch.close()
+        for client in (self.image, self.container, self.network, self.volume, self.build):
+            await client.close()

@@ -12,7 +12,8 @@ from aiohttp import web
 
 from berth.build.v1 import build_pb2
 from berth.types.v1 import types_pb2
-from services.gateway.backends import Backends, Stream
+from services.common.peers import PeerStream
+from services.gateway.backends import Backends
 from services.gateway.errors import bad_request
 from services.gateway.images import auth_from_json, stream_upload
 from services.gateway.params import boolean, filters, integer
@@ -101,7 +102,7 @@ async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:
             for r in reply.records]
 
 
-async def _cancel_when_client_leaves(request: web.Request, stream: Stream) -> None:
+async def _cancel_when_client_leaves(request: web.Request, stream: PeerStream) -> None:
     """A build can be silent for long (a RUN step that sleeps): notice the
     client going away without waiting for the next write to fail, so the
     build stops and its step container goes."""

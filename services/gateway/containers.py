@@ -12,7 +12,9 @@ from typing import Any
 from aiohttp import WSMsgType, web
 
 from berth.container.v1 import container_pb2 as pb
-from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
+from services.common.errors import BerthError
+from services.common.peers import PeerStream
+from services.gateway.backends import Backends
 from services.gateway.convert.container_create import create_request
 from services.gateway.convert.container_view import (
     ApiVersion,
@@ -177,7 +179,7 @@ class ContainerHandlers:
             try:
                 result = await anext(messages)
                 body = wait_body(result.status_code, result.error)
-            except (RpcFailed, ServiceUnavailable, StopAsyncIteration) as exc:
+            except (BerthError, StopAsyncIteration) as exc:
                 body = wait_body(-1, str(exc) or "wait ended unexpectedly")
             with contextlib.suppress(ConnectionError):
                 await response.write(json.dumps(body).encode() + b"\n")
@@ -214,7 +216,7 @@ class ContainerHandlers:
                     data = frame_header(entry.stream + 1, len(data)) + data
                 await response.write(data)
             await response.write_eof()
-        except (RpcFailed, ServiceUnavailable) as exc:
+        except BerthError as exc:
             # Headers are out; Docker ends the stream with the error text.
             with contextlib.suppress(ConnectionError):
                 await response.write(f"Error: {exc}\n".encode())
@@ -225,7 +227,7 @@ class ContainerHandlers:
             call.cancel()
         return response
 
-    async def _open_attach(self, request: web.Request) -> tuple[Stream, bool]:
+    async def _open_attach(self, request: web.Request) -> tuple[PeerStream, bool]:
         """Check the container (errors keep their status), then open the attach
         call; returns it and whether the container has a TTY."""
         container_id = request.match_info["id"]
@@ -281,7 +283,7 @@ class ContainerHandlers:
                     await socket.send_bytes(frame.data)
                 else:
                     await socket.send_str(frame.data.decode(errors="replace"))
-        except (ConnectionError, RpcFailed, ServiceUnavailable):
+        except (ConnectionError, BerthError):
             pass
         finally:
             call.cancel()

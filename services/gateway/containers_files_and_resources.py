@@ -11,7 +11,9 @@ from typing import Any
 from aiohttp import web
 
 from berth.container.v1 import container_pb2 as pb
-from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
+from services.common.errors import BerthError, NotFound, PeerUnavailable
+from services.common.peers import PeerStream
+from services.gateway.backends import Backends
 from services.gateway.convert.container_create import (
     container_config,
     resources,
@@ -121,7 +123,7 @@ def stats_json(stats: pb.ContainerStats) -> dict[str, Any]:
     return out
 
 
-async def _first(call: Stream) -> tuple[AsyncIterator[Any], Any]:
+async def _first(call: PeerStream) -> tuple[AsyncIterator[Any], Any]:
     """The stream's first message (errors before any output keep their status)."""
     iterator = aiter(call)
     try:
@@ -130,8 +132,9 @@ async def _first(call: Stream) -> tuple[AsyncIterator[Any], Any]:
         return iterator, None
 
 
-async def _send_tar(request: web.Request, call: Stream, first: Any, iterator: AsyncIterator[Any],
-                    headers: dict[str, str] | None = None) -> web.StreamResponse:
+async def _send_tar(request: web.Request, call: PeerStream, first: Any,
+                    iterator: AsyncIterator[Any], headers: dict[str, str] | None = None
+                    ) -> web.StreamResponse:
     response = web.StreamResponse(status=200, headers=headers or {})
     response.content_type = TAR
     await response.prepare(request)
@@ -141,7 +144,7 @@ async def _send_tar(request: web.Request, call: Stream, first: Any, iterator: As
         async for chunk in iterator:
             await response.write(chunk.data)
         await response.write_eof()
-    except (ConnectionError, RpcFailed, ServiceUnavailable):
+    except (ConnectionError, BerthError):
         # Past the headers an error can only cut the tar short, as Docker does.
         if request.transport is not None:
             request.transport.close()
@@ -160,10 +163,11 @@ class InsideHandlers:
     async def stat_path(self, request: web.Request) -> web.Response:
         try:
             stat = await self.container.StatPath(self._path_request(request))
-        except RpcFailed as exc:
+        except PeerUnavailable:
+            raise
+        except BerthError as exc:
             # HEAD answers carry no body; the status says it all.
-            status = 404 if exc.code.name == "NOT_FOUND" else 400
-            return web.Response(status=status)
+            return web.Response(status=404 if isinstance(exc, NotFound) else 400)
         return web.Response(status=200, headers={PATH_STAT_HEADER: path_stat_header(stat)})
 
     async def get_archive(self, request: web.Request) -> web.StreamResponse:
@@ -206,7 +210,7 @@ class InsideHandlers:
             async for message in iterator:
                 await response.write(json.dumps(stats_json(message)).encode() + b"\n")
             await response.write_eof()
-        except (ConnectionError, RpcFailed, ServiceUnavailable):
+        except (ConnectionError, BerthError):
             pass
         finally:
             call.cancel()

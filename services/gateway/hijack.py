@@ -21,7 +21,8 @@ from typing import Any
 
 from aiohttp import web
 
-from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
+from services.common.errors import BerthError
+from services.common.peers import PeerStream
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
@@ -162,7 +163,7 @@ async def hijack(request: web.Request, multiplexed: bool) -> HijackedConnection:
     return connection
 
 
-async def relay(connection: HijackedConnection, call: Stream,
+async def relay(connection: HijackedConnection, call: PeerStream,
                 stdin_message: Callable[[bytes], Any] | None,
                 close_stdin_message: Any = None) -> Any | None:
     """Copy the client's stdin into a bidirectional IO call (when
@@ -184,7 +185,7 @@ async def relay(connection: HijackedConnection, call: Stream,
         async for frame in call:
             last = frame
             await connection.write(frame.stream + 1, frame.data)
-    except (ConnectionError, RpcFailed, ServiceUnavailable):
+    except (ConnectionError, BerthError):
         call.cancel()
         last = None
     finally:

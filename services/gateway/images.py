@@ -15,7 +15,8 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
-from services.gateway.backends import Backends, Stream
+from services.common.peers import PeerStream
+from services.gateway.backends import Backends
 from services.gateway.convert.container_view import ApiVersion, api_version
 from services.gateway.errors import HTTPError, read_json
 from services.gateway.params import boolean, filters
@@ -130,14 +131,14 @@ def delete_items_json(items: Any) -> list[dict[str, str]]:
     return [{"Untagged": i.untagged} if i.untagged else {"Deleted": i.deleted} for i in items]
 
 
-async def pump_body(request: web.Request, stream: Stream, wrap: Any) -> None:
+async def pump_body(request: web.Request, stream: PeerStream, wrap: Any) -> None:
     """Send the request body to a client-streaming call, then half-close it."""
     async for chunk in body_chunks(request):
         await stream.write(wrap(chunk))
     await stream.done_writing()
 
 
-async def stream_upload(request: web.Request, stream: Stream, options: Any,
+async def stream_upload(request: web.Request, stream: PeerStream, options: Any,
                         wrap: Any) -> web.StreamResponse:
     """Upload the body to `stream` while relaying its progress as JSON lines."""
     await stream.write(options)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
 from aiohttp import web
 
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
-from services.gateway.backends import Backends, RpcFailed
+from services.common.errors import NotFound
+from services.gateway.backends import Backends
 from services.gateway.errors import bad_request, read_json
 from services.gateway.params import filters
 from services.gateway.routing import Route
@@ -151,9 +151,9 @@ class NetworkHandlers:
         force = bool(body.get("Force"))
         try:
             container_id = (await self._container(body.get("Container"))).id
-        except RpcFailed as exc:
+        except NotFound:
             # A forced disconnect also clears the endpoint of a container gone for good.
-            if not force or exc.code != grpc.StatusCode.NOT_FOUND:
+            if not force:
                 raise
             container_id = body["Container"]
         await self.networks.Disconnect(network_pb2.DisconnectRequest(

@@ -14,8 +14,9 @@ from typing import Any
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
+from services.common.errors import BerthError
+from services.common.peers import PeerStream
 from services.common.relay import coalesced, read_ahead
-from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
 
 
 def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -67,11 +68,11 @@ async def json_stream(request: web.Request, messages: AsyncIterable[Any],
             await response.write(json.dumps(encode(first)).encode() + separator)
         async for message in iterator:
             await response.write(json.dumps(encode(message)).encode() + separator)
-    except (RpcFailed, ServiceUnavailable) as exc:
+    except BerthError as exc:
         error = {"errorDetail": {"message": str(exc)}, "error": str(exc)}
         await response.write(json.dumps(error).encode() + separator)
     finally:
-        if isinstance(messages, Stream):
+        if isinstance(messages, PeerStream):
             messages.cancel()
     await response.write_eof()
     return response

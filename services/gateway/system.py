@@ -13,11 +13,11 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import BerthError, InvalidArgument
 from services.common.events import event_filters
 from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
 from services.gateway import hostinfo, images
-from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
+from services.gateway.backends import Backends
 from services.gateway.build import build_cache_usage
 from services.gateway.convert.container_view import api_version, summary_json
 from services.gateway.errors import bad_request
@@ -95,7 +95,7 @@ class SystemHandlers:
         counts: dict[str, int] = {}
 
         async def ask(name: str) -> None:
-            with contextlib.suppress(RpcFailed, ServiceUnavailable):
+            with contextlib.suppress(BerthError):
                 info = await self.backends.info[name].GetServiceInfo(
                     types_pb2.GetServiceInfoRequest(), timeout=2)
                 counts.update(info.object_counts)
@@ -172,7 +172,7 @@ class SystemHandlers:
                    self.backends.volume, self.backends.build]
 
         async def pump(client: Any) -> None:
-            with contextlib.suppress(RpcFailed, ServiceUnavailable):
+            with contextlib.suppress(BerthError):
                 async for event in client.Subscribe(subscribe):
                     await queue.put(event)
 

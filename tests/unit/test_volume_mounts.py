@@ -14,10 +14,12 @@ import pytest
 
 from berth.container.v1 import container_pb2
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
+from services.common.config import Config
 from services.common.errors import InvalidArgument, NotFound
 from services.common.events import EventBus
 from services.common.filters import Filters
 from services.common.interceptors import ServerInterceptor
+from services.common.peers import PeerClient
 from services.container.mounts import (
     MountPlan,
     copy_up,
@@ -121,10 +123,12 @@ def run_with_volume_service(tmp_path: Path, scenario: Scenario) -> None:
         address = f"unix://{tmp_path / 'volume.sock'}"
         server.add_insecure_port(address)
         await server.start()
+        volumes = PeerClient.connect(Config(peers={"volume": address}), "volume",
+                             volume_pb2_grpc.VolumeServiceStub)
         try:
-            async with grpc.aio.insecure_channel(address) as channel:
-                await scenario(volume_pb2_grpc.VolumeServiceStub(channel), manager)
+            await scenario(volumes, manager)
         finally:
+            await volumes.close()
             await server.stop(None)
             manager.store.db.close()
     asyncio.run(main())

@@ -1,0 +1,126 @@
+"""The one way a berth process calls another: channels (unix socket, or
+tcp:// with mutual TLS) and PeerClient, which turns a peer's gRPC error into
+the domain error of the same code, naming the peer. Code above a PeerClient
+sees BerthErrors only, never grpc types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from services.common.config import Config
+from services.common.errors import from_rpc
+
+StubT = TypeVar("StubT")
+
+_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.max_send_message_length", 64 << 20),
+    ("grpc.enable_retries", 0),
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
+
+def _target(config: Config, service: str) -> tuple[str, grpc.ChannelCredentials | None]:
+    """The dial target and, for tcp:// peers, the mutual-TLS credentials."""
+    address = config.address(service)
+    if not address.startswith("tcp://"):
+        return address, None
+    if config.tls is None:
+        raise SystemExit(f"berth: {service} at {address} needs --tls-ca/--tls-cert/--tls-key")
+    ca, cert, key = config.tls.read()
+    creds = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key,
+                                         certificate_chain=cert)
+    return address.removeprefix("tcp://"), creds
+
+
+def channel(config: Config, service: str) -> grpc.aio.Channel:
+    """An asyncio channel to `service` (unix socket, or tcp:// with mutual TLS)."""
+    target, creds = _target(config, service)
+    if creds is None:
+        return grpc.aio.insecure_channel(target, options=_OPTIONS)
+    return grpc.aio.secure_channel(target, creds, options=_OPTIONS)
+
+
+def sync_channel(config: Config, service: str) -> grpc.Channel:
+    """A blocking channel, for the CLI."""
+    target, creds = _target(config, service)
+    if creds is None:
+        return grpc.insecure_channel(target, options=_OPTIONS)
+    return grpc.secure_channel(target, creds, options=_OPTIONS)
+
+
+class PeerStream:
+    """A streaming call (server, client or bidirectional) to a peer, whose
+    gRPC errors come out as domain errors."""
+
+    def __init__(self, service: str, call: Any) -> None:
+        self._service = service
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        try:
+            async for message in self._call:
+                yield message
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc(self._service, error) from error
+
+    async def read(self) -> Any:
+        """The next message, or grpc.aio.EOF after the last."""
+        try:
+            return await self._call.read()
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc(self._service, error) from error
+
+    async def write(self, message: Any) -> None:
+        try:
+            await self._call.write(message)
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc(self._service, error) from error
+
+    async def done_writing(self) -> None:
+        await self._call.done_writing()
+
+    def cancel(self) -> None:
+        self._call.cancel()
+
+
+class PeerClient(Generic[StubT]):
+    """One peer service's stub over its own channel. `client.Method(...)` is
+    awaited for a unary answer, or gives a PeerStream for a streamed one."""
+
+    def __init__(self, service: str, stub_type: Callable[[grpc.aio.Channel], StubT],
+                 over: grpc.aio.Channel) -> None:
+        self.service = service
+        self._channel = over
+        self._stub = stub_type(over)
+
+    @classmethod
+    def connect(cls, config: Config, service: str,
+                stub_type: Callable[[grpc.aio.Channel], StubT]) -> PeerClient[StubT]:
+        """A client over a new channel to `service`; close() closes it."""
+        return cls(service, stub_type, channel(config, service))
+
+    def sibling(self, stub_type: Callable[[grpc.aio.Channel], Any]) -> PeerClient:
+        """Another API of the same service (e.g. its Info) over this channel."""
+        return PeerClient(self.service, stub_type, self._channel)
+
+    def __getattr__(self, method: str) -> Any:
+        call = getattr(self._stub, method)
+        if isinstance(call, grpc.aio.UnaryUnaryMultiCallable | grpc.aio.StreamUnaryMultiCallable):
+            async def invoke(*args: Any, **kwargs: Any) -> Any:
+                try:
+                    return await call(*args, **kwargs)
+                except grpc.aio.AioRpcError as error:
+                    raise from_rpc(self.service, error) from error
+            return invoke
+
+        def open_stream(*args: Any, **kwargs: Any) -> PeerStream:
+            return PeerStream(self.service, call(*args, **kwargs))
+        return open_stream
+
+    async def close(self) -> None:
+        await self._channel.close()
