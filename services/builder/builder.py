@@ -36,14 +36,12 @@ class Builder:
         self.contexts = build_context.ContextCache(workdir)
 
     async def let_go_of_leftovers(self, attempts: int = 60) -> None:
-        """After a crash, remove the step containers and release the leases
-        the interrupted builds held (retrying while the peers start)."""
+        """After a crash, remove the containers the interrupted builds held
+        (retrying while the peers start)."""
         pending = self.cache.held()
         for _ in range(attempts):
             for kind, ref in list(pending):
-                gone = await (self.peers.remove_container(ref) if kind == "container"
-                              else self.peers.release_rootfs(ref))
-                if gone:
+                if await self.peers.remove_container(ref):
                     self.cache.let_go(kind, ref)
                     pending.remove((kind, ref))
             if not pending:

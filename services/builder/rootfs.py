@@ -1,13 +1,14 @@
-"""Read-only view of an image's file system from its layer directories, as
+"""Read-only view of an image's file system from layer directories, as
 overlayfs merges them: upper layers win, a 0/0 character device is a
 whiteout, a directory with trusted.overlay.opaque=y hides lower layers. The
-image service hands the directories out under a lease (AcquireRootfs), as
-it does for containers."""
+builder's directories are its own copies of images (unpack_tree), never the
+image service's layer directories."""
 
 from __future__ import annotations
 
 import os
 import stat
+import tarfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -103,3 +104,15 @@ def _drop_below(entries: dict[str, Path], rel: str, keep_self: bool) -> None:
     for key in [k for k in entries if k.startswith(prefix) or (k == rel and not keep_self)]:
         del entries[key]
 
+
+
+def unpack_tree(archive: Path, target: Path) -> None:
+    """Extract a file system tar into `target` as is: owners, modes (setuid
+    included), devices and links; names that would land outside are refused."""
+    target.mkdir(parents=True)
+
+    def checked(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+        tarfile.tar_filter(member, dest)
+        return member
+    with tarfile.open(archive) as tar:
+        tar.extractall(target, numeric_owner=True, filter=checked)

@@ -1,18 +1,20 @@
-"""One build: its stages, leases, step cache and output lines. Each
+"""One build: its stages, image views, step cache and output lines. Each
 instruction is run by its handler (handlers.py); a step becomes an image,
 reused from the cache when it can be."""
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import json
 import secrets
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.builder import context as build_context
@@ -20,7 +22,7 @@ from services.builder import instructions
 from services.builder.handlers import HANDLERS
 from services.builder.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
 from services.builder.options import BuildOptions
-from services.builder.rootfs import RootfsView
+from services.builder.rootfs import RootfsView, unpack_tree
 from services.builder.store import cache_key
 from services.builder.words import process_word
 from services.common.errors import InvalidArgument, NotFound
@@ -69,9 +71,8 @@ class Build:
         self.stages: list[Stage] = []
         self.meta_args: dict[str, str] = {}
         self.used_args: set[str] = set()
-        self.holders: list[str] = []
-        self.lease_numbers = itertools.count()
         self.views: dict[str, RootfsView] = {}
+        self.views_dir = builder.workdir / f"views-{self.id}"
         self.containers: list[str] = []
         self.step = 0
         self.total = 0
@@ -97,29 +98,39 @@ class Build:
                                   ) from exc
 
     async def view(self, image_id: str) -> RootfsView:
-        """The file system of an image, leased for the rest of the build."""
+        """The file system of an image, copied here for the rest of the build."""
         if not image_id:
             return RootfsView([])
         if image_id not in self.views:
-            self.views[image_id] = RootfsView(await self.acquire(image_id))
+            target = self.views_dir / str(len(self.views))
+            await self.unpack(image_id, target)
+            self.views[image_id] = RootfsView([str(target)])
         return self.views[image_id]
 
-    async def acquire(self, image_id: str) -> list[str]:
-        """An image's layer dirs, under a lease."""
-        holder = f"build-{self.id}-{next(self.lease_numbers)}"
-        self.holders.append(holder)
-        self.builder.cache.hold("lease", holder)
-        return await self.peers.acquire_rootfs(image_id, holder)
-
-    async def unlease(self, holder: str) -> None:
-        await self.peers.release_rootfs(holder)
-        self.builder.cache.let_go("lease", holder)
-        self.holders.remove(holder)
+    async def unpack(self, image_id: str, target: Path) -> None:
+        """Copy an image's file system into `target` through the container
+        service (a container made for the copy, exported, removed): the
+        builder reads image content over gRPC only, so it can run on
+        another host than the image data."""
+        request = container_pb2.CreateContainerRequest(config=container_pb2.ContainerConfig(
+            image=image_id, cmd=types_pb2.StringList(values=["true"])))
+        container_id, _ = await self.peers.create_container(request)
+        self.containers.append(container_id)
+        self.builder.cache.hold("container", container_id)
+        try:
+            with self.builder.scratch_file() as archive:
+                with archive.open("wb") as out:
+                    async for chunk in self.peers.export_container(container_id):
+                        await asyncio.to_thread(out.write, chunk)
+                await asyncio.to_thread(unpack_tree, archive, target)
+        finally:
+            await self.peers.remove_container(container_id)
+            self.containers.remove(container_id)
+            self.builder.cache.let_go("container", container_id)
 
     async def release(self) -> None:
-        """Let go of every lease, and remove the step containers not kept."""
-        for holder in list(self.holders):
-            await self.unlease(holder)
+        """Drop the image views, and remove the step containers not kept."""
+        await asyncio.to_thread(shutil.rmtree, self.views_dir, True)
         for container_id in self.containers:
             await self.peers.remove_container(container_id)
         self.keep_containers()

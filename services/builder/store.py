@@ -77,8 +77,8 @@ class CacheStore:
                 for row in self.db.query("SELECT * FROM cache ORDER BY created_at")]
 
     def hold(self, kind: str, ref: str) -> None:
-        """Note a step container or rootfs lease a running build holds, so a
-        restart after a crash can let go of it."""
+        """Note a container a running build holds, so a restart after a
+        crash can remove it."""
         self.db.execute("INSERT OR IGNORE INTO in_flight (kind, ref) VALUES (?, ?)", (kind, ref))
 
     def let_go(self, kind: str, ref: str) -> None:
