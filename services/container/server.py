@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 
 from prometheus_client import REGISTRY
 
@@ -17,6 +18,7 @@ from services.container.commit import Commits
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
 from services.container.files import Files
+from services.container.host import host_facts
 from services.container.metrics import ContainerCollector
 from services.container.peers import Peers
 from services.container.processes import Processes
@@ -61,6 +63,6 @@ async def setup(ctx: ServiceContext) -> list[str]:
     servicer = ContainerServicer(
         events, manager, Sessions(manager, container_events), processes,
         Resources(ctx.config, manager, container_events), Files(manager, container_events),
-        Commits(manager, container_events))
+        Commits(manager, container_events), partial(host_facts, ctx.config))
     container_pb2_grpc.add_ContainerServiceServicer_to_server(servicer, ctx.server)
     return [container_pb2.DESCRIPTOR.services_by_name["ContainerService"].full_name]

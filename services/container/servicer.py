@@ -7,12 +7,16 @@ for its files (cp, diff, export, commit) in servicer_files.py, mixed in below.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
 from services.container import views
 from services.container.commit import Commits
 from services.container.containers import Manager
 from services.container.files import Files
+from services.container.host import CGROUP_DRIVER, STORAGE_DRIVER, HostFacts
 from services.container.processes import Processes
 from services.container.resources import Resources
 from services.container.servicer_files import FilesServicerMixin
@@ -26,7 +30,7 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
                         container_pb2_grpc.ContainerServiceServicer):
     def __init__(self, events: EventBus, manager: Manager, sessions: Sessions,
                  processes: Processes, resources: Resources, files: Files,
-                 commits: Commits) -> None:
+                 commits: Commits, host_facts: Callable[[], HostFacts]) -> None:
         self._events = events
         self._manager = manager
         self._sessions = sessions
@@ -34,6 +38,7 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
         self._resources = resources
         self._files = files
         self._commits = commits
+        self._host_facts = host_facts
 
     async def Create(self, request, context):  # noqa: N802
         cid, warnings = await self._manager.create(request)
@@ -112,3 +117,21 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):
             yield event
+
+    async def Info(self, request, context):  # noqa: N802
+        facts = await asyncio.to_thread(self._host_facts)
+        return container_pb2.HostInfo(
+            id=facts.id, name=facts.name, kernel_version=facts.kernel_version,
+            operating_system=facts.operating_system, os_version=facts.os_version,
+            architecture=facts.architecture, ncpu=facts.ncpu, mem_total=facts.mem_total,
+            cgroup_driver=CGROUP_DRIVER, cgroup_version=facts.cgroup_version,
+            storage_driver=STORAGE_DRIVER,
+            driver_status=[container_pb2.DriverStatus(key=k, value=v)
+                           for k, v in facts.driver_status],
+            security_options=facts.security_options,
+            runtimes={name: container_pb2.Runtime(path=path)
+                      for name, path in facts.runtimes.items()},
+            default_runtime=facts.default_runtime, root_dir=facts.root_dir,
+            components=[container_pb2.HostComponent(name=name, version=version)
+                        for name, version in facts.components.items()],
+            live_restore=True)

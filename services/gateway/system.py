@@ -16,7 +16,7 @@ from berth.types.v1 import types_pb2
 from services.common.errors import BerthError, InvalidArgument
 from services.common.events import event_filters
 from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
-from services.gateway import hostinfo, images
+from services.gateway import images
 from services.gateway.backends import Backends
 from services.gateway.build import build_cache_usage
 from services.gateway.convert.container_view import api_version, summary_json
@@ -47,6 +47,11 @@ def routes(backends: Backends) -> list[Route]:
     ]
 
 
+def go_arch(machine: str) -> str:
+    """Docker's Arch is GOARCH; hosts report uname's machine."""
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
 def event_to_json(event: types_pb2.Event) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Type": event.type, "Action": event.action,
@@ -72,22 +77,27 @@ class SystemHandlers:
         body = "" if request.method == "HEAD" else "OK"
         return web.Response(text=body, headers=PING_HEADERS, content_type="text/plain")
 
+    async def _host(self) -> container_pb2.HostInfo:
+        """Facts about the host, from the container service that owns it."""
+        return await self.backends.container.Info(container_pb2.HostInfoRequest())
+
     async def version(self, request: web.Request) -> web.Response:
+        # /version answers while the container service is away, without its host's facts.
+        host = container_pb2.HostInfo()
+        with contextlib.suppress(BerthError):
+            host = await self._host()
+        arch = go_arch(host.architecture)
         details = {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION,
-                   "Os": "linux", "Arch": hostinfo.go_arch(),
-                   "KernelVersion": hostinfo.kernel_version(), "GitCommit": "",
-                   "Experimental": "false", "BuildTime": ""}
+                   "Os": "linux", "Arch": arch, "KernelVersion": host.kernel_version,
+                   "GitCommit": "", "Experimental": "false", "BuildTime": ""}
         components = [{"Name": "berth", "Version": VERSION, "Details": details}]
-        for tool in ("runc", "conmon"):
-            tool_version = hostinfo.tool_version(tool)
-            if tool_version:
-                components.append({"Name": tool, "Version": tool_version,
-                                   "Details": {"GitCommit": ""}})
+        components += [{"Name": c.name, "Version": c.version, "Details": {"GitCommit": ""}}
+                       for c in host.components]
         return web.json_response({
             "Platform": {"Name": "berth"}, "Components": components, "Version": VERSION,
             "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
-            "GoVersion": "", "Os": "linux", "Arch": hostinfo.go_arch(),
-            "KernelVersion": hostinfo.kernel_version(), "BuildTime": "",
+            "GoVersion": "", "Os": "linux", "Arch": arch,
+            "KernelVersion": host.kernel_version, "BuildTime": "",
         })
 
     async def _counts(self) -> dict[str, int]:
@@ -103,19 +113,20 @@ class SystemHandlers:
         return counts
 
     async def info(self, request: web.Request) -> web.Response:
+        host = await self._host()
         counts = await self._counts()
+        components = {c.name: c.version for c in host.components}
         insecure = self.config.engine.get("insecure-registries", [])
         mirrors = self.config.engine.get("registry-mirrors", [])
         return web.json_response({
-            "ID": hostinfo.engine_id(self.config.data_root),
+            "ID": host.id,
             "Containers": counts.get("containers", 0),
             "ContainersRunning": counts.get("running", 0),
             "ContainersPaused": counts.get("paused", 0),
             "ContainersStopped": counts.get("stopped", 0),
             "Images": counts.get("images", 0),
-            "Driver": "overlay2",
-            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"],
-                             ["Using metacopy", "false"], ["Native Overlay Diff", "true"]],
+            "Driver": host.storage_driver,
+            "DriverStatus": [[status.key, status.value] for status in host.driver_status],
             "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"],
                         "Authorization": None, "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": True, "KernelMemoryTCP": False,
@@ -124,11 +135,11 @@ class SystemHandlers:
             "BridgeNfIp6tables": False, "Debug": False, "NFd": 0, "OomKillDisable": True,
             "NGoroutines": 0, "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z",
                                                           time.gmtime()),
-            "LoggingDriver": "json-file", "CgroupDriver": "cgroupfs",
-            "CgroupVersion": hostinfo.cgroup_version(), "NEventsListener": 0,
-            "KernelVersion": hostinfo.kernel_version(),
-            "OperatingSystem": hostinfo.operating_system(), "OSVersion": hostinfo.os_version(),
-            "OSType": "linux", "Architecture": hostinfo.architecture(),
+            "LoggingDriver": "json-file", "CgroupDriver": host.cgroup_driver,
+            "CgroupVersion": host.cgroup_version, "NEventsListener": 0,
+            "KernelVersion": host.kernel_version,
+            "OperatingSystem": host.operating_system, "OSVersion": host.os_version,
+            "OSType": "linux", "Architecture": host.architecture,
             "IndexServerAddress": "https://index.docker.io/v1/",
             "RegistryConfig": {
                 "AllowNondistributableArtifactsCIDRs": None,
@@ -141,19 +152,20 @@ class SystemHandlers:
                        for name in insecure}},
                 "Mirrors": mirrors,
             },
-            "NCPU": hostinfo.ncpu(), "MemTotal": hostinfo.mem_total(),
-            "GenericResources": None, "DockerRootDir": str(self.config.data_root),
+            "NCPU": host.ncpu, "MemTotal": host.mem_total,
+            "GenericResources": None, "DockerRootDir": host.root_dir,
             "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
-            "Name": hostinfo.hostname(), "Labels": [], "ExperimentalBuild": False,
+            "Name": host.name, "Labels": [], "ExperimentalBuild": False,
             "ServerVersion": VERSION,
-            "Runtimes": {"runc": {"path": "runc"}}, "DefaultRuntime": "runc",
+            "Runtimes": {name: {"path": runtime.path} for name, runtime in host.runtimes.items()},
+            "DefaultRuntime": host.default_runtime,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive",
                       "ControlAvailable": False, "Error": "", "RemoteManagers": None},
-            "LiveRestoreEnabled": True, "Isolation": "", "InitBinary": "tini",
+            "LiveRestoreEnabled": host.live_restore, "Isolation": "", "InitBinary": "tini",
             "ContainerdCommit": {"ID": ""},
-            "RuncCommit": {"ID": hostinfo.tool_version("runc")},
+            "RuncCommit": {"ID": components.get("runc", "")},
             "InitCommit": {"ID": ""},
-            "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "SecurityOptions": list(host.security_options),
             "CDISpecDirs": [], "Containerd": None, "Warnings": [],
         })
 
