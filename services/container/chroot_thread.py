@@ -21,6 +21,7 @@ import asyncio
 # the interpreter's files.
 import bz2  # noqa: F401
 import concurrent.futures
+import contextlib
 import ctypes
 import importlib.abc
 import lzma  # noqa: F401
@@ -29,7 +30,7 @@ import sys
 import tarfile
 import threading
 import zlib  # noqa: F401
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from services.common.errors import BerthError, Internal
 from services.container import archive
@@ -55,15 +56,27 @@ class _NoImportInChroot(importlib.abc.MetaPathFinder):
 sys.meta_path.insert(0, _NoImportInChroot())
 
 
-def _chroot_this_thread(root: str) -> None:
+@contextlib.contextmanager
+def _chroot_this_thread(root: str) -> Iterator[None]:
     """Chroot the calling thread alone: unshare(CLONE_FS) gives it its own
-    root and working directory (the rest of the process keeps the host's)."""
+    root and working directory (the rest of the process keeps the host's).
+    The thread goes back to the host's root before it reports the end of its
+    work: a thread still rooted in the container's root keeps that mount busy
+    until the kernel reaps it, after the caller may already unmount."""
     if _libc.unshare(CLONE_FS) != 0:
         errno = ctypes.get_errno()
         raise OSError(errno, os.strerror(errno))
+    host_root = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
     _chrooted.root = root
-    os.chroot(root)
-    os.chdir("/")
+    try:
+        os.chroot(root)
+        os.chdir("/")
+        yield
+    finally:
+        os.fchdir(host_root)
+        os.chroot(".")
+        os.close(host_root)
+        _chrooted.root = None
 
 
 class _ChunkReader:
@@ -125,8 +138,8 @@ async def untar_chrooted(root: str, directory: str, options: archive.ExtractOpti
     def extract() -> None:
         error: BerthError | None = None
         try:
-            _chroot_this_thread(root)
-            archive.untar_into(directory, directory, reader.read, options)
+            with _chroot_this_thread(root):
+                archive.untar_into(directory, directory, reader.read, options)
         except BerthError as exc:
             error = exc
         except BaseException as exc:  # noqa: BLE001 - reported to the awaiting task
@@ -175,10 +188,10 @@ async def tar_chrooted(root: str, make: Callable[[Callable[[bytes], object]], No
 
         end: BerthError | None = None
         try:
-            _chroot_this_thread(root)
-            make(write)
-            if pending:
-                hand_over(bytes(pending))
+            with _chroot_this_thread(root):
+                make(write)
+                if pending:
+                    hand_over(bytes(pending))
         except _Stopped:
             return
         except BerthError as exc:
