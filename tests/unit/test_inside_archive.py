@@ -228,11 +228,11 @@ def test_a_chrooted_thread_imports_nothing(root: Path) -> None:
     refused: list[ImportError] = []
 
     def chrooted() -> None:
-        chroot_thread._chroot_this_thread(str(root))
-        try:
-            importlib.import_module("colorsys")
-        except ImportError as exc:
-            refused.append(exc)
+        with chroot_thread._chroot_this_thread(str(root)):
+            try:
+                importlib.import_module("colorsys")
+            except ImportError as exc:
+                refused.append(exc)
 
     thread = threading.Thread(target=chrooted)
     thread.start()
