@@ -1,0 +1,103 @@
+"""services/common/peers.py: a peer's gRPC error reaches the caller as the
+domain error of the same code with the peer's message, in unary, server
+streaming and bidirectional calls; a peer that cannot be reached is
+PeerUnavailable naming it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from berth.container.v1 import container_pb2, container_pb2_grpc
+from services.common.config import Config
+from services.common.errors import (
+    Conflict,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PeerUnavailable,
+)
+from services.common.interceptors import ServerInterceptor
+from services.common.peers import PeerClient
+
+Client = PeerClient[container_pb2_grpc.ContainerServiceStub]
+
+
+class RefusingContainers(container_pb2_grpc.ContainerServiceServicer):
+    """Answers each call with the error a real container service could give."""
+
+    async def Inspect(self, request, context):  # noqa: N802
+        raise NotFound(f"No such container: {request.id}")
+
+    async def Logs(self, request, context):  # noqa: N802
+        yield container_pb2.LogEntry(data=b"first line\n")
+        raise Conflict(f"container {request.id} is gone")
+
+    async def Attach(self, request_iterator, context):  # noqa: N802
+        async for _ in request_iterator:
+            raise InvalidArgument("attach options come first")
+        yield container_pb2.IOFrame()
+
+
+def run_against_peer(tmp_path: Path, scenario: Callable[[Client], Awaitable[None]]) -> None:
+    async def main() -> None:
+        server = grpc.aio.server(interceptors=[ServerInterceptor()])
+        container_pb2_grpc.add_ContainerServiceServicer_to_server(RefusingContainers(), server)
+        address = f"unix://{tmp_path / 'container.sock'}"
+        server.add_insecure_port(address)
+        await server.start()
+        client = PeerClient.connect(Config(peers={"container": address}), "container",
+                                    container_pb2_grpc.ContainerServiceStub)
+        try:
+            await scenario(client)
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())
+
+
+def test_unary_error_is_the_domain_error(tmp_path: Path) -> None:
+    async def scenario(client: Client) -> None:
+        with pytest.raises(NotFound, match="No such container: web"):
+            await client.Inspect(container_pb2.InspectContainerRequest(id="web"))
+    run_against_peer(tmp_path, scenario)
+
+
+def test_server_stream_error_after_messages(tmp_path: Path) -> None:
+    async def scenario(client: Client) -> None:
+        received = []
+        with pytest.raises(Conflict, match="container web is gone"):
+            async for entry in client.Logs(container_pb2.LogsRequest(id="web")):
+                received.append(entry.data)
+        assert received == [b"first line\n"]
+    run_against_peer(tmp_path, scenario)
+
+
+def test_bidirectional_stream_error(tmp_path: Path) -> None:
+    async def scenario(client: Client) -> None:
+        attach = client.Attach()
+        await attach.write(container_pb2.AttachRequest(stdin=b"x"))
+        with pytest.raises(InvalidArgument, match="attach options come first"):
+            await attach.read()
+    run_against_peer(tmp_path, scenario)
+
+
+def test_unreachable_peer_is_named(tmp_path: Path) -> None:
+    async def main() -> None:
+        config = Config(peers={"container": f"unix://{tmp_path / 'nobody.sock'}"})
+        client = PeerClient.connect(config, "container", container_pb2_grpc.ContainerServiceStub)
+        try:
+            with pytest.raises(PeerUnavailable) as error:
+                await client.Inspect(container_pb2.InspectContainerRequest(id="web"))
+            stream: AsyncIterator = aiter(client.Logs(container_pb2.LogsRequest(id="web")))
+            with pytest.raises(PeerUnavailable):
+                await anext(stream)
+        finally:
+            await client.close()
+        assert error.value.message == "container service unavailable"
+        assert isinstance(error.value, Internal)   # to our own callers: a 500, not a 503
+    asyncio.run(main())
