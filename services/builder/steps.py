@@ -124,9 +124,9 @@ class Build:
                         await asyncio.to_thread(out.write, chunk)
                 await asyncio.to_thread(unpack_tree, archive, target)
         finally:
-            await self.peers.remove_container(container_id)
-            self.containers.remove(container_id)
-            self.builder.cache.let_go("container", container_id)
+            if await self.peers.remove_container(container_id):
+                self.containers.remove(container_id)
+                self.builder.cache.let_go("container", container_id)
 
     async def release(self) -> None:
         """Drop the image views, and remove the step containers not kept."""
