@@ -7,6 +7,7 @@ RpcFailed, which the error middleware maps to Docker's status codes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,6 +21,8 @@ from berth.types.v1 import types_pb2_grpc
 from berth.volume.v1 import volume_pb2_grpc
 from services.common.clients import channel
 from services.common.config import Config
+
+log = logging.getLogger("berth.gateway")
 
 
 class ServiceUnavailable(Exception):
@@ -42,6 +45,11 @@ def translate(service: str, error: grpc.aio.AioRpcError) -> Exception:
     # class), so it always means the transport could not reach them.
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return ServiceUnavailable(service)
+    if error.code() == grpc.StatusCode.UNKNOWN:
+        # An exception the service did not expect: its text (a Python
+        # exception, often with host paths) goes to the log, not to the client.
+        log.error("unexpected error in the %s service: %s", service, error.details())
+        return RpcFailed(error.code(), f"internal error in the berth {service} service")
     return RpcFailed(error.code(), error.details() or error.code().name.lower())
 
 

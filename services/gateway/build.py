@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -12,11 +11,12 @@ from aiohttp import web
 
 from berth.build.v1 import build_pb2
 from berth.types.v1 import types_pb2
-from services.gateway.backends import Backends, Stream
+from services.gateway.backends import Backends
 from services.gateway.errors import bad_request
 from services.gateway.images import auth_from_json, stream_upload
-from services.gateway.params import boolean, filters, integer
+from services.gateway.params import boolean, filters, integer, query_json
 from services.gateway.routing import Route
+from services.gateway.streams import cancelled_when_client_leaves
 
 
 def routes(backends: Backends) -> list[Route]:
@@ -29,24 +29,14 @@ def routes(backends: Backends) -> list[Route]:
 
 def _json_map(request: web.Request, name: str) -> dict[str, str]:
     """A JSON object parameter (buildargs, labels); null values are dropped."""
-    raw = request.query.get(name, "")
-    if not raw:
-        return {}
-    try:
-        decoded = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"error reading {name}: {exc}") from exc
+    decoded = query_json(request, name) or {}
     if not isinstance(decoded, dict):
         raise bad_request(f"error reading {name}: expected a JSON object")
     return {str(k): str(v) for k, v in decoded.items() if v is not None}
 
 
 def _json_list(request: web.Request, name: str) -> list[str]:
-    raw = request.query.get(name, "")
-    try:
-        decoded = json.loads(raw) if raw else []
-    except ValueError as exc:
-        raise bad_request(f"error reading {name}: {exc}") from exc
+    decoded = query_json(request, name)
     return [str(v) for v in decoded] if isinstance(decoded, list) else []
 
 
@@ -56,7 +46,7 @@ def registry_config(header: str) -> dict[str, types_pb2.RegistryAuth]:
         return {}
     try:
         decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return {}
     if not isinstance(decoded, dict):
         return {}
@@ -101,28 +91,19 @@ async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:
             for r in reply.records]
 
 
-async def _cancel_when_client_leaves(request: web.Request, stream: Stream) -> None:
-    """A build can be silent for long (a RUN step that sleeps): notice the
-    client going away without waiting for the next write to fail, so the
-    build stops and its step container goes."""
-    while request.transport is not None and not request.transport.is_closing():
-        await asyncio.sleep(0.5)
-    stream.cancel()
-
-
 class BuildHandlers:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
 
     async def build(self, request: web.Request) -> web.StreamResponse:
         options = build_options(request)
+        # A build can be silent for long (a RUN step that sleeps): the stream
+        # notices the client going away, so the build stops and its step
+        # container goes.
         stream = self.backends.build.Build()
-        watcher = asyncio.create_task(_cancel_when_client_leaves(request, stream))
-        try:
+        with cancelled_when_client_leaves(request, stream):
             return await stream_upload(request, stream, build_pb2.BuildRequest(options=options),
                                        lambda chunk: build_pb2.BuildRequest(context=chunk))
-        finally:
-            watcher.cancel()
 
     async def prune(self, request: web.Request) -> web.Response:
         keep = integer(request, "keep-storage") or integer(request, "reserved-space")

@@ -13,17 +13,25 @@ from aiohttp import WSMsgType, web
 
 from berth.container.v1 import container_pb2 as pb
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
-from services.gateway.convert.container_create import create_request
+from services.gateway.convert.container_create import CREATE_REQUEST, create_request
 from services.gateway.convert.container_view import (
     ApiVersion,
     api_version,
     inspect_json,
     summary_json,
 )
-from services.gateway.errors import HTTPError, bad_request, read_json
+from services.gateway.errors import HTTPError, bad_request
 from services.gateway.hijack import MULTIPLEXED_STREAM, RAW_STREAM, frame_header, hijack, relay
-from services.gateway.params import boolean, filters, integer, timestamp
+from services.gateway.params import (
+    boolean,
+    filters,
+    integer,
+    json_body,
+    terminal_size,
+    timestamp,
+)
 from services.gateway.routing import Route
+from services.gateway.streams import cancelled_when_client_leaves
 
 WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
 
@@ -63,7 +71,7 @@ def _optional_timeout(request: web.Request) -> dict[str, Any]:
     """?t= as the optional timeout field (absent: the container's own)."""
     if request.query.get("t", "") == "":
         return {}
-    return {"timeout": integer(request, "t")}
+    return {"timeout": integer(request, "t", go_type="int32")}
 
 
 def log_timestamp(time_nano: int) -> bytes:
@@ -83,7 +91,7 @@ class ContainerHandlers:
         self.container = backends.container
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await json_body(request, CREATE_REQUEST)
         message = create_request(request.query.get("name", ""),
                                  request.query.get("platform", ""), body)
         created = await self.container.Create(message)
@@ -103,8 +111,8 @@ class ContainerHandlers:
             if request.query.get(key):
                 wanted.filters[key].values.append(request.query[key])
         listed = await self.container.List(pb.ListContainersRequest(
-            all=boolean(request, "all"), limit=integer(request, "limit", 0), size=size,
-            filters=wanted))
+            all=boolean(request, "all"), limit=integer(request, "limit", go_type="int32"),
+            size=size, filters=wanted))
         version = _version(request)
         return web.json_response([summary_json(c, version, size) for c in listed.containers])
 
@@ -157,8 +165,7 @@ class ContainerHandlers:
 
     async def resize(self, request: web.Request) -> web.Response:
         await self.container.Resize(pb.ResizeRequest(
-            id=request.match_info["id"], height=integer(request, "h"),
-            width=integer(request, "w")))
+            id=request.match_info["id"], **terminal_size(request)))
         return web.Response(status=200)
 
     async def wait(self, request: web.Request) -> web.StreamResponse:
@@ -207,12 +214,13 @@ class ContainerHandlers:
         response.content_type = RAW_STREAM if tty else MULTIPLEXED_STREAM
         await response.prepare(request)
         try:
-            async for entry in call:
-                # The gateway prefixes the timestamps, so the service sends bare lines.
-                data = (log_timestamp(entry.time_nano) if timestamps else b"") + entry.data
-                if not tty:
-                    data = frame_header(entry.stream + 1, len(data)) + data
-                await response.write(data)
+            with cancelled_when_client_leaves(request, call):
+                async for entry in call:
+                    # The gateway prefixes the timestamps, so the service sends bare lines.
+                    data = (log_timestamp(entry.time_nano) if timestamps else b"") + entry.data
+                    if not tty:
+                        data = frame_header(entry.stream + 1, len(data)) + data
+                    await response.write(data)
             await response.write_eof()
         except (RpcFailed, ServiceUnavailable) as exc:
             # Headers are out; Docker ends the stream with the error text.

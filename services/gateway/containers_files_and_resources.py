@@ -17,8 +17,8 @@ from services.gateway.convert.container_create import (
     resources,
     restart_policy,
 )
-from services.gateway.errors import bad_request, read_json
-from services.gateway.params import boolean
+from services.gateway.errors import bad_request
+from services.gateway.params import boolean, json_body
 from services.gateway.routing import Route
 from services.gateway.streams import body_chunks
 
@@ -223,20 +223,16 @@ class InsideHandlers:
         return await _send_tar(request, call, first, iterator)
 
     async def update(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request("malformed JSON body")
+        body = await json_body(request, "container.UpdateConfig")
         update = pb.UpdateContainerRequest(id=request.match_info["id"],
                                            resources=resources(body))
-        if body.get("RestartPolicy"):
-            update.restart_policy.CopyFrom(restart_policy(body["RestartPolicy"]))
+        if policy := body.object("RestartPolicy", "container.RestartPolicy"):
+            update.restart_policy.CopyFrom(restart_policy(policy))
         reply = await self.container.Update(update)
         return web.json_response({"Warnings": list(reply.warnings) or None})
 
     async def commit(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request("malformed JSON body")
+        body = await json_body(request, "container.Config")
         container = request.query.get("container", "")
         if not container:
             raise bad_request("No container specified")

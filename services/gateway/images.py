@@ -17,8 +17,8 @@ from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.gateway.backends import Backends, Stream
 from services.gateway.convert.container_view import ApiVersion, api_version
-from services.gateway.errors import HTTPError, read_json
-from services.gateway.params import boolean, filters
+from services.gateway.errors import HTTPError
+from services.gateway.params import boolean, filters, json_body
 from services.gateway.routing import Route
 from services.gateway.streams import body_chunks, json_stream, progress_to_json
 from services.image.codec import config_to_json
@@ -105,7 +105,7 @@ def registry_auth(header: str) -> types_pb2.RegistryAuth:
         return types_pb2.RegistryAuth()
     try:
         decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return types_pb2.RegistryAuth()
     if not isinstance(decoded, dict):
         return types_pb2.RegistryAuth()
@@ -214,8 +214,8 @@ class ImageHandlers:
         return await json_stream(request, stream, progress_to_json)
 
     async def login(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        reply = await self.image.Login(image_pb2.LoginRequest(auth=auth_from_json(body)))
+        body = await json_body(request, "registry.AuthConfig")
+        reply = await self.image.Login(image_pb2.LoginRequest(auth=auth_from_json(body.data)))
         return web.json_response({"Status": reply.status,
                                   "IdentityToken": reply.identity_token})
 

@@ -10,8 +10,8 @@ from aiohttp import web
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
 from services.gateway.backends import Backends, RpcFailed
-from services.gateway.errors import bad_request, read_json
-from services.gateway.params import filters
+from services.gateway.errors import bad_request
+from services.gateway.params import Fields, filters, json_body
 from services.gateway.routing import Route
 
 
@@ -57,35 +57,24 @@ def network_to_json(network: network_pb2.Network, with_containers: bool) -> dict
     }
 
 
-def _string_map(body: dict, key: str) -> dict[str, str]:
-    value = body.get(key) or {}
-    if not isinstance(value, dict):
-        raise bad_request(f"invalid {key}: expected an object")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _ipam(body: dict) -> network_pb2.IPAM:
-    raw = body.get("IPAM") or {}
-    if not isinstance(raw, dict):
-        raise bad_request("invalid IPAM: expected an object")
-    ipam = network_pb2.IPAM(driver=raw.get("Driver") or "default",
-                            options=_string_map(raw, "Options"))
-    for entry in raw.get("Config") or []:
+def _ipam(body: Fields) -> network_pb2.IPAM:
+    ipam = network_pb2.IPAM(driver=body.string("Driver") or "default",
+                            options=body.string_map("Options"))
+    for entry in body.objects("Config", "network.IPAMConfig"):
         ipam.config.append(network_pb2.IPAMConfig(
-            subnet=entry.get("Subnet") or "", ip_range=entry.get("IPRange") or "",
-            gateway=entry.get("Gateway") or "",
-            aux_addresses=_string_map(entry, "AuxiliaryAddresses")))
+            subnet=entry.string("Subnet"), ip_range=entry.string("IPRange"),
+            gateway=entry.string("Gateway"),
+            aux_addresses=entry.string_map("AuxiliaryAddresses")))
     return ipam
 
 
-def _endpoint_request(network: str, config: dict) -> network_pb2.EndpointRequest:
-    ipam = config.get("IPAMConfig") or {}
+def _endpoint_request(network: str, config: Fields) -> network_pb2.EndpointRequest:
+    ipam = config.object("IPAMConfig", "network.EndpointIPAMConfig")
     return network_pb2.EndpointRequest(
-        network=network, ipv4_address=ipam.get("IPv4Address") or "",
-        ipv6_address=ipam.get("IPv6Address") or "",
-        aliases=config.get("Aliases") or [], links=config.get("Links") or [],
-        mac_address=config.get("MacAddress") or "",
-        driver_opts=_string_map(config, "DriverOpts"))
+        network=network, ipv4_address=ipam.string("IPv4Address"),
+        ipv6_address=ipam.string("IPv6Address"), aliases=config.strings("Aliases"),
+        links=config.strings("Links"), mac_address=config.string("MacAddress"),
+        driver_opts=config.string_map("DriverOpts"))
 
 
 class NetworkHandlers:
@@ -104,17 +93,14 @@ class NetworkHandlers:
         return web.json_response(network_to_json(network, True))
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        name = body.get("Name")
-        if not name or not isinstance(name, str):
-            raise bad_request("network name is required")
+        body = await json_body(request, "network.CreateRequest")
         reply = await self.networks.Create(network_pb2.CreateNetworkRequest(
-            name=name, driver=body.get("Driver") or "bridge",
-            internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
-            ingress=bool(body.get("Ingress")), enable_ipv6=bool(body.get("EnableIPv6")),
-            ipam=_ipam(body), options=_string_map(body, "Options"),
-            labels=_string_map(body, "Labels"),
-            check_duplicate=bool(body.get("CheckDuplicate", True))))
+            name=body.string("Name"), driver=body.string("Driver") or "bridge",
+            internal=body.boolean("Internal"), attachable=body.boolean("Attachable"),
+            ingress=body.boolean("Ingress"), enable_ipv6=body.boolean("EnableIPv6"),
+            ipam=_ipam(body.object("IPAM", "network.IPAM")),
+            options=body.string_map("Options"), labels=body.string_map("Labels"),
+            check_duplicate=body.boolean("CheckDuplicate", True)))
         return web.json_response({"Id": reply.id, "Warning": reply.warning}, status=201)
 
     async def remove(self, request: web.Request) -> web.Response:
@@ -126,36 +112,34 @@ class NetworkHandlers:
             network_pb2.PruneNetworksRequest(filters=filters(request)))
         return web.json_response({"NetworksDeleted": list(reply.deleted)})
 
-    async def _container(self, ref: Any) -> container_pb2.ContainerInspect:
-        if not ref or not isinstance(ref, str):
+    async def _container(self, ref: str) -> container_pb2.ContainerInspect:
+        if not ref:
             raise bad_request("container is required")
         return await self.containers.Inspect(container_pb2.InspectContainerRequest(id=ref))
 
     async def connect(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await json_body(request, "network.ConnectOptions")
+        config = body.object("EndpointConfig", "network.EndpointSettings")
         network = await self.networks.Inspect(
             network_pb2.InspectNetworkRequest(id=request.match_info["id"]))
-        container = await self._container(body.get("Container"))
-        config = body.get("EndpointConfig") or {}
-        if not isinstance(config, dict):
-            raise bad_request("invalid EndpointConfig: expected an object")
+        container = await self._container(body.string("Container"))
         await self.networks.Connect(network_pb2.ConnectRequest(
             container_id=container.id, container_name=container.name.lstrip("/"),
             endpoint=_endpoint_request(network.id, config)))
         return web.Response(status=200)
 
     async def disconnect(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await json_body(request, "network.DisconnectOptions")
+        force, container_ref = body.boolean("Force"), body.string("Container")
         network = await self.networks.Inspect(
             network_pb2.InspectNetworkRequest(id=request.match_info["id"]))
-        force = bool(body.get("Force"))
         try:
-            container_id = (await self._container(body.get("Container"))).id
+            container_id = (await self._container(container_ref)).id
         except RpcFailed as exc:
             # A forced disconnect also clears the endpoint of a container gone for good.
             if not force or exc.code != grpc.StatusCode.NOT_FOUND:
                 raise
-            container_id = body["Container"]
+            container_id = container_ref
         await self.networks.Disconnect(network_pb2.DisconnectRequest(
             container_id=container_id, network=network.id, force=force))
         return web.Response(status=200)

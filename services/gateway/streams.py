@@ -2,20 +2,50 @@
 messages, and gRPC server streams turned into chunked JSON responses.
 
 Writes await the transport, so a slow client slows the gRPC stream
-(backpressure); a client that goes away cancels the gRPC call.
+(backpressure); a client that goes away cancels the gRPC call, even while
+the stream is silent (events, logs -f, a build's long RUN step).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterable, AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterator
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from berth.types.v1 import types_pb2
 from services.common.relay import coalesced, read_ahead
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
+
+# How often a silent stream looks whether its client is still there.
+CLIENT_CHECK_SECONDS = 0.5
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> Any: ...
+
+
+async def _cancel_when_client_leaves(request: web.Request, targets: tuple[Cancellable, ...]
+                                     ) -> None:
+    # aiohttp tells a handler of a closed connection only when it writes.
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(CLIENT_CHECK_SECONDS)
+    for target in targets:
+        target.cancel()
+
+
+@contextlib.contextmanager
+def cancelled_when_client_leaves(request: web.Request, *targets: Cancellable) -> Iterator[None]:
+    """Within the block, cancel `targets` (gRPC streams, tasks) as soon as
+    the client goes away."""
+    watcher = asyncio.create_task(_cancel_when_client_leaves(request, targets))
+    try:
+        yield
+    finally:
+        watcher.cancel()
 
 
 def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
@@ -65,13 +95,18 @@ async def json_stream(request: web.Request, messages: AsyncIterable[Any],
     try:
         if first is not None:
             await response.write(json.dumps(encode(first)).encode() + separator)
-        async for message in iterator:
-            await response.write(json.dumps(encode(message)).encode() + separator)
+        with cancelled_when_client_leaves(request, *_streams(messages)):
+            async for message in iterator:
+                await response.write(json.dumps(encode(message)).encode() + separator)
     except (RpcFailed, ServiceUnavailable) as exc:
         error = {"errorDetail": {"message": str(exc)}, "error": str(exc)}
         await response.write(json.dumps(error).encode() + separator)
     finally:
-        if isinstance(messages, Stream):
-            messages.cancel()
+        for stream in _streams(messages):
+            stream.cancel()
     await response.write_eof()
     return response
+
+
+def _streams(messages: AsyncIterable[Any]) -> tuple[Stream, ...]:
+    return (messages,) if isinstance(messages, Stream) else ()

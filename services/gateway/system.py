@@ -23,6 +23,7 @@ from services.gateway.convert.container_view import api_version, summary_json
 from services.gateway.errors import bad_request
 from services.gateway.params import filters, timestamp
 from services.gateway.routing import Route
+from services.gateway.streams import cancelled_when_client_leaves
 from services.gateway.volumes import volume_usage
 
 PING_HEADERS = {
@@ -182,8 +183,11 @@ class SystemHandlers:
         response.content_type = "application/json"
         await response.prepare(request)
         try:
-            while (event := await queue.get()) is not None:
-                await response.write(json.dumps(event_to_json(event)).encode() + b"\n")
+            # A client that leaves ends the pumps, so the loop ends even when
+            # no event comes.
+            with cancelled_when_client_leaves(request, *tasks):
+                while (event := await queue.get()) is not None:
+                    await response.write(json.dumps(event_to_json(event)).encode() + b"\n")
         finally:
             finisher.cancel()
             for task in tasks:

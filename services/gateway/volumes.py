@@ -8,8 +8,7 @@ from aiohttp import web
 
 from berth.volume.v1 import volume_pb2
 from services.gateway.backends import Backends
-from services.gateway.errors import bad_request, read_json
-from services.gateway.params import boolean, filters
+from services.gateway.params import boolean, filters, json_body
 from services.gateway.routing import Route
 
 # Before API 1.42 a prune removed every unused volume, named ones too.
@@ -47,13 +46,6 @@ async def volume_usage(backends: Backends) -> list[dict[str, Any]]:
     return [volume_to_json(v, usage=True) for v in reply.volumes]
 
 
-def _string_map(body: dict, key: str) -> dict[str, str]:
-    value = body.get(key) or {}
-    if not isinstance(value, dict):
-        raise bad_request(f"invalid {key}: expected an object")
-    return {str(k): str(v) for k, v in value.items()}
-
-
 def _api_version(request: web.Request) -> tuple[int, ...]:
     requested = request.match_info.get("version")
     return tuple(int(p) for p in requested.split(".")) if requested else (99,)
@@ -69,12 +61,10 @@ class VolumeHandlers:
                                   "Warnings": list(reply.warnings)})
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request("invalid volume create request: expected an object")
+        body = await json_body(request, "volume.CreateOptions")
         volume = await self.volumes.Create(volume_pb2.CreateVolumeRequest(
-            name=str(body.get("Name") or ""), driver=str(body.get("Driver") or ""),
-            driver_opts=_string_map(body, "DriverOpts"), labels=_string_map(body, "Labels")))
+            name=body.string("Name"), driver=body.string("Driver"),
+            driver_opts=body.string_map("DriverOpts"), labels=body.string_map("Labels")))
         return web.json_response(volume_to_json(volume), status=201)
 
     async def inspect(self, request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ from services.gateway.convert.container_view import (
     summary_json,
 )
 from services.gateway.errors import HTTPError
+from services.gateway.params import Fields
 
 # What `docker create` (CLI 28) sends for:
 #   docker create --name web -p 8080:80 -e A=1 --restart on-failure:3 --init
@@ -51,8 +52,12 @@ CLI_BODY = {
 }
 
 
+def body(data: dict) -> Fields:
+    return Fields.of(data, "container.CreateRequest")
+
+
 def test_cli_body_becomes_typed_request() -> None:
-    request = create_request("web", "", CLI_BODY)
+    request = create_request("web", "", body(CLI_BODY))
     config, host = request.config, request.host_config
     assert request.name == "web"
     assert list(config.cmd.values) == ["sh", "-c", "true"]
@@ -76,10 +81,11 @@ def test_cli_body_becomes_typed_request() -> None:
 
 
 def test_cmd_and_entrypoint_presence() -> None:
-    config = create_request("", "", {"Image": "x", "Cmd": "echo hi", "Entrypoint": [""]}).config
+    config = create_request("", "", body({"Image": "x", "Cmd": "echo hi",
+                                          "Entrypoint": [""]})).config
     assert list(config.cmd.values) == ["echo hi"]
     assert config.HasField("entrypoint") and not config.entrypoint.values
-    config = create_request("", "", {"Image": "x", "Cmd": None}).config
+    config = create_request("", "", body({"Image": "x", "Cmd": None})).config
     assert not config.HasField("cmd") and not config.HasField("entrypoint")
 
 
@@ -89,18 +95,18 @@ def test_cmd_and_entrypoint_presence() -> None:
 ])
 def test_restart_policy_errors(policy: dict, message: str) -> None:
     with pytest.raises(HTTPError) as caught:
-        create_request("", "", {"Image": "x", "HostConfig": {"RestartPolicy": policy}})
+        create_request("", "", body({"Image": "x", "HostConfig": {"RestartPolicy": policy}}))
     assert caught.value.status == 400 and message in caught.value.message
 
 
 def test_wrong_json_type_is_a_bad_request() -> None:
     with pytest.raises(HTTPError) as caught:
-        create_request("", "", {"Image": "x", "HostConfig": {"Memory": "lots"}})
+        create_request("", "", body({"Image": "x", "HostConfig": {"Memory": "lots"}}))
     assert caught.value.status == 400
 
 
 def test_round_trip_through_inspect_keeps_docker_keys() -> None:
-    request = create_request("web", "", CLI_BODY)
+    request = create_request("web", "", body(CLI_BODY))
     host = host_config_json(request.host_config)
     assert host["NetworkMode"] == "bridge"
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
