@@ -68,7 +68,8 @@ def _route_template(request: web.Request) -> str:
     resource = info.route.resource if info.route is not None else None
     if resource is None:
         return "unmatched"
-    return resource.canonical.replace(VERSION_PREFIX, "")
+    # aiohttp's canonical form drops the pattern: "/v{version}/events".
+    return resource.canonical.removeprefix("/v{version}")
 
 
 def _client_gone(request: web.Request) -> bool:

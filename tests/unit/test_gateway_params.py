@@ -8,11 +8,13 @@ import asyncio
 import json
 from typing import Any
 
+import grpc
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
 from services.gateway.app import observe
+from services.gateway.backends import RpcFailed, translate
 from services.gateway.convert.container_create import CREATE_REQUEST, create_request
 from services.gateway.errors import HTTPError
 from services.gateway.params import (
@@ -140,3 +142,18 @@ def test_json_bodies_through_the_middleware() -> None:
     assert [status for status, _ in answers[6:8]] == [400, 400]
     assert answers[8] == (413, {"message": "request body too large: JSON bodies are limited "
                                            "to 4 MiB"})
+
+
+def rpc_error(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
+
+
+def test_unexpected_service_errors_keep_their_text_in_the_log(
+        caplog: pytest.LogCaptureFixture) -> None:
+    leaked = "Unexpected <class 'KeyError'>: '/var/lib/berth/image/layers/abc'"
+    error = translate("image", rpc_error(grpc.StatusCode.UNKNOWN, leaked))
+    assert isinstance(error, RpcFailed)
+    assert error.message == "internal error in the berth image service"
+    assert leaked in caplog.text
+    kept = translate("image", rpc_error(grpc.StatusCode.NOT_FOUND, "No such image: x"))
+    assert isinstance(kept, RpcFailed) and kept.message == "No such image: x"
