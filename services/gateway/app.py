@@ -26,6 +26,7 @@ from services.gateway import (
 )
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
 from services.gateway.errors import HTTP_STATUS, HTTPError, error_response
+from services.gateway.params import parse_api_version
 from services.gateway.routing import Handler
 
 log = logging.getLogger("berth.gateway")
@@ -46,18 +47,14 @@ ROUTE_MODULES = (system, containers, containers_files_and_resources, exec, image
                  volumes, build)
 
 
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split("."))
-
-
 def _check_version(request: web.Request) -> None:
     requested = request.match_info.get("version")
     if not requested:
         return
-    if _version_tuple(requested) > _version_tuple(API_VERSION):
+    if parse_api_version(requested) > parse_api_version(API_VERSION):
         raise HTTPError(400, f"client version {requested} is too new. "
                              f"Maximum supported API version is {API_VERSION}")
-    if _version_tuple(requested) < _version_tuple(MIN_API_VERSION):
+    if parse_api_version(requested) < parse_api_version(MIN_API_VERSION):
         raise HTTPError(400, f"client version {requested} is too old. Minimum supported API "
                              f"version is {MIN_API_VERSION}, please upgrade your client to a "
                              f"newer version")

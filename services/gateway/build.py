@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-from typing import Any
-
 from aiohttp import web
 
 from berth.build.v1 import build_pb2
-from berth.types.v1 import types_pb2
 from services.gateway.backends import Backends
 from services.gateway.errors import bad_request
-from services.gateway.images import auth_from_json, stream_upload
 from services.gateway.params import boolean, filters, integer, query_json
+from services.gateway.registry_auth import registry_config
 from services.gateway.routing import Route
-from services.gateway.streams import cancelled_when_client_leaves
+from services.gateway.streams import cancelled_when_client_leaves, stream_upload
 
 
 def routes(backends: Backends) -> list[Route]:
@@ -38,20 +32,6 @@ def _json_map(request: web.Request, name: str) -> dict[str, str]:
 def _json_list(request: web.Request, name: str) -> list[str]:
     decoded = query_json(request, name)
     return [str(v) for v in decoded] if isinstance(decoded, list) else []
-
-
-def registry_config(header: str) -> dict[str, types_pb2.RegistryAuth]:
-    """X-Registry-Config: base64url JSON of registry -> credentials."""
-    if not header:
-        return {}
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (ValueError, binascii.Error, RecursionError):
-        return {}
-    if not isinstance(decoded, dict):
-        return {}
-    return {str(registry): auth_from_json(auth) for registry, auth in decoded.items()
-            if isinstance(auth, dict)}
 
 
 def build_options(request: web.Request) -> build_pb2.BuildOptions:
@@ -79,16 +59,6 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
         cache_from=_json_list(request, "cachefrom"),
         squash=boolean(request, "squash"),
         auth_configs=registry_config(request.headers.get("X-Registry-Config", "")))
-
-
-async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:
-    """The BuildCache part of GET /system/df."""
-    reply = await backends.build.DiskUsage(build_pb2.BuildDiskUsageRequest())
-    return [{"ID": r.id, "Parent": r.parent, "Parents": [r.parent] if r.parent else [],
-             "Type": r.type, "Description": r.description, "InUse": r.in_use,
-             "Shared": r.shared, "Size": r.size, "CreatedAt": r.created_at,
-             "LastUsedAt": r.last_used_at or None, "UsageCount": r.usage_count}
-            for r in reply.records]
 
 
 class BuildHandlers:

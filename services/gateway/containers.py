@@ -14,15 +14,11 @@ from aiohttp import WSMsgType, web
 from berth.container.v1 import container_pb2 as pb
 from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable, Stream
 from services.gateway.convert.container_create import CREATE_REQUEST, create_request
-from services.gateway.convert.container_view import (
-    ApiVersion,
-    api_version,
-    inspect_json,
-    summary_json,
-)
+from services.gateway.convert.container_view import inspect_json, summary_json, wait_body
 from services.gateway.errors import HTTPError, bad_request
 from services.gateway.hijack import MULTIPLEXED_STREAM, RAW_STREAM, frame_header, hijack, relay
 from services.gateway.params import (
+    api_version,
     boolean,
     filters,
     integer,
@@ -59,10 +55,6 @@ def routes(backends: Backends) -> list[Route]:
     ]
 
 
-def _version(request: web.Request) -> ApiVersion:
-    return api_version(request.match_info.get("version"))
-
-
 def _no_content(status: int = 204) -> web.Response:
     return web.Response(status=status)
 
@@ -81,10 +73,6 @@ def log_timestamp(time_nano: int) -> bytes:
     return f"{stamp}.{nanos:09d}Z ".encode()
 
 
-def wait_body(status_code: int, error: str) -> dict[str, Any]:
-    return {"StatusCode": status_code, "Error": {"Message": error} if error else None}
-
-
 class ContainerHandlers:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
@@ -101,7 +89,7 @@ class ContainerHandlers:
     async def inspect(self, request: web.Request) -> web.Response:
         container = await self.container.Inspect(pb.InspectContainerRequest(
             id=request.match_info["id"], size=boolean(request, "size")))
-        return web.json_response(inspect_json(container, _version(request)))
+        return web.json_response(inspect_json(container, api_version(request)))
 
     async def list(self, request: web.Request) -> web.Response:
         size = boolean(request, "size")
@@ -113,7 +101,7 @@ class ContainerHandlers:
         listed = await self.container.List(pb.ListContainersRequest(
             all=boolean(request, "all"), limit=integer(request, "limit", go_type="int32"),
             size=size, filters=wanted))
-        version = _version(request)
+        version = api_version(request)
         return web.json_response([summary_json(c, version, size) for c in listed.containers])
 
     async def start(self, request: web.Request) -> web.Response:
@@ -270,7 +258,7 @@ class ContainerHandlers:
         call, _ = await self._open_attach(request)
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        binary = _version(request) >= (1, 42)
+        binary = api_version(request) >= (1, 42)
         forward_stdin = boolean(request, "stdin")
 
         async def pump_stdin() -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 from aiohttp import web
 
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
 from services.gateway.backends import Backends, RpcFailed
+from services.gateway.convert.network import endpoint_request, ipam_request, network_to_json
 from services.gateway.errors import bad_request
-from services.gateway.params import Fields, filters, json_body
+from services.gateway.params import filters, json_body
 from services.gateway.routing import Route
 
 
@@ -26,55 +25,6 @@ def routes(backends: Backends) -> list[Route]:
         Route("POST", "/networks/{id}/connect", handlers.connect),
         Route("POST", "/networks/{id}/disconnect", handlers.disconnect),
     ]
-
-
-def network_to_json(network: network_pb2.Network, with_containers: bool) -> dict[str, Any]:
-    """Docker's Network object (inspect and list shapes)."""
-    containers = {}
-    if with_containers:
-        containers = {
-            cid: {"Name": c.name, "EndpointID": c.endpoint_id, "MacAddress": c.mac_address,
-                  "IPv4Address": c.ipv4_address, "IPv6Address": c.ipv6_address}
-            for cid, c in network.containers.items()}
-    config = []
-    for c in network.ipam.config:
-        entry: dict[str, Any] = {"Subnet": c.subnet, "Gateway": c.gateway}
-        if c.ip_range:
-            entry["IPRange"] = c.ip_range
-        if c.aux_addresses:
-            entry["AuxiliaryAddresses"] = dict(c.aux_addresses)
-        config.append(entry)
-    return {
-        "Name": network.name, "Id": network.id, "Created": network.created,
-        "Scope": network.scope or "local", "Driver": network.driver,
-        "EnableIPv4": True, "EnableIPv6": network.enable_ipv6,
-        "IPAM": {"Driver": network.ipam.driver or "default",
-                 "Options": dict(network.ipam.options) or None, "Config": config},
-        "Internal": network.internal, "Attachable": network.attachable,
-        "Ingress": network.ingress, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-        "Containers": containers, "Options": dict(network.options),
-        "Labels": dict(network.labels),
-    }
-
-
-def _ipam(body: Fields) -> network_pb2.IPAM:
-    ipam = network_pb2.IPAM(driver=body.string("Driver") or "default",
-                            options=body.string_map("Options"))
-    for entry in body.objects("Config", "network.IPAMConfig"):
-        ipam.config.append(network_pb2.IPAMConfig(
-            subnet=entry.string("Subnet"), ip_range=entry.string("IPRange"),
-            gateway=entry.string("Gateway"),
-            aux_addresses=entry.string_map("AuxiliaryAddresses")))
-    return ipam
-
-
-def _endpoint_request(network: str, config: Fields) -> network_pb2.EndpointRequest:
-    ipam = config.object("IPAMConfig", "network.EndpointIPAMConfig")
-    return network_pb2.EndpointRequest(
-        network=network, ipv4_address=ipam.string("IPv4Address"),
-        ipv6_address=ipam.string("IPv6Address"), aliases=config.strings("Aliases"),
-        links=config.strings("Links"), mac_address=config.string("MacAddress"),
-        driver_opts=config.string_map("DriverOpts"))
 
 
 class NetworkHandlers:
@@ -98,7 +48,7 @@ class NetworkHandlers:
             name=body.string("Name"), driver=body.string("Driver") or "bridge",
             internal=body.boolean("Internal"), attachable=body.boolean("Attachable"),
             ingress=body.boolean("Ingress"), enable_ipv6=body.boolean("EnableIPv6"),
-            ipam=_ipam(body.object("IPAM", "network.IPAM")),
+            ipam=ipam_request(body.object("IPAM", "network.IPAM")),
             options=body.string_map("Options"), labels=body.string_map("Labels"),
             check_duplicate=body.boolean("CheckDuplicate", True)))
         return web.json_response({"Id": reply.id, "Warning": reply.warning}, status=201)
@@ -125,7 +75,7 @@ class NetworkHandlers:
         container = await self._container(body.string("Container"))
         await self.networks.Connect(network_pb2.ConnectRequest(
             container_id=container.id, container_name=container.name.lstrip("/"),
-            endpoint=_endpoint_request(network.id, config)))
+            endpoint=endpoint_request(network.id, config)))
         return web.Response(status=200)
 
     async def disconnect(self, request: web.Request) -> web.Response:

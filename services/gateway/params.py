@@ -1,4 +1,5 @@
-"""Request parameters as Docker's httputils reads them: the query string, and
+"""Request parameters as Docker's httputils reads them: the API version in
+the path, the query string (booleans, integers, filters, timestamps), and
 JSON bodies checked field by field against the Go types of Docker's API.
 
 Every route reads its JSON body through `json_body`: the body is read with a
@@ -19,7 +20,10 @@ from aiohttp import web
 from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
 from services.common.filters import timestamp_ns
+from services.common.version import API_VERSION
 from services.gateway.errors import HTTPError, bad_request
+
+ApiVersion = tuple[int, int]
 
 # Docker sets no limit; berth's JSON bodies are configs of a few KiB, and a
 # bound keeps one request from holding the gateway's memory. Streams
@@ -37,6 +41,20 @@ INTEGER_RANGES = {
     "uint16": (0, (1 << 16) - 1),
     "os.FileMode": (0, (1 << 32) - 1),
 }
+
+
+def parse_api_version(text: str) -> ApiVersion:
+    major, _, minor = text.partition(".")
+    return int(major), int(minor)
+
+
+LATEST_API_VERSION = parse_api_version(API_VERSION)
+
+
+def api_version(request: web.Request) -> ApiVersion:
+    """The version the path names (/v1.44/...), else the latest."""
+    requested = request.match_info.get("version")
+    return parse_api_version(requested) if requested else LATEST_API_VERSION
 
 
 def boolean(request: web.Request, name: str, default: bool = False) -> bool:
@@ -81,9 +99,13 @@ def timestamp(request: web.Request, name: str, now_ns: int) -> int:
     if not raw:
         return 0
     try:
-        return timestamp_ns(raw, now_ns)
+        nanos = timestamp_ns(raw, now_ns)
     except InvalidArgument as exc:
         raise bad_request(f"invalid value for {name}: {exc.message}") from exc
+    low, high = INTEGER_RANGES["int64"]
+    if not low <= nanos <= high:
+        raise bad_request(f'invalid value for {name}: "{raw}": value out of range')
+    return nanos
 
 
 def filters(request: web.Request) -> types_pb2.Filters:

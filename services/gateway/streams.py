@@ -16,9 +16,9 @@ from typing import Any, Protocol
 
 from aiohttp import web
 
-from berth.types.v1 import types_pb2
 from services.common.relay import coalesced, read_ahead
 from services.gateway.backends import RpcFailed, ServiceUnavailable, Stream
+from services.gateway.convert.progress import progress_to_json
 
 # How often a silent stream looks whether its client is still there.
 CLIENT_CHECK_SECONDS = 0.5
@@ -54,30 +54,6 @@ def body_chunks(request: web.Request) -> AsyncIterator[bytes]:
     return read_ahead(coalesced(request.content.iter_any()))
 
 
-def progress_to_json(message: types_pb2.Progress) -> dict[str, Any]:
-    """Docker's JSONMessage from a Progress message."""
-    out: dict[str, Any] = {}
-    if message.error:
-        return {"errorDetail": {"message": message.error}, "error": message.error}
-    if message.stream:
-        out["stream"] = message.stream
-    if message.status:
-        out["status"] = message.status
-    if message.id:
-        out["id"] = message.id
-    if message.total or message.current:
-        out["progressDetail"] = {"current": message.current, "total": message.total}
-    elif message.status:
-        out["progressDetail"] = {}
-    if message.progress:
-        out["progress"] = message.progress
-    if message.HasField("aux"):
-        aux = message.aux
-        out["aux"] = ({"ID": aux.id} if aux.id and not aux.digest
-                      else {"Tag": aux.tag, "Digest": aux.digest, "Size": aux.size})
-    return out
-
-
 async def json_stream(request: web.Request, messages: AsyncIterable[Any],
                       encode: Callable[[Any], dict[str, Any]], status: int = 200,
                       separator: bytes = b"\r\n") -> web.StreamResponse:
@@ -110,3 +86,24 @@ async def json_stream(request: web.Request, messages: AsyncIterable[Any],
 
 def _streams(messages: AsyncIterable[Any]) -> tuple[Stream, ...]:
     return (messages,) if isinstance(messages, Stream) else ()
+
+
+async def pump_body(request: web.Request, stream: Stream, wrap: Any) -> None:
+    """Send the request body to a client-streaming call, then half-close it."""
+    async for chunk in body_chunks(request):
+        await stream.write(wrap(chunk))
+    await stream.done_writing()
+
+
+async def stream_upload(request: web.Request, stream: Stream, options: Any,
+                        wrap: Any) -> web.StreamResponse:
+    """Upload the body to `stream` while relaying its progress as JSON lines."""
+    await stream.write(options)
+    pump = asyncio.create_task(pump_body(request, stream, wrap))
+    try:
+        return await json_stream(request, stream, progress_to_json)
+    finally:
+        if not pump.done():
+            pump.cancel()
+        with contextlib.suppress(Exception, asyncio.CancelledError):
+            await pump

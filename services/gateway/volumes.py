@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from berth.volume.v1 import volume_pb2
 from services.gateway.backends import Backends
-from services.gateway.params import boolean, filters, json_body
+from services.gateway.convert.volume import volume_to_json
+from services.gateway.params import api_version, boolean, filters, json_body
 from services.gateway.routing import Route
 
 # Before API 1.42 a prune removed every unused volume, named ones too.
@@ -24,31 +23,6 @@ def routes(backends: Backends) -> list[Route]:
         Route("GET", "/volumes/{name}", handlers.inspect),
         Route("DELETE", "/volumes/{name}", handlers.remove),
     ]
-
-
-def volume_to_json(volume: volume_pb2.Volume, usage: bool = False) -> dict[str, Any]:
-    """Docker's Volume object; UsageData only when sizes were computed."""
-    out: dict[str, Any] = {
-        "CreatedAt": volume.created_at, "Driver": volume.driver,
-        "Labels": dict(volume.labels) or None, "Mountpoint": volume.mountpoint,
-        "Name": volume.name, "Options": dict(volume.options) or None,
-        "Scope": volume.scope or "local",
-    }
-    if usage:
-        out["UsageData"] = {"Size": volume.usage_data.size,
-                            "RefCount": volume.usage_data.ref_count}
-    return out
-
-
-async def volume_usage(backends: Backends) -> list[dict[str, Any]]:
-    """The Volumes part of GET /system/df: every volume with its size and lease count."""
-    reply = await backends.volume.List(volume_pb2.ListVolumesRequest(usage=True))
-    return [volume_to_json(v, usage=True) for v in reply.volumes]
-
-
-def _api_version(request: web.Request) -> tuple[int, ...]:
-    requested = request.match_info.get("version")
-    return tuple(int(p) for p in requested.split(".")) if requested else (99,)
 
 
 class VolumeHandlers:
@@ -79,7 +53,7 @@ class VolumeHandlers:
 
     async def prune(self, request: web.Request) -> web.Response:
         prune_filters = filters(request)
-        if _api_version(request) < PRUNE_ALL_BEFORE:
+        if api_version(request) < PRUNE_ALL_BEFORE:
             prune_filters.filters["all"].values[:] = ["true"]
         reply = await self.volumes.Prune(volume_pb2.PruneVolumesRequest(filters=prune_filters))
         return web.json_response({"VolumesDeleted": list(reply.deleted),

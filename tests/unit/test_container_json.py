@@ -5,17 +5,17 @@ from __future__ import annotations
 import pytest
 
 from berth.container.v1 import container_pb2 as pb
-from services.gateway.containers import log_timestamp, wait_body
+from services.gateway.containers import log_timestamp
 from services.gateway.convert.container_create import create_request
 from services.gateway.convert.container_view import (
-    api_version,
     config_json,
     host_config_json,
     inspect_json,
     summary_json,
+    wait_body,
 )
 from services.gateway.errors import HTTPError
-from services.gateway.params import Fields
+from services.gateway.params import Fields, parse_api_version
 
 # What `docker create` (CLI 28) sends for:
 #   docker create --name web -p 8080:80 -e A=1 --restart on-failure:3 --init
@@ -148,7 +148,7 @@ def test_inspect_shape() -> None:
     assert settings["Networks"]["bridge"]["IPAMConfig"] is None
     assert settings["Networks"]["bridge"]["DNSNames"] is None
     assert "MacAddress" not in out["Config"]
-    old = inspect_json(container, api_version("1.41"))
+    old = inspect_json(container, parse_api_version("1.41"))
     assert old["Config"]["MacAddress"] == "02:42:ac:11:00:02"
     assert "DNSNames" not in old["NetworkSettings"]["Networks"]["bridge"]
 
