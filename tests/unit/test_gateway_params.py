@@ -18,12 +18,16 @@ from services.gateway.backends import RpcFailed, translate
 from services.gateway.convert.container_create import CREATE_REQUEST, create_request
 from services.gateway.errors import HTTPError
 from services.gateway.params import (
+    LATEST_API_VERSION,
     MAX_JSON_BODY,
     Fields,
+    api_version,
     filters,
     integer,
     json_body,
+    parse_api_version,
     terminal_size,
+    timestamp,
 )
 
 
@@ -157,3 +161,26 @@ def test_unexpected_service_errors_keep_their_text_in_the_log(
     assert leaked in caplog.text
     kept = translate("image", rpc_error(grpc.StatusCode.NOT_FOUND, "No such image: x"))
     assert isinstance(kept, RpcFailed) and kept.message == "No such image: x"
+
+
+@pytest.mark.parametrize("query, nanos", [
+    ("since=1700000000", 1_700_000_000_000_000_000),
+    ("since=1700000000.5", 1_700_000_000_500_000_000),
+    ("since=10m", 1_000 * 1_000_000_000 - 600 * 1_000_000_000),
+    ("", 0),
+])
+def test_timestamps(query: str, nanos: int) -> None:
+    assert timestamp(make_mocked_request("GET", f"/x?{query}"), "since", 1000) == nanos
+
+
+@pytest.mark.parametrize("value", ["infh", "nanm", "99999999999999999999", "1e400s", "x",
+                                   "1.2.3"])
+def test_timestamps_that_cannot_be_are_400(value: str) -> None:
+    with pytest.raises(HTTPError) as caught:
+        timestamp(make_mocked_request("GET", f"/x?since={value}"), "since", 1000)
+    assert caught.value.message == f"invalid timestamp: {value!r}"
+
+
+def test_api_versions() -> None:
+    assert api_version(make_mocked_request("GET", "/x")) == LATEST_API_VERSION
+    assert parse_api_version("1.41") == (1, 41) < LATEST_API_VERSION
