@@ -28,6 +28,7 @@ from services.gateway.backends import Backends, RpcFailed, ServiceUnavailable
 from services.gateway.errors import HTTP_STATUS, HTTPError, error_response
 from services.gateway.params import parse_api_version
 from services.gateway.routing import Handler
+from services.gateway.streams import client_gone
 
 log = logging.getLogger("berth.gateway")
 
@@ -67,10 +68,6 @@ def _route_template(request: web.Request) -> str:
         return "unmatched"
     # aiohttp's canonical form drops the pattern: "/v{version}/events".
     return resource.canonical.removeprefix("/v{version}")
-
-
-def _client_gone(request: web.Request) -> bool:
-    return request.transport is None or request.transport.is_closing()
 
 
 def _left_early(request: web.Request) -> web.StreamResponse:
@@ -117,11 +114,11 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = _left_early(request)
         status = response.status
         task = asyncio.current_task()
-        if (task is not None and task.cancelling()) or not _client_gone(request):
+        if (task is not None and task.cancelling()) or not client_gone(request):
             raise
         return response
     except ConnectionError:
-        if _client_gone(request):
+        if client_gone(request):
             response = _left_early(request)
             status = response.status
             return response

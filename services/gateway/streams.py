@@ -28,10 +28,14 @@ class Cancellable(Protocol):
     def cancel(self) -> Any: ...
 
 
+def client_gone(request: web.Request) -> bool:
+    return request.transport is None or request.transport.is_closing()
+
+
 async def _cancel_when_client_leaves(request: web.Request, targets: tuple[Cancellable, ...]
                                      ) -> None:
     # aiohttp tells a handler of a closed connection only when it writes.
-    while request.transport is not None and not request.transport.is_closing():
+    while not client_gone(request):
         await asyncio.sleep(CLIENT_CHECK_SECONDS)
     for target in targets:
         target.cancel()
