@@ -6,7 +6,11 @@ them into gRPC statuses and the gateway turns those into HTTP codes.
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+
+log = logging.getLogger("berth.peers")
 
 
 class BerthError(Exception):
@@ -73,7 +77,13 @@ def from_rpc(service: str, error: grpc.aio.AioRpcError) -> BerthError:
     """A peer service's gRPC error as the domain error of the same code, so it
     reaches the user with its message and status. A peer that cannot be
     reached is an Internal error here: UNAVAILABLE stays reserved for "this
-    service cannot be reached"."""
+    service cannot be reached". A peer's unexpected exception (UNKNOWN) is
+    an Internal error whose text is only logged."""
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return PeerUnavailable(service)
+    if error.code() == grpc.StatusCode.UNKNOWN:
+        # An exception the peer did not expect: its text (a Python exception,
+        # often with host paths) goes to the log, never on to a user.
+        log.error("unexpected error in the %s service: %s", service, error.details())
+        return Internal(f"internal error in the berth {service} service")
     return _BY_CODE.get(error.code(), Internal)(error.details() or error.code().name.lower())

@@ -1,10 +1,13 @@
-"""Checks of request fields marked `[(berth.types.v1.required) = true]`.
+"""Checks every service shares: request fields marked
+`[(berth.types.v1.required) = true]`, and Docker's rule for object names.
 
-The interceptor runs this on every unary request, so a missing field is
-INVALID_ARGUMENT naming it, before any service code runs.
+The interceptor runs check_required on every unary request, so a missing
+field is INVALID_ARGUMENT naming it, before any service code runs.
 """
 
 from __future__ import annotations
+
+import re
 
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
@@ -31,3 +34,12 @@ def check_required(message: Message, path: str = "") -> None:
                 raise InvalidArgument(f"{name} is required")
         if is_message and not is_repeated and message.HasField(field.name):
             check_required(getattr(message, field.name), f"{name}.")
+
+
+# moby's daemon/names: the names users give containers, volumes and networks.
+RESTRICTED_NAME_CHARS = "[a-zA-Z0-9][a-zA-Z0-9_.-]"
+_RESTRICTED_NAME = re.compile(f"{RESTRICTED_NAME_CHARS}+")
+
+
+def is_restricted_name(name: str) -> bool:
+    return _RESTRICTED_NAME.fullmatch(name) is not None

@@ -79,7 +79,7 @@ def validate_runtime(host: container_pb2.HostConfig, configured: str) -> None:
 
 
 def validate_resources(res: container_pb2.Resources) -> None:
-    if 0 < res.memory < _MIN_MEMORY:
+    if res.memory and res.memory < _MIN_MEMORY:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
     if res.memory_swap > 0 and res.memory <= 0:
         raise InvalidArgument(

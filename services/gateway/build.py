@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import json
-from typing import Any
-
 from aiohttp import web
 
 from berth.build.v1 import build_pb2
-from berth.types.v1 import types_pb2
-from services.common.peers import PeerStream
 from services.gateway.backends import Backends
 from services.gateway.errors import bad_request
-from services.gateway.images import auth_from_json, stream_upload
-from services.gateway.params import boolean, filters, integer
+from services.gateway.params import boolean, filters, integer, query_json
+from services.gateway.registry_auth import registry_config
 from services.gateway.routing import Route
+from services.gateway.streams import cancelled_when_client_leaves, stream_upload
 
 
 def routes(backends: Backends) -> list[Route]:
@@ -30,39 +23,15 @@ def routes(backends: Backends) -> list[Route]:
 
 def _json_map(request: web.Request, name: str) -> dict[str, str]:
     """A JSON object parameter (buildargs, labels); null values are dropped."""
-    raw = request.query.get(name, "")
-    if not raw:
-        return {}
-    try:
-        decoded = json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"error reading {name}: {exc}") from exc
+    decoded = query_json(request, name) or {}
     if not isinstance(decoded, dict):
         raise bad_request(f"error reading {name}: expected a JSON object")
     return {str(k): str(v) for k, v in decoded.items() if v is not None}
 
 
 def _json_list(request: web.Request, name: str) -> list[str]:
-    raw = request.query.get(name, "")
-    try:
-        decoded = json.loads(raw) if raw else []
-    except ValueError as exc:
-        raise bad_request(f"error reading {name}: {exc}") from exc
+    decoded = query_json(request, name)
     return [str(v) for v in decoded] if isinstance(decoded, list) else []
-
-
-def registry_config(header: str) -> dict[str, types_pb2.RegistryAuth]:
-    """X-Registry-Config: base64url JSON of registry -> credentials."""
-    if not header:
-        return {}
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (ValueError, binascii.Error):
-        return {}
-    if not isinstance(decoded, dict):
-        return {}
-    return {str(registry): auth_from_json(auth) for registry, auth in decoded.items()
-            if isinstance(auth, dict)}
 
 
 def build_options(request: web.Request) -> build_pb2.BuildOptions:
@@ -92,38 +61,19 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
         auth_configs=registry_config(request.headers.get("X-Registry-Config", "")))
 
 
-async def build_cache_usage(backends: Backends) -> list[dict[str, Any]]:
-    """The BuildCache part of GET /system/df."""
-    reply = await backends.build.DiskUsage(build_pb2.BuildDiskUsageRequest())
-    return [{"ID": r.id, "Parent": r.parent, "Parents": [r.parent] if r.parent else [],
-             "Type": r.type, "Description": r.description, "InUse": r.in_use,
-             "Shared": r.shared, "Size": r.size, "CreatedAt": r.created_at,
-             "LastUsedAt": r.last_used_at or None, "UsageCount": r.usage_count}
-            for r in reply.records]
-
-
-async def _cancel_when_client_leaves(request: web.Request, stream: PeerStream) -> None:
-    """A build can be silent for long (a RUN step that sleeps): notice the
-    client going away without waiting for the next write to fail, so the
-    build stops and its step container goes."""
-    while request.transport is not None and not request.transport.is_closing():
-        await asyncio.sleep(0.5)
-    stream.cancel()
-
-
 class BuildHandlers:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
 
     async def build(self, request: web.Request) -> web.StreamResponse:
         options = build_options(request)
+        # A build can be silent for long (a RUN step that sleeps): the stream
+        # notices the client going away, so the build stops and its step
+        # container goes.
         stream = self.backends.build.Build()
-        watcher = asyncio.create_task(_cancel_when_client_leaves(request, stream))
-        try:
+        with cancelled_when_client_leaves(request, stream):
             return await stream_upload(request, stream, build_pb2.BuildRequest(options=options),
                                        lambda chunk: build_pb2.BuildRequest(context=chunk))
-        finally:
-            watcher.cancel()
 
     async def prune(self, request: web.Request) -> web.Response:
         keep = integer(request, "keep-storage") or integer(request, "reserved-space")

@@ -15,17 +15,21 @@ from berth.container.v1 import container_pb2 as pb
 from services.common.errors import BerthError
 from services.common.peers import PeerStream
 from services.gateway.backends import Backends
-from services.gateway.convert.container_create import create_request
-from services.gateway.convert.container_view import (
-    ApiVersion,
-    api_version,
-    inspect_json,
-    summary_json,
-)
-from services.gateway.errors import HTTPError, bad_request, read_json
+from services.gateway.convert.container_create import CREATE_REQUEST, create_request
+from services.gateway.convert.container_view import inspect_json, summary_json, wait_body
+from services.gateway.errors import HTTPError, bad_request
 from services.gateway.hijack import MULTIPLEXED_STREAM, RAW_STREAM, frame_header, hijack, relay
-from services.gateway.params import boolean, filters, integer, timestamp
+from services.gateway.params import (
+    api_version,
+    boolean,
+    filters,
+    integer,
+    json_body,
+    terminal_size,
+    timestamp,
+)
 from services.gateway.routing import Route
+from services.gateway.streams import cancelled_when_client_leaves
 
 WAIT_CONDITIONS = ("", "not-running", "next-exit", "removed")
 
@@ -53,10 +57,6 @@ def routes(backends: Backends) -> list[Route]:
     ]
 
 
-def _version(request: web.Request) -> ApiVersion:
-    return api_version(request.match_info.get("version"))
-
-
 def _no_content(status: int = 204) -> web.Response:
     return web.Response(status=status)
 
@@ -65,7 +65,7 @@ def _optional_timeout(request: web.Request) -> dict[str, Any]:
     """?t= as the optional timeout field (absent: the container's own)."""
     if request.query.get("t", "") == "":
         return {}
-    return {"timeout": integer(request, "t")}
+    return {"timeout": integer(request, "t", go_type="int32")}
 
 
 def log_timestamp(time_nano: int) -> bytes:
@@ -75,17 +75,13 @@ def log_timestamp(time_nano: int) -> bytes:
     return f"{stamp}.{nanos:09d}Z ".encode()
 
 
-def wait_body(status_code: int, error: str) -> dict[str, Any]:
-    return {"StatusCode": status_code, "Error": {"Message": error} if error else None}
-
-
 class ContainerHandlers:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
         self.container = backends.container
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await json_body(request, CREATE_REQUEST)
         message = create_request(request.query.get("name", ""),
                                  request.query.get("platform", ""), body)
         created = await self.container.Create(message)
@@ -95,7 +91,7 @@ class ContainerHandlers:
     async def inspect(self, request: web.Request) -> web.Response:
         container = await self.container.Inspect(pb.InspectContainerRequest(
             id=request.match_info["id"], size=boolean(request, "size")))
-        return web.json_response(inspect_json(container, _version(request)))
+        return web.json_response(inspect_json(container, api_version(request)))
 
     async def list(self, request: web.Request) -> web.Response:
         size = boolean(request, "size")
@@ -105,9 +101,9 @@ class ContainerHandlers:
             if request.query.get(key):
                 wanted.filters[key].values.append(request.query[key])
         listed = await self.container.List(pb.ListContainersRequest(
-            all=boolean(request, "all"), limit=integer(request, "limit", 0), size=size,
-            filters=wanted))
-        version = _version(request)
+            all=boolean(request, "all"), limit=integer(request, "limit", go_type="int32"),
+            size=size, filters=wanted))
+        version = api_version(request)
         return web.json_response([summary_json(c, version, size) for c in listed.containers])
 
     async def start(self, request: web.Request) -> web.Response:
@@ -159,8 +155,7 @@ class ContainerHandlers:
 
     async def resize(self, request: web.Request) -> web.Response:
         await self.container.Resize(pb.ResizeRequest(
-            id=request.match_info["id"], height=integer(request, "h"),
-            width=integer(request, "w")))
+            id=request.match_info["id"], **terminal_size(request)))
         return web.Response(status=200)
 
     async def wait(self, request: web.Request) -> web.StreamResponse:
@@ -209,12 +204,13 @@ class ContainerHandlers:
         response.content_type = RAW_STREAM if tty else MULTIPLEXED_STREAM
         await response.prepare(request)
         try:
-            async for entry in call:
-                # The gateway prefixes the timestamps, so the service sends bare lines.
-                data = (log_timestamp(entry.time_nano) if timestamps else b"") + entry.data
-                if not tty:
-                    data = frame_header(entry.stream + 1, len(data)) + data
-                await response.write(data)
+            with cancelled_when_client_leaves(request, call):
+                async for entry in call:
+                    # The gateway prefixes the timestamps, so the service sends bare lines.
+                    data = (log_timestamp(entry.time_nano) if timestamps else b"") + entry.data
+                    if not tty:
+                        data = frame_header(entry.stream + 1, len(data)) + data
+                    await response.write(data)
             await response.write_eof()
         except BerthError as exc:
             # Headers are out; Docker ends the stream with the error text.
@@ -264,7 +260,7 @@ class ContainerHandlers:
         call, _ = await self._open_attach(request)
         socket = web.WebSocketResponse()
         await socket.prepare(request)
-        binary = _version(request) >= (1, 42)
+        binary = api_version(request) >= (1, 42)
         forward_stdin = boolean(request, "stdin")
 
         async def pump_stdin() -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import grpc
 from aiohttp import web
@@ -41,13 +40,3 @@ class HTTPError(Exception):
 def bad_request(message: str) -> HTTPError:
     return HTTPError(400, message)
 
-
-async def read_json(request: web.Request, default: Any = None) -> Any:
-    """The request body as JSON; an empty body gives `default`."""
-    raw = await request.read()
-    if not raw.strip():
-        return {} if default is None else default
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise bad_request(f"malformed JSON body: {exc}") from exc

@@ -2,27 +2,25 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
-import contextlib
-import json
-from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
-from berth.types.v1 import types_pb2
-from services.common.peers import PeerStream
 from services.gateway.backends import Backends
-from services.gateway.convert.container_view import ApiVersion, api_version
-from services.gateway.errors import HTTPError, read_json
-from services.gateway.params import boolean, filters
+from services.gateway.convert.image import (
+    delete_items_json,
+    history_json,
+    inspect_json,
+    summary_json,
+)
+from services.gateway.convert.progress import progress_to_json
+from services.gateway.errors import HTTPError
+from services.gateway.params import api_version, boolean, filters, json_body
+from services.gateway.registry_auth import auth_from_json, registry_auth
 from services.gateway.routing import Route
-from services.gateway.streams import body_chunks, json_stream, progress_to_json
-from services.image.codec import config_to_json
+from services.gateway.streams import json_stream, stream_upload
 
 NAME = "{name:.+}"
 
@@ -46,110 +44,11 @@ def routes(backends: Backends) -> list[Route]:
     ]
 
 
-def _version(request: web.Request) -> ApiVersion:
-    return api_version(request.match_info.get("version"))
-
-
-def created_unix(created: str) -> int:
-    if not created:
-        return 0
-    main = created.split(".")[0].rstrip("Z")
-    with contextlib.suppress(ValueError):
-        return int(datetime.fromisoformat(main + "+00:00").timestamp())
-    return 0
-
-
-def summary_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "Containers": -1, "Created": created_unix(image.created),
-        "Id": image.id, "Labels": dict(image.labels) or None, "ParentId": image.parent,
-        "RepoDigests": list(image.repo_digests), "RepoTags": list(image.repo_tags),
-        "SharedSize": image.shared_size, "Size": image.size,
-    }
-    if version < (1, 44):
-        out["VirtualSize"] = image.size
-    return out
-
-
-def inspect_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "Id": image.id, "RepoTags": list(image.repo_tags),
-        "RepoDigests": list(image.repo_digests), "Parent": image.parent,
-        "Comment": image.comment, "Created": image.created,
-        "DockerVersion": image.docker_version, "Author": image.author,
-        "Config": config_to_json(image.config), "Architecture": image.architecture,
-        "Os": image.os, "Size": image.size,
-        "GraphDriver": {"Data": None, "Name": "overlay2"},
-        "RootFS": {"Type": "layers", "Layers": list(image.layers)},
-        "Metadata": {"LastTagTime": image.last_tag_time or "0001-01-01T00:00:00Z"},
-    }
-    if image.variant:
-        out["Variant"] = image.variant
-    if version < (1, 44):
-        out["VirtualSize"] = image.size
-    if version < (1, 45):
-        out["Container"] = ""
-        out["ContainerConfig"] = config_to_json(image_pb2.ImageConfig())
-    return out
-
-
 def _all_tags(query: Any) -> bool:
     """No tag anywhere means every tag, as dockerd reads /images/create."""
     image = query["fromImage"]
     has_tag = ":" in image.rsplit("/", 1)[-1] or "@" in image
     return not query.get("tag") and not has_tag
-
-
-def registry_auth(header: str) -> types_pb2.RegistryAuth:
-    """Decode X-Registry-Auth (base64url JSON, padding optional)."""
-    if not header:
-        return types_pb2.RegistryAuth()
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
-    except (ValueError, binascii.Error):
-        return types_pb2.RegistryAuth()
-    if not isinstance(decoded, dict):
-        return types_pb2.RegistryAuth()
-    return auth_from_json(decoded)
-
-
-def auth_from_json(data: dict[str, Any]) -> types_pb2.RegistryAuth:
-    lowered = {key.lower(): value for key, value in data.items() if isinstance(value, str)}
-    return types_pb2.RegistryAuth(
-        username=lowered.get("username", ""), password=lowered.get("password", ""),
-        server_address=lowered.get("serveraddress", ""),
-        identity_token=lowered.get("identitytoken", ""),
-        registry_token=lowered.get("registrytoken", ""), email=lowered.get("email", ""))
-
-
-def history_json(item: image_pb2.HistoryItem) -> dict[str, Any]:
-    return {"Id": item.id, "Created": item.created, "CreatedBy": item.created_by,
-            "Tags": list(item.tags) or None, "Size": item.size, "Comment": item.comment}
-
-
-def delete_items_json(items: Any) -> list[dict[str, str]]:
-    return [{"Untagged": i.untagged} if i.untagged else {"Deleted": i.deleted} for i in items]
-
-
-async def pump_body(request: web.Request, stream: PeerStream, wrap: Any) -> None:
-    """Send the request body to a client-streaming call, then half-close it."""
-    async for chunk in body_chunks(request):
-        await stream.write(wrap(chunk))
-    await stream.done_writing()
-
-
-async def stream_upload(request: web.Request, stream: PeerStream, options: Any,
-                        wrap: Any) -> web.StreamResponse:
-    """Upload the body to `stream` while relaying its progress as JSON lines."""
-    await stream.write(options)
-    pump = asyncio.create_task(pump_body(request, stream, wrap))
-    try:
-        return await json_stream(request, stream, progress_to_json)
-    finally:
-        if not pump.done():
-            pump.cancel()
-        with contextlib.suppress(Exception, asyncio.CancelledError):
-            await pump
 
 
 class ImageHandlers:
@@ -161,13 +60,13 @@ class ImageHandlers:
         reply = await self.image.List(image_pb2.ListImagesRequest(
             all=boolean(request, "all"), digests=boolean(request, "digests"),
             filters=filters(request), shared_size=boolean(request, "shared-size")))
-        version = _version(request)
+        version = api_version(request)
         return web.json_response([summary_json(i, version) for i in reply.images])
 
     async def inspect(self, request: web.Request) -> web.Response:
         image = await self.image.Inspect(
             image_pb2.InspectImageRequest(name=request.match_info["name"]))
-        return web.json_response(inspect_json(image, _version(request)))
+        return web.json_response(inspect_json(image, api_version(request)))
 
     async def tag(self, request: web.Request) -> web.Response:
         await self.image.Tag(image_pb2.TagRequest(
@@ -215,8 +114,8 @@ class ImageHandlers:
         return await json_stream(request, stream, progress_to_json)
 
     async def login(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        reply = await self.image.Login(image_pb2.LoginRequest(auth=auth_from_json(body)))
+        body = await json_body(request, "registry.AuthConfig")
+        reply = await self.image.Login(image_pb2.LoginRequest(auth=auth_from_json(body.data)))
         return web.json_response({"Status": reply.status,
                                   "IdentityToken": reply.identity_token})
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
 from services.common.errors import NotFound
 from services.gateway.backends import Backends
-from services.gateway.errors import bad_request, read_json
-from services.gateway.params import filters
+from services.gateway.convert.network import endpoint_request, ipam_request, network_to_json
+from services.gateway.errors import bad_request
+from services.gateway.params import filters, json_body
 from services.gateway.routing import Route
 
 
@@ -26,66 +25,6 @@ def routes(backends: Backends) -> list[Route]:
         Route("POST", "/networks/{id}/connect", handlers.connect),
         Route("POST", "/networks/{id}/disconnect", handlers.disconnect),
     ]
-
-
-def network_to_json(network: network_pb2.Network, with_containers: bool) -> dict[str, Any]:
-    """Docker's Network object (inspect and list shapes)."""
-    containers = {}
-    if with_containers:
-        containers = {
-            cid: {"Name": c.name, "EndpointID": c.endpoint_id, "MacAddress": c.mac_address,
-                  "IPv4Address": c.ipv4_address, "IPv6Address": c.ipv6_address}
-            for cid, c in network.containers.items()}
-    config = []
-    for c in network.ipam.config:
-        entry: dict[str, Any] = {"Subnet": c.subnet, "Gateway": c.gateway}
-        if c.ip_range:
-            entry["IPRange"] = c.ip_range
-        if c.aux_addresses:
-            entry["AuxiliaryAddresses"] = dict(c.aux_addresses)
-        config.append(entry)
-    return {
-        "Name": network.name, "Id": network.id, "Created": network.created,
-        "Scope": network.scope or "local", "Driver": network.driver,
-        "EnableIPv4": True, "EnableIPv6": network.enable_ipv6,
-        "IPAM": {"Driver": network.ipam.driver or "default",
-                 "Options": dict(network.ipam.options) or None, "Config": config},
-        "Internal": network.internal, "Attachable": network.attachable,
-        "Ingress": network.ingress, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-        "Containers": containers, "Options": dict(network.options),
-        "Labels": dict(network.labels),
-    }
-
-
-def _string_map(body: dict, key: str) -> dict[str, str]:
-    value = body.get(key) or {}
-    if not isinstance(value, dict):
-        raise bad_request(f"invalid {key}: expected an object")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _ipam(body: dict) -> network_pb2.IPAM:
-    raw = body.get("IPAM") or {}
-    if not isinstance(raw, dict):
-        raise bad_request("invalid IPAM: expected an object")
-    ipam = network_pb2.IPAM(driver=raw.get("Driver") or "default",
-                            options=_string_map(raw, "Options"))
-    for entry in raw.get("Config") or []:
-        ipam.config.append(network_pb2.IPAMConfig(
-            subnet=entry.get("Subnet") or "", ip_range=entry.get("IPRange") or "",
-            gateway=entry.get("Gateway") or "",
-            aux_addresses=_string_map(entry, "AuxiliaryAddresses")))
-    return ipam
-
-
-def _endpoint_request(network: str, config: dict) -> network_pb2.EndpointRequest:
-    ipam = config.get("IPAMConfig") or {}
-    return network_pb2.EndpointRequest(
-        network=network, ipv4_address=ipam.get("IPv4Address") or "",
-        ipv6_address=ipam.get("IPv6Address") or "",
-        aliases=config.get("Aliases") or [], links=config.get("Links") or [],
-        mac_address=config.get("MacAddress") or "",
-        driver_opts=_string_map(config, "DriverOpts"))
 
 
 class NetworkHandlers:
@@ -104,17 +43,14 @@ class NetworkHandlers:
         return web.json_response(network_to_json(network, True))
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        name = body.get("Name")
-        if not name or not isinstance(name, str):
-            raise bad_request("network name is required")
+        body = await json_body(request, "network.CreateRequest")
         reply = await self.networks.Create(network_pb2.CreateNetworkRequest(
-            name=name, driver=body.get("Driver") or "bridge",
-            internal=bool(body.get("Internal")), attachable=bool(body.get("Attachable")),
-            ingress=bool(body.get("Ingress")), enable_ipv6=bool(body.get("EnableIPv6")),
-            ipam=_ipam(body), options=_string_map(body, "Options"),
-            labels=_string_map(body, "Labels"),
-            check_duplicate=bool(body.get("CheckDuplicate", True))))
+            name=body.string("Name"), driver=body.string("Driver") or "bridge",
+            internal=body.boolean("Internal"), attachable=body.boolean("Attachable"),
+            ingress=body.boolean("Ingress"), enable_ipv6=body.boolean("EnableIPv6"),
+            ipam=ipam_request(body.object("IPAM", "network.IPAM")),
+            options=body.string_map("Options"), labels=body.string_map("Labels"),
+            check_duplicate=body.boolean("CheckDuplicate", True)))
         return web.json_response({"Id": reply.id, "Warning": reply.warning}, status=201)
 
     async def remove(self, request: web.Request) -> web.Response:
@@ -126,36 +62,34 @@ class NetworkHandlers:
             network_pb2.PruneNetworksRequest(filters=filters(request)))
         return web.json_response({"NetworksDeleted": list(reply.deleted)})
 
-    async def _container(self, ref: Any) -> container_pb2.ContainerInspect:
-        if not ref or not isinstance(ref, str):
+    async def _container(self, ref: str) -> container_pb2.ContainerInspect:
+        if not ref:
             raise bad_request("container is required")
         return await self.containers.Inspect(container_pb2.InspectContainerRequest(id=ref))
 
     async def connect(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await json_body(request, "network.ConnectOptions")
+        config = body.object("EndpointConfig", "network.EndpointSettings")
         network = await self.networks.Inspect(
             network_pb2.InspectNetworkRequest(id=request.match_info["id"]))
-        container = await self._container(body.get("Container"))
-        config = body.get("EndpointConfig") or {}
-        if not isinstance(config, dict):
-            raise bad_request("invalid EndpointConfig: expected an object")
+        container = await self._container(body.string("Container"))
         await self.networks.Connect(network_pb2.ConnectRequest(
             container_id=container.id, container_name=container.name.lstrip("/"),
-            endpoint=_endpoint_request(network.id, config)))
+            endpoint=endpoint_request(network.id, config)))
         return web.Response(status=200)
 
     async def disconnect(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
+        body = await json_body(request, "network.DisconnectOptions")
+        force, container_ref = body.boolean("Force"), body.string("Container")
         network = await self.networks.Inspect(
             network_pb2.InspectNetworkRequest(id=request.match_info["id"]))
-        force = bool(body.get("Force"))
         try:
-            container_id = (await self._container(body.get("Container"))).id
+            container_id = (await self._container(container_ref)).id
         except NotFound:
             # A forced disconnect also clears the endpoint of a container gone for good.
             if not force:
                 raise
-            container_id = body["Container"]
+            container_id = container_ref
         await self.networks.Disconnect(network_pb2.DisconnectRequest(
             container_id=container_id, network=network.id, force=force))
         return web.Response(status=200)

@@ -10,20 +10,24 @@ from typing import Any
 
 from aiohttp import web
 
+from berth.build.v1 import build_pb2
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
+from berth.volume.v1 import volume_pb2
 from services.common.errors import BerthError, InvalidArgument
 from services.common.events import event_filters
 from services.common.version import API_VERSION, MIN_API_VERSION, VERSION
-from services.gateway import images
 from services.gateway.backends import Backends
-from services.gateway.build import build_cache_usage
-from services.gateway.convert.container_view import api_version, summary_json
+from services.gateway.convert.build_cache import cache_record_json
+from services.gateway.convert.container_view import summary_json
+from services.gateway.convert.event import event_to_json
+from services.gateway.convert.image import summary_json as image_summary_json
+from services.gateway.convert.volume import volume_to_json
 from services.gateway.errors import bad_request
-from services.gateway.params import filters, timestamp
+from services.gateway.params import api_version, filters, timestamp
 from services.gateway.routing import Route
-from services.gateway.volumes import volume_usage
+from services.gateway.streams import cancelled_when_client_leaves
 
 PING_HEADERS = {
     "API-Version": API_VERSION,
@@ -50,22 +54,6 @@ def routes(backends: Backends) -> list[Route]:
 def go_arch(machine: str) -> str:
     """Docker's Arch is GOARCH; hosts report uname's machine."""
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
-
-
-def event_to_json(event: types_pb2.Event) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "Type": event.type, "Action": event.action,
-        "Actor": {"ID": event.actor_id, "Attributes": dict(event.attributes)},
-        "scope": event.scope or "local",
-        "time": event.time_nano // 1_000_000_000, "timeNano": event.time_nano,
-    }
-    if event.type in ("container", "image"):
-        # The fields Docker still sends for old clients.
-        out["status"] = event.action
-        out["id"] = event.actor_id
-        if "image" in event.attributes:
-            out["from"] = event.attributes["image"]
-    return out
 
 
 class SystemHandlers:
@@ -194,8 +182,11 @@ class SystemHandlers:
         response.content_type = "application/json"
         await response.prepare(request)
         try:
-            while (event := await queue.get()) is not None:
-                await response.write(json.dumps(event_to_json(event)).encode() + b"\n")
+            # A client that leaves ends the pumps, so the loop ends even when
+            # no event comes.
+            with cancelled_when_client_leaves(request, *tasks):
+                while (event := await queue.get()) is not None:
+                    await response.write(json.dumps(event_to_json(event)).encode() + b"\n")
         finally:
             finisher.cancel()
             for task in tasks:
@@ -216,7 +207,7 @@ class SystemHandlers:
         unknown = wanted - {"image", "container", "volume", "build-cache"}
         if unknown:
             raise bad_request(f"unknown object type: {sorted(unknown)[0]}")
-        version = api_version(request.match_info.get("version"))
+        version = api_version(request)
         body: dict[str, Any] = {}
         # Containers are listed for their own rows and for the images' counts;
         # their rw sizes (a walk of each layer) only for their own rows.
@@ -233,14 +224,17 @@ class SystemHandlers:
         if "container" in wanted:
             body["Containers"] = [summary_json(c, version, size=True) for c in containers]
         if "volume" in wanted:
-            body["Volumes"] = await volume_usage(self.backends)
+            # Every volume with its size and lease count.
+            volumes = await self.backends.volume.List(volume_pb2.ListVolumesRequest(usage=True))
+            body["Volumes"] = [volume_to_json(v, usage=True) for v in volumes.volumes]
         if "build-cache" in wanted:
-            body["BuildCache"] = await build_cache_usage(self.backends)
+            cache = await self.backends.build.DiskUsage(build_pb2.BuildDiskUsageRequest())
+            body["BuildCache"] = [cache_record_json(r) for r in cache.records]
         return web.json_response(body)
 
     @staticmethod
     def _image_usage(image: image_pb2.Image, containers: Any, version: Any) -> dict[str, Any]:
-        out = images.summary_json(image, version)
+        out = image_summary_json(image, version)
         out["Containers"] = sum(1 for c in containers if c.image_id == image.id)
         out["SharedSize"] = image.shared_size
         return out

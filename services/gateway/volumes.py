@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
 
 from berth.volume.v1 import volume_pb2
 from services.gateway.backends import Backends
-from services.gateway.errors import bad_request, read_json
-from services.gateway.params import boolean, filters
+from services.gateway.convert.volume import volume_to_json
+from services.gateway.params import api_version, boolean, filters, json_body
 from services.gateway.routing import Route
 
 # Before API 1.42 a prune removed every unused volume, named ones too.
@@ -27,38 +25,6 @@ def routes(backends: Backends) -> list[Route]:
     ]
 
 
-def volume_to_json(volume: volume_pb2.Volume, usage: bool = False) -> dict[str, Any]:
-    """Docker's Volume object; UsageData only when sizes were computed."""
-    out: dict[str, Any] = {
-        "CreatedAt": volume.created_at, "Driver": volume.driver,
-        "Labels": dict(volume.labels) or None, "Mountpoint": volume.mountpoint,
-        "Name": volume.name, "Options": dict(volume.options) or None,
-        "Scope": volume.scope or "local",
-    }
-    if usage:
-        out["UsageData"] = {"Size": volume.usage_data.size,
-                            "RefCount": volume.usage_data.ref_count}
-    return out
-
-
-async def volume_usage(backends: Backends) -> list[dict[str, Any]]:
-    """The Volumes part of GET /system/df: every volume with its size and lease count."""
-    reply = await backends.volume.List(volume_pb2.ListVolumesRequest(usage=True))
-    return [volume_to_json(v, usage=True) for v in reply.volumes]
-
-
-def _string_map(body: dict, key: str) -> dict[str, str]:
-    value = body.get(key) or {}
-    if not isinstance(value, dict):
-        raise bad_request(f"invalid {key}: expected an object")
-    return {str(k): str(v) for k, v in value.items()}
-
-
-def _api_version(request: web.Request) -> tuple[int, ...]:
-    requested = request.match_info.get("version")
-    return tuple(int(p) for p in requested.split(".")) if requested else (99,)
-
-
 class VolumeHandlers:
     def __init__(self, backends: Backends) -> None:
         self.volumes = backends.volume
@@ -69,12 +35,10 @@ class VolumeHandlers:
                                   "Warnings": list(reply.warnings)})
 
     async def create(self, request: web.Request) -> web.Response:
-        body = await read_json(request)
-        if not isinstance(body, dict):
-            raise bad_request("invalid volume create request: expected an object")
+        body = await json_body(request, "volume.CreateOptions")
         volume = await self.volumes.Create(volume_pb2.CreateVolumeRequest(
-            name=str(body.get("Name") or ""), driver=str(body.get("Driver") or ""),
-            driver_opts=_string_map(body, "DriverOpts"), labels=_string_map(body, "Labels")))
+            name=body.string("Name"), driver=body.string("Driver"),
+            driver_opts=body.string_map("DriverOpts"), labels=body.string_map("Labels")))
         return web.json_response(volume_to_json(volume), status=201)
 
     async def inspect(self, request: web.Request) -> web.Response:
@@ -89,7 +53,7 @@ class VolumeHandlers:
 
     async def prune(self, request: web.Request) -> web.Response:
         prune_filters = filters(request)
-        if _api_version(request) < PRUNE_ALL_BEFORE:
+        if api_version(request) < PRUNE_ALL_BEFORE:
             prune_filters.filters["all"].values[:] = ["true"]
         reply = await self.volumes.Prune(volume_pb2.PruneVolumesRequest(filters=prune_filters))
         return web.json_response({"VolumesDeleted": list(reply.deleted),

@@ -125,7 +125,11 @@ class Ingest:
     # docker load.
     async def load(self, tar_path: Path, quiet: bool) -> AsyncIterator[Message]:
         """Load every image of an archive, with Docker's output lines."""
-        tar = await asyncio.to_thread(tarfile.open, tar_path)
+        try:
+            tar = await asyncio.to_thread(tarfile.open, tar_path)
+        except tarfile.TarError as exc:
+            # Go's archive/tar words it so, and Docker passes it on.
+            raise InvalidArgument("archive/tar: invalid tar header") from exc
         try:
             try:
                 found = await asyncio.to_thread(archive.read_archive, tar)

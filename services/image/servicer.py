@@ -11,9 +11,9 @@ from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 from services.common.filters import Filters
+from services.common.image_config import config_from_json, config_to_json
 from services.image import export, reference
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
-from services.image.codec import config_from_json, config_to_json
 from services.image.distribution import Distribution, credentials_of
 from services.image.images import ImageRecord, Images
 from services.image.ingest import Ingest

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.events import EventBus
 from services.common.filters import Filters, timestamp_ns
+from services.common.validation import RESTRICTED_NAME_CHARS, is_restricted_name
 from services.network import ipam
 from services.network.dns import DnsListeners
 from services.network.specs import (
@@ -116,6 +117,9 @@ class Networks:
     def check_driver(spec: NetworkSpec) -> None:
         if not spec.name:
             raise InvalidArgument("network name is required")
+        if not is_restricted_name(spec.name):
+            raise InvalidArgument(f'invalid network name "{spec.name}": only '
+                                  f"{RESTRICTED_NAME_CHARS} are allowed")
         driver = spec.driver or "bridge"
         if driver in ("host", "null"):
             raise PermissionDenied(f'only one instance of "{driver}" network is allowed')

@@ -337,10 +337,13 @@ def test_bad_input(stub) -> None:
         pb.IPAMConfig(subnet="10.231.7.0/24")])))
     assert error(stub.Create, pb.CreateNetworkRequest(name="dup"))[1] == \
         "network with name dup already exists"
-    code, message = error(stub.Create, pb.CreateNetworkRequest(name="x", ipam=pb.IPAM(
+    code, message = error(stub.Create, pb.CreateNetworkRequest(name="x y"))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert message == 'invalid network name "x y": only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed'
+    code, message = error(stub.Create, pb.CreateNetworkRequest(name="xy", ipam=pb.IPAM(
         config=[pb.IPAMConfig(subnet="10.231.7.128/25")])))
     assert "Pool overlaps with other one on this address space" in message
-    code, message = error(stub.Create, pb.CreateNetworkRequest(name="x", ipam=pb.IPAM(
+    code, message = error(stub.Create, pb.CreateNetworkRequest(name="xy", ipam=pb.IPAM(
         config=[pb.IPAMConfig(subnet="10.231.8.0/24", gateway="10.9.9.9")])))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, message = error(stub.Remove, pb.RemoveNetworkRequest(id="bridge"))

@@ -5,16 +5,17 @@ from __future__ import annotations
 import pytest
 
 from berth.container.v1 import container_pb2 as pb
-from services.gateway.containers import log_timestamp, wait_body
+from services.gateway.containers import log_timestamp
 from services.gateway.convert.container_create import create_request
 from services.gateway.convert.container_view import (
-    api_version,
     config_json,
     host_config_json,
     inspect_json,
     summary_json,
+    wait_body,
 )
 from services.gateway.errors import HTTPError
+from services.gateway.params import Fields, parse_api_version
 
 # What `docker create` (CLI 28) sends for:
 #   docker create --name web -p 8080:80 -e A=1 --restart on-failure:3 --init
@@ -51,8 +52,12 @@ CLI_BODY = {
 }
 
 
+def body(data: dict) -> Fields:
+    return Fields.of(data, "container.CreateRequest")
+
+
 def test_cli_body_becomes_typed_request() -> None:
-    request = create_request("web", "", CLI_BODY)
+    request = create_request("web", "", body(CLI_BODY))
     config, host = request.config, request.host_config
     assert request.name == "web"
     assert list(config.cmd.values) == ["sh", "-c", "true"]
@@ -76,10 +81,11 @@ def test_cli_body_becomes_typed_request() -> None:
 
 
 def test_cmd_and_entrypoint_presence() -> None:
-    config = create_request("", "", {"Image": "x", "Cmd": "echo hi", "Entrypoint": [""]}).config
+    config = create_request("", "", body({"Image": "x", "Cmd": "echo hi",
+                                          "Entrypoint": [""]})).config
     assert list(config.cmd.values) == ["echo hi"]
     assert config.HasField("entrypoint") and not config.entrypoint.values
-    config = create_request("", "", {"Image": "x", "Cmd": None}).config
+    config = create_request("", "", body({"Image": "x", "Cmd": None})).config
     assert not config.HasField("cmd") and not config.HasField("entrypoint")
 
 
@@ -89,18 +95,18 @@ def test_cmd_and_entrypoint_presence() -> None:
 ])
 def test_restart_policy_errors(policy: dict, message: str) -> None:
     with pytest.raises(HTTPError) as caught:
-        create_request("", "", {"Image": "x", "HostConfig": {"RestartPolicy": policy}})
+        create_request("", "", body({"Image": "x", "HostConfig": {"RestartPolicy": policy}}))
     assert caught.value.status == 400 and message in caught.value.message
 
 
 def test_wrong_json_type_is_a_bad_request() -> None:
     with pytest.raises(HTTPError) as caught:
-        create_request("", "", {"Image": "x", "HostConfig": {"Memory": "lots"}})
+        create_request("", "", body({"Image": "x", "HostConfig": {"Memory": "lots"}}))
     assert caught.value.status == 400
 
 
 def test_round_trip_through_inspect_keeps_docker_keys() -> None:
-    request = create_request("web", "", CLI_BODY)
+    request = create_request("web", "", body(CLI_BODY))
     host = host_config_json(request.host_config)
     assert host["NetworkMode"] == "bridge"
     assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
@@ -142,7 +148,7 @@ def test_inspect_shape() -> None:
     assert settings["Networks"]["bridge"]["IPAMConfig"] is None
     assert settings["Networks"]["bridge"]["DNSNames"] is None
     assert "MacAddress" not in out["Config"]
-    old = inspect_json(container, api_version("1.41"))
+    old = inspect_json(container, parse_api_version("1.41"))
     assert old["Config"]["MacAddress"] == "02:42:ac:11:00:02"
     assert "DNSNames" not in old["NetworkSettings"]["Networks"]["bridge"]
 

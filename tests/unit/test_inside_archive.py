@@ -224,20 +224,22 @@ def test_a_root_that_cannot_be_entered_is_an_internal_error(tmp_path: Path) -> N
 
 
 def test_a_chrooted_thread_imports_nothing(root: Path) -> None:
-    assert "colorsys" not in sys.modules
+    # A stdlib module nothing imports (colorsys comes with rich, which httpx
+    # loads when it is installed).
+    assert "tabnanny" not in sys.modules
     refused: list[ImportError] = []
 
     def chrooted() -> None:
         with chroot_thread._chroot_this_thread(str(root)):
             try:
-                importlib.import_module("colorsys")
+                importlib.import_module("tabnanny")
             except ImportError as exc:
                 refused.append(exc)
 
     thread = threading.Thread(target=chrooted)
     thread.start()
     thread.join()
-    assert refused and "refused" in str(refused[0]) and "colorsys" not in sys.modules
+    assert refused and "refused" in str(refused[0]) and "tabnanny" not in sys.modules
 
 
 def test_a_cancelled_upload_ends_the_thread_and_leaves_nothing(root: Path) -> None:

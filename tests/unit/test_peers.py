@@ -1,7 +1,8 @@
 """services/common/peers.py: a peer's gRPC error reaches the caller as the
 domain error of the same code with the peer's message, in unary, server
 streaming and bidirectional calls; a peer that cannot be reached is
-PeerUnavailable naming it."""
+PeerUnavailable naming it; a peer's unexpected exception is an Internal error
+whose text only reaches the log."""
 
 from __future__ import annotations
 
@@ -36,6 +37,9 @@ class RefusingContainers(container_pb2_grpc.ContainerServiceServicer):
     async def Logs(self, request, context):  # noqa: N802
         yield container_pb2.LogEntry(data=b"first line\n")
         raise Conflict(f"container {request.id} is gone")
+
+    async def Remove(self, request, context):  # noqa: N802
+        raise KeyError(f"/var/lib/berth/container/{request.id}/config.json")
 
     async def Attach(self, request_iterator, context):  # noqa: N802
         async for _ in request_iterator:
@@ -84,6 +88,16 @@ def test_bidirectional_stream_error(tmp_path: Path) -> None:
         with pytest.raises(InvalidArgument, match="attach options come first"):
             await attach.read()
     run_against_peer(tmp_path, scenario)
+
+
+def test_unexpected_peer_error_is_logged_not_passed_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario(client: Client) -> None:
+        with pytest.raises(Internal) as error:
+            await client.Remove(container_pb2.RemoveContainerRequest(id="web"))
+        assert error.value.message == "internal error in the berth container service"
+    run_against_peer(tmp_path, scenario)
+    assert "/var/lib/berth/container/web/config.json" in caplog.text
 
 
 def test_unreachable_peer_is_named(tmp_path: Path) -> None:

@@ -12,9 +12,7 @@ from google.protobuf.message import Message
 
 from berth.container.v1 import container_pb2 as pb
 from berth.image.v1 import image_pb2
-
-ApiVersion = tuple[int, int]
-LATEST: ApiVersion = (1, 50)
+from services.gateway.params import LATEST_API_VERSION, ApiVersion
 
 DEFAULT_SHM_SIZE = 64 * 1024 * 1024
 # What an unprivileged container gets when it asks for nothing (Docker's defaults).
@@ -25,13 +23,6 @@ DEFAULT_READONLY_PATHS = ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys",
                           "/proc/sysrq-trigger"]
 BRIDGE = "bridge"
 BUILTIN_NETWORK_MODES = frozenset({"default", BRIDGE, "host", "none"})
-
-
-def api_version(text: str | None) -> ApiVersion:
-    if not text:
-        return LATEST
-    major, _, minor = text.partition(".")
-    return int(major), int(minor)
 
 
 def _or_null(values: Any) -> list[Any] | None:
@@ -65,7 +56,7 @@ def healthcheck_json(health: image_pb2.HealthConfig, version: ApiVersion) -> dic
     return out
 
 
-def config_json(config: pb.ContainerConfig, version: ApiVersion = LATEST,
+def config_json(config: pb.ContainerConfig, version: ApiVersion = LATEST_API_VERSION,
                 mac_address: str = "") -> dict[str, Any]:
     out: dict[str, Any] = {
         "Hostname": config.hostname, "Domainname": config.domainname, "User": config.user,
@@ -217,7 +208,8 @@ def host_config_json(host: pb.HostConfig) -> dict[str, Any]:
     return out
 
 
-def endpoint_json(endpoint: pb.EndpointSettings, version: ApiVersion = LATEST) -> dict[str, Any]:
+def endpoint_json(endpoint: pb.EndpointSettings,
+                  version: ApiVersion = LATEST_API_VERSION) -> dict[str, Any]:
     ipam = endpoint.ipam_config
     out: dict[str, Any] = {
         "IPAMConfig": ({"IPv4Address": ipam.ipv4_address, "IPv6Address": ipam.ipv6_address}
@@ -241,7 +233,7 @@ def endpoint_json(endpoint: pb.EndpointSettings, version: ApiVersion = LATEST) -
 
 
 def network_settings_json(settings: pb.NetworkSettings,
-                          version: ApiVersion = LATEST) -> dict[str, Any]:
+                          version: ApiVersion = LATEST_API_VERSION) -> dict[str, Any]:
     bridge = settings.networks.get(BRIDGE, pb.EndpointSettings())
     return {
         "Bridge": "", "SandboxID": settings.sandbox_id, "SandboxKey": settings.sandbox_key,
@@ -287,7 +279,7 @@ def state_json(state: pb.ContainerState) -> dict[str, Any]:
 
 
 def inspect_json(container: pb.ContainerInspect,
-                 version: ApiVersion = LATEST) -> dict[str, Any]:
+                 version: ApiVersion = LATEST_API_VERSION) -> dict[str, Any]:
     bridge = container.network_settings.networks.get(BRIDGE, pb.EndpointSettings())
     out: dict[str, Any] = {
         "Id": container.id, "Created": container.created, "Path": container.path,
@@ -328,7 +320,7 @@ def _add_legacy_aliases(out: dict[str, Any], short_id: str, hostname: str) -> No
         endpoint["Aliases"] = list(dict.fromkeys(a for a in aliases if a))
 
 
-def summary_json(summary: pb.ContainerSummary, version: ApiVersion = LATEST,
+def summary_json(summary: pb.ContainerSummary, version: ApiVersion = LATEST_API_VERSION,
                  size: bool = False) -> dict[str, Any]:
     ports = []
     for port in summary.ports:
@@ -356,3 +348,7 @@ def summary_json(summary: pb.ContainerSummary, version: ApiVersion = LATEST,
         "Mounts": [mount_point_json(m) for m in summary.mounts],
     })
     return out
+
+
+def wait_body(status_code: int, error: str) -> dict[str, Any]:
+    return {"StatusCode": status_code, "Error": {"Message": error} if error else None}
