@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from services.builder.builder import Builder
 from services.builder.cache import BuildCache
@@ -23,10 +21,10 @@ async def setup(ctx: ServiceContext) -> list[str]:
     servicer = BuildServicer(builder, BuildCache(store, peers, events, builder.contexts), events)
     build_pb2_grpc.add_BuildServiceServicer_to_server(servicer, ctx.server)
 
-    cleanup = asyncio.create_task(builder.let_go_of_leftovers())
+    builder.let_go_of_leftovers()
 
     async def close() -> None:
-        cleanup.cancel()
+        await builder.close()
         await peers.close()
         store.db.close()
     ctx.on_shutdown.append(close)
