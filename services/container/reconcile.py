@@ -36,6 +36,7 @@ from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from services.common.config import Config
+from services.common.errors import BerthError
 from services.common.peers import channel
 from services.container.peers import OWNER
 from services.container.store import Container
@@ -88,8 +89,7 @@ class Reconciler:
         for container in list(self._manager.containers.values()):
             if removed_on_restore(container):
                 log.info("removing %s (AutoRemove, not running) on restore", container.id[:12])
-                self._tasks.append(asyncio.create_task(
-                    self._manager.remove(container.id, force=True, remove_volumes=True)))
+                self._tasks.append(asyncio.create_task(self._remove(container.id)))
         self._tasks += [asyncio.create_task(self._keep_swept(peer)) for peer in self._channels]
 
     async def close(self) -> None:
@@ -98,6 +98,12 @@ class Reconciler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         for open_channel in self._channels.values():
             await open_channel.close()
+
+    async def _remove(self, container_id: str) -> None:
+        try:
+            await self._manager.remove(container_id, force=True, remove_volumes=True)
+        except BerthError as exc:
+            log.warning("removing %s on restore failed: %s", container_id[:12], exc.message)
 
     def sweep_soon(self, peer: str) -> None:
         """A release to `peer` failed: sweep it again as soon as it answers."""
