@@ -4,18 +4,24 @@ columns on databases from before them, and Docker's remove-on-restore rule."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 
-from berth.container.v1 import container_pb2
-from services.container.reconcile import remove_stray_bundles, removed_on_restore
+from berth.container.v1 import container_pb2 as pb
+from berth.image.v1 import image_pb2
+from services.common.config import Config
+from services.common.errors import Internal
+from services.container.reconcile import Reconciler, remove_stray_bundles, removed_on_restore
 from services.container.store import Container
 from services.image.store import ImageStore
 from services.network.reconcile import gone_containers
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
+from tests.support.fakes import FakeEngine, container_manager
 
 
 @pytest.fixture
@@ -82,9 +88,9 @@ def test_old_image_database_gets_owners(tmp_path: Path) -> None:
 def test_auto_remove_containers_not_running_are_removed_on_restore(
         status: str, auto_remove: bool, removed: bool) -> None:
     container = Container(id="c", name="n", created_ns=0, image="i", image_id="i",
-                          lower_dirs=[], config=container_pb2.ContainerConfig(),
-                          host_config=container_pb2.HostConfig(auto_remove=auto_remove),
-                          networking_config=container_pb2.NetworkingConfig())
+                          lower_dirs=[], config=pb.ContainerConfig(),
+                          host_config=pb.HostConfig(auto_remove=auto_remove),
+                          networking_config=pb.NetworkingConfig())
     container.state.status = status
     assert removed_on_restore(container) is removed
 
@@ -94,3 +100,72 @@ def test_stray_bundles_are_removed(tmp_path: Path) -> None:
     (tmp_path / "half-created" / "upper").mkdir(parents=True)
     remove_stray_bundles(tmp_path, {"known"})
     assert [p.name for p in tmp_path.iterdir()] == ["known"]
+
+
+# -- the container manager's side, on fakes (tests/support/fakes.py) -----------
+
+
+def run_on_fakes(root: Path, scenario: Callable[[FakeEngine], Awaitable[None]]) -> None:
+    async def main() -> None:
+        engine = container_manager(root)
+        try:
+            await scenario(engine)
+        finally:
+            await engine.close()
+    asyncio.run(main())
+
+
+async def create(engine: FakeEngine, auto_remove: bool = False) -> str:
+    cid, _ = await engine.manager.create(pb.CreateContainerRequest(
+        config=pb.ContainerConfig(image="busybox"),
+        host_config=pb.HostConfig(network_mode="none", auto_remove=auto_remove)))
+    return cid
+
+
+def test_a_create_in_flight_counts_as_existing(tmp_path: Path) -> None:
+    async def scenario(engine: FakeEngine) -> None:
+        seen: list[bool] = []
+        acquire = engine.peers.acquire_rootfs
+
+        async def acquire_and_look(image: str, holder: str) -> image_pb2.Rootfs:
+            seen.append(holder in engine.manager.creating)
+            return await acquire(image, holder)
+        engine.peers.acquire_rootfs = acquire_and_look
+        cid = await create(engine)
+        assert seen == [True]
+        assert engine.manager.creating == set() and cid in engine.manager.containers
+    run_on_fakes(tmp_path, scenario)
+
+
+def test_a_missed_release_is_named_once_the_container_is_gone(tmp_path: Path) -> None:
+    async def scenario(engine: FakeEngine) -> None:
+        cid = await create(engine)
+        missed: list[tuple[str, bool]] = []
+        engine.manager.missed = lambda peer: missed.append(
+            (peer, cid in engine.manager.containers))
+
+        async def image_away(holder: str) -> None:
+            raise Internal("image service unavailable")
+        engine.peers.release_rootfs = image_away
+        await engine.manager.remove(cid)
+        assert missed == [("image", False)]
+        assert engine.peers.forgotten == [cid] and engine.peers.volumes.released == [cid]
+    run_on_fakes(tmp_path, scenario)
+
+
+def test_stopped_auto_remove_containers_are_removed_on_restore(tmp_path: Path) -> None:
+    async def scenario(engine: FakeEngine) -> None:
+        removed_one = await create(engine, auto_remove=True)
+        kept = await create(engine)
+        reconciler = Reconciler(Config(data_root=tmp_path / "data",
+                                       exec_root=tmp_path / "exec"), engine.manager)
+        reconciler.start()
+        try:
+            async with asyncio.timeout(10):
+                while removed_one in engine.manager.containers:
+                    await asyncio.sleep(0.01)
+        finally:
+            await reconciler.close()
+        assert set(engine.manager.containers) == {kept}
+        assert engine.peers.leases == {kept}
+    run_on_fakes(tmp_path, scenario)
