@@ -2,7 +2,8 @@
 services during `docker run --rm` loops leaves nothing that belongs to no
 container — no container, endpoint, address, netns, veth, nft rule, mount
 or image hold — neither once the services are back nor after a clean
-engine restart; and the image the runs used can be removed."""
+engine restart; and the image the runs used can be removed. A peer that
+comes back is swept of the container service's holders only."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import grpc
 import pytest
 from pyroute2 import IPRoute
 
+from berth.image.v1 import image_pb2, image_pb2_grpc
+from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from services.common.config import Config
 from tests.support.engine import DOCKER_CLI, Engine
@@ -181,6 +184,38 @@ def test_kill_during_run_loops_leaves_nothing(engine: Engine, victim: str,
     assert loop.succeeded
     assert left.total == 0, left
     assert gets_the_first_address(engine)
+
+
+def test_a_peer_that_comes_back_is_swept_of_the_container_services_only(
+        engine: Engine, victim: str) -> None:
+    """No release failed here: the sweep comes from the peer coming back, and
+    holders of other owners (a build step, a pod sandbox) stay."""
+    images = image_pb2_grpc.ImageServiceStub(
+        grpc.insecure_channel(f"unix://{engine.exec_root}/image.sock"))
+    networks = network_pb2_grpc.NetworkServiceStub(
+        grpc.insecure_channel(f"unix://{engine.exec_root}/network.sock"))
+    image_db = engine.data_root / "image" / "state.db"
+    network_db = engine.data_root / "network" / "state.db"
+    gone, build_step, pod = "0" * 64, "build-reconcile-0", "1" * 64
+    images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=gone,
+                                                        owner="container"))
+    images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=build_step,
+                                                        owner="build"))
+    networks.CreateSandbox(network_pb2.CreateSandboxRequest(
+        container_id=gone, network_mode="none", owner="container"))
+    networks.CreateSandbox(network_pb2.CreateSandboxRequest(
+        container_id=pod, network_mode="none", owner="cri"))
+    try:
+        kill_service(engine, "image")
+        kill_service(engine, "network")
+        wait_for(lambda: _rows(image_db, "SELECT holder FROM leases") == [(build_step,)],
+                 timeout=60, message="the image service to be swept")
+        wait_for(lambda: _rows(network_db, "SELECT container_id FROM sandboxes") == [(pod,)],
+                 timeout=60, message="the network service to be swept")
+    finally:
+        images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=build_step))
+        networks.DestroySandbox(network_pb2.DestroySandboxRequest(container_id=pod))
+    assert leftovers(engine).total == 0
 
 
 def test_nothing_left_after_a_clean_restart(engine: Engine, victim: str) -> None:
