@@ -13,8 +13,9 @@ from services.image import reference
 from services.image.images import Images, created_ns, short_id
 from services.image.layers import chain_ids
 
-PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
 log = logging.getLogger(__name__)
+
+PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
 
 
 @dataclass
