@@ -189,18 +189,18 @@ def test_kill_during_run_loops_leaves_nothing(engine: Engine, victim: str,
 def test_a_peer_that_comes_back_is_swept_of_the_container_services_only(
         engine: Engine, victim: str) -> None:
     """No release failed here: the sweep comes from the peer coming back, and
-    holders of other owners (a build step, a pod sandbox) stay."""
+    what other services own (a lease, a pod sandbox) stays."""
     images = image_pb2_grpc.ImageServiceStub(
         grpc.insecure_channel(f"unix://{engine.exec_root}/image.sock"))
     networks = network_pb2_grpc.NetworkServiceStub(
         grpc.insecure_channel(f"unix://{engine.exec_root}/network.sock"))
     image_db = engine.data_root / "image" / "state.db"
     network_db = engine.data_root / "network" / "state.db"
-    gone, build_step, pod = "0" * 64, "build-reconcile-0", "1" * 64
+    gone, other, pod = "0" * 64, "another-service-0", "1" * 64
     images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=gone,
                                                         owner="container"))
-    images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=build_step,
-                                                        owner="build"))
+    images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=other,
+                                                        owner="cri"))
     networks.CreateSandbox(network_pb2.CreateSandboxRequest(
         container_id=gone, network_mode="none", owner="container"))
     networks.CreateSandbox(network_pb2.CreateSandboxRequest(
@@ -208,12 +208,12 @@ def test_a_peer_that_comes_back_is_swept_of_the_container_services_only(
     try:
         kill_service(engine, "image")
         kill_service(engine, "network")
-        wait_for(lambda: _rows(image_db, "SELECT holder FROM leases") == [(build_step,)],
+        wait_for(lambda: _rows(image_db, "SELECT holder FROM leases") == [(other,)],
                  timeout=60, message="the image service to be swept")
         wait_for(lambda: _rows(network_db, "SELECT container_id FROM sandboxes") == [(pod,)],
                  timeout=60, message="the network service to be swept")
     finally:
-        images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=build_step))
+        images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=other))
         networks.DestroySandbox(network_pb2.DestroySandboxRequest(container_id=pod))
     assert leftovers(engine).total == 0
 

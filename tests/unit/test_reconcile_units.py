@@ -1,7 +1,7 @@
 """Reconcile after a crash, the parts without an engine: which network state
 and which rootfs leases a peer drops for an owner's list, the stores' owner
-columns on databases from before them, Docker's remove-on-restore rule, the
-container manager's side on fakes, and the build service's retries."""
+columns on databases from before them, Docker's remove-on-restore rule, and the
+container manager's side on fakes."""
 
 from __future__ import annotations
 
@@ -15,8 +15,6 @@ import pytest
 
 from berth.container.v1 import container_pb2 as pb
 from berth.image.v1 import image_pb2
-from services.builder.builder import Builder
-from services.builder.store import CacheStore
 from services.common.config import Config
 from services.common.errors import Internal
 from services.container.reconcile import Reconciler, remove_stray_bundles, removed_on_restore
@@ -173,44 +171,3 @@ def test_stopped_auto_remove_containers_are_removed_on_restore(tmp_path: Path) -
         assert engine.peers.leases == {kept}
     run_on_fakes(tmp_path, scenario)
 
-
-# -- the build service's own list ------------------------------------------------
-
-
-class PeersAwayAtFirst:
-    """Image and container services that miss the first `misses` releases."""
-
-    def __init__(self, misses: int) -> None:
-        self.misses = misses
-        self.released: list[str] = []
-
-    async def _release(self, ref: str) -> bool:
-        if self.misses:
-            self.misses -= 1
-            return False
-        self.released.append(ref)
-        return True
-
-    async def release_rootfs(self, holder: str) -> bool:
-        return await self._release(holder)
-
-    async def remove_container(self, container_id: str) -> bool:
-        return await self._release(container_id)
-
-
-def test_builder_retries_what_a_peer_missed_until_it_is_gone(tmp_path: Path) -> None:
-    async def main() -> None:
-        peers = PeersAwayAtFirst(misses=2)
-        cache = CacheStore(tmp_path / "build.db")
-        builder = Builder(peers, cache, tmp_path / "work")
-        cache.hold("lease", "build-1-0")
-        cache.hold("container", "step")
-        try:
-            builder.let_go_of_leftovers()
-            async with asyncio.timeout(10):
-                while cache.held():
-                    await asyncio.sleep(0.05)
-        finally:
-            await builder.close()
-        assert sorted(peers.released) == ["build-1-0", "step"]
-    asyncio.run(main())
