@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from services.builder.builder import Builder
 from services.builder.cache import BuildCache
@@ -21,10 +23,10 @@ async def setup(ctx: ServiceContext) -> list[str]:
     servicer = BuildServicer(builder, BuildCache(store, peers, events, builder.contexts), events)
     build_pb2_grpc.add_BuildServiceServicer_to_server(servicer, ctx.server)
 
-    builder.let_go_of_leftovers()
+    cleanup = asyncio.create_task(builder.let_go_of_leftovers())
 
     async def close() -> None:
-        await builder.close()
+        cleanup.cancel()
         await peers.close()
         store.db.close()
     ctx.on_shutdown.append(close)
