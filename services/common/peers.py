@@ -37,12 +37,18 @@ def _target(config: Config, service: str) -> tuple[str, grpc.ChannelCredentials 
     return address.removeprefix("tcp://"), creds
 
 
-def channel(config: Config, service: str) -> grpc.aio.Channel:
-    """An asyncio channel to `service` (unix socket, or tcp:// with mutual TLS)."""
+def channel(config: Config, service: str, own_connection: bool = False) -> grpc.aio.Channel:
+    """An asyncio channel to `service` (unix socket, or tcp:// with mutual TLS).
+
+    `own_connection`: do not share the connection with the process's other
+    channels to `service` (gRPC shares them by target), so this channel's
+    attempts while the service is away put no other channel in back-off.
+    """
     target, creds = _target(config, service)
+    options = [*_OPTIONS, ("grpc.use_local_subchannel_pool", 1)] if own_connection else _OPTIONS
     if creds is None:
-        return grpc.aio.insecure_channel(target, options=_OPTIONS)
-    return grpc.aio.secure_channel(target, creds, options=_OPTIONS)
+        return grpc.aio.insecure_channel(target, options=options)
+    return grpc.aio.secure_channel(target, creds, options=options)
 
 
 def sync_channel(config: Config, service: str) -> grpc.Channel:

@@ -28,7 +28,17 @@ from services.common.errors import (
     NotFound,
 )
 from services.common.events import EventBus
-from services.container import cgroups, configs, logrotate, mounts, names, restart, rootfs, spec
+from services.container import (
+    cgroups,
+    configs,
+    logrotate,
+    mounts,
+    names,
+    reconcile,
+    restart,
+    rootfs,
+    spec,
+)
 from services.container.attach import PendingAttaches
 from services.container.bundle import DEFAULT_PATH_ENV, BundleBuilder, conmon_options
 from services.container.links import Link
@@ -84,6 +94,10 @@ class Manager:
         self._last_exit: dict[str, tuple[int, str]] = {}
         self._tasks: dict[str, asyncio.Task] = {}     # exit watchers and restart timers
         self._backoff = restart.Backoff()
+        # Reconcile after a crash (reconcile.py): IDs whose create is in flight
+        # count as existing; a peer that missed a release is named to `missed`.
+        self.creating: set[str] = set()
+        self.missed: Callable[[str], None] = lambda peer: None
 
     # -- lookups ---------------------------------------------------------------
 
@@ -156,6 +170,16 @@ class Manager:
         logrotate.log_limits(host.log_config)
         self._resolve_links(host, name)
         cid = secrets.token_hex(32)
+        self.creating.add(cid)
+        try:
+            return await self._create_as(cid, name, config, host, request.networking_config)
+        finally:
+            self.creating.discard(cid)
+
+    async def _create_as(self, cid: str, name: str, config: container_pb2.ContainerConfig,
+                         host: container_pb2.HostConfig,
+                         requested_networking: container_pb2.NetworkingConfig
+                         ) -> tuple[str, list[str]]:
         lease = await self.peers.acquire_rootfs(config.image, cid)
         directory = self._root / cid
         leased_volumes = False
@@ -165,7 +189,7 @@ class Manager:
             spec.check_security_opt(list(host.security_opt))
             spec.seccomp_profile(host.security_opt, set(spec.capabilities(host)))
             networking = container_pb2.NetworkingConfig()
-            networking.CopyFrom(request.networking_config)
+            networking.CopyFrom(requested_networking)
             self._apply_defaults(cid, config, host, networking)
             plan = await mounts.plan_mounts(cid, config, host, list(lease.image.config.volumes),
                                             self.peers.volumes, self._mount_points)
@@ -542,10 +566,13 @@ class Manager:
             if cid not in self.containers:
                 return
             self.attaches.ended(cid)
-            await self._release(container, remove_volumes or container.host_config.auto_remove)
+            missed = await self._release(container,
+                                         remove_volumes or container.host_config.auto_remove)
             # Only now: a wait for "removed" returns once the volumes are released.
             del self.containers[cid]
             self._store.delete(cid)
+        for peer in missed:
+            self.missed(peer)
         self._locks.pop(cid, None)
         self._backoff.forget(cid)
         self._exits.pop(cid, None)
@@ -553,19 +580,28 @@ class Manager:
         await self._notify()
         self._last_exit.pop(cid, None)
 
-    async def _release(self, container: Container, remove_volumes: bool) -> None:
+    async def _release(self, container: Container, remove_volumes: bool) -> list[str]:
+        """Undo the container's state here and at the peers; the peers that
+        missed their release (the reconcile catches up with them)."""
         cid = container.id
         bundle = self.bundle(container)
         await self._runtime.delete(cid, force=True)
         self._runtime.remove_state(cid)
         await rootfs.unmount(bundle.rootfs)
-        with contextlib.suppress(BerthError):
-            await self.peers.forget_container(cid)
-        with contextlib.suppress(BerthError):
-            await self.peers.release_rootfs(cid)
-        with contextlib.suppress(BerthError):
-            await mounts.release_mounts(cid, self.peers.volumes, remove_volumes)
+        releases: dict[str, Callable[[], Awaitable[None]]] = {
+            "network": lambda: self.peers.forget_container(cid),
+            "image": lambda: self.peers.release_rootfs(cid),
+            "volume": lambda: mounts.release_mounts(cid, self.peers.volumes, remove_volumes)}
+        missed = []
+        for peer, release in releases.items():
+            try:
+                await release()
+            except BerthError as exc:
+                log.warning("release of %s at the %s service failed: %s", cid[:12], peer,
+                            exc.message)
+                missed.append(peer)
         await asyncio.to_thread(shutil.rmtree, bundle.path, True)
+        return missed
 
     async def prune(self, keep: Callable[[Container], bool]) -> tuple[list[str], int]:
         deleted, reclaimed = [], 0
@@ -584,7 +620,10 @@ class Manager:
         """Re-adopt containers whose conmon survived; settle the others."""
         self._tasks["log-rotation"] = asyncio.create_task(logrotate.rotate_forever(
             self.containers.values, self.bundle, self._runtime))
+        reconcile.remove_stray_bundles(self._root, set(self.containers))
         for container in list(self.containers.values()):
+            if reconcile.removed_on_restore(container):
+                continue
             if container.state.status == "created" and self.bundle(container).rootfs.is_mount():
                 # The service died in the middle of a start: undo it.
                 self._tasks[container.id] = asyncio.create_task(

@@ -11,9 +11,6 @@ The container service calls three functions:
   creates missing host directories of `-v /host:/path` binds.
 - `release_mounts` at remove: drops the container's leases, removing its
   anonymous volumes when asked (`docker rm -v`, AutoRemove).
-- `release_gone_holders` once at service start: drops leases of containers
-  that no longer exist (a release that failed while the volume service was
-  away), so they do not pin volumes forever.
 
 User mounts replace the runtime's default mount at the same destination
 (e.g. `--tmpfs /dev/shm`); the OCI list is ordered so parents mount first.
@@ -467,23 +464,6 @@ async def copy_up(plan: MountPlan, rootfs: Path) -> None:
         image_dir = _image_dir(rootfs, entry["destination"])
         if image_dir is not None:
             await _copy_into_empty(image_dir, Path(entry["source"]))
-
-
-async def release_gone_holders(known: set[str], since_ns: int, volumes: PeerClient,
-                               timeout: float = 60) -> list[str]:
-    """Drop volume leases of containers that no longer exist (call at service start).
-
-    Catches releases that failed while the volume service was away. Leases
-    taken from `since_ns` on are kept: they may be creates still in flight.
-    Waits up to `timeout` for the volume service; gives up quietly after.
-    """
-    try:
-        reply = await volumes.ReleaseGone(
-            volume_pb2.ReleaseGoneRequest(holders=sorted(known), before_nano=since_ns),
-            wait_for_ready=True, timeout=timeout)
-    except BerthError:
-        return []
-    return list(reply.holders)
 
 
 async def release_mounts(container_id: str, volumes: PeerClient,

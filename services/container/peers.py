@@ -17,6 +17,10 @@ from services.common.peers import PeerClient
 # How long a cleanup call waits for a peer that is (re)starting.
 _PEER_WAIT_SECONDS = 15
 
+# How the peers name this service as the owner of rootfs leases and sandboxes
+# (their reconcile after a crash sweeps only what the container service owns).
+OWNER = "container"
+
 
 class Peers:
     def __init__(self, config: Config) -> None:
@@ -27,7 +31,7 @@ class Peers:
 
     async def acquire_rootfs(self, image: str, holder: str) -> image_pb2.Rootfs:
         return await self._image.AcquireRootfs(
-            image_pb2.AcquireRootfsRequest(image=image, holder=holder))
+            image_pb2.AcquireRootfsRequest(image=image, holder=holder, owner=OWNER))
 
     async def release_rootfs(self, holder: str) -> None:
         await self._image.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=holder))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
-from services.container.peers import Peers
+from services.container.peers import OWNER, Peers
 
 
 @dataclass
@@ -22,7 +22,7 @@ def sandbox_request(cid: str, name: str, config: container_pb2.ContainerConfig,
                     networking: container_pb2.NetworkingConfig,
                     other_netns: str = "") -> network_pb2.CreateSandboxRequest:
     request = network_pb2.CreateSandboxRequest(
-        container_id=cid, container_name=name, hostname=config.hostname,
+        container_id=cid, container_name=name, hostname=config.hostname, owner=OWNER,
         domainname=config.domainname, network_mode=host.network_mode or "bridge",
         publish_all_ports=host.publish_all_ports, exposed_ports=config.exposed_ports,
         dns=host.dns, dns_search=host.dns_search, dns_options=host.dns_options,

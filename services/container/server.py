@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from functools import partial
 
 from prometheus_client import REGISTRY
@@ -11,7 +9,6 @@ from prometheus_client import REGISTRY
 from berth.container.v1 import container_pb2, container_pb2_grpc
 from services.common.events import EventBus
 from services.common.server import ServiceContext
-from services.container import mounts
 from services.container.bundle import BundleBuilder
 from services.container.cgroups import cgroups_path
 from services.container.commit import Commits
@@ -22,6 +19,7 @@ from services.container.host import host_facts
 from services.container.metrics import ContainerCollector
 from services.container.peers import Peers
 from services.container.processes import Processes
+from services.container.reconcile import Reconciler
 from services.container.resources import Resources
 from services.container.runtime import Runtime
 from services.container.servicer import ContainerServicer
@@ -37,15 +35,10 @@ async def setup(ctx: ServiceContext) -> list[str]:
     peers = Peers(config)
     bundles = BundleBuilder(peers, config.instance_prefix, bool(config.engine.get("init", False)))
     manager = Manager(config, events, store, runtime, peers, bundles)
-    started_ns = time.time_ns()
     await manager.recover()
-    # Volume leases of containers removed while the volume service was away.
-    releasing = asyncio.create_task(mounts.release_gone_holders(
-        set(manager.containers), started_ns, manager.peers.volumes))
-
-    async def stop_releasing() -> None:
-        releasing.cancel()
-    ctx.on_shutdown.append(stop_releasing)
+    reconciler = Reconciler(ctx.config, manager)
+    reconciler.start()
+    ctx.on_shutdown.append(reconciler.close)
     prefix = ctx.config.instance_prefix
     REGISTRY.register(ContainerCollector(lambda: [
         (c.id, c.name, c.state.status, cgroups_path(prefix, c.id))

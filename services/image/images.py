@@ -235,10 +235,10 @@ class Images:
         return list((self.config(image_id).get("rootfs") or {}).get("diff_ids") or [])
 
     # Rootfs leases.
-    def acquire(self, name: str, holder: str) -> tuple[ImageRecord, list[str]]:
+    def acquire(self, name: str, holder: str, owner: str) -> tuple[ImageRecord, list[str]]:
         image_id = self.resolve(name)
         chains = chain_ids(self.record_diff_ids(image_id))
-        self.store.add_lease(holder, image_id, chains[-1] if chains else "")
+        self.store.add_lease(holder, image_id, chains[-1] if chains else "", owner)
         lower = [str(self.layers.path(c)) for c in reversed(chains)] or [str(self.layers.empty)]
         return self.record(image_id), lower
 

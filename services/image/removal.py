@@ -4,6 +4,7 @@ collection of the layers and blobs nobody uses any more."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from services.common.errors import Conflict
@@ -11,6 +12,8 @@ from services.common.filters import Filters
 from services.image import reference
 from services.image.images import Images, created_ns, short_id
 from services.image.layers import chain_ids
+
+log = logging.getLogger(__name__)
 
 PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
 
@@ -171,6 +174,17 @@ class Removal:
         """Drop a container's rootfs lease and what only it kept."""
         if self.store.delete_lease(holder):
             self.collect_garbage()
+
+    def release_gone(self, owner: str, holders: set[str], before_ns: int) -> list[str]:
+        """Reconcile after a crash: drop `owner`'s leases taken before
+        `before_ns` whose holder is not in `holders` (what still exists)."""
+        gone = sorted(self.store.holders_of(owner, before_ns) - holders)
+        for holder in gone:
+            log.warning("dropping the rootfs lease of %s, which no longer exists", holder)
+            self.store.delete_lease(holder)
+        if gone:
+            self.collect_garbage()
+        return gone
 
 
 def _is_id_prefix(image_id: str, name: str) -> bool:

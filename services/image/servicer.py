@@ -210,13 +210,18 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
                                                                    blob.digest))
 
     async def AcquireRootfs(self, request, context):  # noqa: N802
-        record, lower_dirs = self._images.acquire(request.image, request.holder)
+        record, lower_dirs = self._images.acquire(request.image, request.holder, request.owner)
         return image_pb2.Rootfs(image_id=record.id, lower_dirs=lower_dirs,
                                 image=encode_image(record))
 
     async def ReleaseRootfs(self, request, context):  # noqa: N802
         self._removal.release(request.holder)
         return image_pb2.ReleaseRootfsResponse()
+
+    async def ReleaseGoneRootfs(self, request, context):  # noqa: N802
+        gone = self._removal.release_gone(request.owner, set(request.holders),
+                                          request.before_nano)
+        return image_pb2.ReleaseGoneRootfsResponse(holders=gone)
 
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):

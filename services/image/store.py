@@ -49,6 +49,15 @@ CREATE TABLE IF NOT EXISTS leases (
 );
 """
 
+# Lease columns added for reconciling after a crash. Leases from before are
+# containers' unless a build step holds them (holder "build-...").
+LEASE_COLUMNS = {
+    "owner": ("TEXT NOT NULL DEFAULT ''",
+              "UPDATE leases SET owner = CASE WHEN holder LIKE 'build-%' "
+              "THEN 'build' ELSE 'container' END"),
+    "taken_ns": ("INTEGER NOT NULL DEFAULT 0", ""),
+}
+
 
 @dataclass
 class ImageRow:
@@ -70,6 +79,12 @@ class LayerBlob:
 class ImageStore:
     def __init__(self, path: Path) -> None:
         self.db = Database(path, SCHEMA)
+        present = {row["name"] for row in self.db.query("PRAGMA table_info(leases)")}
+        for column, (declaration, backfill) in LEASE_COLUMNS.items():
+            if column not in present:
+                self.db.execute(f"ALTER TABLE leases ADD COLUMN {column} {declaration}")
+                if backfill:
+                    self.db.execute(backfill)
 
     # Images.
     def add_image(self, image_id: str, parent: str, size: int) -> bool:
@@ -175,12 +190,19 @@ class ImageStore:
         return [row["repository"] for row in rows]
 
     # Leases.
-    def add_lease(self, holder: str, image_id: str, chain_id: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO leases VALUES (?, ?, ?)",
-                        (holder, image_id, chain_id))
+    def add_lease(self, holder: str, image_id: str, chain_id: str, owner: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO leases (holder, image_id, chain_id, owner, "
+                        "taken_ns) VALUES (?, ?, ?, ?, ?)",
+                        (holder, image_id, chain_id, owner, time.time_ns()))
 
     def delete_lease(self, holder: str) -> bool:
         return self.db.execute("DELETE FROM leases WHERE holder = ?", (holder,)) > 0
+
+    def holders_of(self, owner: str, taken_before_ns: int) -> set[str]:
+        """Holders of `owner`'s leases taken before `taken_before_ns`."""
+        rows = self.db.query("SELECT holder FROM leases WHERE owner = ? AND taken_ns < ?",
+                             (owner, taken_before_ns))
+        return {r["holder"] for r in rows}
 
     def lease_holders(self, image_id: str) -> list[str]:
         return [r["holder"] for r in self.db.query(

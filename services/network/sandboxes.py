@@ -102,7 +102,7 @@ class Sandboxes:
         mode = "bridge" if spec.network_mode in BRIDGE_MODES else spec.network_mode
         sandbox = SandboxRecord(container_id=spec.container_id,
                                 container_name=spec.container_name, mode=mode,
-                                hostname=spec.hostname)
+                                hostname=spec.hostname, owner=spec.owner)
         try:
             if mode == "host":
                 sandbox.hosts, sandbox.resolv_conf = files.host_files()

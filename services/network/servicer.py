@@ -6,6 +6,7 @@ from berth.network.v1 import network_pb2, network_pb2_grpc
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 from services.common.filters import Filters
+from services.network import reconcile
 from services.network.manager import NetworkManager
 from services.network.pods import PodRef
 from services.network.specs import (
@@ -131,7 +132,8 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
             extra_hosts=list(request.extra_hosts),
             container_netns_path=request.container_netns_path,
             pod=PodRef(name=request.pod.name, namespace=request.pod.namespace,
-                       uid=request.pod.uid))
+                       uid=request.pod.uid),
+            owner=request.owner)
         return _sandbox(await self._manager.create_sandbox(spec))
 
     async def GetSandbox(self, request, context):  # noqa: N802
@@ -144,6 +146,11 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
     async def ForgetContainer(self, request, context):  # noqa: N802
         await self._manager.forget_container(request.container_id)
         return network_pb2.ForgetContainerResponse()
+
+    async def ForgetGone(self, request, context):  # noqa: N802
+        gone = await reconcile.forget_gone(self._manager, request.owner,
+                                           set(request.containers), request.before_nano)
+        return network_pb2.ForgetGoneResponse(containers=gone)
 
     async def RenameContainer(self, request, context):  # noqa: N802
         await self._manager.rename_container(request.container_id, request.new_name)

@@ -70,6 +70,7 @@ class SandboxSpec:
     extra_hosts: list[str] = field(default_factory=list)
     container_netns_path: str = ""
     pod: PodRef = field(default_factory=PodRef)
+    owner: str = ""
 
 
 @dataclass

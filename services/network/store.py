@@ -9,6 +9,7 @@ user disconnected a network the container service still lists for it.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,6 +114,7 @@ class EndpointRecord:
     ifname: str = ""
     host_ifname: str = ""
     seq: int = 0
+    created_ns: int = field(default_factory=time.time_ns)
 
     @property
     def wired(self) -> bool:
@@ -131,6 +133,8 @@ class SandboxRecord:
     dns: list[str] = field(default_factory=list)
     hosts: str = ""
     resolv_conf: str = ""
+    owner: str = ""                 # the service that keeps the list of sandbox IDs
+    created_ns: int = field(default_factory=time.time_ns)
 
 
 _JSON_FIELDS = {"options", "labels", "ipam_options", "aux_addresses", "aliases", "links",
@@ -175,7 +179,15 @@ ADDED_COLUMNS = [
     ("networks", "gateway6", "TEXT NOT NULL DEFAULT ''"),
     ("endpoints", "ip6", "TEXT NOT NULL DEFAULT ''"),
     ("endpoints", "mac_requested", "TEXT NOT NULL DEFAULT ''"),
+    ("endpoints", "created_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("sandboxes", "owner", "TEXT NOT NULL DEFAULT ''"),
+    ("sandboxes", "created_ns", "INTEGER NOT NULL DEFAULT 0"),
 ]
+# Filled in when the column is added: sandboxes from before are containers'
+# unless they are CNI pods'.
+BACKFILLS = {
+    ("sandboxes", "owner"): "UPDATE sandboxes SET owner = 'container' WHERE mode != 'cni'",
+}
 
 
 class NetworkStore:
@@ -185,6 +197,8 @@ class NetworkStore:
             present = {row["name"] for row in self.db.query(f"PRAGMA table_info({table})")}
             if column not in present:
                 self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+                if (table, column) in BACKFILLS:
+                    self.db.execute(BACKFILLS[table, column])
 
     def networks(self) -> list[NetworkRecord]:
         rows = self.db.query("SELECT * FROM networks ORDER BY created")
