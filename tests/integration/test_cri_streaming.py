@@ -265,3 +265,26 @@ def test_exec_failures_come_as_a_failure_status(engine: Engine, busybox: str) ->
         run(engine, scenario)
     finally:
         engine.docker("rm", "-f", stopped, check=False)
+
+
+def test_a_client_that_goes_away_ends_its_attach(engine: Engine, busybox: str) -> None:
+    """The container prints nothing: only the client's leaving can end the session."""
+    cid = engine.docker("run", "-d", "-i", busybox, "sleep", "3600").stdout.decode().strip()
+    try:
+        async def scenario(server: StreamingServer) -> None:
+            command = await RemoteCommand.open(server.attach_url(cid, False, True, True, True),
+                                               stdin=True)
+            assert server.sessions == 1
+            await command.client.close()
+            async with aiohttp.ClientSession() as http:
+                socket = await http.ws_connect(
+                    server.attach_url(cid, False, True, True, True).replace("http", "ws", 1),
+                    protocols=["v5.channel.k8s.io"])
+                assert (await socket.receive_bytes()) == b"\x01"   # the session is open
+                await socket.close()
+            while server.sessions:
+                await asyncio.sleep(0.05)
+
+        run(engine, scenario)
+    finally:
+        engine.docker("rm", "-f", cid, check=False)

@@ -256,8 +256,9 @@ async def run_exec(container: ContainerService, request: ExecRequest, io: IO) ->
             await io.finish(failure(f"failed to exec in container: {error.message}"))
             return
         except ConnectionError:
-            call.cancel()
             return
+        finally:
+            call.cancel()           # nothing when it ended; else the client went away
     await io.finish(success() if code == 0 else exit_failure(request.cmd, code))
 
 
@@ -282,6 +283,7 @@ async def run_attach(container: ContainerService, request: AttachRequest, io: IO
             await io.finish(failure(f"failed to attach to container: {error.message}"))
             return
         except ConnectionError:
-            call.cancel()
             return
+        finally:
+            call.cancel()
     await io.finish(success())

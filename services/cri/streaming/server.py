@@ -42,6 +42,20 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+async def _until_gone(session: Awaitable[None], gone: asyncio.Event) -> None:
+    """Run `session` until it ends, or cancel it when the client goes away
+    first (an attach to a silent container would otherwise wait forever)."""
+    task = asyncio.ensure_future(session)
+    waiter = asyncio.ensure_future(gone.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 class StreamingServer:
     """HTTP(S) on `address`; exec and attach through the container service."""
 
@@ -78,6 +92,11 @@ class StreamingServer:
         scheme = "https" if self._ssl else "http"
         self.base_url = f"{scheme}://[{host}]:{port}" if ":" in host else \
             f"{scheme}://{host}:{port}"
+
+    @property
+    def sessions(self) -> int:
+        """The streaming sessions in progress."""
+        return len(self._handlers)
 
     async def stop(self) -> None:
         for task in list(self._handlers):
@@ -144,7 +163,7 @@ class StreamingServer:
             io = websocket.WebSocketIO(websocket.ChannelSocket(socket_), stdout, stderr)
             with contextlib.suppress(ConnectionError):
                 await io.open()
-                await run(io)
+                await _until_gone(run(io), io.gone)
             await socket_.close()
             return socket_
         connection = await spdy_http.upgrade(request, SPDY_REMOTECOMMAND_PROTOCOLS)
@@ -153,7 +172,8 @@ class StreamingServer:
                                                      spdy_http.expected_streams(
                                                          connection.protocol, stdin, stdout,
                                                          stderr, tty))
-            await run(spdy_http.SpdyIO(connection.protocol, streams))
+            await _until_gone(run(spdy_http.SpdyIO(connection.protocol, streams)),
+                              connection.session.closed)
         except (TimeoutError, ConnectionError) as exc:
             log.info("streaming session from %s ended: %r", request.remote, exc)
         finally:

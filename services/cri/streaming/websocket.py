@@ -89,6 +89,7 @@ class WebSocketIO:
         self._resize: asyncio.Queue[bytes] = asyncio.Queue()
         self._stdout = stdout
         self._stderr = stderr
+        self.gone = asyncio.Event()         # the client closed the socket
         self._reader = asyncio.create_task(self._read())
 
     async def open(self) -> None:
@@ -106,6 +107,7 @@ class WebSocketIO:
         finally:
             self._stdin.put_nowait(b"")
             self._resize.put_nowait(b"")
+            self.gone.set()
 
     async def read_stdin(self) -> bytes:
         return await self._stdin.get()
