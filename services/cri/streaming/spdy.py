@@ -409,9 +409,12 @@ class Stream:
             self.session._forget_if_done(self)
         self._readable.set()
 
-    def _on_reset(self) -> None:
+    def _on_reset(self, discard: bool = True) -> None:
+        """The stream ended abnormally: by RST_STREAM (what was received is
+        dropped) or with its session (it can still be read)."""
         self.reset = True
-        self._chunks.clear()
+        if discard:
+            self._chunks.clear()
         self._readable.set()
         self.send_window.opened.set()
         self.session._forget(self)
@@ -495,7 +498,7 @@ class Session:
             return
         self.closed.set()
         for stream in list(self._streams.values()):
-            stream._on_reset()
+            stream._on_reset(discard=False)
         self._session_window.opened.set()
         self._incoming.put_nowait(None)
 
