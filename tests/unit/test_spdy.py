@@ -218,3 +218,39 @@ def test_a_peer_without_flow_control_is_not_held() -> None:
         assert len(await stream.read_all()) == 1 << 20
 
     run(scenario())
+
+
+# What crictl (client-go, moby/spdystream, Go's compress/zlib) sent to berth's
+# streaming server for `crictl exec ID sh -c '...'`: the error, stdout and
+# stderr streams, then their resets when it closed the connection.
+CAPTURED_CRICTL_EXEC = bytes.fromhex(
+    "800300010000002a0000000100000000000078f9e3c6a7c26260606004a7b392a2d4c45c6851c29a5a"
+    "54945f04000000ffff800300010000001900000003000000000000c22ac5565c92925f5a02000000ff"
+    "ff800300010000001500000005000000000000c229975a5404000000ffff8003000300000008000000"
+    "01000000058003000300000008000000030000000580030003000000080000000500000005")
+
+
+def test_decodes_frames_captured_from_client_go() -> None:
+    assert spdy.FrameCodec().feed(CAPTURED_CRICTL_EXEC) == [
+        spdy.SynStream(1, {"streamtype": "error"}),
+        spdy.SynStream(3, {"streamtype": "stdout"}),
+        spdy.SynStream(5, {"streamtype": "stderr"}),
+        spdy.RstStream(1, spdy.CANCEL),
+        spdy.RstStream(3, spdy.CANCEL),
+        spdy.RstStream(5, spdy.CANCEL),
+    ]
+
+
+def test_data_received_before_goaway_stays_readable() -> None:
+    async def scenario() -> None:
+        pipe = Pipe()
+        opening = asyncio.create_task(pipe.client.open({"streamtype": "error"}))
+        served = await pipe.server.accept()
+        await served.reply()
+        stream = await opening
+        await served.write(b"status")
+        await pipe.server.close()               # GOAWAY right after the data
+        assert pipe.client.closed.is_set()
+        assert await stream.read_all() == b"status"
+
+    run(scenario())

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import struct
 from collections.abc import Awaitable, Callable
@@ -52,7 +53,7 @@ async def dial(request: PortForwardRequest, port: int) -> tuple[asyncio.StreamRe
             await loop.sock_connect(sock, (host, port))
         except OSError as exc:
             sock.close()
-            failures.append(f"{host}: {exc.strerror or exc}")
+            failures.append(f"{host}: {os.strerror(exc.errno) if exc.errno else exc}")
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return await asyncio.open_connection(sock=sock, limit=STREAM_BUFFER)
