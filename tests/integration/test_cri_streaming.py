@@ -5,11 +5,14 @@ SPDY/3.1 and WebSocket, with the minimal client of tests/support."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
+import aiohttp
 import grpc
 import pytest
 
@@ -23,14 +26,15 @@ from tests.support.kubestream import (
     spdy_command,
     websocket_command,
 )
+from tests.support.tls import make_certs
 
 PAGE = b"berth streaming " * 4096          # 64 KiB the pod's httpd serves
 
 
 @asynccontextmanager
-async def streaming_server(engine: Engine) -> AsyncIterator[StreamingServer]:
+async def streaming_server(engine: Engine, **options) -> AsyncIterator[StreamingServer]:
     channel = grpc.aio.insecure_channel(f"unix://{engine.exec_root}/container.sock")
-    server = StreamingServer(ContainerServiceStub(channel))
+    server = StreamingServer(ContainerServiceStub(channel), **options)
     await server.start()
     try:
         yield server
@@ -39,9 +43,10 @@ async def streaming_server(engine: Engine) -> AsyncIterator[StreamingServer]:
         await channel.close()
 
 
-def run(engine: Engine, scenario: Callable[[StreamingServer], Awaitable[None]]) -> None:
+def run(engine: Engine, scenario: Callable[[StreamingServer], Awaitable[None]],
+        **options) -> None:
     async def main() -> None:
-        async with streaming_server(engine) as server:
+        async with streaming_server(engine, **options) as server:
             await scenario(server)
     asyncio.run(asyncio.wait_for(main(), 120))
 
@@ -207,3 +212,39 @@ def test_plain_http_is_refused(engine: Engine, sleeper: str) -> None:
         assert refused.value.code == 400
 
     run(engine, scenario)
+
+
+def test_port_forward_over_websocket_channels(engine: Engine, sleeper: str) -> None:
+    """v4.channel.k8s.io: a data and an error channel per requested port,
+    each opened with the port number (little-endian)."""
+    netns = netns_of(engine, sleeper)
+
+    async def scenario(server: StreamingServer) -> None:
+        url = server.portforward_url(sleeper, netns, [8080, 8081])
+        frames: dict[int, bytearray] = {i: bytearray() for i in range(4)}
+        async with aiohttp.ClientSession() as http, http.ws_connect(
+                url.replace("http", "ws", 1), protocols=["v4.channel.k8s.io"]) as socket:
+            await socket.send_bytes(b"\x00" + HTTP_GET)
+            async for message in socket:
+                frames[message.data[0]] += message.data[1:]
+                if frames[0].endswith(PAGE) and len(frames[3]) > 2:
+                    break
+        assert [bytes(frames[i][:2]) for i in range(4)] == [b"\x90\x1f"] * 2 + [b"\x91\x1f"] * 2
+        assert frames[0][2:].startswith(b"HTTP/1.") and frames[1] == b"\x90\x1f"
+        assert b"failed to connect to localhost:8081" in frames[3]
+
+    run(engine, scenario)
+
+
+def test_tls(engine: Engine, sleeper: str, tmp_path: Path) -> None:
+    certs = make_certs(tmp_path)
+
+    async def scenario(server: StreamingServer) -> None:
+        url = server.exec_url(sleeper, ["echo", "over tls"], False, False, True, True)
+        assert url.startswith("https://127.0.0.1:")
+        context = ssl.create_default_context(cafile=str(certs.ca))
+        command = await RemoteCommand.open(url, stdin=False, context=context)
+        result = await command.finish()
+        assert result.stdout == b"over tls\n" and result.exit_code == 0
+
+    run(engine, scenario, tls_cert=str(certs.cert), tls_key=str(certs.key))

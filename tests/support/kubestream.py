@@ -113,9 +113,9 @@ class RemoteCommand:
 
     @classmethod
     async def open(cls, url: str, *, stdin: bool, stdout: bool = True, stderr: bool = True,
-                   tty: bool = False, protocols: tuple[str, ...] = ("v4.channel.k8s.io",)
-                   ) -> RemoteCommand:
-        client = await SpdyClient.connect(url, list(protocols))
+                   tty: bool = False, protocols: tuple[str, ...] = ("v4.channel.k8s.io",),
+                   context: ssl.SSLContext | None = None) -> RemoteCommand:
+        client = await SpdyClient.connect(url, list(protocols), context)
         kinds = ["error"] + (["stdin"] if stdin else []) + (["stdout"] if stdout else [])
         kinds += ["stderr"] if stderr and not tty else []
         kinds += ["resize"] if tty and client.protocol != "v2.channel.k8s.io" else []
