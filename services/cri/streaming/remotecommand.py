@@ -29,6 +29,7 @@ V2 = "v2.channel.k8s.io"
 V1 = "channel.k8s.io"
 
 STDOUT, STDERR = 1, 2
+INITIAL_SIZE_WAIT = 1.0     # seconds a TTY exec waits for the client's first terminal size
 
 Status = dict[str, Any]
 
@@ -128,30 +129,67 @@ def _message(error: grpc.aio.AioRpcError) -> str:
 
 
 class _Resizer:
-    """Applies terminal sizes. A size that comes before the process runs is
-    kept and applied when the process shows it runs (its first output)."""
+    """Applies the terminal sizes the client sends, from a task of its own.
+    A size sent before the process shows output is held and applied at its
+    first output: only then is its terminal sure to exist (a size applied
+    before may be lost)."""
 
-    def __init__(self, resize: Callable[[int, int], Awaitable[Any]]) -> None:
+    def __init__(self, io: IO, resize: Callable[[int, int], Awaitable[Any]],
+                 terminal_exists: bool) -> None:
         self._resize = resize
-        self._pending: tuple[int, int] | None = None
+        self._terminal_exists = terminal_exists
+        self.latest: tuple[int, int] | None = None
+        self._sized = asyncio.Event()        # the first size came, or none will
+        self._task = asyncio.create_task(self._follow(io))
 
-    async def apply(self, width: int, height: int) -> None:
+    async def _follow(self, io: IO) -> None:
+        try:
+            async for size in io.resizes():
+                self.latest = size
+                self._sized.set()
+                if self._terminal_exists:
+                    await self._apply(*size)
+        finally:
+            self._sized.set()
+
+    async def initial_size(self) -> tuple[int, int] | None:
+        """The size the client sends first (clients send it at once), to
+        start the terminal with; None when none comes soon."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._sized.wait(), INITIAL_SIZE_WAIT)
+        return self.latest
+
+    async def _apply(self, width: int, height: int) -> None:
         try:
             await self._resize(width, height)
-            self._pending = None
         except grpc.aio.AioRpcError as error:
             if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED,
                                     grpc.StatusCode.FAILED_PRECONDITION):
                 raise
-            self._pending = (width, height)
 
-    async def retry_pending(self) -> None:
-        if self._pending is not None:
-            await self.apply(*self._pending)
+    async def on_output(self) -> None:
+        if not self._terminal_exists:
+            self._terminal_exists = True
+            if self.latest is not None:
+                await self._apply(*self.latest)
 
-    async def follow(self, io: IO) -> None:
-        async for width, height in io.resizes():
-            await self.apply(width, height)
+    async def stop(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+
+
+@contextlib.asynccontextmanager
+async def _resizing(io: IO, tty: bool, resize: Callable[[int, int], Awaitable[Any]],
+                    terminal_exists: bool) -> AsyncIterator[_Resizer | None]:
+    if not tty:
+        yield None
+        return
+    resizer = _Resizer(io, resize, terminal_exists)
+    try:
+        yield resizer
+    finally:
+        await resizer.stop()
 
 
 async def _relay(call: Any, io: IO, stdin_message: Callable[[bytes], Any] | None,
@@ -165,79 +203,88 @@ async def _relay(call: Any, io: IO, stdin_message: Callable[[bytes], Any] | None
             await call.write(stdin_message(chunk))
         await call.write(close_stdin_message)
 
-    helpers = []
-    if stdin_message is not None:
-        helpers.append(asyncio.create_task(forward_stdin()))
-    if resizer is not None:
-        helpers.append(asyncio.create_task(resizer.follow(io)))
+    stdin_task = asyncio.create_task(forward_stdin()) if stdin_message is not None else None
     last = None
     try:
         async for frame in call:
             last = frame
             if frame.data:
                 if resizer is not None:
-                    await resizer.retry_pending()
+                    await resizer.on_output()
                 await io.write_output(STDERR if frame.stream == pb.IOFrame.STDERR else STDOUT,
                                       frame.data)
     finally:
-        for helper in helpers:
-            helper.cancel()
-        for helper in helpers:
+        if stdin_task is not None:
+            stdin_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await helper
+                await stdin_task
     return last
 
 
 async def run_exec(container: ContainerServiceStub, request: ExecRequest, io: IO) -> None:
     """Run the command through ExecCreate/ExecStart and end `io` with its status."""
-    try:
-        created = await container.ExecCreate(pb.ExecCreateRequest(
-            container_id=request.container_id, config=pb.ExecConfig(
-                cmd=request.cmd, tty=request.tty, attach_stdin=request.stdin,
-                attach_stdout=request.stdout, attach_stderr=request.stderr)))
-    except grpc.aio.AioRpcError as error:
-        await io.finish(failure(f"failed to exec in container: {_message(error)}"))
-        return
-    exec_id = created.id
-    call = container.ExecStart()
-    resizer = (_Resizer(lambda w, h: container.ExecResize(
-        pb.ExecResizeRequest(exec_id=exec_id, width=w, height=h))) if request.tty else None)
-    try:
-        await call.write(pb.ExecStartRequest(options=pb.ExecStartOptions(
-            exec_id=exec_id, tty=request.tty)))
-        last = await _relay(call, io,
-                            (lambda data: pb.ExecStartRequest(stdin=data))
-                            if request.stdin else None,
-                            pb.ExecStartRequest(close_stdin=True), resizer)
-        if last is not None and last.HasField("exit_code"):
-            code = last.exit_code
-        else:
-            code = (await container.ExecInspect(pb.ExecInspectRequest(exec_id=exec_id))).exit_code
-    except grpc.aio.AioRpcError as error:
-        await io.finish(failure(f"failed to exec in container: {_message(error)}"))
-        return
-    except ConnectionError:
-        call.cancel()
-        return
+    exec_id = ""
+
+    async def resize(width: int, height: int) -> None:
+        await container.ExecResize(pb.ExecResizeRequest(exec_id=exec_id, width=width,
+                                                        height=height))
+
+    # The first size becomes the terminal's initial size: a terminal made
+    # with it is right before the process reads any typed-ahead input.
+    async with _resizing(io, request.tty, resize, terminal_exists=False) as resizer:
+        try:
+            created = await container.ExecCreate(pb.ExecCreateRequest(
+                container_id=request.container_id, config=pb.ExecConfig(
+                    cmd=request.cmd, tty=request.tty, attach_stdin=request.stdin,
+                    attach_stdout=request.stdout, attach_stderr=request.stderr)))
+        except grpc.aio.AioRpcError as error:
+            await io.finish(failure(f"failed to exec in container: {_message(error)}"))
+            return
+        exec_id = created.id
+        initial = await resizer.initial_size() if resizer is not None else None
+        call = container.ExecStart()
+        try:
+            await call.write(pb.ExecStartRequest(options=pb.ExecStartOptions(
+                exec_id=exec_id, tty=request.tty,
+                console_size=[initial[1], initial[0]] if initial else [])))
+            last = await _relay(call, io, (lambda data: pb.ExecStartRequest(stdin=data))
+                                if request.stdin else None,
+                                pb.ExecStartRequest(close_stdin=True), resizer)
+            if last is not None and last.HasField("exit_code"):
+                code = last.exit_code
+            else:
+                code = (await container.ExecInspect(
+                    pb.ExecInspectRequest(exec_id=exec_id))).exit_code
+        except grpc.aio.AioRpcError as error:
+            await io.finish(failure(f"failed to exec in container: {_message(error)}"))
+            return
+        except ConnectionError:
+            call.cancel()
+            return
     await io.finish(success() if code == 0 else exit_failure(request.cmd, code))
 
 
 async def run_attach(container: ContainerServiceStub, request: AttachRequest, io: IO) -> None:
     """Attach through the container service until the container's output
     ends, then end `io` with success."""
+
+    async def resize(width: int, height: int) -> None:
+        await container.Resize(pb.ResizeRequest(id=request.container_id, width=width,
+                                                height=height))
+
     call = container.Attach()
-    resizer = (_Resizer(lambda w, h: container.Resize(
-        pb.ResizeRequest(id=request.container_id, width=w, height=h))) if request.tty else None)
-    try:
-        await call.write(pb.AttachRequest(options=pb.AttachOptions(
-            id=request.container_id, stdin=request.stdin, stdout=request.stdout,
-            stderr=request.stderr, stream=True)))
-        await _relay(call, io, (lambda data: pb.AttachRequest(stdin=data))
-                     if request.stdin else None, pb.AttachRequest(close_stdin=True), resizer)
-    except grpc.aio.AioRpcError as error:
-        await io.finish(failure(f"failed to attach to container: {_message(error)}"))
-        return
-    except ConnectionError:
-        call.cancel()
-        return
+    async with _resizing(io, request.tty, resize, terminal_exists=True) as resizer:
+        try:
+            await call.write(pb.AttachRequest(options=pb.AttachOptions(
+                id=request.container_id, stdin=request.stdin, stdout=request.stdout,
+                stderr=request.stderr, stream=True)))
+            await _relay(call, io, (lambda data: pb.AttachRequest(stdin=data))
+                         if request.stdin else None, pb.AttachRequest(close_stdin=True),
+                         resizer)
+        except grpc.aio.AioRpcError as error:
+            await io.finish(failure(f"failed to attach to container: {_message(error)}"))
+            return
+        except ConnectionError:
+            call.cancel()
+            return
     await io.finish(success())
