@@ -16,6 +16,8 @@ or berth's cri service) forwards a local port to --port of --pod, and the
 same bytes go through that local port: the same Go client for every
 runtime, so the numbers compare runtimes. The pod must serve --port with
 a sink for upload, or with a source for --download (as SERVERS below).
+--server-pid adds the CPU time the streaming process spent per GB, a
+measure that holds on a busy machine where MB/s varies run to run.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import socket
 import statistics
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import grpc
 
@@ -127,6 +131,12 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of process `pid`."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_crictl(args: argparse.Namespace) -> None:
     local = free_port()
     forwarder = subprocess.Popen(
@@ -135,11 +145,16 @@ def bench_crictl(args: argparse.Namespace) -> None:
     try:
         assert forwarder.stdout is not None
         forwarder.stdout.readline()          # "Forwarding from 127.0.0.1:..."
+        cpu_before = cpu_seconds(args.server_pid) if args.server_pid else 0.0
         times = [transfer_local(local, args.megabytes * CHUNK, args.download)
                  for _ in range(args.repeat)]
         way = "download" if args.download else "upload"
         print(f"crictl port-forward to {args.endpoint}, {way}: "
               f"{args.megabytes / statistics.median(times):.0f} MB/s")
+        if args.server_pid:
+            spent = cpu_seconds(args.server_pid) - cpu_before
+            gigabytes = args.megabytes * args.repeat / 1024
+            print(f"  streaming server CPU: {spent / gigabytes:.2f} s per GB")
     finally:
         forwarder.terminate()
         forwarder.wait()
@@ -176,6 +191,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=PORT)
     parser.add_argument("--download", action="store_true",
                         help="with --crictl: read from the pod instead of writing")
+    parser.add_argument("--server-pid", type=int,
+                        help="with --crictl: the process serving the streams (berth's cri "
+                             "service, containerd), to report its CPU time per GB")
     args = parser.parse_args()
     if args.crictl:
         bench_crictl(args)

@@ -15,6 +15,7 @@ import contextlib
 import os
 import socket
 import struct
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -23,8 +24,7 @@ from services.cri.streaming import spdy
 from services.cri.streaming.websocket import ChannelSocket
 
 PROTOCOL = "portforward.k8s.io"
-READ_SIZE = 1 << 20
-STREAM_BUFFER = 4 << 20
+BUFFER_LIMIT = 4 << 20     # bytes from the pod that may wait unsent
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,75 @@ class DialError(Exception):
     pass
 
 
-async def dial(request: PortForwardRequest, port: int) -> tuple[asyncio.StreamReader,
-                                                                 asyncio.StreamWriter]:
+class PodConnection(asyncio.Protocol):
+    """The pod side of a forwarded connection. Received chunks are handed on
+    as they came (asyncio's StreamReader would copy every byte twice);
+    reading pauses while more than BUFFER_LIMIT waits unread."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._ended = False
+        self._readable = asyncio.Event()
+        self._writable = asyncio.Event()
+        self._writable.set()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._readable.set()
+        if self._buffered >= BUFFER_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._ended = True
+        self._readable.set()
+        return True         # keep our direction open: a half-close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._ended = True
+        self._readable.set()
+        self._writable.set()
+
+    def pause_writing(self) -> None:
+        self._writable.clear()
+
+    def resume_writing(self) -> None:
+        self._writable.set()
+
+    async def read(self) -> bytes:
+        """The next chunk from the pod; b"" at its end."""
+        while not self._chunks:
+            if self._ended:
+                return b""
+            self._readable.clear()
+            await self._readable.wait()
+        chunk = self._chunks.popleft()
+        self._buffered -= len(chunk)
+        if self._buffered < BUFFER_LIMIT // 2 and self.transport is not None:
+            self.transport.resume_reading()
+        return chunk
+
+    async def write(self, data: bytes) -> None:
+        if self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("the pod closed the connection")
+        self.transport.write(data)
+        await self._writable.wait()
+
+    def write_eof(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def dial(request: PortForwardRequest, port: int) -> PodConnection:
     """Connect to localhost:`port` inside the sandbox: IPv4, then IPv6."""
     loop = asyncio.get_running_loop()
     failures = []
@@ -56,14 +123,14 @@ async def dial(request: PortForwardRequest, port: int) -> tuple[asyncio.StreamRe
             failures.append(f"{host}: {os.strerror(exc.errno) if exc.errno else exc}")
             continue
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return await asyncio.open_connection(sock=sock, limit=STREAM_BUFFER)
+        _, connection = await loop.create_connection(PodConnection, sock=sock)
+        return connection
     where = (f"namespace {request.netns_path}" if request.netns_path else "the host network")
     raise DialError(f"error forwarding port {port} to pod {request.sandbox_id}: failed to "
                     f"connect to localhost:{port} inside {where}: {'; '.join(failures)}")
 
 
-async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-               receive: Callable[[], Awaitable[bytes]],
+async def pipe(pod: PodConnection, receive: Callable[[], Awaitable[bytes]],
                send: Callable[[bytes], Awaitable[None]],
                close: Callable[[], Awaitable[None]]) -> None:
     """Copy the client's bytes (`receive` until b"") to the pod connection
@@ -72,13 +139,11 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
 
     async def to_pod() -> None:
         while chunk := await receive():
-            writer.write(chunk)
-            await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
+            await pod.write(chunk)
+        pod.write_eof()
 
     async def from_pod() -> None:
-        while chunk := await reader.read(READ_SIZE):
+        while chunk := await pod.read():
             await send(chunk)
         await close()
 
@@ -93,9 +158,7 @@ async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, ConnectionError, OSError):
                 await task
-        writer.close()
-        with contextlib.suppress(ConnectionError, OSError):
-            await writer.wait_closed()
+        pod.close()
 
 
 def parse_port(value: str) -> int:
@@ -152,14 +215,14 @@ async def _forward_pair(request: PortForwardRequest, data: spdy.Stream,
                         error: spdy.Stream) -> None:
     try:
         port = parse_port(data.headers.get("port", ""))
-        reader, writer = await dial(request, port)
+        pod = await dial(request, port)
     except DialError as exc:
         with contextlib.suppress(ConnectionError):
             await error.write(str(exc).encode())
             await error.close()
             await data.close()
         return
-    await pipe(reader, writer, data.read, data.write, data.close)
+    await pipe(pod, data.read, data.write, data.close)
     with contextlib.suppress(ConnectionError):
         await error.close()
 
@@ -182,7 +245,7 @@ async def serve_websocket(channels: ChannelSocket, request: PortForwardRequest) 
 
     async def forward(index: int, port: int) -> None:
         try:
-            reader, writer = await dial(request, port)
+            pod = await dial(request, port)
         except DialError as exc:
             await channels.send(2 * index + 1, str(exc).encode())
             return
@@ -193,7 +256,7 @@ async def serve_websocket(channels: ChannelSocket, request: PortForwardRequest) 
         async def close() -> None:
             return None
 
-        await pipe(reader, writer, inputs[index].get, send, close)
+        await pipe(pod, inputs[index].get, send, close)
 
     reader_task = asyncio.create_task(read())
     try:

@@ -26,6 +26,7 @@ PROTOCOL_HEADER = "X-Stream-Protocol-Version"
 ACCEPTED_HEADER = "X-Accepted-Stream-Protocol-Versions"
 STREAM_CREATION_TIMEOUT = 30.0      # the kubelet's
 CLOSE_GRACE = 10.0                  # how long we wait for the client to hang up
+WRITE_BUFFER_HIGH = 4 << 20
 
 
 def wants_spdy(request: web.Request) -> bool:
@@ -98,6 +99,9 @@ async def upgrade(request: web.Request, supported: list[str]) -> SpdyConnection:
         session.feed_eof()
 
     transport = take_over_reading(request, on_data, on_eof)
+    # Let more than asyncio's default 64 KiB wait in the socket's write
+    # buffer before writers wait: data flows without a gap per frame.
+    transport.set_write_buffer_limits(high=WRITE_BUFFER_HIGH)
     session.pause_reading = transport.pause_reading
     session.resume_reading = transport.resume_reading
     await response.prepare(request)
