@@ -13,10 +13,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import aiohttp
-import grpc
 import pytest
 
 from berth.container.v1.container_pb2_grpc import ContainerServiceStub
+from services.common.config import Config
+from services.common.peers import PeerClient
 from services.cri.streaming import StreamingServer
 from tests.support.engine import Engine
 from tests.support.kubestream import (
@@ -33,14 +34,15 @@ PAGE = b"berth streaming " * 4096          # 64 KiB the pod's httpd serves
 
 @asynccontextmanager
 async def streaming_server(engine: Engine, **options) -> AsyncIterator[StreamingServer]:
-    channel = grpc.aio.insecure_channel(f"unix://{engine.exec_root}/container.sock")
-    server = StreamingServer(ContainerServiceStub(channel), **options)
+    container = PeerClient.connect(Config(exec_root=engine.exec_root), "container",
+                                   ContainerServiceStub)
+    server = StreamingServer(container, **options)
     await server.start()
     try:
         yield server
     finally:
         await server.stop()
-        await channel.close()
+        await container.close()
 
 
 def run(engine: Engine, scenario: Callable[[StreamingServer], Awaitable[None]],
@@ -248,3 +250,18 @@ def test_tls(engine: Engine, sleeper: str, tmp_path: Path) -> None:
         assert result.stdout == b"over tls\n" and result.exit_code == 0
 
     run(engine, scenario, tls_cert=str(certs.cert), tls_key=str(certs.key))
+
+
+def test_exec_failures_come_as_a_failure_status(engine: Engine, busybox: str) -> None:
+    stopped = engine.docker("create", busybox, "true").stdout.decode().strip()
+    try:
+        async def scenario(server: StreamingServer) -> None:
+            for target in ("no-such-container", stopped):
+                url = server.exec_url(target, ["true"], False, False, True, True)
+                status = (await spdy_command(url)).status
+                assert status["status"] == "Failure" and status["reason"] == "InternalError"
+                assert status["message"].startswith("failed to exec in container: ")
+
+        run(engine, scenario)
+    finally:
+        engine.docker("rm", "-f", stopped, check=False)

@@ -33,9 +33,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import grpc
-
 from berth.container.v1.container_pb2_grpc import ContainerServiceStub
+from services.common.config import Config
+from services.common.peers import PeerClient
 from services.cri.streaming import StreamingServer
 from tests.support.engine import Engine, running_engine
 from tests.support.images import busybox_archive
@@ -98,8 +98,9 @@ def run_container(engine: Engine, shell: str) -> tuple[str, str]:
 
 async def measure(engine: Engine, netns: str, cid: str,
                   transfer: Callable[[PortForward, int], Awaitable[float]], total: int) -> float:
-    channel = grpc.aio.insecure_channel(f"unix://{engine.exec_root}/container.sock")
-    server = StreamingServer(ContainerServiceStub(channel))
+    container = PeerClient.connect(Config(exec_root=engine.exec_root), "container",
+                                   ContainerServiceStub)
+    server = StreamingServer(container)
     await server.start()
     try:
         forward = await PortForward.spdy(server.portforward_url(cid, netns, [PORT]))
@@ -109,7 +110,7 @@ async def measure(engine: Engine, netns: str, cid: str,
             await forward.close()
     finally:
         await server.stop()
-        await channel.close()
+        await container.close()
 
 
 def bench_berth(megabytes: int, repeat: int) -> None:

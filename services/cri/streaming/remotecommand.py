@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import grpc
-
 from berth.container.v1 import container_pb2 as pb
 from berth.container.v1.container_pb2_grpc import ContainerServiceStub
+from services.common.errors import BerthError, Conflict, NotFound
+from services.common.peers import PeerClient
 
 V5 = "v5.channel.k8s.io"
 V4 = "v4.channel.k8s.io"
@@ -124,8 +124,7 @@ async def decode_resizes(read: Callable[[], Awaitable[bytes]]) -> AsyncIterator[
             yield size
 
 
-def _message(error: grpc.aio.AioRpcError) -> str:
-    return error.details() or str(error.code())
+ContainerService = PeerClient[ContainerServiceStub]
 
 
 class _Resizer:
@@ -162,10 +161,8 @@ class _Resizer:
     async def _apply(self, width: int, height: int) -> None:
         try:
             await self._resize(width, height)
-        except grpc.aio.AioRpcError as error:
-            if error.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.ABORTED,
-                                    grpc.StatusCode.FAILED_PRECONDITION):
-                raise
+        except (NotFound, Conflict):
+            pass            # the process ended meanwhile
 
     async def on_output(self) -> None:
         if not self._terminal_exists:
@@ -221,7 +218,7 @@ async def _relay(call: Any, io: IO, stdin_message: Callable[[bytes], Any] | None
     return last
 
 
-async def run_exec(container: ContainerServiceStub, request: ExecRequest, io: IO) -> None:
+async def run_exec(container: ContainerService, request: ExecRequest, io: IO) -> None:
     """Run the command through ExecCreate/ExecStart and end `io` with its status."""
     exec_id = ""
 
@@ -237,8 +234,8 @@ async def run_exec(container: ContainerServiceStub, request: ExecRequest, io: IO
                 container_id=request.container_id, config=pb.ExecConfig(
                     cmd=request.cmd, tty=request.tty, attach_stdin=request.stdin,
                     attach_stdout=request.stdout, attach_stderr=request.stderr)))
-        except grpc.aio.AioRpcError as error:
-            await io.finish(failure(f"failed to exec in container: {_message(error)}"))
+        except BerthError as error:
+            await io.finish(failure(f"failed to exec in container: {error.message}"))
             return
         exec_id = created.id
         initial = await resizer.initial_size() if resizer is not None else None
@@ -255,8 +252,8 @@ async def run_exec(container: ContainerServiceStub, request: ExecRequest, io: IO
             else:
                 code = (await container.ExecInspect(
                     pb.ExecInspectRequest(exec_id=exec_id))).exit_code
-        except grpc.aio.AioRpcError as error:
-            await io.finish(failure(f"failed to exec in container: {_message(error)}"))
+        except BerthError as error:
+            await io.finish(failure(f"failed to exec in container: {error.message}"))
             return
         except ConnectionError:
             call.cancel()
@@ -264,7 +261,7 @@ async def run_exec(container: ContainerServiceStub, request: ExecRequest, io: IO
     await io.finish(success() if code == 0 else exit_failure(request.cmd, code))
 
 
-async def run_attach(container: ContainerServiceStub, request: AttachRequest, io: IO) -> None:
+async def run_attach(container: ContainerService, request: AttachRequest, io: IO) -> None:
     """Attach through the container service until the container's output
     ends, then end `io` with success."""
 
@@ -281,8 +278,8 @@ async def run_attach(container: ContainerServiceStub, request: AttachRequest, io
             await _relay(call, io, (lambda data: pb.AttachRequest(stdin=data))
                          if request.stdin else None, pb.AttachRequest(close_stdin=True),
                          resizer)
-        except grpc.aio.AioRpcError as error:
-            await io.finish(failure(f"failed to attach to container: {_message(error)}"))
+        except BerthError as error:
+            await io.finish(failure(f"failed to attach to container: {error.message}"))
             return
         except ConnectionError:
             call.cancel()

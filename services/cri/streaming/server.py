@@ -19,10 +19,9 @@ from typing import TypeVar
 
 from aiohttp import web
 
-from berth.container.v1.container_pb2_grpc import ContainerServiceStub
 from services.cri.streaming import portforward, remotecommand, spdy_http, websocket
 from services.cri.streaming.portforward import PortForwardRequest
-from services.cri.streaming.remotecommand import AttachRequest, ExecRequest
+from services.cri.streaming.remotecommand import AttachRequest, ContainerService, ExecRequest
 from services.cri.streaming.tokens import TokenCache
 
 log = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ def split_address(address: str) -> tuple[str, int]:
 class StreamingServer:
     """HTTP(S) on `address`; exec and attach through the container service."""
 
-    def __init__(self, container: ContainerServiceStub, address: str = "127.0.0.1:0",
+    def __init__(self, container: ContainerService, address: str = "127.0.0.1:0",
                  tls_cert: str | None = None, tls_key: str | None = None) -> None:
         self._container = container
         self._host, self._port = split_address(address)
