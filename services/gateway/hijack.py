@@ -4,11 +4,9 @@ A client that sends `Upgrade: tcp` gets `101 UPGRADED`; from then on the
 connection is a raw byte stream both ways: stdin from the client, output to
 it (with 8-byte stream headers when the process has no TTY). The bytes after
 the request go to our own parser through `request.protocol.set_parser`, the
-hook aiohttp's WebSocket support uses (aiohttp's C parser only knows the
-websocket upgrade, so bytes sent before our 101 would be lost; Docker
-clients wait for the 101 before they send stdin). A client that closes its write side
-(half-close) ends stdin while output keeps flowing; the end of the output
-closes the connection.
+hook aiohttp's WebSocket support uses (services/common/upgraded.py). A
+client that closes its write side (half-close) ends stdin while output
+keeps flowing; the end of the output closes the connection.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from aiohttp import web
 
 from services.common.errors import BerthError
 from services.common.peers import PeerStream
+from services.common.upgraded import close_connection, take_over_reading
 
 RAW_STREAM = "application/vnd.docker.raw-stream"
 MULTIPLEXED_STREAM = "application/vnd.docker.multiplexed-stream"
@@ -44,50 +43,6 @@ def wants_upgrade(request: web.Request) -> bool:
             and "upgrade" in request.headers.get("Connection", "").lower())
 
 
-class _StdinParser:
-    """The payload parser aiohttp feeds with the connection's later bytes."""
-
-    def __init__(self, queue: asyncio.Queue[bytes | None],
-                 transport: asyncio.Transport) -> None:
-        self._queue = queue
-        self._transport = transport
-
-    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
-        self._queue.put_nowait(bytes(data))
-        if self._queue.qsize() >= _STDIN_HIGH_WATER and self._transport.is_reading():
-            self._transport.pause_reading()
-        return False, b""
-
-    def feed_eof(self) -> None:
-        self._queue.put_nowait(None)
-
-
-class _KeepOpenOnEOF(asyncio.Protocol):
-    """Stands between the transport and aiohttp's protocol so that a client's
-    half-close ends stdin instead of closing the connection (aiohttp's own
-    protocol lets asyncio close the transport on EOF)."""
-
-    def __init__(self, inner: asyncio.Protocol, on_eof: Callable[[], None]) -> None:
-        self._inner = inner
-        self._on_eof = on_eof
-
-    def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)
-
-    def eof_received(self) -> bool:
-        self._on_eof()
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._inner.connection_lost(exc)
-
-    def pause_writing(self) -> None:
-        self._inner.pause_writing()
-
-    def resume_writing(self) -> None:
-        self._inner.resume_writing()
-
-
 class HijackedConnection:
     """A hijacked client connection: stdin in, framed or raw output out."""
 
@@ -105,12 +60,13 @@ class HijackedConnection:
             self._stdin.put_nowait(None)
 
     def _take_over_reading(self) -> None:
-        transport = self.request.transport
-        protocol = self.request.protocol
-        assert transport is not None
-        protocol.keep_alive(False)
-        transport.set_protocol(_KeepOpenOnEOF(protocol, lambda: self._stdin.put_nowait(None)))
-        protocol.set_parser(_StdinParser(self._stdin, transport))  # type: ignore[arg-type]
+        self._transport = take_over_reading(self.request, self._on_stdin,
+                                            lambda: self._stdin.put_nowait(None))
+
+    def _on_stdin(self, data: bytes) -> None:
+        self._stdin.put_nowait(data)
+        if self._stdin.qsize() >= _STDIN_HIGH_WATER and self._transport.is_reading():
+            self._transport.pause_reading()
 
     async def stdin(self) -> AsyncIterator[bytes]:
         """The client's bytes until it closes its write side or goes away."""
@@ -138,12 +94,7 @@ class HijackedConnection:
         if self._closed:
             return
         self._closed = True
-        with contextlib.suppress(ConnectionError, RuntimeError):
-            await self.response.write_eof()
-        self.request.protocol.force_close()
-        transport = self.request.transport
-        if transport is not None:
-            transport.close()
+        await close_connection(self.request, self.response)
 
 
 async def hijack(request: web.Request, multiplexed: bool) -> HijackedConnection:

@@ -22,6 +22,8 @@ from pyroute2.netlink.exceptions import NetlinkError
 from pyroute2.netlink.nfnetlink.nfctsocket import NFCTAttrTuple
 
 from services.common.errors import Internal
+from services.common.netns import enter as _enter
+from services.common.netns import in_fresh_thread as _in_fresh_thread
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
@@ -89,39 +91,6 @@ def delete_link(name: str) -> None:
             except NetlinkError as exc:
                 if exc.code != errno.ENODEV:
                     raise
-
-
-def _in_fresh_thread(work: Callable[[], T]) -> T:
-    """Run `work` on a new thread that may switch network namespace.
-
-    setns/unshare change only the calling thread's namespace; a thread of its
-    own that simply ends afterwards never needs switching back, and nothing
-    forks (forking a gRPC process is unsafe).
-    """
-    result: list = []
-
-    def run() -> None:
-        try:
-            result.append((True, work()))
-        except BaseException as exc:
-            result.append((False, exc))
-
-    thread = threading.Thread(target=run, name="netns")
-    thread.start()
-    thread.join()
-    ok, value = result[0]
-    if not ok:
-        raise value
-    return value
-
-
-def _enter(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        if netns._get_libc().setns(fd, CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-    finally:
-        os.close(fd)
 
 
 def in_netns(path: str, work: Callable[[IPRoute], T]) -> T:
