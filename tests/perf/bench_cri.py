@@ -149,6 +149,10 @@ def containerd(images: list[Path]) -> Iterator[Runtime]:
         for target in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", target], capture_output=True)
         kernel.delete_link(BRIDGES["containerd 1.6"])
+        # containerd's cgroupfs parent for its k8s.io namespace (rmdir fails while used)
+        for parent in Path("/sys/fs/cgroup").glob("*/k8s.io"):
+            with contextlib.suppress(OSError):
+                parent.rmdir()
         shutil.rmtree(root, ignore_errors=True)
 
 
