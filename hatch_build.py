@@ -1,7 +1,8 @@
 """Generate the gRPC Python code from protos/ at build time.
 
-The generated modules (berth.<service>.v1.*_pb2) live in gen/, which is not
-committed; every wheel and editable install regenerates them.
+The generated modules (berth.<service>.v1.*_pb2, and the Kubernetes CRI as
+k8s.runtime.v1.api_pb2) live in gen/, which is not committed; every wheel and
+editable install regenerates them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ import sys
 from pathlib import Path
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
+
+PACKAGES = ("berth", "k8s")  # top-level folders of protos/, one Python package each
 
 
 def generate(root: Path) -> None:
@@ -31,10 +34,11 @@ def generate(root: Path) -> None:
     ]
     if protoc.main(args) != 0:
         sys.exit("protoc failed")
-    for package_dir in (out / "berth").rglob("*"):
-        if package_dir.is_dir():
-            (package_dir / "__init__.py").touch()
-    (out / "berth" / "__init__.py").touch()
+    for top in PACKAGES:
+        for package_dir in (out / top).rglob("*"):
+            if package_dir.is_dir():
+                (package_dir / "__init__.py").touch()
+        (out / top / "__init__.py").touch()
 
 
 class CustomBuildHook(BuildHookInterface):
@@ -43,7 +47,8 @@ class CustomBuildHook(BuildHookInterface):
         # An editable install reads gen/ in place (dev-mode-dirs); a copy in
         # site-packages would shadow it and go stale at the next proto edit.
         if self.target_name == "wheel" and version != "editable":
-            build_data["force_include"][str(Path(self.root) / "gen" / "berth")] = "berth"
+            for top in PACKAGES:
+                build_data["force_include"][str(Path(self.root) / "gen" / top)] = top
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ def parser() -> argparse.ArgumentParser:
     options.add_roots(up)
     options.add_tls(up)
     options.add_cni(up)
+    options.add_cri(up)
     up.add_argument("--metrics-port", type=int, default=0,
                     help="first metrics port (gateway; services follow); 0 picks free ports")
     up.add_argument("--tcp", help="also serve the Docker API on HOST:PORT with TLS")
@@ -37,6 +38,7 @@ def parser() -> argparse.ArgumentParser:
     options.add_roots(serve)
     options.add_tls(serve)
     options.add_cni(serve)
+    options.add_cri(serve)
     serve.add_argument("--listen", help="unix://PATH or tcp://HOST:PORT (default E/<service>.sock)")
     serve.add_argument("--metrics-addr", help="HOST:PORT for Prometheus metrics")
     serve.add_argument("--supervisor-pid", type=int,
@@ -70,6 +72,9 @@ def passthrough(args: argparse.Namespace) -> list[str]:
         argv += ["--cni-conf-dir", args.cni_conf_dir]
     for directory in args.cni_bin_dir or []:
         argv += ["--cni-bin-dir", directory]
+    for flag in ("cri_streaming_address", "cri_streaming_tls_cert", "cri_streaming_tls_key"):
+        if getattr(args, flag):
+            argv += [f"--{flag.replace('_', '-')}", getattr(args, flag)]
     for service in SERVICES:
         if getattr(args, f"{service}_addr"):
             argv += [f"--{service}-addr", getattr(args, f"{service}_addr")]

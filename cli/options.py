@@ -8,6 +8,7 @@ from pathlib import Path
 from services.common.config import (
     DEFAULT_CNI_BIN_DIRS,
     DEFAULT_CNI_CONF_DIR,
+    DEFAULT_CRI_STREAMING_ADDRESS,
     DEFAULT_DATA_ROOT,
     DEFAULT_EXEC_ROOT,
     SERVICES,
@@ -32,6 +33,8 @@ def add_tls(parser: argparse.ArgumentParser) -> None:
     for service in SERVICES:
         parser.add_argument(f"--{service}-addr", default=None,
                             help=f"address of the {service} service (default unix socket)")
+    parser.add_argument("--cri-listen", dest="cri_addr",
+                        help="where the cri service serves kubelet (default unix://E/cri.sock)")
 
 
 def add_cni(parser: argparse.ArgumentParser) -> None:
@@ -40,6 +43,22 @@ def add_cni(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cni-bin-dir", action="append", metavar="DIR",
                         help="network: where CNI plugins are, repeatable "
                              f"(default {' and '.join(DEFAULT_CNI_BIN_DIRS)})")
+
+
+def add_cri(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--cri-streaming-address", default=DEFAULT_CRI_STREAMING_ADDRESS,
+                        help="cri: HOST:PORT of the exec/attach/port-forward server "
+                             "(default %(default)s: loopback, a free port)")
+    parser.add_argument("--cri-streaming-tls-cert", help="cri: serve streaming over TLS")
+    parser.add_argument("--cri-streaming-tls-key")
+
+
+def streaming_tls(cert: str | None, key: str | None) -> tuple[str, str] | None:
+    if not (cert or key):
+        return None
+    if not (cert and key):
+        raise SystemExit("berth: the cri streaming server's TLS needs a certificate and a key")
+    return str(Path(cert).absolute()), str(Path(key).absolute())
 
 
 def tls_files(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | None:
@@ -68,4 +87,8 @@ def config_from(args: argparse.Namespace) -> Config:
         cni_conf_dir=Path(getattr(args, "cni_conf_dir", None) or DEFAULT_CNI_CONF_DIR).absolute(),
         cni_bin_dirs=tuple(Path(d).absolute() for d in getattr(args, "cni_bin_dir", None)
                            or DEFAULT_CNI_BIN_DIRS),
+        cri_streaming_address=getattr(args, "cri_streaming_address", None)
+        or DEFAULT_CRI_STREAMING_ADDRESS,
+        cri_streaming_tls=streaming_tls(getattr(args, "cri_streaming_tls_cert", None),
+                                        getattr(args, "cri_streaming_tls_key", None)),
     )

@@ -7,11 +7,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-SERVICES = ("image", "volume", "network", "container", "build", "gateway")
+SERVICES = ("image", "volume", "network", "container", "build", "cri", "gateway")
 DEFAULT_DATA_ROOT = "/var/lib/berth"
 DEFAULT_EXEC_ROOT = "/run/berth"
 DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_CNI_BIN_DIRS = ("/opt/cni/bin", "/usr/lib/cni")
+DEFAULT_CRI_STREAMING_ADDRESS = "127.0.0.1:0"
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,8 @@ class Config:
     gateway_tls: TLSFiles | None = None   # CA (client certs), cert, key
     cni_conf_dir: Path = Path(DEFAULT_CNI_CONF_DIR)   # network: pod network configs
     cni_bin_dirs: tuple[Path, ...] = tuple(Path(d) for d in DEFAULT_CNI_BIN_DIRS)
+    cri_streaming_address: str = DEFAULT_CRI_STREAMING_ADDRESS  # cri: HOST:PORT, 0 a free port
+    cri_streaming_tls: tuple[str, str] | None = None  # cri: streaming server cert, key
 
     def service_dir(self, service: str) -> Path:
         path = self.data_root / service

@@ -53,6 +53,12 @@ class Unimplemented(BerthError):
     code = grpc.StatusCode.UNIMPLEMENTED
 
 
+class DeadlineExceeded(BerthError):
+    """An operation that outlived the time its caller gave it."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class Internal(BerthError):
     """A failure outside the user's control (a registry that is down, a
     runtime that fails): HTTP 500. Never UNAVAILABLE, which the gateway

@@ -43,12 +43,15 @@ class BundleBuilder:
                                    bundle.path / "work", bundle.rootfs)
         undo.append(lambda: rootfs.unmount(bundle.rootfs))
         await mounts.copy_up(container.mounts, bundle.rootfs)
-        user = rootfs.resolve_user(bundle.rootfs, config.user, list(host.group_add))
+        user = rootfs.resolve_user(bundle.rootfs, config.user, list(host.group_add),
+                                   not host.strict_supplemental_groups)
         namespace_paths, host_namespaces = _shared_namespaces(host, find)
         other_netns = ""
         if host.network_mode.startswith("container:"):
             other = running_peer(find, host.network_mode.partition(":")[2])
             other_netns = f"/proc/{other.state.pid}/ns/net"
+        elif host.network_mode.startswith(sandbox.NETNS_PATH_MODE):
+            other_netns = host.network_mode.removeprefix(sandbox.NETNS_PATH_MODE)
         request = sandbox.sandbox_request(container.id, container.name, config, host,
                                           container.networking_config, other_netns)
         link_hosts, link_env = await self._linked(container, find)
@@ -66,7 +69,8 @@ class BundleBuilder:
             container_id=container.id, args=configs.command(config),
             env=_process_env(config, config.hostname or _host_name(), link_env, user.home),
             user=user, rootfs=bundle.rootfs,
-            cgroups_path=cgroups.cgroups_path(self._prefix, container.id),
+            cgroups_path=cgroups.cgroups_path(self._prefix, container.id,
+                                              host.resources.cgroup_parent),
             netns_path=files.netns_path, files=etc, namespace_paths=namespace_paths,
             host_namespaces=host_namespaces, init_binary=_init_binary(host, self._default_init),
             extra_mounts=container.mounts.oci_mounts)

@@ -13,9 +13,10 @@ def is_v2() -> bool:
     return (ROOT / "cgroup.controllers").exists()
 
 
-def cgroups_path(instance_prefix: str, container_id: str) -> str:
-    """The OCI cgroupsPath of a container (cgroupfs driver)."""
-    return f"/{instance_prefix}/{container_id}"
+def cgroups_path(instance_prefix: str, container_id: str, parent: str = "") -> str:
+    """The OCI cgroupsPath of a container (cgroupfs driver): under the
+    engine's parent, or under --cgroup-parent as dockerd puts it."""
+    return f"/{parent.strip('/') or instance_prefix}/{container_id}"
 
 
 def read_value(path: str, v1: tuple[str, str], v2: tuple[str, str] | None = None) -> str | None:

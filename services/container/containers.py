@@ -52,6 +52,7 @@ log = logging.getLogger("berth.container")
 _STOP_TIMEOUT = 10
 _KILL_WAIT = 30
 _ATTACH_SETTLE_SECONDS = 2.0
+_REOPEN_SECONDS = 5.0   # bound on conmon handling its control fifo (it does so at once)
 
 
 def now_ns() -> int:
@@ -124,7 +125,22 @@ class Manager:
         self._store.save_host_config(container)
 
     def bundle(self, container: Container) -> Bundle:
-        return Bundle(self._root / container.id)
+        return Bundle(self._root / container.id,
+                      logrotate.log_file(container.host_config.log_config))
+
+    async def reopen_log(self, ref: str) -> None:
+        """conmon starts the log file anew (its owner has moved the old one);
+        done once the new file exists, as the CRI's caller expects."""
+        container = self.get(ref)
+        if container.state.status not in ("running", "paused"):
+            raise Conflict(f"container {container.id} is not running")
+        bundle = self.bundle(container)
+        self._runtime.rotate_log(bundle, lambda: None)
+        deadline = time.monotonic() + _REOPEN_SECONDS
+        while not bundle.log.exists():
+            if time.monotonic() > deadline:
+                raise Internal(f"conmon did not reopen the log of {container.id}")
+            await asyncio.sleep(0.01)
 
     def lock(self, cid: str) -> asyncio.Lock:
         """The lock that serializes changes to one container's state and mounts."""

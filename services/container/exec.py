@@ -80,8 +80,10 @@ def bounded_caps() -> list[str]:
 
 
 def process_spec(container_process: dict, config: container_pb2.ExecConfig, root: Path,
-                 default_user: str) -> dict:
-    """The container's process spec with the exec's command, env, user, dir."""
+                 default_user: str, host: container_pb2.HostConfig) -> dict:
+    """The container's process spec with the exec's command, env, user, dir.
+    The user is looked up again in the image with the container's GroupAdd,
+    as dockerd does for an exec."""
     process = json.loads(json.dumps(container_process))
     process.pop("consoleSize", None)
     process["args"] = list(config.cmd)
@@ -94,7 +96,8 @@ def process_spec(container_process: dict, config: container_pb2.ExecConfig, root
         process["cwd"] = config.working_dir
     user_spec = config.user or default_user
     if user_spec:
-        user = resolve_user(root, user_spec, [])
+        user = resolve_user(root, user_spec, list(host.group_add),
+                            not host.strict_supplemental_groups)
         process["user"] = {"uid": user.uid, "gid": user.gid}
         if user.additional_gids:
             process["user"]["additionalGids"] = user.additional_gids

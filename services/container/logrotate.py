@@ -20,8 +20,20 @@ from services.container.store import Container
 CHECK_SECONDS = 1.0
 
 
+def log_file(log_config: container_pb2.LogConfig) -> Path | None:
+    """Where a k8s-file LogConfig (the CRI's log format, which conmon writes
+    anyway) puts the log; None for the others (the bundle's own file)."""
+    if log_config.type != "k8s-file":
+        return None
+    path = log_config.config.get("path", "")
+    if not path.startswith("/"):
+        raise InvalidArgument(f"log driver k8s-file needs an absolute path option: {path!r}")
+    return Path(path)
+
+
 def log_limits(log_config: container_pb2.LogConfig) -> tuple[int, int]:
     """LogConfig max-size in bytes (0: none) and max-file (default 1)."""
+    log_file(log_config)
     options = log_config.config
     files = options.get("max-file", "1")
     if not files.isdigit() or int(files) < 1:

@@ -98,6 +98,7 @@ class Request:
     tmpfs_options: list[str] = field(default_factory=list)
     create_source: bool = False     # -v bind: a missing host path becomes a directory
     recursive: bool = True
+    read_only_recursive: bool = False  # submounts read-only too (runc's "rro")
     in_inspect: bool = True         # --tmpfs mounts are not in Docker's Mounts
 
 
@@ -190,6 +191,14 @@ def _check_bind_mount(mount: container_pb2.Mount, request: Request) -> None:
     request.propagation = propagation or DEFAULT_PROPAGATION
     request.recursive = not mount.bind_options.non_recursive
     request.create_source = mount.bind_options.create_mountpoint
+    if mount.bind_options.read_only_force_recursive:
+        if not mount.read_only:
+            raise _mount_error("bind", "option ReadOnlyForceRecursive requires ReadOnly")
+        if request.propagation != "rprivate" or not request.recursive:
+            raise _mount_error("bind", "option ReadOnlyForceRecursive requires "
+                                       "BindOptions.Propagation to be 'rprivate' and a "
+                                       "recursive bind")
+        request.read_only_recursive = True
 
 
 def _check_volume_mount(mount: container_pb2.Mount, request: Request) -> None:
@@ -358,6 +367,8 @@ def _bind_options(request: Request) -> list[str]:
     options = ["rbind" if request.recursive else "bind"]
     if request.read_only:
         options.append("ro")
+    if request.read_only_recursive:
+        options.append("rro")
     if request.propagation:
         options.append(request.propagation)
     return options

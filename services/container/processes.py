@@ -14,7 +14,7 @@ from typing import Any
 from berth.container.v1 import container_pb2
 from berth.types.v1 import types_pb2
 from services.common.config import Config
-from services.common.errors import BerthError, Conflict, InvalidArgument
+from services.common.errors import BerthError, Conflict, DeadlineExceeded, InvalidArgument
 from services.container import attach, health
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
@@ -93,7 +93,8 @@ class Processes:
         bundle = self._manager.bundle(container)
         document = json.loads((bundle.path / "config.json").read_text())
         root = Path(f"/proc/{container.state.pid}/root")
-        return process_spec(document["process"], config, root, container.config.user)
+        return process_spec(document["process"], config, root, container.config.user,
+                            container.host_config)
 
     async def exec_start(self, options: container_pb2.ExecStartOptions,
                          requests: AsyncIterator[Any]) -> AsyncIterator[Frame]:
@@ -128,11 +129,31 @@ class Processes:
             stdin=record.config.attach_stdin, stdout=record.config.attach_stdout,
             stderr=record.config.attach_stderr, detach_keys=record.config.detach_keys)
         frames = attach.pump(sock, attach_options, record.config.tty, requests)
-        async for frame in coalesce(frames):
+        deadline = (asyncio.get_running_loop().time() + options.timeout_seconds
+                    if options.timeout_seconds > 0 else None)
+        async for frame in self._until(deadline, record, coalesce(frames)):
             yield frame
             if frame.detached:
                 return
-        yield Frame(exit_code=await self.execs.wait(record))
+        async for code in self._until(deadline, record, _exit_code(self.execs, record)):
+            yield Frame(exit_code=code)
+
+    async def _until(self, deadline: float | None, record: Exec,
+                     items: AsyncIterator[Any]) -> AsyncIterator[Any]:
+        """`items` until `deadline` (loop time); past it the exec is killed
+        and the call fails. The wait never spans a yield, so only this
+        generator's own awaits are cut short."""
+        iterator = aiter(items)
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    item = await anext(iterator)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                await self.execs.kill(record)
+                raise DeadlineExceeded(f"timeout exceeded running {record.command}") from None
+            yield item
 
     async def _report_exit(self, record: Exec, container: Container) -> None:
         code = await self.execs.wait(record)
@@ -240,3 +261,7 @@ async def coalesce(frames: AsyncIterator[Frame], limit: int = 1 << 20
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         await frames.aclose()
+
+
+async def _exit_code(execs: ExecManager, record: Exec) -> AsyncIterator[int]:
+    yield await execs.wait(record)

@@ -33,7 +33,8 @@ class Resources:
         return container
 
     def _cgroup(self, container: Container) -> str:
-        return cgroups_path(self._instance_prefix, container.id)
+        return cgroups_path(self._instance_prefix, container.id,
+                            container.host_config.resources.cgroup_parent)
 
     async def top(self, ref: str, ps_args: str) -> top.ProcessTable:
         container = self._running(ref)

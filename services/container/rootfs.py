@@ -54,8 +54,10 @@ def _find_group(groups: list[list[str]], name: str) -> int | None:
     return int(name) if name.isdigit() else None
 
 
-def resolve_user(rootfs: Path, spec: str, group_add: list[str]) -> User:
-    """Docker's user lookup: `uid`, `name`, `uid:gid`, `name:group` in the image."""
+def resolve_user(rootfs: Path, spec: str, group_add: list[str],
+                 image_groups: bool = True) -> User:
+    """Docker's user lookup: `uid`, `name`, `uid:gid`, `name:group` in the image;
+    the user's /etc/group memberships unless `image_groups` is False."""
     passwd = _entries(rootfs / "etc/passwd")
     groups = _entries(rootfs / "etc/group")
     name, _, group = (spec or "0").partition(":")
@@ -76,7 +78,7 @@ def resolve_user(rootfs: Path, spec: str, group_add: list[str]) -> User:
                                   "group file")
         user.gid = gid
     user_name = next((e[0] for e in passwd if len(e) >= 3 and e[2] == str(user.uid)), None)
-    for entry in groups:
+    for entry in groups if image_groups else []:
         member = len(entry) >= 4 and user_name and user_name in entry[3].split(",")
         if member and int(entry[2]) != user.gid:
             user.additional_gids.append(int(entry[2]))

@@ -34,6 +34,7 @@ class Bundle:
     """Where one container's runtime files live."""
 
     path: Path
+    log_file: Path | None = None    # LogConfig k8s-file's path; else in the bundle
 
     @property
     def rootfs(self) -> Path:
@@ -41,7 +42,7 @@ class Bundle:
 
     @property
     def log(self) -> Path:
-        return self.path / "container.log"
+        return self.log_file or self.path / "container.log"
 
     @property
     def conmon_pidfile(self) -> Path:

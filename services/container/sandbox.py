@@ -9,6 +9,11 @@ from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
 from services.container.peers import OWNER, Peers
 
+# Network mode "ns:<path>" (as Podman names it): join the netns file at
+# <path>, made by someone else (the cri service's pod sandboxes). The network
+# service shares it as it shares another container's.
+NETNS_PATH_MODE = "ns:"
+
 
 @dataclass
 class SandboxFiles:
@@ -21,9 +26,12 @@ def sandbox_request(cid: str, name: str, config: container_pb2.ContainerConfig,
                     host: container_pb2.HostConfig,
                     networking: container_pb2.NetworkingConfig,
                     other_netns: str = "") -> network_pb2.CreateSandboxRequest:
+    mode = host.network_mode or "bridge"
+    if mode.startswith(NETNS_PATH_MODE):
+        mode = "container:"
     request = network_pb2.CreateSandboxRequest(
         container_id=cid, container_name=name, hostname=config.hostname, owner=OWNER,
-        domainname=config.domainname, network_mode=host.network_mode or "bridge",
+        domainname=config.domainname, network_mode=mode,
         publish_all_ports=host.publish_all_ports, exposed_ports=config.exposed_ports,
         dns=host.dns, dns_search=host.dns_search, dns_options=host.dns_options,
         extra_hosts=host.extra_hosts, container_netns_path=other_netns)

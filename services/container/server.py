@@ -41,7 +41,8 @@ async def setup(ctx: ServiceContext) -> list[str]:
     ctx.on_shutdown.append(reconciler.close)
     prefix = ctx.config.instance_prefix
     REGISTRY.register(ContainerCollector(lambda: [
-        (c.id, c.name, c.state.status, cgroups_path(prefix, c.id))
+        (c.id, c.name, c.state.status,
+         cgroups_path(prefix, c.id, c.host_config.resources.cgroup_parent))
         for c in list(manager.containers.values())]))
     ctx.counts = manager.counts
 

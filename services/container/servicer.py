@@ -109,6 +109,10 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
         await self._sessions.resize(request.id, request.height, request.width)
         return container_pb2.ResizeResponse()
 
+    async def ReopenLog(self, request, context):  # noqa: N802
+        await self._manager.reopen_log(request.id)
+        return container_pb2.ReopenLogResponse()
+
     async def Logs(self, request, context):  # noqa: N802
         async for line in self._sessions.logs(request):
             yield container_pb2.LogEntry(stream=_STREAMS[line.stream], data=line.data,

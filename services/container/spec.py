@@ -293,6 +293,9 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
         "resources": resources(host.resources, host.privileged),
         "sysctl": dict(host.sysctls),
     }
+    propagation = rootfs_propagation(inputs.extra_mounts)
+    if propagation:
+        linux["rootfsPropagation"] = propagation
     if host.privileged:
         linux["devices"] = host_devices()
         return linux
@@ -306,6 +309,18 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
     if profile:
         linux["seccomp"] = profile
     return linux
+
+
+def rootfs_propagation(mounts: list[dict]) -> str:
+    """As dockerd sets it: a shared bind needs the container's root shared
+    (else runc makes every mount a slave and nothing flows back to the
+    host), a slave bind needs it a slave; "" keeps runc's default."""
+    modes = {option for mount in mounts for option in mount.get("options", [])}
+    if modes & {"shared", "rshared"}:
+        return "rshared"
+    if modes & {"slave", "rslave"}:
+        return "rslave"
+    return ""
 
 
 _SECURITY_OPTS = ("seccomp", "apparmor", "label", "no-new-privileges", "writable-cgroups")

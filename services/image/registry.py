@@ -1,7 +1,7 @@
 """OCI Distribution HTTP client: endpoints (https, or http for loopback and
-insecure registries, mirrors for Docker Hub), per-registry TLS from a
-certs.d directory, and the WWW-Authenticate challenge flow (anonymous,
-Basic, Bearer token)."""
+insecure registries, mirrors for Docker Hub, or containerd's hosts.toml
+for any registry), per-registry TLS from a certs.d directory, and the
+WWW-Authenticate challenge flow (anonymous, Basic, Bearer token)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import base64
 import ipaddress
 import re
 import ssl
+import tomllib
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,26 @@ def tls_context(directory: Path, verify: bool) -> ssl.SSLContext:
     return context
 
 
+def hosts_toml_urls(path: Path, domain: str) -> list[str]:
+    """containerd's per-registry hosts.toml: the `[host."URL"]` entries that
+    can pull, in file order, then `server` (the registry itself when
+    unset); [] without a file. A URL's /v2 suffix is implied, as there."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return []
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise Internal(f"invalid registry host config {path}: {exc}") from exc
+    upstream = f"https://{DOCKER_HUB_HOST if domain == 'docker.io' else domain}"
+    hosts = document.get("host") or {}
+    if not isinstance(hosts, dict):
+        raise Internal(f"invalid registry host config {path}: host must be a table")
+    urls = [url for url, options in hosts.items()
+            if "pull" in (options or {}).get("capabilities", ["pull", "resolve", "push"])]
+    urls.append(str(document.get("server") or upstream))
+    return list(dict.fromkeys(url.rstrip("/").removesuffix("/v2") for url in urls))
+
+
 class Registries:
     """Endpoints per registry host, from the engine config (daemon.json keys,
     and `certs-dir`: where certs.d lives, /etc/docker/certs.d by default)."""
@@ -240,9 +261,13 @@ class Registries:
         self._tls_clients: dict[tuple[str, bool, int], httpx.AsyncClient] = {}
 
     def base_urls(self, domain: str) -> list[str]:
-        """Endpoints to try in order, as dockerd does: mirrors before Docker
-        Hub; https (any certificate) then http for insecure registries, which
-        loopback ones always are."""
+        """Endpoints to try in order: those of the registry's hosts.toml when
+        it has one; else as dockerd does, mirrors before Docker Hub, https
+        (any certificate) then http for insecure registries, which loopback
+        ones always are."""
+        from_hosts_file = hosts_toml_urls(self.certs_dir / domain / "hosts.toml", domain)
+        if from_hosts_file:
+            return from_hosts_file
         if domain == "docker.io":
             return [*self.mirrors, f"https://{DOCKER_HUB_HOST}"]
         if _is_insecure(domain, self.insecure):

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.engine import BERTH, REPO, Engine
 
-SERVICES = ("image", "volume", "network", "container", "build", "gateway")
+SERVICES = ("image", "volume", "network", "container", "build", "cri", "gateway")
 
 
 def curl(engine: Engine, *args: str) -> subprocess.CompletedProcess:
@@ -120,7 +120,9 @@ def test_health_and_reflection_on_every_service(engine: Engine) -> None:
             names = {s.name for s in response.list_services_response.service}
             assert "grpc.health.v1.Health" in names
             assert "berth.types.v1.Info" in names
-            if service != "gateway":
+            if service == "cri":
+                assert {"runtime.v1.RuntimeService", "runtime.v1.ImageService"} <= names
+            elif service != "gateway":
                 assert f"berth.{service}.v1.{service.capitalize()}Service" in names
 
 

@@ -1,0 +1,199 @@
+"""CRI pods on a CNI bridge (Debian's containernetworking-plugins): pod IPs in
+PodSandboxStatus, two pods reaching each other by pod IP, a hostPort
+through portmap, and the pod's namespaces shared by its containers."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import random
+import secrets
+import socket
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from k8s.runtime.v1 import api_pb2 as cri
+from k8s.runtime.v1 import api_pb2_grpc
+from services.network import kernel
+from tests.support.engine import Engine, running_engine
+from tests.support.images import busybox_rootfs_tar, image_archive
+from tests.support.polling import wait_for
+
+PLUGIN_DIR = Path("/usr/lib/cni")
+PAUSE_IMAGE = "berth-test/pause:1"
+pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
+                                reason="containernetworking-plugins is not installed")
+
+
+def pick_subnet() -> ipaddress.IPv4Network:
+    """A 10.89.x.0/24 no interface or route of the host uses."""
+    taken = kernel.host_networks()
+    free = [ipaddress.IPv4Network(f"10.89.{x}.0/24") for x in range(100, 250)]
+    return random.choice([n for n in free if not any(n.overlaps(t) for t in taken)])
+
+
+@pytest.fixture(scope="module")
+def subnet() -> ipaddress.IPv4Network:
+    return pick_subnet()
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory: pytest.TempPathFactory,
+           subnet: ipaddress.IPv4Network) -> Iterator[Engine]:
+    root = tmp_path_factory.mktemp("cri-pods")
+    bridge = "bcri" + secrets.token_hex(4)
+    (root / "cni").mkdir()
+    (root / "cni" / "10-pods.conflist").write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": "cri-test-pods", "plugins": [
+            {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
+             "hairpinMode": True,
+             "ipam": {"type": "host-local", "dataDir": str(root / "ipam"),
+                      "ranges": [[{"subnet": str(subnet)}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}}]}))
+    (root / "engine.json").write_text(json.dumps({"cri-sandbox-image": PAUSE_IMAGE}))
+    try:
+        with running_engine(args=("--config", str(root / "engine.json"), "--cni-conf-dir",
+                                  str(root / "cni"), "--cni-bin-dir", str(PLUGIN_DIR))) as up:
+            yield up
+    finally:
+        kernel.delete_link(bridge)
+
+
+@pytest.fixture(scope="module")
+def images(engine: Engine, busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
+    archive = tmp_path_factory.mktemp("pause") / "pause.tar"
+    archive.write_bytes(image_archive([busybox_rootfs_tar()], [PAUSE_IMAGE],
+                                      {"Cmd": ["sleep", "2147483647"]}))
+    engine.docker("load", "-i", str(archive))
+    return busybox
+
+
+@pytest.fixture(scope="module")
+def runtime(engine: Engine) -> Iterator[api_pb2_grpc.RuntimeServiceStub]:
+    with grpc.insecure_channel(f"unix://{engine.exec_root}/cri.sock") as channel:
+        yield api_pb2_grpc.RuntimeServiceStub(channel)
+
+
+@pytest.fixture
+def pods(runtime: api_pb2_grpc.RuntimeServiceStub) -> Iterator[list[str]]:
+    made: list[str] = []
+    yield made
+    for sandbox_id in made:
+        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+
+
+@pytest.fixture
+def log_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory(prefix="berth-cri-logs-") as directory:
+        yield Path(directory)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class Pod:
+    def __init__(self, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+                 config: cri.PodSandboxConfig) -> None:
+        self.runtime = runtime
+        self.config = config
+        self.id = runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config)).pod_sandbox_id
+        pods.append(self.id)
+
+    @property
+    def ip(self) -> str:
+        return self.runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(
+            pod_sandbox_id=self.id)).status.network.ip
+
+    def start(self, name: str, image: str, script: str,
+              pid: int = cri.CONTAINER) -> str:
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=image),
+            command=["sh", "-c", script], log_path=f"{name}.log",
+            linux=cri.LinuxContainerConfig(security_context=cri.LinuxContainerSecurityContext(
+                namespace_options=cri.NamespaceOption(pid=pid))))
+        cid = self.runtime.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=self.id, config=config, sandbox_config=self.config)).container_id
+        self.runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+        return cid
+
+    def exec(self, cid: str, *cmd: str) -> cri.ExecSyncResponse:
+        return self.runtime.ExecSync(cri.ExecSyncRequest(container_id=cid, cmd=list(cmd),
+                                                         timeout=30))
+
+
+def pod_config(name: str, log_dir: Path, ports: list[cri.PortMapping] | None = None
+               ) -> cri.PodSandboxConfig:
+    return cri.PodSandboxConfig(
+        metadata=cri.PodSandboxMetadata(name=name, namespace="default", uid=f"uid-{name}"),
+        hostname=name, log_directory=str(log_dir), port_mappings=ports or [])
+
+
+def serve(pod: Pod, image: str, text: str) -> str:
+    cid = pod.start("web", image, f"mkdir /www && echo {text} > /www/index.html && "
+                                  "exec httpd -f -p 80 -h /www")
+    wait_for(lambda: pod.exec(cid, "wget", "-q", "-O-", "http://127.0.0.1/").exit_code == 0)
+    return cid
+
+
+def test_two_pods_reach_each_other_by_pod_ip(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+        subnet: ipaddress.IPv4Network, log_dir: Path) -> None:
+    server = Pod(runtime, pods, pod_config("server", log_dir))
+    client = Pod(runtime, pods, pod_config("client", log_dir))
+    assert ipaddress.IPv4Address(server.ip) in subnet
+    assert server.ip != client.ip
+    serve(server, images, "hello-pod")
+    shell = client.start("shell", images, "exec sleep 1000")
+    reply = client.exec(shell, "wget", "-q", "-O-", f"http://{server.ip}/")
+    assert (reply.exit_code, reply.stdout) == (0, b"hello-pod\n"), reply.stderr
+    address = client.exec(shell, "ip", "-4", "-o", "addr", "show", "eth0").stdout.decode()
+    assert f"inet {client.ip}/" in address
+
+
+def test_host_port_through_portmap(images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+                                   pods: list[str], log_dir: Path) -> None:
+    port = free_port()
+    pod = Pod(runtime, pods, pod_config("hostport", log_dir, [
+        cri.PortMapping(protocol=cri.TCP, container_port=80, host_port=port)]))
+    serve(pod, images, "through-portmap")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10) as reply:
+        assert reply.read() == b"through-portmap\n"
+
+
+def test_containers_share_the_pod_namespaces(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+        log_dir: Path) -> None:
+    pod = Pod(runtime, pods, pod_config("shared", log_dir))
+    first = pod.start("first", images, "exec sleep 1000", pid=cri.POD)
+    second = pod.start("second", images, "exec sleep 1001", pid=cri.POD)
+    processes = pod.exec(second, "ps", "-o", "args").stdout.decode()
+    assert "sleep 1000" in processes and "sleep 1001" in processes
+    assert pod.exec(first, "hostname").stdout == b"shared\n"
+    ipc = {pod.exec(cid, "readlink", "/proc/self/ns/ipc").stdout for cid in (first, second)}
+    assert len(ipc) == 1
+    alone = pod.start("alone", images, "exec sleep 1002")
+    assert "sleep 1000" not in pod.exec(alone, "ps", "-o", "args").stdout.decode()
+
+
+def test_failed_run_pod_sandbox_leaves_nothing(
+        engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        log_dir: Path) -> None:
+    config = pod_config("broken", log_dir)
+    config.linux.sysctls["kernel.no_such_sysctl"] = "1"
+    with pytest.raises(grpc.RpcError) as failed:
+        runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config))
+    assert "no_such_sysctl" in failed.value.details()
+    assert not runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
+    assert engine.docker("ps", "-aq").stdout == b""
+    assert not list((engine.exec_root / "netns").glob("*"))
+    assert not list((engine.data_root / "cri" / "sandboxes").iterdir())
