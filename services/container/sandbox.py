@@ -40,7 +40,9 @@ def sandbox_request(cid: str, name: str, config: container_pb2.ContainerConfig,
             network=network, ipv4_address=settings.ipam_config.ipv4_address,
             ipv6_address=settings.ipam_config.ipv6_address, aliases=settings.aliases,
             links=settings.links, mac_address=settings.mac_address,
-            driver_opts=settings.driver_opts))
+            driver_opts=settings.driver_opts,
+            link_local_ips=settings.ipam_config.link_local_ips,
+            gw_priority=settings.gw_priority))
     mode = request.network_mode
     if config.mac_address and not request.endpoints and mode not in ("host", "none") \
             and not mode.startswith("container:"):

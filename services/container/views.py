@@ -98,7 +98,9 @@ def _endpoint(endpoint: network_pb2.Endpoint) -> container_pb2.EndpointSettings:
         mac_address=endpoint.mac_address, aliases=endpoint.aliases,
         dns_names=endpoint.dns_names, links=endpoint.links,
         ipam_config=container_pb2.EndpointIPAMConfig(
-            ipv4_address=endpoint.ipv4_address_requested))
+            ipv4_address=endpoint.ipv4_address_requested,
+            link_local_ips=endpoint.link_local_ips),
+        gw_priority=endpoint.gw_priority)
 
 
 async def network_settings(manager: Manager, container: Container
@@ -123,7 +125,8 @@ async def network_settings(manager: Manager, container: Container
     for name, requested in container.networking_config.endpoints_config.items():
         settings.networks[name].CopyFrom(container_pb2.EndpointSettings(
             ipam_config=requested.ipam_config, aliases=requested.aliases,
-            links=requested.links, mac_address=requested.mac_address))
+            links=requested.links, mac_address=requested.mac_address,
+            gw_priority=requested.gw_priority))
     mode = container.host_config.network_mode
     if not settings.networks and mode and not mode.startswith("container:"):
         settings.networks[mode].SetInParent()

@@ -44,13 +44,18 @@ class NetworkHandlers:
 
     async def create(self, request: web.Request) -> web.Response:
         body = await json_body(request, "network.CreateRequest")
-        reply = await self.networks.Create(network_pb2.CreateNetworkRequest(
+        create = network_pb2.CreateNetworkRequest(
             name=body.string("Name"), driver=body.string("Driver") or "bridge",
             internal=body.boolean("Internal"), attachable=body.boolean("Attachable"),
             ingress=body.boolean("Ingress"), enable_ipv6=body.boolean("EnableIPv6"),
             ipam=ipam_request(body.object("IPAM", "network.IPAM")),
             options=body.string_map("Options"), labels=body.string_map("Labels"),
-            check_duplicate=body.boolean("CheckDuplicate", True)))
+            check_duplicate=body.boolean("CheckDuplicate", True), scope=body.string("Scope"),
+            config_only=body.boolean("ConfigOnly"),
+            config_from=body.object("ConfigFrom", "network.ConfigReference").string("Network"))
+        if body.has("EnableIPv4"):
+            create.enable_ipv4 = body.boolean("EnableIPv4")
+        reply = await self.networks.Create(create)
         return web.json_response({"Id": reply.id, "Warning": reply.warning}, status=201)
 
     async def remove(self, request: web.Request) -> web.Response:

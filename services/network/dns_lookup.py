@@ -16,7 +16,7 @@ class DnsLookup:
 
     def _visible_endpoints(self, asker: str) -> list[tuple[NetworkRecord, EndpointRecord]]:
         """Wired endpoints on the user networks the asking container is on."""
-        networks = {n.id: n for n in self.store.networks() if n.is_user_bridge}
+        networks = {n.id: n for n in self.store.networks() if n.is_user_defined}
         mine = [e for e in self.store.endpoints()
                 if asker in (e.ip, e.ip6) and e.network_id in networks]
         if not mine:

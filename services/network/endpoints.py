@@ -17,6 +17,8 @@ from services.network.wiring import KernelWiring
 
 
 def check_connectable(network: NetworkRecord, sandbox: SandboxRecord | None) -> None:
+    if network.config_only:
+        raise PermissionDenied("cannot create endpoint on configuration-only network")
     if network.driver == "host" or (sandbox is not None and sandbox.mode == "host"):
         raise InvalidArgument("container cannot be disconnected from host network or "
                               "connected to host network")
@@ -31,18 +33,20 @@ def check_connectable(network: NetworkRecord, sandbox: SandboxRecord | None) -> 
 
 
 def check_request(network: NetworkRecord, spec: EndpointSpec) -> None:
-    if spec.aliases and not network.is_user_bridge:
+    if spec.aliases and not network.is_user_defined:
         raise InvalidArgument("network-scoped alias is supported only for containers in "
                               "user defined networks")
     if spec.mac_address and not ipam.valid_mac(spec.mac_address):
         raise InvalidArgument(f"invalid MAC address: {spec.mac_address}")
+    for address in spec.link_local_ips:
+        ipam.link_local(address)
     _check_static_ip(network, spec.ipv4_address)
 
 
 def _check_static_ip(network: NetworkRecord, address: str) -> None:
     if not address:
         return
-    if not network.is_user_bridge:
+    if not network.is_user_defined:
         raise InvalidArgument("user specified IP address is supported on user defined "
                               "networks only")
     if not network.user_subnet:
@@ -57,7 +61,8 @@ def new_record(network: NetworkRecord, container_id: str, name: str,
         network_id=network.id, container_id=container_id, container_name=name,
         endpoint_id=new_id(), ipv4_requested=spec.ipv4_address,
         mac_requested=spec.mac_address, aliases=list(dict.fromkeys(spec.aliases)),
-        links=list(spec.links))
+        links=list(spec.links), link_local_ips=list(spec.link_local_ips),
+        gw_priority=spec.gw_priority)
 
 
 class Endpoints:
@@ -83,6 +88,7 @@ class Endpoints:
             return None
         try:
             await self.wiring.wire(sandbox, network, endpoint)
+            await self.wiring.update_default_routes(sandbox)
             await self.wiring.apply_firewall()
         except BaseException:
             await self.wiring.unwire(network, endpoint, announce=False)
@@ -119,5 +125,5 @@ class Endpoints:
         endpoint.state = "disconnected"
         self.store.save_endpoint(endpoint)
         if sandbox is not None and sandbox.netns_path:
-            await self.wiring.restore_default_route(sandbox)
+            await self.wiring.update_default_routes(sandbox)
         await self.wiring.apply_firewall()

@@ -150,3 +150,20 @@ def allocate6(subnet: ipaddress.IPv6Network, reserved: set[str]) -> str:
         if str(address) not in reserved:
             return str(address)
     raise Conflict(f"no available IPv6 addresses on this network's address pools: {subnet}")
+
+
+def link_local(text: str) -> tuple[str, int]:
+    """An endpoint's extra link-local address, with Docker's prefix (/16, /64)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid link-local IP address: {text}") from exc
+    return str(address), 16 if address.version == 4 else 64
+
+
+def check_aux_addresses(subnet: IPv4Net, aux_addresses: dict[str, str]) -> None:
+    """Auxiliary addresses (never handed out) must lie in the subnet."""
+    for name, text in aux_addresses.items():
+        if parse_address(text) not in subnet:
+            raise InvalidArgument(f"invalid network config:\ninvalid auxiliary address "
+                                  f"{name}: it does not belong to subnet {subnet}")

@@ -135,17 +135,23 @@ def release_netns_dir(directory: Path) -> None:
 @dataclass
 class Wiring:
     netns_path: str
-    bridge: str
+    bridge: str           # empty: the link is made by another driver (macvlan/ipvlan)
     host_ifname: str
     ifname: str
     address: str
     prefixlen: int
     mac: str
-    gateway: str          # empty: no default route through this endpoint
     mtu: int
     address6: str = ""
     prefixlen6: int = 0
-    gateway6: str = ""
+    link_local: tuple[tuple[str, int], ...] = ()   # extra (address, prefixlen)
+
+
+@dataclass(frozen=True)
+class DefaultRoute:
+    """Through `gateway`, or straight out of `ifname` when there is no gateway."""
+    gateway: str
+    ifname: str
 
 
 def wire(w: Wiring) -> None:
@@ -165,30 +171,50 @@ def wire(w: Wiring) -> None:
             host = ipr.link_lookup(ifname=w.host_ifname)[0]
             bridge = ipr.link_lookup(ifname=w.bridge)[0]
             ipr.link("set", index=host, master=bridge, state="up")
-        in_netns(w.netns_path, lambda inside: _configure_inside(inside, w))
+        configure_inside(w)
     except Exception:
         delete_link(w.host_ifname)
         raise
 
 
-def _configure_inside(inside: IPRoute, w: Wiring) -> None:
-    index = inside.link_lookup(ifname=w.ifname)[0]
-    inside.addr("add", index=index, address=w.address, prefixlen=w.prefixlen)
-    inside.link("set", index=index, state="up")
-    if w.gateway:
-        inside.route("replace", dst="0.0.0.0/0", gateway=w.gateway)
-    if w.address6:
-        inside.addr("add", index=index, address=w.address6, prefixlen=w.prefixlen6,
-                    flags=IFA_F_NODAD)
-        if w.gateway6:
-            inside.route("replace", dst="::/0", gateway=w.gateway6, family=AF_INET6)
-
-
-def set_default_route(netns_path: str, gateway: str, gateway6: str) -> None:
+def configure_inside(w: Wiring) -> None:
+    """Addresses on the container's end of the link, up."""
     def work(inside: IPRoute) -> None:
-        inside.route("replace", dst="0.0.0.0/0", gateway=gateway)
-        if gateway6:
-            inside.route("replace", dst="::/0", gateway=gateway6, family=AF_INET6)
+        index = inside.link_lookup(ifname=w.ifname)[0]
+        inside.addr("add", index=index, address=w.address, prefixlen=w.prefixlen)
+        for address, prefixlen in w.link_local:
+            inside.addr("add", index=index, address=address, prefixlen=prefixlen,
+                        flags=IFA_F_NODAD)
+        inside.link("set", index=index, state="up")
+        if w.address6:
+            inside.addr("add", index=index, address=w.address6, prefixlen=w.prefixlen6,
+                        flags=IFA_F_NODAD)
+    in_netns(w.netns_path, work)
+
+
+def delete_link_inside(netns_path: str, ifname: str) -> None:
+    def work(inside: IPRoute) -> None:
+        for index in inside.link_lookup(ifname=ifname):
+            inside.link("del", index=index)
+    in_netns(netns_path, work)
+
+
+def set_default_routes(netns_path: str, route: DefaultRoute | None,
+                       route6: DefaultRoute | None) -> None:
+    """Replace the default routes of the netns; None removes one."""
+    def work(inside: IPRoute) -> None:
+        for family, dst, chosen in ((socket.AF_INET, "0.0.0.0/0", route),
+                                    (AF_INET6, "::/0", route6)):
+            if chosen is None:
+                try:
+                    inside.route("del", dst=dst, family=family)
+                except NetlinkError as exc:
+                    if exc.code != errno.ESRCH:
+                        raise
+                continue
+            target = {"gateway": chosen.gateway} if chosen.gateway else \
+                {"oif": inside.link_lookup(ifname=chosen.ifname)[0]}
+            inside.route("replace", dst=dst, family=family, **target)
     in_netns(netns_path, work)
 
 

@@ -10,7 +10,7 @@ from services.common.errors import AlreadyExists, InvalidArgument, NotFound, Per
 from services.common.events import EventBus
 from services.common.filters import Filters, timestamp_ns
 from services.common.validation import RESTRICTED_NAME_CHARS, is_restricted_name
-from services.network import ipam
+from services.network import ipam, wiring_macvlan
 from services.network.dns import DnsListeners
 from services.network.specs import (
     HOST_BINDING_OPTION,
@@ -26,6 +26,9 @@ from services.network.store import EndpointRecord, NetworkRecord, NetworkStore
 from services.network.wiring import KernelWiring
 
 LIST_FILTERS = {"name", "id", "label", "driver", "type", "dangling", "scope"}
+DRIVERS = ("bridge", *wiring_macvlan.DRIVERS)
+NOT_A_SWARM_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or '
+                       '"docker swarm join" to connect this node to swarm and try again.')
 PRUNE_FILTERS = {"label", "label!", "until"}
 
 
@@ -48,8 +51,8 @@ class Networks:
         """The built-in networks, every bridge and the DNS of user networks."""
         self._ensure_builtin()
         for network in self.store.networks():
-            if network.driver == "bridge":
-                await self.wiring.bring_up_bridge(network)
+            if not network.config_only:
+                await self.wiring.bring_up(network)
 
     async def start_dns(self) -> None:
         for network in self.store.networks():
@@ -115,22 +118,81 @@ class Networks:
 
     @staticmethod
     def check_driver(spec: NetworkSpec) -> None:
+        """Docker's refusals of a create request, as a dockerd outside a swarm."""
         if not spec.name:
             raise InvalidArgument("network name is required")
         if not is_restricted_name(spec.name):
             raise InvalidArgument(f'invalid network name "{spec.name}": only '
                                   f"{RESTRICTED_NAME_CHARS} are allowed")
         driver = spec.driver or "bridge"
+        if driver == "overlay":
+            raise PermissionDenied(NOT_A_SWARM_MANAGER)
+        if spec.config_only:
+            return
         if driver in ("host", "null"):
             raise PermissionDenied(f'only one instance of "{driver}" network is allowed')
-        if driver != "bridge":
+        if driver not in DRIVERS:
             raise NotFound(f'plugin "{driver}" not found')
+        if spec.ingress:
+            raise PermissionDenied("Ingress network can only be global scope network")
+        if spec.scope == "swarm":
+            raise PermissionDenied("cannot create a swarm scoped network when swarm is not "
+                                   "active")
+        if spec.scope not in ("", "local"):
+            raise InvalidArgument(f"invalid scope {spec.scope}: only local networks exist "
+                                  f"outside a swarm")
+        if not spec.enable_ipv4 and not spec.enable_ipv6:
+            raise InvalidArgument("IPv4 or IPv6 must be enabled")
+        if not spec.enable_ipv4:
+            raise InvalidArgument("IPv6-only networks (EnableIPv4 false) are not supported "
+                                  "by this engine")
+        if driver in wiring_macvlan.DRIVERS:
+            wiring_macvlan.check_options(driver, spec.options)
 
     async def create(self, spec: NetworkSpec) -> NetworkRecord:
-        """A bridge network (check_driver has passed); undone whole on failure."""
+        """A network (check_driver has passed); undone whole on failure."""
         if any(n.name == spec.name for n in self.store.networks()):
             raise AlreadyExists(f"network with name {spec.name} already exists")
-        network = self._new_bridge_record(spec)
+        if spec.config_only:
+            network = self._new_record(spec, "null")
+            network.config_only = True
+            self.store.save_network(network)
+        else:
+            source = self._apply_config_from(spec)
+            driver = spec.driver or "bridge"
+            network = self._new_record(spec, driver)
+            network.config_from = source.id if source else ""
+            if driver == "bridge":
+                await self._bring_up_bridge(network)
+            else:
+                await self._bring_up_sublink(network)
+        self.events.publish("create", network.id, {"name": network.name,
+                                                   "type": network.driver})
+        return network
+
+    def _apply_config_from(self, spec: NetworkSpec) -> NetworkRecord | None:
+        """Take IPAM and options from the config-only network the spec names."""
+        if not spec.config_from:
+            return None
+        try:
+            source = self.find(spec.config_from)
+        except NotFound:
+            source = None
+        if source is None or not source.config_only:
+            raise NotFound(f'configuration network "{spec.config_from}" does not exist')
+        if spec.has_own_config:
+            raise PermissionDenied("user specified configurations are not supported if the "
+                                   "network depends on a configuration network")
+        spec.subnet, spec.gateway, spec.ip_range = source.subnet, source.gateway, \
+            source.ip_range
+        spec.subnet6, spec.gateway6 = source.subnet6, source.gateway6
+        spec.aux_addresses, spec.ipam_options = dict(source.aux_addresses), \
+            dict(source.ipam_options)
+        spec.options = dict(source.options)
+        spec.enable_ipv6 = spec.enable_ipv6 or source.enable_ipv6
+        return source
+
+    async def _bring_up_bridge(self, network: NetworkRecord) -> None:
         created = False
         try:
             await self.wiring.bring_up_bridge(network)
@@ -144,43 +206,67 @@ class Networks:
                 self.store.delete_network(network.id)
                 await self.wiring.apply_firewall()
             raise
-        self.events.publish("create", network.id, {"name": network.name, "type": "bridge"})
-        return network
 
-    def _new_bridge_record(self, spec: NetworkSpec) -> NetworkRecord:
+    async def _bring_up_sublink(self, network: NetworkRecord) -> None:
+        """A macvlan/ipvlan network: its subnet, then its parent when Docker makes one."""
+        wiring_macvlan.check_parent_free(network, self.store.networks())
+        if not network.subnet:
+            in_use = [ipaddress.IPv4Network(n.subnet) for n in self.store.networks()
+                      if n.subnet and not n.config_only]
+            subnet = ipam.pick_subnet(in_use)
+            network.subnet, network.gateway = str(subnet), ipam.default_gateway(subnet)
+        await self.wiring.bring_up_parent(network)
+        try:
+            self.store.save_network(network)
+        except BaseException:
+            await self.wiring.delete_parent(network)
+            raise
+
+    def _new_record(self, spec: NetworkSpec, driver: str) -> NetworkRecord:
         network_id = new_id()
         options = dict(spec.options)
         mtu = options.get(MTU_OPTION, "")
         if mtu and not mtu.isdigit():
             raise InvalidArgument(f"invalid MTU number: {mtu}")
-        bridge = options.get(NAME_OPTION) or (
-            f"{self.prefix}-" + network_id[:14 - len(self.prefix)])
-        if len(bridge) > 15:
-            raise InvalidArgument(f"bridge name {bridge} is longer than 15 characters")
+        bridge = ""
+        if driver == "bridge":
+            bridge = options.get(NAME_OPTION) or (
+                f"{self.prefix}-" + network_id[:14 - len(self.prefix)])
+            if len(bridge) > 15:
+                raise InvalidArgument(f"bridge name {bridge} is longer than 15 characters")
         record = NetworkRecord(
-            id=network_id, name=spec.name, driver="bridge", created=_now(), bridge=bridge,
+            id=network_id, name=spec.name, driver=driver, created=_now(), bridge=bridge,
             internal=spec.internal, attachable=spec.attachable, enable_ipv6=spec.enable_ipv6,
             mtu=int(mtu or 0), icc=bool_option(options.get(ICC_OPTION, "true")),
             options=options, labels=dict(spec.labels), ipam_options=dict(spec.ipam_options),
             aux_addresses=dict(spec.aux_addresses))
         if spec.subnet:
             subnet = ipam.parse_subnet(spec.subnet)
-            ours = [ipaddress.IPv4Network(n.subnet) for n in self.store.networks() if n.subnet]
+            ours = [] if spec.config_only else [
+                ipaddress.IPv4Network(n.subnet) for n in self.store.networks()
+                if n.subnet and not n.config_only]
             ipam.check_user_pool(subnet, spec.gateway, spec.ip_range, ours)
             record.subnet, record.user_subnet = str(subnet), True
             record.gateway = str(ipam.parse_address(spec.gateway)) if spec.gateway else \
                 ipam.default_gateway(subnet)
             record.ip_range = str(ipam.parse_subnet(spec.ip_range)) if spec.ip_range else ""
+            ipam.check_aux_addresses(subnet, record.aux_addresses)
         elif spec.gateway or spec.ip_range:
             raise InvalidArgument("invalid network config:\na gateway or ip-range needs "
                                   "a subnet")
-        if spec.enable_ipv6:
+        elif spec.aux_addresses:
+            raise InvalidArgument("invalid network config:\nauxiliary addresses need a subnet")
+        if spec.enable_ipv6 and not spec.config_only:
             self._assign_ipv6(record, spec)
+        elif spec.subnet6:
+            record.subnet6 = str(ipam.parse_subnet6(spec.subnet6))
+            record.gateway6 = spec.gateway6.split("/")[0]
         return record
 
     def _assign_ipv6(self, record: NetworkRecord, spec: NetworkSpec) -> None:
         """The user's IPv6 subnet, else a random unique local /64."""
-        ours = [ipaddress.IPv6Network(n.subnet6) for n in self.store.networks() if n.subnet6]
+        ours = [ipaddress.IPv6Network(n.subnet6) for n in self.store.networks()
+                if n.subnet6 and not n.config_only]
         if spec.subnet6:
             subnet6 = ipam.parse_subnet6(spec.subnet6)
             ipam.check_user_pool6(subnet6, spec.gateway6, ours)
@@ -200,11 +286,18 @@ class Networks:
         if self.in_use(network.id):
             raise PermissionDenied(f"error while removing network: network {network.name} "
                                    f"id {network.id} has active endpoints")
+        self._check_not_config_source(network)
         await self._delete(network)
+
+    def _check_not_config_source(self, network: NetworkRecord) -> None:
+        if network.config_only and any(n.config_from == network.id
+                                       for n in self.store.networks()):
+            raise PermissionDenied(f"error while removing network: configuration network "
+                                   f'"{network.name}" is in use')
 
     async def _delete(self, network: NetworkRecord) -> None:
         self.dns.stop(network.id)
-        await self.wiring.delete_bridge(network)
+        await self.wiring.take_down(network)
         self.store.delete_network(network.id)
         await self.wiring.apply_firewall()
         self.events.publish("destroy", network.id, {"name": network.name,
@@ -237,7 +330,9 @@ class Networks:
     async def prune(self, filters: Filters, until: int | None) -> list[str]:
         deleted = []
         for network in self.store.networks():
-            if network.builtin or self.in_use(network.id):
+            if network.builtin or self.in_use(network.id) or (
+                    network.config_only and any(n.config_from == network.id
+                                                for n in self.store.networks())):
                 continue
             if not filters.match_labels(network.labels):
                 continue

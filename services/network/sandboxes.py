@@ -144,6 +144,8 @@ class Sandboxes:
         await self.wiring.create_netns(path)
         for network, endpoint in networks:
             await self.wiring.wire(sandbox, network, endpoint)
+        if networks:
+            await self.wiring.update_default_routes(sandbox)
         sandbox.ports = await self._publish(sandbox, spec) if networks else []
         self.store.save_sandbox(sandbox)
         await self.wiring.apply_firewall()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from berth.network.v1 import network_pb2, network_pb2_grpc
-from services.common.errors import InvalidArgument
+from services.common.errors import InvalidArgument, NotFound
 from services.common.events import EventBus
 from services.common.filters import Filters
 from services.network import reconcile
@@ -22,7 +22,8 @@ from services.network.store import NetworkRecord
 def _endpoint_spec(message: network_pb2.EndpointRequest) -> EndpointSpec:
     return EndpointSpec(network=message.network, ipv4_address=message.ipv4_address,
                         mac_address=message.mac_address, aliases=list(message.aliases),
-                        links=list(message.links))
+                        links=list(message.links), link_local_ips=list(message.link_local_ips),
+                        gw_priority=message.gw_priority)
 
 
 def _network_spec(request: network_pb2.CreateNetworkRequest) -> NetworkSpec:
@@ -38,7 +39,10 @@ def _network_spec(request: network_pb2.CreateNetworkRequest) -> NetworkSpec:
         subnet=config.subnet, gateway=config.gateway, ip_range=config.ip_range,
         subnet6=config6.subnet, gateway6=config6.gateway,
         aux_addresses=dict(config.aux_addresses), ipam_options=dict(request.ipam.options),
-        options=dict(request.options), labels=dict(request.labels))
+        options=dict(request.options), labels=dict(request.labels), scope=request.scope,
+        ingress=request.ingress,
+        enable_ipv4=request.enable_ipv4 if request.HasField("enable_ipv4") else True,
+        config_only=request.config_only, config_from=request.config_from)
 
 
 def _endpoint(view: EndpointView) -> network_pb2.Endpoint:
@@ -50,7 +54,8 @@ def _endpoint(view: EndpointView) -> network_pb2.Endpoint:
         dns_names=view.dns_names, links=record.links,
         ipv4_address_requested=record.ipv4_requested,
         global_ipv6_address=record.ip6, global_ipv6_prefix_len=view.prefixlen6,
-        ipv6_gateway=network.gateway6 if record.ip6 else "")
+        ipv6_gateway=network.gateway6 if record.ip6 else "",
+        link_local_ips=record.link_local_ips, gw_priority=record.gw_priority)
 
 
 def _sandbox(view: SandboxView) -> network_pb2.Sandbox:
@@ -86,7 +91,17 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
             id=record.id, name=record.name, created=record.created, scope="local",
             driver=record.driver, enable_ipv6=record.enable_ipv6, ipam=ipam,
             internal=record.internal, attachable=record.attachable, containers=containers,
-            options=record.options, labels=record.labels)
+            options=record.options, labels=record.labels, enable_ipv4=record.enable_ipv4,
+            config_only=record.config_only, config_from=self._config_source(record))
+
+    def _config_source(self, record: NetworkRecord) -> str:
+        """The name of the config-only network it took its config from, as Docker shows."""
+        if not record.config_from:
+            return ""
+        try:
+            return self._manager.find(record.config_from).name
+        except NotFound:
+            return ""
 
     async def Create(self, request, context):  # noqa: N802
         record = await self._manager.create(_network_spec(request))

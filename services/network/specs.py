@@ -42,6 +42,17 @@ class NetworkSpec:
     ipam_options: dict[str, str] = field(default_factory=dict)
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    scope: str = ""
+    ingress: bool = False
+    enable_ipv4: bool = True
+    config_only: bool = False
+    config_from: str = ""
+
+    @property
+    def has_own_config(self) -> bool:
+        return bool(self.subnet or self.gateway or self.ip_range or self.subnet6
+                    or self.gateway6 or self.aux_addresses or self.ipam_options
+                    or self.options)
 
 
 @dataclass
@@ -51,6 +62,8 @@ class EndpointSpec:
     mac_address: str = ""
     aliases: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    link_local_ips: list[str] = field(default_factory=list)
+    gw_priority: int = 0
 
 
 @dataclass
@@ -88,7 +101,7 @@ class EndpointView:
 
     @property
     def dns_names(self) -> list[str]:
-        if not self.network.is_user_bridge:
+        if not self.network.is_user_defined:
             return []
         r = self.record
         return [n for n in (r.container_name, *r.aliases, r.container_id[:12]) if n]

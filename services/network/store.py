@@ -1,9 +1,10 @@
 """SQLite state of the network service: networks, endpoint configs, sandboxes.
 
 An endpoint row is a container's membership of a network. It outlives the
-sandbox (a stopped container keeps its networks); `ip` and `host_ifname` are
-set only while the endpoint is wired. A `disconnected` row remembers that the
-user disconnected a network the container service still lists for it.
+sandbox (a stopped container keeps its networks); `ip`, `ifname` and
+`host_ifname` (bridge endpoints only) are set only while the endpoint is
+wired. A `disconnected` row remembers that the user disconnected a network
+the container service still lists for it.
 """
 
 from __future__ import annotations
@@ -91,10 +92,19 @@ class NetworkRecord:
     labels: dict[str, str] = field(default_factory=dict)
     ipam_options: dict[str, str] = field(default_factory=dict)
     aux_addresses: dict[str, str] = field(default_factory=dict)
+    enable_ipv4: bool = True
+    config_only: bool = False
+    config_from: str = ""             # ID of the config-only network it took its config from
+    created_parent: str = ""          # macvlan/ipvlan: the dummy or VLAN link made for it
 
     @property
     def is_user_bridge(self) -> bool:
         return self.driver == "bridge" and not self.builtin
+
+    @property
+    def is_user_defined(self) -> bool:
+        """Docker's user-defined networks: names resolve, aliases and static IPs work."""
+        return self.driver in ("bridge", "macvlan", "ipvlan") and not self.builtin
 
 
 @dataclass
@@ -114,11 +124,14 @@ class EndpointRecord:
     ifname: str = ""
     host_ifname: str = ""
     seq: int = 0
+    link_local_ips: list[str] = field(default_factory=list)
+    gw_priority: int = 0
     created_ns: int = field(default_factory=time.time_ns)
 
     @property
     def wired(self) -> bool:
-        return bool(self.host_ifname)
+        """Set while wired (a macvlan/ipvlan endpoint has no host end)."""
+        return bool(self.ifname)
 
 
 @dataclass
@@ -138,9 +151,9 @@ class SandboxRecord:
 
 
 _JSON_FIELDS = {"options", "labels", "ipam_options", "aux_addresses", "aliases", "links",
-                "ports", "dns"}
+                "ports", "dns", "link_local_ips"}
 _BOOL_FIELDS = {"internal", "attachable", "enable_ipv6", "builtin", "icc", "user_subnet",
-                "owns_netns"}
+                "owns_netns", "enable_ipv4", "config_only"}
 
 
 def _decode(cls: type, row) -> object:
@@ -182,6 +195,12 @@ ADDED_COLUMNS = [
     ("endpoints", "created_ns", "INTEGER NOT NULL DEFAULT 0"),
     ("sandboxes", "owner", "TEXT NOT NULL DEFAULT ''"),
     ("sandboxes", "created_ns", "INTEGER NOT NULL DEFAULT 0"),
+    ("networks", "enable_ipv4", "INTEGER NOT NULL DEFAULT 1"),
+    ("networks", "config_only", "INTEGER NOT NULL DEFAULT 0"),
+    ("networks", "config_from", "TEXT NOT NULL DEFAULT ''"),
+    ("networks", "created_parent", "TEXT NOT NULL DEFAULT ''"),
+    ("endpoints", "link_local_ips", "TEXT NOT NULL DEFAULT '[]'"),
+    ("endpoints", "gw_priority", "INTEGER NOT NULL DEFAULT 0"),
 ]
 # Filled in when the column is added: sandboxes from before are containers'
 # unless they are CNI pods'.

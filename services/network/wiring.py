@@ -1,6 +1,8 @@
 """Kernel wiring: bridges, veth pairs, addresses, routes, netns files and the
-nftables ruleset. The one module of the domain that calls kernel.py and the
-firewall; kernel work runs in threads, and callers hold the manager's lock."""
+nftables ruleset, and (through wiring_macvlan.py) the parents and links of
+macvlan and ipvlan networks. The one module of the domain that calls the
+kernel and the firewall; kernel work runs in threads, and callers hold the
+manager's lock."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from pathlib import Path
 
 from services.common.errors import Internal
 from services.common.events import EventBus
-from services.network import ipam, kernel
+from services.network import ipam, kernel, wiring_macvlan
 from services.network.firewall import BridgeRules, Firewall, PortRule
 from services.network.specs import MASQUERADE_OPTION, EndpointView, bool_option
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
@@ -31,7 +33,7 @@ class KernelWiring:
     async def bring_up_bridge(self, network: NetworkRecord) -> None:
         """Create the bridge; pick its subnet first when it has none yet."""
         ours = [ipaddress.IPv4Network(n.subnet) for n in self.store.networks()
-                if n.subnet and n.id != network.id]
+                if n.subnet and n.id != network.id and not n.config_only]
 
         def work() -> None:
             with ipam.host_lock():
@@ -63,6 +65,32 @@ class KernelWiring:
     async def delete_bridge(network: NetworkRecord) -> None:
         await asyncio.to_thread(kernel.delete_link, network.bridge)
 
+    # -- macvlan and ipvlan parents -------------------------------------------
+
+    async def bring_up_parent(self, network: NetworkRecord) -> None:
+        """Make the parent link Docker would make (a dummy or a VLAN link)."""
+        made = await asyncio.to_thread(wiring_macvlan.prepare_parent, network)
+        if made:
+            network.created_parent = made
+            self.store.save_network(network)
+
+    @staticmethod
+    async def delete_parent(network: NetworkRecord) -> None:
+        if network.created_parent:
+            await asyncio.to_thread(wiring_macvlan.remove_parent, network.created_parent)
+
+    async def bring_up(self, network: NetworkRecord) -> None:
+        if network.driver == "bridge":
+            await self.bring_up_bridge(network)
+        elif network.driver in wiring_macvlan.DRIVERS:
+            await self.bring_up_parent(network)
+
+    async def take_down(self, network: NetworkRecord) -> None:
+        if network.driver == "bridge":
+            await self.delete_bridge(network)
+        else:
+            await self.delete_parent(network)
+
     # -- netns files ----------------------------------------------------------
 
     @staticmethod
@@ -86,9 +114,10 @@ class KernelWiring:
                 if e.network_id in by_id]
 
     def port_target(self, container_id: str) -> str:
-        """The address published ports reach: the first endpoint with a way out."""
+        """The address published ports reach: the first bridge endpoint with a way
+        out (as in Docker, other drivers publish no ports)."""
         for view in self.views(container_id):
-            if view.record.ip and not view.network.internal:
+            if view.record.ip and not view.network.internal and view.network.driver == "bridge":
                 return view.record.ip
         return ""
 
@@ -98,13 +127,19 @@ class KernelWiring:
 
     async def wire(self, sandbox: SandboxRecord, network: NetworkRecord,
                    endpoint: EndpointRecord) -> None:
+        """Address the endpoint and make its link; the default route is chosen
+        afterwards, for all the container's endpoints, by update_default_routes."""
         subnet = ipaddress.IPv4Network(network.subnet)
         reserved = self.reserved(network)
         if endpoint.ipv4_requested:
             endpoint.ip = ipam.claim_static(subnet, endpoint.ipv4_requested, reserved)
         else:
             endpoint.ip = ipam.allocate(subnet, network.ip_range, reserved)
-        endpoint.mac = endpoint.mac_requested or ipam.mac_for(endpoint.ip)
+        sublink = wiring_macvlan.sublink_of(network) \
+            if network.driver in wiring_macvlan.DRIVERS else None
+        # An ipvlan link shares its parent's MAC address.
+        endpoint.mac = "" if sublink and sublink.kind == "ipvlan" else \
+            endpoint.mac_requested or ipam.mac_for(endpoint.ip)
         if network.subnet6:
             reserved6 = {e.ip6 for e in self.store.endpoints(network_id=network.id) if e.ip6}
             endpoint.ip6 = ipam.allocate6(ipaddress.IPv6Network(network.subnet6),
@@ -112,23 +147,18 @@ class KernelWiring:
         taken = {e.ifname for e in self.store.endpoints(container_id=endpoint.container_id)
                  if e.wired}
         endpoint.ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)
-        endpoint.host_ifname = kernel.unique_name(self.prefix, "v")
+        endpoint.host_ifname = "" if sublink else kernel.unique_name(self.prefix, "v")
         endpoint.state = "connected"
-        has_route = any(v.record.wired and not v.network.internal
-                        for v in self.views(endpoint.container_id)
-                        if v.network.id != network.id)
-        needs_route = not network.internal and not has_route
         self.store.save_endpoint(endpoint)
         wiring = kernel.Wiring(
             netns_path=sandbox.netns_path, bridge=network.bridge,
             host_ifname=endpoint.host_ifname, ifname=endpoint.ifname, address=endpoint.ip,
-            prefixlen=subnet.prefixlen, mac=endpoint.mac,
-            gateway=network.gateway if needs_route else "", mtu=network.mtu,
+            prefixlen=subnet.prefixlen, mac=endpoint.mac, mtu=network.mtu,
             address6=endpoint.ip6,
             prefixlen6=ipaddress.IPv6Network(network.subnet6).prefixlen if endpoint.ip6 else 0,
-            gateway6=network.gateway6 if needs_route else "")
+            link_local=tuple(ipam.link_local(a) for a in endpoint.link_local_ips))
         try:
-            await asyncio.to_thread(kernel.wire, wiring)
+            await asyncio.to_thread(self._make_link, wiring, sublink)
         except Exception as exc:
             self.release(endpoint)
             raise Internal(f"failed to set up endpoint on network {network.name}: "
@@ -136,10 +166,28 @@ class KernelWiring:
         self.events.publish("connect", network.id, {
             "container": endpoint.container_id, "name": network.name, "type": network.driver})
 
+    @staticmethod
+    def _make_link(wiring: kernel.Wiring, sublink: wiring_macvlan.SubLink | None) -> None:
+        if sublink is None:
+            kernel.wire(wiring)
+            return
+        wiring_macvlan.add_endpoint_link(sublink, wiring.netns_path, wiring.ifname,
+                                         wiring.mac, wiring.mtu)
+        try:
+            kernel.configure_inside(wiring)
+        except Exception:
+            kernel.delete_link_inside(wiring.netns_path, wiring.ifname)
+            raise
+
     async def unwire(self, network: NetworkRecord, endpoint: EndpointRecord,
                      announce: bool = True) -> None:
         if endpoint.host_ifname:
             await asyncio.to_thread(kernel.delete_link, endpoint.host_ifname)
+        elif endpoint.wired:
+            sandbox = self.store.sandbox(endpoint.container_id)
+            if sandbox is not None and sandbox.netns_path and Path(sandbox.netns_path).exists():
+                await asyncio.to_thread(kernel.delete_link_inside, sandbox.netns_path,
+                                        endpoint.ifname)
         was_wired = endpoint.wired
         self.release(endpoint)
         if announce and was_wired:
@@ -153,20 +201,32 @@ class KernelWiring:
             self.store.save_endpoint(endpoint)
 
     async def release_vanished(self, container_id: str) -> None:
-        """Release the endpoints whose veth is gone (found when re-adopting)."""
+        """Release the endpoints whose veth is gone (found when re-adopting); a
+        macvlan/ipvlan link lives as long as the netns, which the caller checked."""
         for endpoint in self.store.endpoints(container_id=container_id):
-            if endpoint.wired and not await asyncio.to_thread(
+            if endpoint.host_ifname and not await asyncio.to_thread(
                     kernel.link_exists, endpoint.host_ifname):
                 self.release(endpoint)
 
-    async def restore_default_route(self, sandbox: SandboxRecord) -> None:
-        """After a disconnect, route through the first network left with a way out."""
-        for view in self.views(sandbox.container_id):
-            if view.record.wired and not view.network.internal:
-                await asyncio.to_thread(kernel.set_default_route, sandbox.netns_path,
-                                        view.network.gateway,
-                                        view.network.gateway6 if view.record.ip6 else "")
-                return
+    async def update_default_routes(self, sandbox: SandboxRecord) -> None:
+        """Route through the endpoint of highest GwPriority (the first connected
+        among equals) on a network with a way out, for each IP family."""
+        ranked = sorted((v for v in self.views(sandbox.container_id)
+                         if v.record.wired and not v.network.internal),
+                        key=lambda v: -v.record.gw_priority)
+        route = next((self._default_route(v, v.network.gateway) for v in ranked
+                      if v.record.ip), None)
+        route6 = next((self._default_route(v, v.network.gateway6) for v in ranked
+                       if v.record.ip6), None)
+        await asyncio.to_thread(kernel.set_default_routes, sandbox.netns_path, route, route6)
+
+    @staticmethod
+    def _default_route(view: EndpointView, gateway: str) -> kernel.DefaultRoute:
+        network = view.network
+        if network.driver in wiring_macvlan.DRIVERS and \
+                wiring_macvlan.sublink_of(network).routes_by_device:
+            return kernel.DefaultRoute("", view.record.ifname)
+        return kernel.DefaultRoute(gateway, "")
 
     @staticmethod
     async def forget_udp_flows(sandbox: SandboxRecord) -> None:
@@ -182,7 +242,7 @@ class KernelWiring:
             if network.driver != "bridge" or not network.subnet:
                 continue
             veths = tuple(e.host_ifname for e in self.store.endpoints(network_id=network.id)
-                          if e.wired)
+                          if e.host_ifname)
             bridges.append(BridgeRules(
                 network.bridge, network.subnet, network.internal, network.icc, veths,
                 network.subnet6, bool_option(network.options.get(MASQUERADE_OPTION, "true"))))

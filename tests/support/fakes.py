@@ -237,6 +237,14 @@ class FakeWiring:
     async def delete_bridge(self, network: NetworkRecord) -> None:
         self.calls.append(("delete_bridge", network.name))
 
+    async def bring_up(self, network: NetworkRecord) -> None:
+        if network.driver == "bridge":
+            await self.bring_up_bridge(network)
+
+    async def take_down(self, network: NetworkRecord) -> None:
+        if network.driver == "bridge":
+            await self.delete_bridge(network)
+
     async def wire(self, sandbox: SandboxRecord, network: NetworkRecord,
                    endpoint: EndpointRecord) -> None:
         self.calls.append(("wire", network.name))
@@ -256,7 +264,7 @@ class FakeWiring:
         if self.store.endpoint(endpoint.network_id, endpoint.container_id) is not None:
             self.store.save_endpoint(endpoint)
 
-    async def restore_default_route(self, sandbox: SandboxRecord) -> None:
+    async def update_default_routes(self, sandbox: SandboxRecord) -> None:
         self.calls.append(("route", sandbox.container_id))
 
     async def apply_firewall(self) -> None:

@@ -211,7 +211,9 @@ def endpoint_settings(body: Fields) -> pb.EndpointSettings:
     ipam = body.object("IPAMConfig", "network.EndpointIPAMConfig")
     return pb.EndpointSettings(
         ipam_config=pb.EndpointIPAMConfig(ipv4_address=ipam.string("IPv4Address"),
-                                          ipv6_address=ipam.string("IPv6Address")),
+                                          ipv6_address=ipam.string("IPv6Address"),
+                                          link_local_ips=ipam.strings("LinkLocalIPs")),
+        gw_priority=body.integer("GwPriority", "int32"),
         links=body.strings("Links"),
         aliases=body.strings("Aliases"),
         mac_address=body.string("MacAddress"),

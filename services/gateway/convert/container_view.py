@@ -208,18 +208,26 @@ def host_config_json(host: pb.HostConfig) -> dict[str, Any]:
     return out
 
 
+def _endpoint_ipam_json(ipam: pb.EndpointIPAMConfig) -> dict[str, Any] | None:
+    if not (ipam.ipv4_address or ipam.ipv6_address or ipam.link_local_ips):
+        return None
+    out: dict[str, Any] = {"IPv4Address": ipam.ipv4_address, "IPv6Address": ipam.ipv6_address}
+    if ipam.link_local_ips:
+        out["LinkLocalIPs"] = list(ipam.link_local_ips)
+    return out
+
+
 def endpoint_json(endpoint: pb.EndpointSettings,
                   version: ApiVersion = LATEST_API_VERSION) -> dict[str, Any]:
     ipam = endpoint.ipam_config
     out: dict[str, Any] = {
-        "IPAMConfig": ({"IPv4Address": ipam.ipv4_address, "IPv6Address": ipam.ipv6_address}
-                       if ipam.ipv4_address or ipam.ipv6_address else None),
+        "IPAMConfig": _endpoint_ipam_json(ipam),
         "Links": _or_null(endpoint.links), "Aliases": _or_null(endpoint.aliases),
         "MacAddress": endpoint.mac_address,
         "DriverOpts": dict(endpoint.driver_opts) or None,
     }
     if version >= (1, 48):
-        out["GwPriority"] = 0
+        out["GwPriority"] = endpoint.gw_priority
     out.update({
         "NetworkID": endpoint.network_id, "EndpointID": endpoint.endpoint_id,
         "Gateway": endpoint.gateway, "IPAddress": endpoint.ip_address,

@@ -28,11 +28,12 @@ def network_to_json(network: network_pb2.Network, with_containers: bool) -> dict
     return {
         "Name": network.name, "Id": network.id, "Created": network.created,
         "Scope": network.scope or "local", "Driver": network.driver,
-        "EnableIPv4": True, "EnableIPv6": network.enable_ipv6,
+        "EnableIPv4": network.enable_ipv4, "EnableIPv6": network.enable_ipv6,
         "IPAM": {"Driver": network.ipam.driver or "default",
                  "Options": dict(network.ipam.options) or None, "Config": config},
         "Internal": network.internal, "Attachable": network.attachable,
-        "Ingress": network.ingress, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+        "Ingress": network.ingress, "ConfigFrom": {"Network": network.config_from},
+        "ConfigOnly": network.config_only,
         "Containers": containers, "Options": dict(network.options),
         "Labels": dict(network.labels),
     }
@@ -55,4 +56,6 @@ def endpoint_request(network: str, config: Fields) -> network_pb2.EndpointReques
         network=network, ipv4_address=ipam.string("IPv4Address"),
         ipv6_address=ipam.string("IPv6Address"), aliases=config.strings("Aliases"),
         links=config.strings("Links"), mac_address=config.string("MacAddress"),
-        driver_opts=config.string_map("DriverOpts"))
+        driver_opts=config.string_map("DriverOpts"),
+        link_local_ips=ipam.strings("LinkLocalIPs"),
+        gw_priority=config.integer("GwPriority", "int32"))
