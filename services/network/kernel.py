@@ -65,9 +65,12 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int,
     """Create (or re-adopt) the bridge with its gateway address(es), up."""
     with IPRoute() as ipr:
         if not ipr.link_lookup(ifname=name):
-            attrs = {"mtu": mtu} if mtu else {}
-            ipr.link("add", ifname=name, kind="bridge", **attrs)
+            ipr.link("add", ifname=name, kind="bridge")
         index = ipr.link_lookup(ifname=name)[0]
+        if mtu:
+            # Set as a change, not at creation: only then does the kernel keep
+            # it rather than follow the ports' MTU (1500 with none).
+            ipr.link("set", index=index, mtu=mtu)
         present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
         if (gateway, prefixlen) not in present:
             ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
@@ -209,7 +212,7 @@ def set_default_routes(netns_path: str, route: DefaultRoute | None,
                 try:
                     inside.route("del", dst=dst, family=family)
                 except NetlinkError as exc:
-                    if exc.code != errno.ESRCH:
+                    if exc.code not in (errno.ENOENT, errno.ESRCH):
                         raise
                 continue
             target = {"gateway": chosen.gateway} if chosen.gateway else \
