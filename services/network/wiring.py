@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import logging
 from pathlib import Path
 
-from services.common.errors import Internal
+from services.common.errors import BerthError, Internal
 from services.common.events import EventBus
 from services.network import ipam, kernel, wiring_macvlan
 from services.network.firewall import BridgeRules, Firewall, PortRule
 from services.network.specs import MASQUERADE_OPTION, EndpointView, bool_option
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
+
+log = logging.getLogger("berth.network")
 
 
 class KernelWiring:
@@ -80,10 +83,15 @@ class KernelWiring:
             await asyncio.to_thread(wiring_macvlan.remove_parent, network.created_parent)
 
     async def bring_up(self, network: NetworkRecord) -> None:
+        """At service start: a parent the user named may be gone meanwhile;
+        its network stays, and its containers fail to start until it is back."""
         if network.driver == "bridge":
             await self.bring_up_bridge(network)
         elif network.driver in wiring_macvlan.DRIVERS:
-            await self.bring_up_parent(network)
+            try:
+                await self.bring_up_parent(network)
+            except BerthError as exc:
+                log.warning("network %s has no parent link: %s", network.name, exc)
 
     async def take_down(self, network: NetworkRecord) -> None:
         if network.driver == "bridge":

@@ -124,9 +124,14 @@ def _parse_vlan(ipr: IPRoute, name: str) -> tuple[int, int]:
 def _add_up(ipr: IPRoute, what: str, **attrs) -> None:
     try:
         ipr.link("add", **attrs)
-        ipr.link("set", index=ipr.link_lookup(ifname=attrs["ifname"])[0], state="up")
     except NetlinkError as exc:
         raise Internal(f"failed to create {what}: {exc.args[1]}") from exc
+    index = ipr.link_lookup(ifname=attrs["ifname"])[0]
+    try:
+        ipr.link("set", index=index, state="up")
+    except NetlinkError as exc:
+        ipr.link("del", index=index)
+        raise Internal(f"failed to enable {what}: {exc.args[1]}") from exc
 
 
 def remove_parent(name: str) -> None:
