@@ -62,6 +62,8 @@ def _ip_table(table: str, bridges: list[BridgeRules], ports: list[PortRule]) -> 
               "  chain postrouting {",
               "    type nat hook postrouting priority srcnat; policy accept;"]
     for b in bridges:
+        if not b.subnet:
+            continue
         lines.append(f"    oifname {_quote(b.bridge)} ip saddr 127.0.0.0/8 masquerade")
         # Hairpin: a container reaching a published port of its own network
         # must see the reply come back through the host, not straight.

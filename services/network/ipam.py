@@ -115,9 +115,10 @@ def valid_mac(text: str) -> bool:
                                                        for c in p) for p in parts)
 
 
-def mac_for(address: str) -> str:
-    """Docker's MAC for an IPv4 endpoint: 02:42 then the four address bytes."""
-    octets = ipaddress.IPv4Address(address).packed
+def mac_for(address: str | None) -> str:
+    """Docker's MAC for an IPv4 endpoint: 02:42 then the four address bytes;
+    random (locally administered) without an IPv4 address."""
+    octets = ipaddress.IPv4Address(address).packed if address else os.urandom(4)
     return "02:42:" + ":".join(f"{b:02x}" for b in octets)
 
 

@@ -72,7 +72,7 @@ def ensure_bridge(name: str, gateway: str, prefixlen: int, mtu: int,
             # it rather than follow the ports' MTU (1500 with none).
             ipr.link("set", index=index, mtu=mtu)
         present = {(a.get_attr("IFA_ADDRESS"), a["prefixlen"]) for a in ipr.get_addr(index=index)}
-        if (gateway, prefixlen) not in present:
+        if gateway and (gateway, prefixlen) not in present:
             ipr.addr("add", index=index, address=gateway, prefixlen=prefixlen)
         if gateway6:
             _sysctl(f"ipv6/conf/{name}/disable_ipv6", "0")
@@ -184,7 +184,8 @@ def configure_inside(w: Wiring) -> None:
     """Addresses on the container's end of the link, up."""
     def work(inside: IPRoute) -> None:
         index = inside.link_lookup(ifname=w.ifname)[0]
-        inside.addr("add", index=index, address=w.address, prefixlen=w.prefixlen)
+        if w.address:
+            inside.addr("add", index=index, address=w.address, prefixlen=w.prefixlen)
         for address, prefixlen in w.link_local:
             inside.addr("add", index=index, address=address, prefixlen=prefixlen,
                         flags=IFA_F_NODAD)

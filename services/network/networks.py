@@ -56,7 +56,7 @@ class Networks:
 
     async def start_dns(self) -> None:
         for network in self.store.networks():
-            if network.is_user_bridge:
+            if network.is_user_bridge and network.gateway:
                 await self.dns.start(network.id, network.gateway)
 
     async def take_down_unused(self) -> None:
@@ -143,9 +143,8 @@ class Networks:
                                   f"outside a swarm")
         if not spec.enable_ipv4 and not spec.enable_ipv6:
             raise InvalidArgument("IPv4 or IPv6 must be enabled")
-        if not spec.enable_ipv4:
-            raise InvalidArgument("IPv6-only networks (EnableIPv4 false) are not supported "
-                                  "by this engine")
+        if not spec.enable_ipv4 and driver != "bridge":
+            raise InvalidArgument(f"IPv4 cannot be disabled on a {driver} network here")
         if driver in wiring_macvlan.DRIVERS:
             wiring_macvlan.check_options(driver, spec.options)
 
@@ -198,7 +197,8 @@ class Networks:
             await self.wiring.bring_up_bridge(network)
             created = True
             await self.wiring.apply_firewall()
-            await self.dns.start(network.id, network.gateway)
+            if network.gateway:
+                await self.dns.start(network.id, network.gateway)
         except BaseException:
             self.dns.stop(network.id)
             await self.wiring.delete_bridge(network)
@@ -237,10 +237,15 @@ class Networks:
         record = NetworkRecord(
             id=network_id, name=spec.name, driver=driver, created=_now(), bridge=bridge,
             internal=spec.internal, attachable=spec.attachable, enable_ipv6=spec.enable_ipv6,
+            enable_ipv4=spec.enable_ipv4,
             mtu=int(mtu or 0), icc=bool_option(options.get(ICC_OPTION, "true")),
             options=options, labels=dict(spec.labels), ipam_options=dict(spec.ipam_options),
             aux_addresses=dict(spec.aux_addresses))
-        if spec.subnet:
+        if not spec.enable_ipv4:
+            if spec.subnet or spec.gateway or spec.ip_range:
+                raise InvalidArgument("invalid network config:\nIPv4 is disabled, it has no "
+                                      "IPv4 subnet")
+        elif spec.subnet:
             subnet = ipam.parse_subnet(spec.subnet)
             ours = [] if spec.config_only else [
                 ipaddress.IPv4Network(n.subnet) for n in self.store.networks()

@@ -84,7 +84,7 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         containers = {
             e.container_id: network_pb2.EndpointResource(
                 name=e.container_name, endpoint_id=e.endpoint_id, mac_address=e.mac,
-                ipv4_address=f"{e.ip}/{record.subnet.split('/')[1]}",
+                ipv4_address=f"{e.ip}/{record.subnet.split('/')[1]}" if e.ip else "",
                 ipv6_address=f"{e.ip6}/{record.subnet6.split('/')[1]}" if e.ip6 else "")
             for e in self._manager.containers_of(record)}
         return network_pb2.Network(

@@ -40,14 +40,16 @@ class KernelWiring:
 
         def work() -> None:
             with ipam.host_lock():
-                if not network.subnet or self._subnet_taken_elsewhere(network):
+                if network.enable_ipv4 and (
+                        not network.subnet or self._subnet_taken_elsewhere(network)):
                     subnet = ipam.pick_subnet([*kernel.host_networks(), *ours])
                     network.subnet = str(subnet)
                     network.gateway = ipam.default_gateway(subnet)
-                subnet = ipaddress.IPv4Network(network.subnet)
+                prefixlen = ipaddress.IPv4Network(network.subnet).prefixlen \
+                    if network.subnet else 0
                 prefixlen6 = ipaddress.IPv6Network(network.subnet6).prefixlen \
                     if network.subnet6 else 0
-                kernel.ensure_bridge(network.bridge, network.gateway, subnet.prefixlen,
+                kernel.ensure_bridge(network.bridge, network.gateway, prefixlen,
                                      network.mtu, network.gateway6, prefixlen6)
         try:
             await asyncio.to_thread(work)
@@ -137,9 +139,11 @@ class KernelWiring:
                    endpoint: EndpointRecord) -> None:
         """Address the endpoint and make its link; the default route is chosen
         afterwards, for all the container's endpoints, by update_default_routes."""
-        subnet = ipaddress.IPv4Network(network.subnet)
+        subnet = ipaddress.IPv4Network(network.subnet) if network.subnet else None
         reserved = self.reserved(network)
-        if endpoint.ipv4_requested:
+        if subnet is None:
+            endpoint.ip = ""
+        elif endpoint.ipv4_requested:
             endpoint.ip = ipam.claim_static(subnet, endpoint.ipv4_requested, reserved)
         else:
             endpoint.ip = ipam.allocate(subnet, network.ip_range, reserved)
@@ -147,7 +151,7 @@ class KernelWiring:
             if network.driver in wiring_macvlan.DRIVERS else None
         # An ipvlan link shares its parent's MAC address.
         endpoint.mac = "" if sublink and sublink.kind == "ipvlan" else \
-            endpoint.mac_requested or ipam.mac_for(endpoint.ip)
+            endpoint.mac_requested or ipam.mac_for(endpoint.ip or None)
         if network.subnet6:
             reserved6 = {e.ip6 for e in self.store.endpoints(network_id=network.id) if e.ip6}
             endpoint.ip6 = ipam.allocate6(ipaddress.IPv6Network(network.subnet6),
@@ -161,7 +165,7 @@ class KernelWiring:
         wiring = kernel.Wiring(
             netns_path=sandbox.netns_path, bridge=network.bridge,
             host_ifname=endpoint.host_ifname, ifname=endpoint.ifname, address=endpoint.ip,
-            prefixlen=subnet.prefixlen, mac=endpoint.mac, mtu=network.mtu,
+            prefixlen=subnet.prefixlen if subnet else 0, mac=endpoint.mac, mtu=network.mtu,
             address6=endpoint.ip6,
             prefixlen6=ipaddress.IPv6Network(network.subnet6).prefixlen if endpoint.ip6 else 0,
             link_local=tuple(ipam.link_local(a) for a in endpoint.link_local_ips))
@@ -247,7 +251,7 @@ class KernelWiring:
     async def apply_firewall(self) -> None:
         bridges = []
         for network in self.store.networks():
-            if network.driver != "bridge" or not network.subnet:
+            if network.driver != "bridge" or not (network.subnet or network.subnet6):
                 continue
             veths = tuple(e.host_ifname for e in self.store.endpoints(network_id=network.id)
                           if e.host_ifname)

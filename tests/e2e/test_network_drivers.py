@@ -121,6 +121,27 @@ def test_a_dockerd_outside_a_swarm_refuses(clean: Engine) -> None:
     assert not {"over", "swarmy", "nothing", "ingressy"} & set(names)
 
 
+def test_ipv6_only_network(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "--ipv4=false", "--ipv6", "--subnet",
+                  "fd42:198:7::/64", "sixonly")
+    info = inspect_network(engine, "sixonly")
+    assert info["EnableIPv4"] is False and info["EnableIPv6"] is True
+    assert info["IPAM"]["Config"] == [{"Subnet": "fd42:198:7::/64", "Gateway": "fd42:198:7::1"}]
+    engine.docker("run", "-d", "--name", "six", "--network", "sixonly", busybox,
+                  "sleep", "120")
+    endpoint = json.loads(engine.docker("inspect", "six").stdout)[0]["NetworkSettings"][
+        "Networks"]["sixonly"]
+    assert endpoint["IPAddress"] == "" and endpoint["GlobalIPv6Address"] == "fd42:198:7::2"
+    inside = engine.docker("exec", "six", "sh", "-c",
+                           "ip -4 -o addr show eth0; ip -6 route").stdout.decode()
+    assert "inet " not in inside and "default via fd42:198:7::1" in inside
+    run_output(engine, "--network", "sixonly", busybox, "ping", "-6", "-c", "1", "-W", "2",
+               "fd42:198:7::2")
+    assert "IPv4 is disabled" in error_of(engine, "network", "create", "--ipv4=false",
+                                          "--ipv6", "--subnet", "10.198.8.0/24", "mixed")
+
+
 def test_config_only_networks(clean: Engine, busybox: str) -> None:
     engine = clean
     engine.docker("network", "create", "--config-only", "--subnet", "10.198.2.0/24",
