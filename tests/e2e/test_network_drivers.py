@@ -237,18 +237,34 @@ def test_macvlan_containers_live_on_the_parents_segment(clean: Engine, busybox: 
     engine.docker("network", "rm", "segment")
 
 
-def test_macvlan_private_mode_isolates_containers(clean: Engine, busybox: str,
-                                                  segment: Segment) -> None:
+@pytest.mark.parametrize("mode", ["private", "vepa"])
+def test_macvlan_private_and_vepa_modes_isolate_containers(
+        clean: Engine, busybox: str, segment: Segment, mode: str) -> None:
+    """The test's segment reflects nothing back, so siblings never meet (a VEPA
+    switch would hairpin them); the segment reaches each of them."""
     engine = clean
     engine.docker("network", "create", "-d", "macvlan", "--subnet", "10.198.3.0/24",
                   "--gateway", "10.198.3.1", "-o", f"parent={segment.parent}",
-                  "-o", "macvlan_mode=private", "private")
-    engine.docker("run", "-d", "--name", "alone", "--network", "private", busybox,
+                  "-o", f"macvlan_mode={mode}", mode)
+    engine.docker("run", "-d", "--name", "alone", "--network", mode, busybox,
                   "sleep", "120")
     assert segment.ping_from_peer("10.198.3.2")
-    lonely = engine.docker("run", "--rm", "--network", "private", busybox,
+    lonely = engine.docker("run", "--rm", "--network", mode, busybox,
                            "ping", "-c", "1", "-W", "2", "10.198.3.2", check=False)
     assert lonely.returncode != 0
+
+
+def test_macvlan_passthru_takes_the_parent_for_one_container(
+        clean: Engine, busybox: str, segment: Segment) -> None:
+    engine = clean
+    engine.docker("network", "create", "-d", "macvlan", "--subnet", "10.198.3.0/24",
+                  "--gateway", "10.198.3.1", "-o", f"parent={segment.parent}",
+                  "-o", "macvlan_mode=passthru", "through")
+    engine.docker("run", "-d", "--name", "owner", "--network", "through", busybox,
+                  "sleep", "120")
+    engine.docker("exec", "owner", "ping", "-c", "1", "-W", "2", segment.address)
+    assert "failed to create the macvlan port" in error_of(
+        engine, "run", "--rm", "--network", "through", busybox, "true")
 
 
 def test_macvlan_and_ipvlan_errors(clean: Engine, segment: Segment) -> None:
