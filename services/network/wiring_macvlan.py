@@ -115,7 +115,8 @@ def _parse_vlan(ipr: IPRoute, name: str) -> tuple[int, int]:
                               f"vlan 10)")
     indexes = ipr.link_lookup(ifname=link)
     if not indexes:
-        raise InvalidArgument(f"-o parent interface was not found on the host: {link}")
+        # dockerd's words, typo included: clients and scripts match them.
+        raise InvalidArgument(f"-o parent interface does was not found on the host: {link}")
     if not 1 <= int(vid) <= 4094:
         raise InvalidArgument(f"vlan id must be between 1-4094, received: {vid}")
     return indexes[0], int(vid)

@@ -277,7 +277,7 @@ def test_macvlan_and_ipvlan_errors(clean: Engine, segment: Segment) -> None:
                                    "-o", "ipvlan_mode=l9", "bad")
     assert "invalid subinterface vlan name nfnosuch, example formatting is eth0.10" in \
         error_of(engine, "network", "create", "-d", "macvlan", "-o", "parent=nfnosuch", "bad")
-    assert "-o parent interface was not found on the host: nfnosuch" in error_of(
+    assert "-o parent interface does was not found on the host: nfnosuch" in error_of(
         engine, "network", "create", "-d", "macvlan", "-o", "parent=nfnosuch.10", "bad")
     assert "loopback interface is not a valid macvlan parent link" in error_of(
         engine, "network", "create", "-d", "macvlan", "-o", "parent=lo", "bad")
