@@ -330,3 +330,28 @@ def test_macvlan_without_parent_gets_a_dummy(clean: Engine) -> None:
     assert os.path.exists(dummy)
     engine.docker("network", "rm", "alone")
     assert not os.path.exists(dummy)
+
+
+def test_sdk_create_options_and_endpoint_settings(clean: Engine, busybox: str) -> None:
+    client = clean.client()
+    pool = docker.types.IPAMPool(subnet="10.198.7.0/24", gateway="10.198.7.254",
+                                 aux_addresses={"printer": "10.198.7.2"})
+    network = client.networks.create(
+        "sdknet", driver="bridge", attachable=True, labels={"made": "sdk"},
+        ipam=docker.types.IPAMConfig(pool_configs=[pool], options={"o": "v"}),
+        options={"com.docker.network.bridge.enable_ip_masquerade": "false"})
+    network.reload()
+    assert network.attrs["IPAM"]["Options"] == {"o": "v"}
+    assert network.attrs["IPAM"]["Config"][0]["AuxiliaryAddresses"] == {"printer": "10.198.7.2"}
+    assert network.attrs["Attachable"] is True and network.attrs["Labels"] == {"made": "sdk"}
+    endpoint = client.api.create_endpoint_config(link_local_ips=["169.254.7.7"])
+    container = client.containers.create(
+        busybox, ["sleep", "120"], name="sdkc", network="sdknet",
+        networking_config={"sdknet": endpoint})
+    container.start()
+    container.reload()
+    settings = container.attrs["NetworkSettings"]["Networks"]["sdknet"]
+    assert settings["IPAddress"] == "10.198.7.1"
+    assert settings["IPAMConfig"]["LinkLocalIPs"] == ["169.254.7.7"]
+    output = container.exec_run(["ip", "-4", "-o", "addr", "show", "eth0"]).output.decode()
+    assert "169.254.7.7/16" in output
