@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Protocol
 
+import blake3
+
 from services.common import scoped
 from services.common.errors import InvalidArgument
 
@@ -79,7 +81,7 @@ class CopySources:
 
 
 class ContentDigests:
-    """sha256 of regular files for COPY's cache key. A context's files are
+    """BLAKE3 of regular files for COPY's cache key. A context's files are
     hashed in the background as soon as they are unpacked; any other file
     when asked. A file hashed early must not change afterwards, which holds
     for context directories (builds only read them)."""
@@ -285,8 +287,7 @@ def _digest(items: list[Item], digests: ContentDigests) -> str:
 
 
 def _file_digest(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
+    return blake3.blake3().update_mmap(path).digest()
 
 
 def _ids(text: str) -> dict[str, tuple[int, int]]:
