@@ -316,7 +316,6 @@ async def handle_copy(build: Build, stage: Stage,
     chown = build.word(stage, ins.flags.get("chown", ""))
     chmod = copier.parse_chmod(ins.flags.get("chmod", ""), name)
     image_id = await source_image(build, stage, build.word(stage, ins.flags.get("from", "")))
-    copy = None
     if image_id is None:
         copy = await read_sources(copier.ContextTree(build.ctx.root, build.ctx.digests),
                                   sources, dest, name)
@@ -328,17 +327,25 @@ async def handle_copy(build: Build, stage: Stage,
     if await build.reuse(stage, key):
         yield USING_CACHE
         return
-    if copy is None:
-        copy = await read_sources(build.view(image_id or ""), sources, dest, name)
-    parent = build.view(stage.image_id)
-    target = copier.destination(dest, stage.config.working_dir)
-    into_dir = copier.names_directory(dest) or await parent.is_dir(target)
-    entries = await asyncio.to_thread(copier.plan_copy, copy, target, into_dir, name)
-    owner = await chown_owner(chown, parent)
+    if image_id is not None:
+        copy = await read_sources(build.view(image_id), sources, dest, name)
     with build.builder.scratch_file() as layer:
-        await asyncio.to_thread(_write_layer, layer, parent, owner, chmod, entries)
+        await write_copy_layer(layer, build.view(stage.image_id), copy,
+                               copier.destination(dest, stage.config.working_dir),
+                               names_dir=copier.names_directory(dest), chown=chown,
+                               chmod=chmod, instruction=name)
         stage.image_id = await build.commit(stage, copy_history(name, copy, dest), key,
                                            layer, layer.stat().st_size)
+
+
+async def write_copy_layer(layer: Path, parent: ImageFiles, copy: copier.CopySources,
+                           target: str, names_dir: bool, chown: str, chmod: int | None,
+                           instruction: str) -> None:
+    """The layer of a COPY/ADD into `target` of the parent image."""
+    into_dir = names_dir or await parent.is_dir(target)
+    entries = await asyncio.to_thread(copier.plan_copy, copy, target, into_dir, instruction)
+    owner = await chown_owner(chown, parent)
+    await asyncio.to_thread(_write_layer, layer, parent, owner, chmod, entries)
 
 
 async def handle_run(build: Build, stage: Stage,
