@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
+import io
 import os
 import shutil
 import stat
@@ -20,6 +20,8 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+import blake3
 
 from services.builder.copier import ContentDigests
 from services.builder.dockerignore import Ignore, read_patterns
@@ -61,14 +63,15 @@ class ContextCache:
     async def acquire(self, chunks: AsyncIterator[bytes], dockerfile: str) -> Context:
         """The unpacked context of an upload: a kept one when the same bytes
         came before, else unpacked now. Give it back with `release`."""
-        with tempfile.SpooledTemporaryFile(SPOOLED_IN_MEMORY, dir=self._directory) as upload:
-            digest, size = await _spool(chunks, upload)
-            key = f"{digest}|{dockerfile}"
+        with contextlib.closing(_Spool(self._directory)) as upload:
+            async for chunk in read_ahead(chunks):
+                await upload.add(chunk)
+            key = f"{upload.digest.hexdigest()}|{dockerfile}"
             context = self._kept.get(key)
             if context is None:
-                upload.seek(0)
-                context = await _unpack_in_thread(upload, self._directory, dockerfile)
-                context.upload_size = size
+                context = await _unpack_in_thread(upload.reader(), self._directory,
+                                                  dockerfile)
+                context.upload_size = upload.size
                 context = self._keep(key, context)
         context.builds += 1
         context.last_used = time.monotonic()
@@ -120,18 +123,40 @@ def _remove_unpacked(unpacking: asyncio.Future[Context]) -> None:
         unpacking.result().remove()
 
 
-async def _spool(chunks: AsyncIterator[bytes], upload: BinaryIO) -> tuple[str, int]:
-    """Write the upload out; its sha256 and size."""
-    digest, size = hashlib.sha256(), 0
-    async for chunk in read_ahead(chunks):
-        await asyncio.to_thread(_spool_chunk, upload, digest, chunk)
-        size += len(chunk)
-    return digest.hexdigest(), size
+class _Spool:
+    """An upload as it arrives, and its digest. Up to SPOOLED_IN_MEMORY
+    bytes its chunks are kept as they came, nothing copied (a rebuild of an
+    unchanged context only hashes them); beyond, they go to a file."""
 
+    def __init__(self, directory: Path) -> None:
+        self.digest = blake3.blake3()
+        self.size = 0
+        self._directory = directory
+        self._chunks: list[bytes] = []
+        self._file: BinaryIO | None = None
 
-def _spool_chunk(upload: BinaryIO, digest: hashlib._Hash, chunk: bytes) -> None:
-    digest.update(chunk)
-    upload.write(chunk)
+    async def add(self, chunk: bytes) -> None:
+        self.digest.update(chunk)
+        self.size += len(chunk)
+        if self._file is None and self.size <= SPOOLED_IN_MEMORY:
+            self._chunks.append(chunk)
+            return
+        if self._file is None:
+            # Lives until close(), past this call.
+            self._file = tempfile.TemporaryFile(dir=self._directory)  # noqa: SIM115
+        pending, self._chunks = [*self._chunks, chunk], []
+        await asyncio.to_thread(self._file.writelines, pending)
+
+    def reader(self) -> BinaryIO:
+        if self._file is None:
+            return io.BytesIO(b"".join(self._chunks))
+        self._file.seek(0)
+        return self._file
+
+    def close(self) -> None:
+        self._chunks.clear()
+        if self._file is not None:
+            self._file.close()
 
 
 def _is_archive(upload: BinaryIO) -> bool:

@@ -1,21 +1,25 @@
-"""COPY and ADD: which files go where, their digest for the cache, and the
-layer tar that puts them in the image."""
+"""COPY and ADD: where their sources are (the build context, or an image's
+files fetched as needed), which files go where, their digest for the cache,
+and the layer tar that puts them in the image."""
 
 from __future__ import annotations
 
+import asyncio
 import fnmatch
 import hashlib
 import os
 import posixpath
 import stat
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
-from services.builder.rootfs import RootfsView, resolve_in_scope
+import blake3
+
+from services.common import scoped
 from services.common.errors import InvalidArgument
 
 _WILDCARD = set("*?[")
@@ -36,15 +40,48 @@ class Entry:
     archive: bool = False          # ADD: a local tar to unpack at dest
 
 
+@dataclass(frozen=True)
+class Source:
+    """One source as found: its name in its tree, and the local path that
+    holds it (symlinks followed inside the tree)."""
+
+    name: str
+    host: Path
+
+
+@dataclass(frozen=True)
+class Item:
+    """One path a copy reads: a source, or a path below a directory source."""
+
+    source: Source
+    below: str                     # "" for the source itself
+    host: Path
+    in_dir: bool                   # whether the source is a directory
+
+    @property
+    def copies_dir_itself(self) -> bool:
+        """A directory source's own entry: its content is copied, not it."""
+        return self.in_dir and not self.below
+
+
 @dataclass
-class CopyPlan:
-    entries: list[Entry] = field(default_factory=list)
-    digest: str = ""
-    kind: str = "file"             # file, dir, multi: how Docker names it in history
+class CopySources:
+    """What a COPY/ADD reads, and how the step's history line names it."""
+
+    sources: list[Source]
+    items: list[Item]
+    digest: str
+
+    @property
+    def kind(self) -> str:
+        """file, dir or multi: how Docker names the sources in history."""
+        if len(self.sources) > 1:
+            return "multi"
+        return "dir" if self.items[0].in_dir else "file"
 
 
 class ContentDigests:
-    """sha256 of regular files for COPY's cache key. A context's files are
+    """BLAKE3 of regular files for COPY's cache key. A context's files are
     hashed in the background as soon as they are unpacked; any other file
     when asked. A file hashed early must not change afterwards, which holds
     for context directories (builds only read them)."""
@@ -76,41 +113,47 @@ class ContentDigests:
             future.cancel()
 
 
-class SourceTree:
-    """Where COPY reads from: the context directory or another image."""
+class SourceTree(Protocol):
+    """Where COPY reads from: the build context, or an image's files."""
 
-    def __init__(self, root: Path | None = None, view: RootfsView | None = None,
-                 digests: ContentDigests | None = None) -> None:
+    digests: ContentDigests
+
+    async def fetch(self, path: str) -> Path | None:
+        """A local path holding `path` of the tree (absolute or relative to
+        its root), symlinks followed inside the tree; None when missing."""
+
+
+class ContextTree:
+    """The build context's directory."""
+
+    def __init__(self, root: Path, digests: ContentDigests | None = None) -> None:
         self.root = root
-        self.view = view
         self.digests = digests or ContentDigests()
 
-    def host_path(self, rel: str) -> Path | None:
-        """Where `rel` is on the host, symlinks followed without leaving the tree."""
-        if self.view is not None:
-            return self.view.lookup(rel)
-        return self._in_context(resolve_in_scope(rel, self._in_context))
+    async def fetch(self, path: str) -> Path | None:
+        return self._in_context(scoped.resolve(path, self._read_link))
 
     def _in_context(self, parts: list[str]) -> Path | None:
-        assert self.root is not None
         path = self.root.joinpath(*parts)
         return path if os.path.lexists(path) else None
 
-    def walk(self, rel: str) -> Iterator[tuple[str, Path]]:
-        """Every path below directory `rel` (relative name, host path), sorted."""
-        if self.view is not None:
-            yield from self.view.tree(rel).items()
-            return
-        top = self.host_path(rel)
-        assert top is not None
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(dirnames + filenames):
-                host = Path(dirpath) / name
-                yield os.path.relpath(host, top), host
+    def _read_link(self, parts: list[str]) -> str | None:
+        host = self._in_context(parts)
+        return os.readlink(host) if host is not None and host.is_symlink() else None
 
-    def all_paths(self) -> list[str]:
-        return [name for name, _ in self.walk("")]
+
+def is_plain_dir(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
+
+
+def walk(top: Path) -> Iterator[tuple[str, Path]]:
+    """Every path below directory `top` (relative name, local path), sorted,
+    symlinks not followed."""
+    for dirpath, dirnames, filenames in os.walk(top):
+        dirnames.sort()
+        for name in sorted(dirnames + filenames):
+            host = Path(dirpath) / name
+            yield os.path.relpath(host, top), host
 
 
 def clean_source(src: str, instruction: str) -> str:
@@ -128,25 +171,74 @@ def _matches(pattern: str, path: str) -> bool:
         fnmatch.fnmatchcase(p, q) for q, p in zip(pattern_parts, path_parts, strict=True))
 
 
-def resolve_sources(tree: SourceTree, sources: list[str], instruction: str
-                    ) -> list[tuple[str, Path]]:
-    """Each source as (relative name, host path), wildcards expanded."""
-    found: list[tuple[str, Path]] = []
+def _fixed_prefix(pattern: str) -> str:
+    """The directory a pattern's matches are under: its parts before the
+    first one with a wildcard."""
+    parts = pattern.split("/")
+    fixed = next(i for i, part in enumerate(parts) if _WILDCARD & set(part))
+    return "/".join(parts[:fixed])
+
+
+async def _matching(tree: SourceTree, pattern: str) -> list[Source]:
+    prefix = _fixed_prefix(pattern)
+    top = await tree.fetch(prefix)
+    if top is None or not is_plain_dir(top):
+        return []
+    below = await asyncio.to_thread(lambda: list(walk(top)))
+    found = []
+    for name, host in below:
+        rel = posixpath.join(prefix, name)
+        if not _matches(pattern, rel):
+            continue
+        target = await tree.fetch(rel) if host.is_symlink() else host
+        if target is not None:
+            found.append(Source(rel, target))
+    return found
+
+
+async def locate(tree: SourceTree, sources: list[str], instruction: str) -> list[Source]:
+    """Each source as found in the tree, wildcards expanded."""
+    found: list[Source] = []
     for src in sources:
         rel = clean_source(src, instruction)
         if _WILDCARD & set(rel):
-            matches = [(p, tree.host_path(p)) for p in tree.all_paths() if _matches(rel, p)]
-            found.extend((p, h) for p, h in matches if h is not None)
+            found.extend(await _matching(tree, rel))
             continue
-        host = tree.host_path(rel)
+        host = await tree.fetch(rel)
         if host is None:
             raise InvalidArgument(
                 f"{instruction} failed: file not found in build context or excluded by "
                 f".dockerignore: stat {src.lstrip('/')}: file does not exist")
-        found.append((rel, host))
+        found.append(Source(rel, host))
     if not found:
         raise InvalidArgument(f"{instruction} failed: no source files were specified")
     return found
+
+
+def names_directory(dest: str) -> bool:
+    """Whether a destination says it is a directory (ends in / or /.)."""
+    return dest.endswith("/") or dest.endswith("/.")
+
+
+def destination(dest: str, workdir: str) -> str:
+    """The destination as an absolute, clean path in the image."""
+    return posixpath.normpath(posixpath.join(workdir or "/", dest))
+
+
+def read_sources(sources: list[Source], dest: str, instruction: str,
+                 digests: ContentDigests) -> CopySources:
+    """Every path the sources copy (directories walked) and their digest."""
+    if len(sources) > 1 and not names_directory(dest):
+        raise InvalidArgument(
+            f"When using {instruction} with more than one source file, the destination "
+            "must be a directory and end with a /")
+    items: list[Item] = []
+    for source in sources:
+        in_dir = is_plain_dir(source.host)
+        items.append(Item(source, "", source.host, in_dir))
+        if in_dir:
+            items.extend(Item(source, name, host, True) for name, host in walk(source.host))
+    return CopySources(sources, items, _digest(items, digests))
 
 
 def is_archive(path: Path) -> bool:
@@ -156,58 +248,46 @@ def is_archive(path: Path) -> bool:
         return False
 
 
-def plan_copy(tree: SourceTree, sources: list[str], dest: str, workdir: str,
-              parent: RootfsView, instruction: str) -> CopyPlan:
-    """Where every source lands, following Docker's destination rules."""
-    if not posixpath.isabs(dest):
-        dest = posixpath.join(workdir or "/", dest)
-    dest_is_dir = dest.endswith("/") or dest.endswith("/.")
-    resolved = resolve_sources(tree, sources, instruction)
-    if len(resolved) > 1 and not dest_is_dir:
-        raise InvalidArgument(
-            f"When using {instruction} with more than one source file, the destination "
-            "must be a directory and end with a /")
-    dest = posixpath.normpath(dest)
-    plan = CopyPlan(kind="multi" if len(resolved) > 1 else "file")
-    for rel, host in resolved:
-        if host.is_dir() and not host.is_symlink():
-            if len(resolved) == 1:
-                plan.kind = "dir"
-            plan.entries.append(Entry(dest=dest, host=None))
-            for name, child in tree.walk(rel):
-                plan.entries.append(Entry(dest=posixpath.join(dest, name), host=child))
-        elif instruction == "ADD" and is_archive(host):
-            plan.entries.append(Entry(dest=dest, host=host, archive=True))
+def plan_copy(copy: CopySources, dest: str, into_dir: bool, instruction: str) -> list[Entry]:
+    """Where every path lands, following Docker's destination rules: `dest`
+    is absolute and clean, `into_dir` whether it names a directory (by its
+    spelling or in the image)."""
+    entries = []
+    for item in copy.items:
+        if item.copies_dir_itself:
+            entries.append(Entry(dest=dest, host=None))
+        elif item.in_dir:
+            entries.append(Entry(dest=posixpath.join(dest, item.below), host=item.host))
+        elif instruction == "ADD" and is_archive(item.host):
+            entries.append(Entry(dest=dest, host=item.host, archive=True))
         else:
-            into_dir = dest_is_dir or parent.is_dir(dest)
-            target = posixpath.join(dest, posixpath.basename(rel)) if into_dir else dest
-            plan.entries.append(Entry(dest=target, host=host))
-    plan.digest = _digest(plan.entries, tree.digests)
-    return plan
+            name = posixpath.basename(item.source.name)
+            entries.append(Entry(dest=posixpath.join(dest, name) if into_dir else dest,
+                                 host=item.host))
+    return entries
 
 
-def _digest(entries: list[Entry], digests: ContentDigests) -> str:
-    """Content and metadata (not mtimes) of everything copied."""
-    infos = [None if e.host is None else os.lstat(e.host) for e in entries]
-    regular = [e.host for e, info in zip(entries, infos, strict=True)
-               if e.host is not None and info is not None and stat.S_ISREG(info.st_mode)]
+def _digest(items: list[Item], digests: ContentDigests) -> str:
+    """Names, content and metadata (not mtimes) of everything copied."""
+    infos = [None if i.copies_dir_itself else os.lstat(i.host) for i in items]
+    regular = [i.host for i, info in zip(items, infos, strict=True)
+               if info is not None and stat.S_ISREG(info.st_mode)]
     contents = dict(zip(regular, digests.of(regular), strict=True))
     digest = hashlib.sha256()
-    for entry, info in zip(entries, infos, strict=True):
-        digest.update(entry.dest.encode() + b"\0")
+    for item, info in zip(items, infos, strict=True):
+        digest.update(posixpath.join(item.source.name, item.below).encode() + b"\0")
         if info is None:
             continue
         digest.update(f"{info.st_mode:o} {info.st_uid} {info.st_gid} {info.st_size}\0".encode())
         if stat.S_ISLNK(info.st_mode):
-            digest.update(os.readlink(entry.host).encode())
-        elif entry.host in contents:
-            digest.update(contents[entry.host])
+            digest.update(os.readlink(item.host).encode())
+        elif item.host in contents:
+            digest.update(contents[item.host])
     return digest.hexdigest()
 
 
 def _file_digest(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").digest()
+    return blake3.blake3().update_mmap(path).digest()
 
 
 def _ids(text: str) -> dict[str, tuple[int, int]]:
@@ -222,12 +302,20 @@ def _ids(text: str) -> dict[str, tuple[int, int]]:
     return table
 
 
-def parse_chown(spec: str, image: RootfsView) -> Owner:
-    """--chown=user[:group], names looked up in the image's passwd/group."""
+def chown_names(spec: str) -> tuple[bool, bool]:
+    """Whether --chown=user[:group] names a user, and a group, to look up
+    in the image's /etc/passwd and /etc/group."""
+    user, _, group = spec.partition(":")
+    return bool(user) and not user.isdigit(), bool(group) and not group.isdigit()
+
+
+def parse_chown(spec: str, passwd: str = "", group_file: str = "") -> Owner:
+    """--chown=user[:group], names looked up in the image's /etc/passwd and
+    /etc/group text (needed only for what chown_names says)."""
     if not spec:
         return Owner()
     user, _, group = spec.partition(":")
-    users = _ids(image.read_text("/etc/passwd"))
+    users = _ids(passwd)
     if user.isdigit():
         uid, gid = int(user), int(user)
     elif user in users:
@@ -236,7 +324,7 @@ def parse_chown(spec: str, image: RootfsView) -> Owner:
         raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
                               f"can't find uid for user {user}: no such user: {user}")
     if group:
-        groups = _ids(image.read_text("/etc/group"))
+        groups = _ids(group_file)
         if group.isdigit():
             gid = int(group)
         elif group in groups:
@@ -263,10 +351,10 @@ def parse_chmod(spec: str, instruction: str) -> int | None:
 class LayerWriter:
     """Writes an uncompressed layer tar: missing parent dirs, then entries."""
 
-    def __init__(self, tar: tarfile.TarFile, parent: RootfsView, owner: Owner,
+    def __init__(self, tar: tarfile.TarFile, in_parent: Callable[[str], bool], owner: Owner,
                  chmod: int | None = None) -> None:
         self._tar = tar
-        self._parent = parent
+        self._in_parent = in_parent     # whether a path exists in the parent image
         self._owner = owner
         self._chmod = chmod
         self._written: set[str] = set()
@@ -283,7 +371,7 @@ class LayerWriter:
         if path == "/" or path in self._written:
             return
         self.directory(posixpath.dirname(path))
-        if self._parent.exists(path):
+        if self._in_parent(path):
             return
         info = self._own(tarfile.TarInfo(path.lstrip("/")))
         info.type, info.mode = tarfile.DIRTYPE, mode

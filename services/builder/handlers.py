@@ -20,7 +20,7 @@ from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.builder import copier, instructions
-from services.builder.rootfs import RootfsView
+from services.builder.image_files import ImageFiles
 from services.builder.words import process_words
 from services.common.errors import BerthError, Internal, InvalidArgument
 
@@ -233,15 +233,19 @@ async def handle_workdir(build: Build, stage: Stage,
     if await build.reuse(stage, key):
         yield USING_CACHE
         return
-    view = await build.view(stage.image_id)
-    if view.is_dir(workdir):
+    parent = build.view(stage.image_id)
+    if await parent.is_dir(workdir):
         stage.image_id = await build.commit(stage, created_by, key)
         return
     with build.builder.scratch_file() as layer:
-        with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-            copier.LayerWriter(tar, view, copier.Owner()).directory(workdir)
+        await asyncio.to_thread(_write_workdir_layer, layer, parent, workdir)
         stage.image_id = await build.commit(stage, created_by, key, layer,
                                            layer.stat().st_size)
+
+
+def _write_workdir_layer(layer: Path, parent: ImageFiles, workdir: str) -> None:
+    with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
+        copier.LayerWriter(tar, parent.exists_from_thread, copier.Owner()).directory(workdir)
 
 
 async def handle_add(build: Build, stage: Stage,
@@ -254,19 +258,21 @@ async def handle_add(build: Build, stage: Stage,
         yield message
 
 
-async def copy_source(build: Build, stage: Stage, source: str) -> copier.SourceTree:
+async def source_image(build: Build, stage: Stage, source: str) -> str | None:
+    """The image COPY --from names (an earlier stage or any image), None
+    for the build context."""
     if not source:
-        return copier.SourceTree(root=build.ctx.root, digests=build.ctx.digests)
+        return None
     earlier = {s.name: s for s in build.stages[:-1] if s.name}
     if source.lower() in earlier:
-        return copier.SourceTree(view=await build.view(earlier[source.lower()].image_id))
+        return earlier[source.lower()].image_id
     if source.isdigit():
         index = int(source)
         if index >= stage.index:
             raise InvalidArgument(f"invalid from flag value {source}: refers to current "
                                   "build stage" if index == stage.index else
                                   f"invalid from flag value {source}: stage not found")
-        return copier.SourceTree(view=await build.view(build.stages[index].image_id))
+        return build.stages[index].image_id
     image = None
     try:
         async for item in build.base_image(source, build.options.platform):
@@ -275,31 +281,71 @@ async def copy_source(build: Build, stage: Stage, source: str) -> copier.SourceT
     except BerthError as exc:
         raise InvalidArgument(f"invalid from flag value {source}: {exc.message}") from exc
     assert image is not None
-    return copier.SourceTree(view=await build.view(image.id))
+    return image.id
+
+
+async def read_sources(tree: copier.SourceTree, sources: list[str], dest: str,
+                       instruction: str) -> copier.CopySources:
+    located = await copier.locate(tree, sources, instruction)
+    return await asyncio.to_thread(copier.read_sources, located, dest, instruction,
+                                   tree.digests)
+
+
+def copy_history(instruction: str, copy: copier.CopySources, dest: str) -> list[str]:
+    return [*DEFAULT_SHELL, f"#(nop) {instruction} {copy.kind}:{copy.digest} in {dest} "]
+
+
+async def chown_owner(spec: str, parent: ImageFiles) -> copier.Owner:
+    """--chown's owner; names are looked up in the parent image's
+    /etc/passwd and /etc/group, the only files fetched for it."""
+    user_named, group_named = copier.chown_names(spec)
+    passwd = await parent.read_text("/etc/passwd") if user_named else ""
+    group = await parent.read_text("/etc/group") if group_named else ""
+    return copier.parse_chown(spec, passwd, group)
 
 
 async def handle_copy(build: Build, stage: Stage,
                       ins: instructions.Instruction) -> AsyncIterator[dict]:
+    """The cache key needs nothing from an image: the context's sources by
+    their digest, an image's by the image (content addressed) and their
+    names; the parent image is in every key, so where the destination
+    lands and whose --chown names are need not be."""
     name = ins.name
     words = [build.word(stage, a) for a in ins.args]
+    sources, dest = words[:-1], words[-1]
     chown = build.word(stage, ins.flags.get("chown", ""))
     chmod = copier.parse_chmod(ins.flags.get("chmod", ""), name)
-    tree = await copy_source(build, stage, build.word(stage, ins.flags.get("from", "")))
-    parent = await build.view(stage.image_id)
-    plan = await asyncio.to_thread(copier.plan_copy, tree, words[:-1], words[-1],
-                            stage.config.working_dir, parent, name)
-    owner = copier.parse_chown(chown, parent)
-    dest = words[-1]
-    comment = f"#(nop) {name} {plan.kind}:{plan.digest} in {dest} "
-    created_by = [*DEFAULT_SHELL, comment]
-    key = build.step_key(stage, created_by, f"{owner}|{chmod}")
+    image_id = await source_image(build, stage, build.word(stage, ins.flags.get("from", "")))
+    if image_id is None:
+        copy = await read_sources(copier.ContextTree(build.ctx.root, build.ctx.digests),
+                                  sources, dest, name)
+        described = copy_history(name, copy, dest)
+    else:
+        described = [*DEFAULT_SHELL, f"#(nop) {name} --from={image_id} "
+                                     f"{go_quote_list(sources)} in {dest} "]
+    key = build.step_key(stage, described, f"{chown}|{chmod}")
     if await build.reuse(stage, key):
         yield USING_CACHE
         return
+    if image_id is not None:
+        copy = await read_sources(build.view(image_id), sources, dest, name)
     with build.builder.scratch_file() as layer:
-        await asyncio.to_thread(_write_layer, layer, parent, owner, chmod, plan)
-        stage.image_id = await build.commit(stage, created_by, key, layer,
-                                           layer.stat().st_size)
+        await write_copy_layer(layer, build.view(stage.image_id), copy,
+                               copier.destination(dest, stage.config.working_dir),
+                               names_dir=copier.names_directory(dest), chown=chown,
+                               chmod=chmod, instruction=name)
+        stage.image_id = await build.commit(stage, copy_history(name, copy, dest), key,
+                                           layer, layer.stat().st_size)
+
+
+async def write_copy_layer(layer: Path, parent: ImageFiles, copy: copier.CopySources,
+                           target: str, names_dir: bool, chown: str, chmod: int | None,
+                           instruction: str) -> None:
+    """The layer of a COPY/ADD into `target` of the parent image."""
+    into_dir = names_dir or await parent.is_dir(target)
+    entries = await asyncio.to_thread(copier.plan_copy, copy, target, into_dir, instruction)
+    owner = await chown_owner(chown, parent)
+    await asyncio.to_thread(_write_layer, layer, parent, owner, chmod, entries)
 
 
 async def handle_run(build: Build, stage: Stage,
@@ -374,11 +420,11 @@ def run_request(build: Build, stage: Stage, cmd: list[str], arg_env: list[str]
     return container_pb2.CreateContainerRequest(config=config, host_config=host)
 
 
-def _write_layer(layer: Path, parent: RootfsView, owner: copier.Owner, chmod: int | None,
-                 plan: copier.CopyPlan) -> None:
+def _write_layer(layer: Path, parent: ImageFiles, owner: copier.Owner, chmod: int | None,
+                 entries: list[copier.Entry]) -> None:
     with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
-        writer = copier.LayerWriter(tar, parent, owner, chmod)
-        for entry in plan.entries:
+        writer = copier.LayerWriter(tar, parent.exists_from_thread, owner, chmod)
+        for entry in entries:
             writer.add(entry)
 
 

@@ -139,10 +139,20 @@ class Peers:
             container_id=container_id, author=author, build_step=step))
         return reply.id
 
-    async def export_container(self, container_id: str) -> AsyncIterator[bytes]:
-        """The container's file system (its image's content and its rw layer) as a tar."""
-        async for chunk in self.containers.Export(container_pb2.ContainerRef(id=container_id)):
-            yield chunk.data
+    async def stat_path(self, container_id: str, path: str) -> container_pb2.PathStat | None:
+        """A path's stat in the container (docker cp's), None when it is missing."""
+        try:
+            return await self.containers.StatPath(
+                container_pb2.PathRequest(id=container_id, path=path))
+        except errors.NotFound:
+            return None
+
+    async def get_archive(self, container_id: str, path: str) -> AsyncIterator[bytes]:
+        """A path of the container as docker cp's tar (entries named after its base)."""
+        async for chunk in self.containers.GetArchive(
+                container_pb2.PathRequest(id=container_id, path=path)):
+            if chunk.data:
+                yield chunk.data
 
     async def remove_container(self, container_id: str) -> bool:
         """Whether the container is gone (removed, or never known)."""

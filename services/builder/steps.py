@@ -14,15 +14,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.builder import context as build_context
 from services.builder import instructions
 from services.builder.handlers import HANDLERS
+from services.builder.image_files import ImageFiles
 from services.builder.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
 from services.builder.options import BuildOptions
-from services.builder.rootfs import RootfsView, unpack_tree
 from services.builder.store import cache_key
 from services.builder.words import process_word
 from services.common.errors import InvalidArgument, NotFound
@@ -71,7 +70,7 @@ class Build:
         self.stages: list[Stage] = []
         self.meta_args: dict[str, str] = {}
         self.used_args: set[str] = set()
-        self.views: dict[str, RootfsView] = {}
+        self.views: dict[str, ImageFiles] = {}
         self.views_dir = builder.workdir / f"views-{self.id}"
         self.containers: list[str] = []
         self.step = 0
@@ -97,39 +96,18 @@ class Build:
             raise InvalidArgument(f"failed to process {json.dumps(text)}: {exc.message}"
                                   ) from exc
 
-    async def view(self, image_id: str) -> RootfsView:
-        """The file system of an image, copied here for the rest of the build."""
-        if not image_id:
-            return RootfsView([])
+    def view(self, image_id: str) -> ImageFiles:
+        """The files of an image, read through the container service as the
+        build needs them."""
         if image_id not in self.views:
-            target = self.views_dir / str(len(self.views))
-            await self.unpack(image_id, target)
-            self.views[image_id] = RootfsView([str(target)])
+            self.views[image_id] = ImageFiles(image_id, self.peers, self.builder.cache,
+                                              self.views_dir / str(len(self.views)))
         return self.views[image_id]
-
-    async def unpack(self, image_id: str, target: Path) -> None:
-        """Copy an image's file system into `target` through the container
-        service (a container made for the copy, exported, removed): the
-        builder reads image content over gRPC only, so it can run on
-        another host than the image data."""
-        request = container_pb2.CreateContainerRequest(config=container_pb2.ContainerConfig(
-            image=image_id, cmd=types_pb2.StringList(values=["true"])))
-        container_id, _ = await self.peers.create_container(request)
-        self.containers.append(container_id)
-        self.builder.cache.hold("container", container_id)
-        try:
-            with self.builder.scratch_file() as archive:
-                with archive.open("wb") as out:
-                    async for chunk in self.peers.export_container(container_id):
-                        await asyncio.to_thread(out.write, chunk)
-                await asyncio.to_thread(unpack_tree, archive, target)
-        finally:
-            if await self.peers.remove_container(container_id):
-                self.containers.remove(container_id)
-                self.builder.cache.let_go("container", container_id)
 
     async def release(self) -> None:
         """Drop the image views, and remove the step containers not kept."""
+        for view in self.views.values():
+            await view.close()
         await asyncio.to_thread(shutil.rmtree, self.views_dir, True)
         for container_id in self.containers:
             await self.peers.remove_container(container_id)

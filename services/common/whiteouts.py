@@ -20,14 +20,6 @@ def is_whiteout(info: os.stat_result) -> bool:
     return stat.S_ISCHR(info.st_mode) and info.st_rdev == 0
 
 
-def is_whiteout_at(path: StrPath) -> bool:
-    """Whether `path` (not followed) is an overlayfs whiteout."""
-    try:
-        return is_whiteout(os.lstat(path))
-    except OSError:
-        return False
-
-
 def is_opaque(directory: StrPath) -> bool:
     """Whether `directory` (not followed) hides the layers below it."""
     try:

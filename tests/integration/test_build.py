@@ -170,6 +170,41 @@ def test_multi_stage_copy_from(engine: Engine, busybox: str, tmp_path: Path) -> 
     assert b"failed to reach build target nope in Dockerfile" in missing.stderr
 
 
+IMAGE_FILES_DOCKERFILE = """\
+FROM busybox AS first
+RUN mkdir -p /out/sub && echo one > /out/a.txt && echo two > /out/b.txt \
+ && echo deep > /out/sub/c.txt && ln -s a.txt /out/link && ln -s /out /shortcut
+FROM busybox
+WORKDIR /shortcut-free
+COPY --from=first /out/*.txt /texts/
+COPY --from=first /out/link /shortcut/sub /picked/
+COPY --chown=www-data:mail mine.txt /home
+"""
+
+
+def test_image_files_are_read_only_where_a_step_needs_them(engine: Engine, busybox: str,
+                                                           tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {"Dockerfile": IMAGE_FILES_DOCKERFILE,
+                                               "mine.txt": "mine\n"})
+    build(engine, context, "-t", "picked")
+    texts = top_layer(engine, "picked", index=-3)
+    assert (texts["texts/a.txt#data"], texts["texts/b.txt#data"]) == (b"one\n", b"two\n")
+    picked = top_layer(engine, "picked", index=-2)
+    assert picked["picked/link#data"] == b"one\n", "a source symlink is followed in the image"
+    assert picked["picked/c.txt#data"] == b"deep\n", "through a symlinked directory"
+    mine = top_layer(engine, "picked")
+    assert "home/mine.txt" in mine, "/home is a directory in busybox"
+    assert (mine["home/mine.txt"].uid, mine["home/mine.txt"].gid) == (33, 12)
+    assert engine.docker("ps", "-aq").stdout.strip() == b"", "no view container is left"
+
+    since = f"{time.time():.6f}"
+    again = build(engine, context, "-t", "picked").stdout.decode()
+    assert again.count(" ---> Using cache") == 5
+    events = engine.docker("events", "--since", since, "--until", str(time.time() + 1),
+                           "--filter", "type=container", "--format", "{{.Action}}")
+    assert events.stdout.decode().split() == [], "a cached build reads no image"
+
+
 def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: str,
                                                      tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx", {
