@@ -51,6 +51,14 @@ class Peers:
         except BerthError:
             return None
 
+    async def plan_sandbox(self, request: network_pb2.CreateSandboxRequest
+                           ) -> network_pb2.Sandbox | None:
+        """The endpoints a container that is not running gets at its next start."""
+        try:
+            return await self._network.PlanSandbox(request)
+        except grpc.aio.AioRpcError:
+            return None
+
     async def destroy_sandbox(self, container_id: str) -> None:
         try:
             await self._network.DestroySandbox(

@@ -121,6 +121,9 @@ class NetworkManager:
     def get_sandbox(self, container_id: str) -> SandboxView:
         return self.sandboxes.get(container_id)
 
+    def plan_sandbox(self, spec: SandboxSpec) -> SandboxView:
+        return self.sandboxes.plan(spec)
+
     async def destroy_sandbox(self, container_id: str) -> None:
         async with self._lock:
             await self.sandboxes.teardown(container_id)

@@ -162,19 +162,20 @@ class Sandboxes:
         else:
             sandbox.resolv_conf = _default_resolv_conf(spec)
 
+    def _requested(self, mode: str, spec: SandboxSpec
+                   ) -> list[tuple[NetworkRecord, EndpointSpec]]:
+        """The create-time list, the network of the network mode first."""
+        requested = [(self.networks.find(e.network), e) for e in spec.endpoints]
+        primary = self.networks.find(mode)
+        if primary.id not in {network.id for network, _ in requested}:
+            requested.insert(0, (primary, EndpointSpec(network=mode)))
+        requested.sort(key=lambda pair: pair[0].id != primary.id)
+        return requested
+
     def _networks_of(self, mode: str, spec: SandboxSpec
                      ) -> list[tuple[NetworkRecord, EndpointRecord]]:
         """The container's endpoints: stored choices win over the create-time list."""
-        find = self.networks.find
-        requested = list(spec.endpoints)
-        primary = "bridge" if mode == "bridge" else mode
-        named = {find(e.network).id for e in requested}
-        primary_id = find(primary).id
-        if primary_id not in named:
-            requested.insert(0, EndpointSpec(network=primary))
-        requested.sort(key=lambda e: find(e.network).id != primary_id)
-        for request in requested:
-            network = find(request.network)
+        for network, request in self._requested(mode, spec):
             endpoints.check_connectable(network, None)
             if self.store.endpoint(network.id, spec.container_id) is None:
                 endpoints.check_request(network, request)
@@ -239,6 +240,28 @@ class Sandboxes:
             self.store.save_sandbox(sandbox)
 
     # -- views ----------------------------------------------------------------
+
+    def plan(self, spec: SandboxSpec) -> SandboxView:
+        """The endpoints a container that is not running joins at its next start."""
+        mode = "bridge" if spec.network_mode in BRIDGE_MODES else spec.network_mode
+        plan = SandboxView(container_id=spec.container_id, network_mode=mode)
+        if mode.startswith("container:") or mode == "cni":
+            return plan
+        if mode in ("host", "none"):
+            network = self.networks.find(mode)
+            plan.endpoints = [EndpointView(network, EndpointRecord(
+                network_id=network.id, container_id=spec.container_id,
+                endpoint_id="", container_name=spec.container_name))]
+            return plan
+        stored = {e.network_id for e in self.store.endpoints(container_id=spec.container_id)}
+        for network, request in self._requested(mode, spec):
+            if network.id not in stored:
+                record = endpoints.new_record(network, spec.container_id,
+                                              spec.container_name, request)
+                plan.endpoints.append(EndpointView(network, record))
+        plan.endpoints += [v for v in self.wiring.views(spec.container_id)
+                           if v.record.state == "connected"]
+        return plan
 
     def get(self, container_id: str) -> SandboxView:
         sandbox = self.store.sandbox(container_id)
