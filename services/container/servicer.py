@@ -17,6 +17,7 @@ from services.container.commit import Commits
 from services.container.containers import Manager
 from services.container.files import Files
 from services.container.host import CGROUP_DRIVER, STORAGE_DRIVER, HostFacts
+from services.container.networking import connect_network
 from services.container.processes import Processes
 from services.container.resources import Resources
 from services.container.servicer_files import FilesServicerMixin
@@ -100,6 +101,10 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
         deleted, reclaimed = await self._manager.prune(keep)
         return container_pb2.PruneContainersResponse(deleted=deleted,
                                                      space_reclaimed=reclaimed)
+
+    async def ConnectNetwork(self, request, context):  # noqa: N802
+        await connect_network(self._manager, request.id, request.endpoint)
+        return container_pb2.ConnectNetworkResponse()
 
     async def Attach(self, request_iterator, context):  # noqa: N802
         async for frame in self._sessions.attach(request_iterator):

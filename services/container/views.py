@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -269,8 +269,7 @@ async def list_containers(manager: Manager, request: container_pb2.ListContainer
     every = request.all or request.limit > 0 or "status" in request.filters.filters
     chosen = [c for c in sorted(manager.containers.values(), key=lambda c: -c.created_ns)
               if (every or c.running) and keep(c)]
-    networks = request.filters.filters["network"].values \
-        if "network" in request.filters.filters else []
+    networks = Filters.from_message(request.filters).get("network")
     summaries = []
     for container in chosen:
         if request.limit > 0 and len(summaries) == request.limit:

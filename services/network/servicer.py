@@ -130,7 +130,9 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
                                            _endpoint_spec(request.endpoint))
         if view is None:
             return network_pb2.ConnectResponse()
-        return network_pb2.ConnectResponse(endpoint=_endpoint(view))
+        sandbox = self._manager.get_sandbox(request.container_id)
+        return network_pb2.ConnectResponse(endpoint=_endpoint(view),
+                                           resolv_conf=sandbox.resolv_conf)
 
     async def Disconnect(self, request, context):  # noqa: N802
         await self._manager.disconnect(request.container_id, request.network, request.force)

@@ -270,3 +270,22 @@ def test_networks_of_created_and_stopped_containers(clean: Engine, busybox: str)
     engine.docker("start", "planned")
     running = networks_of(engine, "planned")
     assert sorted(running) == ["plan-a"] and running["plan-a"]["IPAddress"]
+
+
+def test_embedded_resolver_as_docker(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "resolved")
+    engine.docker("run", "-d", "--name", "web", "--network", "resolved", busybox,
+                  "sleep", "300")
+    conf = engine.docker("run", "--rm", "--network", "resolved", busybox,
+                         "cat", "/etc/resolv.conf").stdout.decode().splitlines()
+    assert conf[0] == "nameserver 127.0.0.11" and conf[-1].endswith("ndots:0")
+    engine.docker("run", "-d", "--name", "late", busybox, "sleep", "300")
+    before = engine.docker("exec", "late", "cat", "/etc/resolv.conf").stdout.decode()
+    assert "127.0.0.11" not in before
+    engine.docker("network", "connect", "resolved", "late")
+    lookup = engine.docker("exec", "late", "nslookup", "web", check=False)
+    address = engine.docker("inspect", "-f", "{{.NetworkSettings.Networks.resolved.IPAddress}}",
+                            "web").stdout.decode().strip()
+    assert address in lookup.stdout.decode(), lookup.stdout + lookup.stderr
+    assert engine.docker("exec", "late", "ping", "-c1", "-W2", "web").returncode == 0
