@@ -9,6 +9,7 @@ import json
 import socket
 import struct
 import subprocess
+from pathlib import Path
 
 import docker
 import pytest
@@ -334,3 +335,29 @@ def test_rm_link_removes_a_legacy_link(engine: Engine, busybox: str) -> None:
         assert inspect(engine, "linked")["State"]["Running"]
     finally:
         engine.docker("rm", "-f", "linking", "linked")
+
+
+def test_isolation_annotations_and_device_requests(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", "--isolation", "hyperv", busybox, "true", check=False)
+    assert b"invalid isolation (hyperv): linux only supports 'default'" in result.stderr
+    engine.docker("run", "-d", "--name", "annotated", "--isolation", "default",
+                  "--annotation", "org.example.k=v", busybox, "sleep", "300")
+    try:
+        host = inspect(engine, "annotated")["HostConfig"]
+        assert host["Isolation"] == "default"
+        assert host["Annotations"] == {"org.example.k": "v"}
+        bundle = Path(inspect(engine, "annotated")["GraphDriver"]["Data"]["UpperDir"]).parent
+        spec = json.loads((bundle / "config.json").read_text())
+        assert spec["annotations"] == {"org.example.k": "v"}
+    finally:
+        engine.docker("rm", "-f", "annotated")
+    engine.docker("create", "--name", "gpus", "--gpus", "2", busybox, "true")
+    try:
+        requests = inspect(engine, "gpus")["HostConfig"]["DeviceRequests"]
+        assert [{k: r[k] for k in ("Driver", "Count", "DeviceIDs", "Capabilities")}
+                for r in requests] == [{"Driver": "", "Count": 2, "DeviceIDs": None,
+                                        "Capabilities": [["gpu"]]}]
+        started = engine.docker("start", "gpus", check=False)
+        assert b'could not select device driver "" with capabilities: [[gpu]]' in started.stderr
+    finally:
+        engine.docker("rm", "gpus")
