@@ -67,6 +67,12 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
         raise InvalidArgument(f"invalid cgroup namespace mode: {host.cgroupns_mode}")
     if host.shm_size < 0:
         raise InvalidArgument("SHM size can not be less than 0")
+    if host.isolation.lower() not in ("", "default"):
+        raise InvalidArgument(f"invalid isolation ({host.isolation}): linux only supports "
+                              f"'default'")
+    if "" in host.annotations:
+        raise InvalidArgument("invalid Annotations: the empty string is not permitted as an "
+                              "annotation key")
     for ulimit in host.resources.ulimits:
         if ulimit.soft > ulimit.hard >= 0:
             raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard "

@@ -462,6 +462,17 @@ async def _copy_into_empty(source: Path, volume: Path) -> None:
                        f"{errors.decode(errors='replace').strip()}")
 
 
+def _create_missing_source(path: str) -> None:
+    """A missing `-v` host path becomes a directory; an existing file or directory stays."""
+    if os.path.exists(path):
+        return
+    try:
+        os.makedirs(path, 0o755, exist_ok=True)
+    except OSError as error:
+        raise Internal(f"error while creating mount source path '{path}': "
+                       f"mkdir {path}: {error.strerror.lower()}") from error
+
+
 async def copy_up(plan: MountPlan, rootfs: Path) -> None:
     """Prepare a container's mounts at start (rootfs is the mounted overlay).
 
@@ -470,7 +481,7 @@ async def copy_up(plan: MountPlan, rootfs: Path) -> None:
     creates missing `-v` host directories.
     """
     for path in plan.bind_dirs:
-        await asyncio.to_thread(os.makedirs, path, 0o755, True)
+        await asyncio.to_thread(_create_missing_source, path)
     for entry in plan.copy_up:
         image_dir = _image_dir(rootfs, entry["destination"])
         if image_dir is not None:

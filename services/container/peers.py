@@ -51,6 +51,19 @@ class Peers:
         except BerthError:
             return None
 
+    async def connect(self, container_id: str, name: str,
+                      endpoint: network_pb2.EndpointRequest) -> network_pb2.ConnectResponse:
+        return await self._network.Connect(network_pb2.ConnectRequest(
+            container_id=container_id, container_name=name, endpoint=endpoint))
+
+    async def plan_sandbox(self, request: network_pb2.CreateSandboxRequest
+                           ) -> network_pb2.Sandbox | None:
+        """The endpoints a container that is not running gets at its next start."""
+        try:
+            return await self._network.PlanSandbox(request)
+        except BerthError:
+            return None
+
     async def destroy_sandbox(self, container_id: str) -> None:
         try:
             await self._network.DestroySandbox(

@@ -17,6 +17,7 @@ from services.container.commit import Commits
 from services.container.containers import Manager
 from services.container.files import Files
 from services.container.host import CGROUP_DRIVER, STORAGE_DRIVER, HostFacts
+from services.container.networking import connect_network, remove_link
 from services.container.processes import Processes
 from services.container.resources import Resources
 from services.container.servicer_files import FilesServicerMixin
@@ -86,6 +87,10 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
         await self._manager.remove(request.id, request.force, request.remove_volumes)
         return container_pb2.RemoveContainerResponse()
 
+    async def RemoveLink(self, request, context):  # noqa: N802
+        remove_link(self._manager, request.name)
+        return container_pb2.RemoveLinkResponse()
+
     async def List(self, request, context):  # noqa: N802
         containers = await views.list_containers(self._manager, request)
         return container_pb2.ListContainersResponse(containers=containers)
@@ -100,6 +105,10 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
         deleted, reclaimed = await self._manager.prune(keep)
         return container_pb2.PruneContainersResponse(deleted=deleted,
                                                      space_reclaimed=reclaimed)
+
+    async def ConnectNetwork(self, request, context):  # noqa: N802
+        await connect_network(self._manager, request.id, request.endpoint)
+        return container_pb2.ConnectNetworkResponse()
 
     async def Attach(self, request_iterator, context):  # noqa: N802
         async for frame in self._sessions.attach(request_iterator):

@@ -109,6 +109,8 @@ def build(config: container_pb2.ContainerConfig, host: container_pb2.HostConfig,
     }
     if config.domainname and "uts" not in inputs.host_namespaces:
         spec["domainname"] = config.domainname
+    if host.annotations:
+        spec["annotations"] = dict(host.annotations)
     return spec
 
 
@@ -275,6 +277,15 @@ def _mapped_nodes(mapping: container_pb2.DeviceMapping) -> list[dict]:
                               f'device "{mapping.path_on_host}": {exc.strerror.lower()}') from exc
 
 
+def refuse_device_requests(requests: list[container_pb2.DeviceRequest]) -> None:
+    """--gpus and other DeviceRequests: berth has no device driver, so the
+    first request fails as in a dockerd without one."""
+    for request in requests:
+        wanted = " ".join(f"[{' '.join(c.capabilities)}]" for c in request.capabilities)
+        raise InvalidArgument(f'could not select device driver "{request.driver}" with '
+                              f"capabilities: [{wanted}]")
+
+
 def mapped_devices(mappings: list[container_pb2.DeviceMapping]) -> tuple[list[dict], list[dict]]:
     """--device: the nodes the container gets and the cgroup rules letting it use them."""
     devices, rules = [], []
@@ -299,6 +310,7 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
     if host.privileged:
         linux["devices"] = host_devices()
         return linux
+    refuse_device_requests(list(host.resources.device_requests))
     devices, rules = mapped_devices(list(host.resources.devices))
     if devices:
         linux["devices"] = devices

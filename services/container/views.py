@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from services.common.errors import InvalidArgument
 from services.common.filters import Filters
 from services.container import configs, health
 from services.container.containers import Manager, dir_size
+from services.container.sandbox import sandbox_request
 from services.container.store import Container
 
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -122,6 +123,17 @@ async def network_settings(manager: Manager, container: Container
             settings.ports[port.container_port].bindings.append(container_pb2.PortBinding(
                 host_ip=port.host_ip, host_port=str(port.host_port)))
         return settings
+    plan = await manager.peers.plan_sandbox(sandbox_request(
+        container.id, container.name, container.config, container.host_config,
+        container.networking_config))
+    if plan is not None:
+        requested = container.networking_config.endpoints_config
+        for endpoint in plan.endpoints:
+            planned = settings.networks[endpoint.network_name]
+            planned.CopyFrom(_planned_endpoint(endpoint))
+            if endpoint.network_name in requested:
+                planned.mac_address = requested[endpoint.network_name].mac_address
+        return settings
     for name, requested in container.networking_config.endpoints_config.items():
         settings.networks[name].CopyFrom(container_pb2.EndpointSettings(
             ipam_config=requested.ipam_config, aliases=requested.aliases,
@@ -131,6 +143,15 @@ async def network_settings(manager: Manager, container: Container
     if not settings.networks and mode and not mode.startswith("container:"):
         settings.networks[mode].SetInParent()
     return settings
+
+
+def _planned_endpoint(endpoint: network_pb2.Endpoint) -> container_pb2.EndpointSettings:
+    """What Docker keeps of an endpoint while the container does not run: its config."""
+    return container_pb2.EndpointSettings(
+        network_id=endpoint.network_id, aliases=endpoint.aliases,
+        dns_names=endpoint.dns_names, links=endpoint.links,
+        ipam_config=container_pb2.EndpointIPAMConfig(
+            ipv4_address=endpoint.ipv4_address_requested))
 
 
 async def inspect(manager: Manager, ref: str, size: bool) -> container_pb2.ContainerInspect:
@@ -178,12 +199,10 @@ def _port_key(value: str) -> str:
     return value if "/" in value else f"{value}/tcp"
 
 
-def _networks_of(container: Container) -> set[str]:
-    nets = set(container.networking_config.endpoints_config)
-    mode = container.host_config.network_mode
-    if not nets and mode:
-        nets.add(mode)
-    return nets
+def _on_network(networks: Mapping[str, container_pb2.EndpointSettings], wanted: str) -> bool:
+    """Docker's `network` filter: a network's name, or a prefix of its ID."""
+    return wanted in networks or any(
+        e.network_id and e.network_id.startswith(wanted) for e in networks.values())
 
 
 def matcher(manager: Manager, filters: types_pb2.Filters) -> Callable[[Container], bool]:
@@ -200,7 +219,6 @@ def matcher(manager: Manager, filters: types_pb2.Filters) -> Callable[[Container
             or container.image == v.removesuffix(":latest"),
             "exited": lambda v: container.state.status == "exited"
             and str(container.state.exit_code) == v,
-            "network": lambda v: v in _networks_of(container),
             "health": lambda v: v == health.filter_status(container.state.health,
                                                           container.config.healthcheck),
             "volume": lambda v: any(v in (m.name, m.source, m.destination)
@@ -254,9 +272,15 @@ async def list_containers(manager: Manager, request: container_pb2.ListContainer
     every = request.all or request.limit > 0 or "status" in request.filters.filters
     chosen = [c for c in sorted(manager.containers.values(), key=lambda c: -c.created_ns)
               if (every or c.running) and keep(c)]
-    if request.limit > 0:
-        chosen = chosen[:request.limit]
-    return [await summary(manager, c, request.size) for c in chosen]
+    networks = Filters.from_message(request.filters).get("network")
+    summaries = []
+    for container in chosen:
+        if request.limit > 0 and len(summaries) == request.limit:
+            break
+        found = await summary(manager, container, request.size)
+        if not networks or any(_on_network(found.networks, n) for n in networks):
+            summaries.append(found)
+    return summaries
 
 
 def prune_filter(message: types_pb2.Filters) -> Callable[[Container], bool]:

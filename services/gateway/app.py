@@ -23,6 +23,7 @@ from services.gateway import (
     images,
     networks,
     system,
+    unserved,
     volumes,
 )
 from services.gateway.backends import Backends
@@ -46,7 +47,7 @@ VERSION_PREFIX = r"/v{version:[0-9]+\.[0-9]+}"
 CLIENT_CLOSED_REQUEST = 499
 INTERNAL_ERROR = "internal error in the berth gateway"
 ROUTE_MODULES = (system, containers, containers_files_and_resources, exec, images, networks,
-                 volumes, build)
+                 volumes, build, unserved)
 
 
 def _check_version(request: web.Request) -> None:

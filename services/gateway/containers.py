@@ -53,7 +53,8 @@ def routes(backends: Backends) -> list[Route]:
         Route("GET", "/containers/{id}/logs", handlers.logs),
         Route("POST", "/containers/{id}/attach", handlers.attach),
         Route("GET", "/containers/{id}/attach/ws", handlers.attach_ws),
-        Route("DELETE", "/containers/{id}", handlers.remove),
+        # A legacy link's name has slashes: /containers//parent/alias?link=1.
+        Route("DELETE", "/containers/{id:.+}", handlers.remove),
     ]
 
 
@@ -142,6 +143,9 @@ class ContainerHandlers:
         return _no_content()
 
     async def remove(self, request: web.Request) -> web.Response:
+        if boolean(request, "link"):
+            await self.container.RemoveLink(pb.RemoveLinkRequest(name=request.match_info["id"]))
+            return _no_content()
         await self.container.Remove(pb.RemoveContainerRequest(
             id=request.match_info["id"], force=boolean(request, "force"),
             remove_volumes=boolean(request, "v")))

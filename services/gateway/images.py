@@ -17,7 +17,7 @@ from services.gateway.convert.image import (
 )
 from services.gateway.convert.progress import progress_to_json
 from services.gateway.errors import HTTPError
-from services.gateway.params import api_version, boolean, filters, json_body
+from services.gateway.params import api_version, boolean, filters, integer, json_body
 from services.gateway.registry_auth import auth_from_json, registry_auth
 from services.gateway.routing import Route
 from services.gateway.streams import json_stream, stream_upload
@@ -33,6 +33,7 @@ def routes(backends: Backends) -> list[Route]:
         Route("POST", "/images/create", handlers.create),
         Route("POST", "/images/prune", handlers.prune),
         Route("GET", "/images/get", handlers.save),
+        Route("GET", "/images/search", handlers.search),
         Route("POST", "/auth", handlers.login),
         Route("GET", f"/distribution/{NAME}/json", handlers.distribution),
         Route("GET", f"/images/{NAME}/history", handlers.history),
@@ -118,6 +119,16 @@ class ImageHandlers:
         reply = await self.image.Login(image_pb2.LoginRequest(auth=auth_from_json(body.data)))
         return web.json_response({"Status": reply.status,
                                   "IdentityToken": reply.identity_token})
+
+    async def search(self, request: web.Request) -> web.Response:
+        reply = await self.image.Search(image_pb2.SearchRequest(
+            term=request.query.get("term", ""), limit=integer(request, "limit"),
+            filters=filters(request),
+            auth=registry_auth(request.headers.get("X-Registry-Auth", ""))))
+        return web.json_response([
+            {"description": r.description, "is_official": r.is_official,
+             "is_automated": False, "name": r.name, "star_count": r.star_count}
+            for r in reply.results])
 
     async def distribution(self, request: web.Request) -> web.Response:
         reply = await self.image.DistributionInspect(image_pb2.DistributionInspectRequest(

@@ -78,9 +78,8 @@ class NetworkHandlers:
         network = await self.networks.Inspect(
             network_pb2.InspectNetworkRequest(id=request.match_info["id"]))
         container = await self._container(body.string("Container"))
-        await self.networks.Connect(network_pb2.ConnectRequest(
-            container_id=container.id, container_name=container.name.lstrip("/"),
-            endpoint=endpoint_request(network.id, config)))
+        await self.containers.ConnectNetwork(container_pb2.ConnectNetworkRequest(
+            id=container.id, endpoint=endpoint_request(network.id, config)))
         return web.Response(status=200)
 
     async def disconnect(self, request: web.Request) -> web.Response:

@@ -266,6 +266,17 @@ class Fields:
                 raise self._fail(key, item, "string")
         return [item or "" for item in values]
 
+    def string_lists(self, key: str) -> list[list[str]]:
+        """[][]string (DeviceRequests' Capabilities)."""
+        lists = self._list(key, "[][]string")
+        for items in lists:
+            if items is not None and not isinstance(items, list):
+                raise self._fail(key, items, "[]string")
+            for item in items or []:
+                if item is not None and not isinstance(item, str):
+                    raise self._fail(key, item, "string")
+        return [[item or "" for item in items or []] for items in lists]
+
     def str_slice(self, key: str) -> list[str] | None:
         """Docker's StrSlice: null (None), one string, or a list of strings."""
         value = self.data.get(key)

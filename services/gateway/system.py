@@ -32,6 +32,7 @@ from services.gateway.streams import cancelled_when_client_leaves
 PING_HEADERS = {
     "API-Version": API_VERSION,
     "OSType": "linux",
+    "Swarm": "inactive",
     "Docker-Experimental": "false",
     "Builder-Version": "1",
     "Cache-Control": "no-cache, no-store, must-revalidate",

@@ -12,7 +12,7 @@ from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 from services.common.filters import Filters
 from services.common.image_config import config_from_json, config_to_json
-from services.image import export, reference
+from services.image import export, reference, search
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.distribution import Distribution, credentials_of
 from services.image.images import ImageRecord, Images
@@ -116,6 +116,15 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.DistributionInspectResponse(
             media_type=manifest.media_type, digest=manifest.digest, size=manifest.size,
             platforms=platforms)
+
+    async def Search(self, request, context):  # noqa: N802
+        results = await search.search(self._distribution.registries, request.term,
+                                      request.limit, Filters.from_message(request.filters),
+                                      credentials_of(request.auth))
+        return image_pb2.SearchResponse(results=[
+            image_pb2.SearchResult(name=r.name, description=r.description,
+                                   star_count=r.star_count, is_official=r.is_official)
+            for r in results])
 
     async def List(self, request, context):  # noqa: N802
         records = self._images.list(Filters.from_message(request.filters), show_all=request.all,

@@ -1,14 +1,16 @@
-"""The embedded DNS resolver of user-defined networks.
+"""The embedded DNS resolver of containers on user-defined networks.
 
-One UDP and one TCP listener per user network, on the network's gateway
-address, port 53 (the containers' resolv.conf names it). It answers the names of
-containers sharing a network with the asker (container names, aliases,
-short IDs) and forwards everything else to the asker's upstream servers.
+As Docker's: one UDP and one TCP listener per container, inside its network
+namespace, reached at 127.0.0.11:53 (the container's resolv.conf names it).
+It answers the names of containers sharing a network with the asker
+(container names, aliases, short IDs) and forwards everything else, from the
+host's namespace, to the asker's upstream servers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 import struct
@@ -16,6 +18,9 @@ from collections.abc import Callable
 
 from dnslib import AAAA, PTR, QTYPE, RCODE, RR, A, DNSRecord
 from prometheus_client import Counter
+
+from services.common.errors import Internal
+from services.network import kernel
 
 log = logging.getLogger("berth.network.dns")
 
@@ -25,12 +30,15 @@ DNS_QUERIES = Counter("berth_network_dns_queries_total",
 TTL = 600
 UPSTREAM_TIMEOUT = 2.0
 
-# (asker's IP, lower-case name) -> (IPv4, IPv6 or "") pairs, or None when not a container
+RESOLVER_ADDRESS = "127.0.0.11"
+NAT_TABLE = "berth_dns"
+
+# (asking container's ID, lower-case name) -> (IPv4, IPv6 or "") pairs, or None
 Lookup = Callable[[str, str], list[tuple[str, str]] | None]
-# (asker's IP, address) -> the container's "name.network", or None
+# (asking container's ID, address) -> the container's "name.network", or None
 ReverseLookup = Callable[[str, str], str | None]
 ARPA = ".in-addr.arpa"
-# asker's IP -> upstream servers
+# asking container's ID -> upstream servers
 Upstreams = Callable[[str], list[str]]
 
 
@@ -111,8 +119,9 @@ class Resolver:
 
 
 class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, resolver: Resolver) -> None:
+    def __init__(self, resolver: Resolver, container_id: str) -> None:
         self._resolver = resolver
+        self._container_id = container_id
         self._transport: asyncio.DatagramTransport | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -126,52 +135,51 @@ class _Protocol(asyncio.DatagramProtocol):
 
     async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
         try:
-            reply = await self._resolver.answer(data, addr[0])
+            reply = await self._resolver.answer(data, self._container_id)
         except Exception:
-            log.exception("DNS query from %s failed", addr[0])
+            log.exception("DNS query of container %s failed", self._container_id[:12])
             return
         if reply is not None and self._transport is not None:
             self._transport.sendto(reply, addr)
 
 
 class DnsListeners:
-    """The UDP and TCP listeners of every user network, by network ID."""
+    """Each sandbox's resolver: UDP and TCP listeners inside its netns, by container ID."""
 
     def __init__(self, resolver: Resolver) -> None:
         self._resolver = resolver
         self._listeners: dict[str, tuple[asyncio.DatagramTransport, asyncio.Server]] = {}
 
-    async def start(self, network_id: str, address: str) -> None:
-        """Listen on address:53; a host DNS server holding *:53 leaves the
-        network without names rather than failing it (see `serving`)."""
-        if network_id in self._listeners:
+    async def start(self, container_id: str, netns_path: str) -> None:
+        """Answer on 127.0.0.11:53 in the netns: listen on random ports there
+        and redirect port 53 to them (as Docker, so a DNS server of the
+        container's own can still take port 53)."""
+        if container_id in self._listeners:
             return
+        udp_sock, tcp_sock = await asyncio.to_thread(kernel.resolver_sockets, netns_path,
+                                                     RESOLVER_ADDRESS)
         loop = asyncio.get_running_loop()
         try:
+            await nat_to_resolver(netns_path, RESOLVER_ADDRESS, udp_sock.getsockname()[1],
+                                  tcp_sock.getsockname()[1])
             udp, _ = await loop.create_datagram_endpoint(
-                lambda: _Protocol(self._resolver), local_addr=(address, 53))
-        except OSError as exc:
-            log.warning("no DNS for network %s: cannot listen on %s:53: %s",
-                        network_id[:12], address, exc)
-            return
-        try:
-            tcp = await asyncio.start_server(self._serve_tcp, address, 53)
-        except OSError as exc:
-            udp.close()
-            log.warning("no DNS for network %s: cannot listen on %s:53/tcp: %s",
-                        network_id[:12], address, exc)
-            return
-        self._listeners[network_id] = (udp, tcp)
+                lambda: _Protocol(self._resolver, container_id), sock=udp_sock)
+        except BaseException:
+            udp_sock.close()
+            tcp_sock.close()
+            raise
+        tcp = await asyncio.start_server(
+            functools.partial(self._serve_tcp, container_id), sock=tcp_sock)
+        self._listeners[container_id] = (udp, tcp)
 
-    async def _serve_tcp(self, reader: asyncio.StreamReader,
+    async def _serve_tcp(self, container_id: str, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> None:
         """RFC 7766 framing: each message behind its 2-byte length."""
-        asker = writer.get_extra_info("peername")[0]
         try:
             while True:
                 (length,) = struct.unpack("!H", await reader.readexactly(2))
-                reply = await self._resolver.answer(await reader.readexactly(length), asker,
-                                                    tcp=True)
+                reply = await self._resolver.answer(await reader.readexactly(length),
+                                                    container_id, tcp=True)
                 if reply is None:
                     break
                 writer.write(struct.pack("!H", len(reply)) + reply)
@@ -181,16 +189,33 @@ class DnsListeners:
         finally:
             writer.close()
 
-    def serving(self, network_id: str) -> bool:
-        return network_id in self._listeners
-
-    def stop(self, network_id: str) -> None:
-        listeners = self._listeners.pop(network_id, None)
+    def stop(self, container_id: str) -> None:
+        listeners = self._listeners.pop(container_id, None)
         if listeners is not None:
             udp, tcp = listeners
             udp.close()
             tcp.close()
 
     def stop_all(self) -> None:
-        for network_id in list(self._listeners):
-            self.stop(network_id)
+        for container_id in list(self._listeners):
+            self.stop(container_id)
+
+
+async def nat_to_resolver(netns_path: str, address: str, udp_port: int, tcp_port: int) -> None:
+    """nftables in the netns: queries to address:53 reach the resolver's ports."""
+    script = "\n".join([
+        f"table ip {NAT_TABLE} {{}}", f"delete table ip {NAT_TABLE}",
+        f"table ip {NAT_TABLE} {{",
+        "  chain output {",
+        "    type nat hook output priority -100; policy accept;",
+        f"    ip daddr {address} udp dport 53 dnat to {address}:{udp_port}",
+        f"    ip daddr {address} tcp dport 53 dnat to {address}:{tcp_port}",
+        "  }",
+        "}", ""])
+    process = await asyncio.create_subprocess_exec(
+        "nsenter", f"--net={netns_path}", "nft", "-f", "-", stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await process.communicate(script.encode())
+    if process.returncode != 0:
+        raise Internal(f"cannot redirect DNS to the embedded resolver in {netns_path}: "
+                       f"{stderr.decode(errors='replace').strip()}")

@@ -1,6 +1,7 @@
-"""What the embedded DNS answers, read from the store: the names a container
-can resolve (containers sharing a user network with it), reverse lookups,
-and the servers its other queries go to. dns.py owns the wire side."""
+"""What the embedded DNS answers, read from the store (the asker is the
+container whose resolver got the query): the names a container can resolve
+(containers sharing a user network with it), reverse lookups, and the
+servers its other queries go to. dns.py owns the wire side."""
 
 from __future__ import annotations
 
@@ -17,11 +18,7 @@ class DnsLookup:
     def _visible_endpoints(self, asker: str) -> list[tuple[NetworkRecord, EndpointRecord]]:
         """Wired endpoints on the user networks the asking container is on."""
         networks = {n.id: n for n in self.store.networks() if n.is_user_defined}
-        mine = [e for e in self.store.endpoints()
-                if asker in (e.ip, e.ip6) and e.network_id in networks]
-        if not mine:
-            return []
-        shared = {e.network_id for e in self.store.endpoints(container_id=mine[0].container_id)
+        shared = {e.network_id for e in self.store.endpoints(container_id=asker)
                   if e.wired} & networks.keys()
         return [(networks[network_id], endpoint) for network_id in shared
                 for endpoint in self.store.endpoints(network_id=network_id) if endpoint.wired]
@@ -44,13 +41,10 @@ class DnsLookup:
     def upstreams(self, asker: str) -> list[str]:
         """Where to forward: none for a container only on internal networks (as
         Docker: they have no way out), else its --dns servers or the host's."""
-        for endpoint in self.store.endpoints():
-            if asker in (endpoint.ip, endpoint.ip6):
-                views = [v for v in self.wiring.views(endpoint.container_id) if v.record.wired]
-                if all(v.network.internal for v in views):
-                    return []
-                sandbox = self.store.sandbox(endpoint.container_id)
-                if sandbox is not None and sandbox.dns:
-                    return sandbox.dns
-                break
+        views = [v for v in self.wiring.views(asker) if v.record.wired]
+        if views and all(v.network.internal for v in views):
+            return []
+        sandbox = self.store.sandbox(asker)
+        if sandbox is not None and sandbox.dns:
+            return sandbox.dns
         return files.read_host_resolv_conf().nameservers or files.FALLBACK_NAMESERVERS

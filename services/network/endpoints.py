@@ -78,6 +78,8 @@ class Endpoints:
         sandbox = self.store.sandbox(container_id)
         check_connectable(network, sandbox)
         existing = self.store.endpoint(network.id, container_id)
+        if existing is not None and existing.state == "connected" and sandbox is None:
+            return None   # as Docker: a stopped container keeps its config
         if existing is not None and existing.state == "connected":
             raise PermissionDenied(f"endpoint with name {container_name} already exists "
                                    f"in network {network.name}")

@@ -27,12 +27,15 @@ class HostResolvConf:
 
 
 def read_host_resolv_conf() -> HostResolvConf:
-    conf = HostResolvConf()
     try:
-        lines = HOST_RESOLV_CONF.read_text().splitlines()
+        return parse_resolv_conf(HOST_RESOLV_CONF.read_text())
     except OSError:
-        return conf
-    for line in lines:
+        return HostResolvConf()
+
+
+def parse_resolv_conf(text: str) -> HostResolvConf:
+    conf = HostResolvConf()
+    for line in text.splitlines():
         words = line.split()
         if len(words) < 2 or words[0].startswith(("#", ";")):
             continue
@@ -65,6 +68,14 @@ def resolv_conf(nameservers: list[str], search: list[str], options: list[str]) -
     if options:
         lines.append("options " + " ".join(options))
     return "\n".join(lines) + "\n"
+
+
+def embedded_resolver_conf(address: str, search: list[str], options: list[str]) -> str:
+    """Docker's resolv.conf for the embedded resolver: its address only, and
+    `ndots:0` unless an ndots option was given."""
+    if not any(option.startswith("ndots:") for option in options):
+        options = [*options, "ndots:0"]
+    return resolv_conf([address], search, options)
 
 
 def hosts_file(hostname: str, domainname: str, address: str,

@@ -105,6 +105,27 @@ def in_netns(path: str, work: Callable[[IPRoute], T]) -> T:
     return _in_fresh_thread(run)
 
 
+def resolver_sockets(path: str, address: str) -> tuple[socket.socket, socket.socket]:
+    """A UDP socket and a listening TCP socket on random ports of `address`
+    inside the netns `path`: a socket stays in the namespace it was made in."""
+    def run() -> tuple[socket.socket, socket.socket]:
+        _enter(path)
+        udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            udp.bind((address, 0))
+            tcp.bind((address, 0))
+            tcp.listen(128)
+        except OSError:
+            udp.close()
+            tcp.close()
+            raise
+        udp.setblocking(False)
+        tcp.setblocking(False)
+        return udp, tcp
+    return _in_fresh_thread(run)
+
+
 def create_netns(path: Path) -> None:
     """A new netns held by a bind mount on `path`, with lo up."""
     path.parent.mkdir(parents=True, exist_ok=True)

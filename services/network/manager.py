@@ -37,7 +37,7 @@ class NetworkManager:
         self.wiring = KernelWiring(config.instance_prefix, store, events)
         lookup = DnsLookup(store, self.wiring)
         self.dns = DnsListeners(Resolver(lookup.lookup, lookup.reverse, lookup.upstreams))
-        self.networks = Networks(config.instance_prefix, store, events, self.wiring, self.dns)
+        self.networks = Networks(config.instance_prefix, store, events, self.wiring)
         self.endpoints = Endpoints(store, self.networks, self.wiring)
         netns_dir = config.exec_root / "netns"
         self.pods = PodNetworks(config, store, netns_dir)
@@ -53,7 +53,6 @@ class NetworkManager:
             await self.networks.bring_up()
             await self.sandboxes.readopt()
             await self.wiring.apply_firewall()
-            await self.networks.start_dns()
             self._refresh_metrics()
 
     async def shutdown(self) -> None:
@@ -102,6 +101,8 @@ class NetworkManager:
         async with self._lock:
             view = await self.endpoints.connect(container_id, container_name, spec)
             if view is not None:
+                if view.network.is_user_bridge:
+                    await self.sandboxes.use_embedded_resolver(container_id)
                 self._refresh_metrics()
             return view
 
@@ -120,6 +121,9 @@ class NetworkManager:
 
     def get_sandbox(self, container_id: str) -> SandboxView:
         return self.sandboxes.get(container_id)
+
+    def plan_sandbox(self, spec: SandboxSpec) -> SandboxView:
+        return self.sandboxes.plan(spec)
 
     async def destroy_sandbox(self, container_id: str) -> None:
         async with self._lock:

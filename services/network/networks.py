@@ -11,7 +11,6 @@ from services.common.events import EventBus
 from services.common.filters import Filters, timestamp_ns
 from services.common.validation import RESTRICTED_NAME_CHARS, is_restricted_name
 from services.network import ipam, wiring_macvlan
-from services.network.dns import DnsListeners
 from services.network.specs import (
     HOST_BINDING_OPTION,
     ICC_OPTION,
@@ -38,26 +37,20 @@ def _now() -> str:
 
 class Networks:
     def __init__(self, prefix: str, store: NetworkStore, events: EventBus,
-                 wiring: KernelWiring, dns: DnsListeners) -> None:
+                 wiring: KernelWiring) -> None:
         self.prefix = prefix
         self.store = store
         self.events = events
         self.wiring = wiring
-        self.dns = dns
 
     # -- service start and stop ---------------------------------------------
 
     async def bring_up(self) -> None:
-        """The built-in networks, every bridge and the DNS of user networks."""
+        """The built-in networks and every bridge."""
         self._ensure_builtin()
         for network in self.store.networks():
             if not network.config_only:
                 await self.wiring.bring_up(network)
-
-    async def start_dns(self) -> None:
-        for network in self.store.networks():
-            if network.is_user_bridge and network.gateway:
-                await self.dns.start(network.id, network.gateway)
 
     async def take_down_unused(self) -> None:
         """Delete the bridges no running container uses; their records stay."""
@@ -197,10 +190,7 @@ class Networks:
             await self.wiring.bring_up_bridge(network)
             created = True
             await self.wiring.apply_firewall()
-            if network.gateway:
-                await self.dns.start(network.id, network.gateway)
         except BaseException:
-            self.dns.stop(network.id)
             await self.wiring.delete_bridge(network)
             if created:
                 self.store.delete_network(network.id)
@@ -301,7 +291,6 @@ class Networks:
                                    f'"{network.name}" is in use')
 
     async def _delete(self, network: NetworkRecord) -> None:
-        self.dns.stop(network.id)
         await self.wiring.take_down(network)
         self.store.delete_network(network.id)
         await self.wiring.apply_firewall()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from services.common.errors import BerthError, InvalidArgument
 from services.network import endpoints, files
-from services.network.dns import DnsListeners
+from services.network.dns import RESOLVER_ADDRESS, DnsListeners
 from services.network.networks import Networks
 from services.network.pods import PodNetworks
 from services.network.ports import Published, requests_for, reserve
@@ -47,6 +47,11 @@ def _default_resolv_conf(spec: SandboxSpec) -> str:
                              spec.dns_options or host.options)
 
 
+def _has_resolver(sandbox: SandboxRecord) -> bool:
+    """Whether the sandbox uses the embedded resolver (kept once started, as Docker)."""
+    return RESOLVER_ADDRESS in files.parse_resolv_conf(sandbox.resolv_conf).nameservers
+
+
 class Sandboxes:
     def __init__(self, netns_dir: Path, store: NetworkStore, networks: Networks,
                  wiring: KernelWiring, dns: DnsListeners, pods: PodNetworks) -> None:
@@ -79,6 +84,14 @@ class Sandboxes:
                 except BerthError as exc:
                     log.warning("cannot re-reserve port of %s: %s", sandbox.container_id, exc)
             self._port_sockets[sandbox.container_id] = socks
+            if _has_resolver(sandbox):
+                await self._restart_resolver(sandbox)
+
+    async def _restart_resolver(self, sandbox: SandboxRecord) -> None:
+        try:
+            await self.dns.start(sandbox.container_id, sandbox.netns_path)
+        except (BerthError, OSError) as exc:
+            log.warning("no DNS for container %s: %s", sandbox.container_id[:12], exc)
 
     def close_ports(self) -> None:
         for socks in self._port_sockets.values():
@@ -154,29 +167,47 @@ class Sandboxes:
         address = first[0].record.ip if first else ""
         extra = [_extra_host(entry, first) for entry in spec.extra_hosts]
         sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, address, extra)
-        user_nets = [v for v in first
-                     if v.network.is_user_bridge and self.dns.serving(v.network.id)]
-        if user_nets:
+        if any(v.network.is_user_bridge for v in first):
+            await self.dns.start(sandbox.container_id, sandbox.netns_path)
             host = files.read_host_resolv_conf()
-            sandbox.resolv_conf = files.resolv_conf(
-                [user_nets[0].network.gateway], spec.dns_search or host.search,
+            sandbox.resolv_conf = files.embedded_resolver_conf(
+                RESOLVER_ADDRESS, spec.dns_search or host.search,
                 spec.dns_options or host.options)
         else:
             sandbox.resolv_conf = _default_resolv_conf(spec)
 
+    async def use_embedded_resolver(self, container_id: str) -> None:
+        """As Docker on a first connect to a user network: start the sandbox's
+        resolver and point its resolv.conf there, keeping search and options
+        (the servers it named stay reachable: they are the host's or --dns).
+        A resolver that cannot start leaves the connect done, as in Docker."""
+        sandbox = self.store.sandbox(container_id)
+        if sandbox is None or not sandbox.owns_netns or _has_resolver(sandbox):
+            return
+        try:
+            await self.dns.start(container_id, sandbox.netns_path)
+        except (BerthError, OSError) as exc:
+            log.warning("no DNS for container %s: %s", container_id[:12], exc)
+            return
+        current = files.parse_resolv_conf(sandbox.resolv_conf)
+        sandbox.resolv_conf = files.embedded_resolver_conf(
+            RESOLVER_ADDRESS, current.search, current.options)
+        self.store.save_sandbox(sandbox)
+
+    def _requested(self, mode: str, spec: SandboxSpec
+                   ) -> list[tuple[NetworkRecord, EndpointSpec]]:
+        """The create-time list, the network of the network mode first."""
+        requested = [(self.networks.find(e.network), e) for e in spec.endpoints]
+        primary = self.networks.find(mode)
+        if primary.id not in {network.id for network, _ in requested}:
+            requested.insert(0, (primary, EndpointSpec(network=mode)))
+        requested.sort(key=lambda pair: pair[0].id != primary.id)
+        return requested
+
     def _networks_of(self, mode: str, spec: SandboxSpec
                      ) -> list[tuple[NetworkRecord, EndpointRecord]]:
         """The container's endpoints: stored choices win over the create-time list."""
-        find = self.networks.find
-        requested = list(spec.endpoints)
-        primary = "bridge" if mode == "bridge" else mode
-        named = {find(e.network).id for e in requested}
-        primary_id = find(primary).id
-        if primary_id not in named:
-            requested.insert(0, EndpointSpec(network=primary))
-        requested.sort(key=lambda e: find(e.network).id != primary_id)
-        for request in requested:
-            network = find(request.network)
+        for network, request in self._requested(mode, spec):
             endpoints.check_connectable(network, None)
             if self.store.endpoint(network.id, spec.container_id) is None:
                 endpoints.check_request(network, request)
@@ -212,6 +243,7 @@ class Sandboxes:
     async def teardown(self, container_id: str, sandbox: SandboxRecord | None = None) -> None:
         """Undo a sandbox, whole or half-built: veths, IPs, ports, netns file."""
         sandbox = sandbox or self.store.sandbox(container_id)
+        self.dns.stop(container_id)
         if sandbox is not None and sandbox.mode == "cni":
             await self.pods.detach(sandbox)
         by_id = {n.id: n for n in self.store.networks()}
@@ -241,6 +273,28 @@ class Sandboxes:
             self.store.save_sandbox(sandbox)
 
     # -- views ----------------------------------------------------------------
+
+    def plan(self, spec: SandboxSpec) -> SandboxView:
+        """The endpoints a container that is not running joins at its next start."""
+        mode = "bridge" if spec.network_mode in BRIDGE_MODES else spec.network_mode
+        plan = SandboxView(container_id=spec.container_id, network_mode=mode)
+        if mode.startswith("container:") or mode == "cni":
+            return plan
+        if mode in ("host", "none"):
+            network = self.networks.find(mode)
+            plan.endpoints = [EndpointView(network, EndpointRecord(
+                network_id=network.id, container_id=spec.container_id,
+                endpoint_id="", container_name=spec.container_name))]
+            return plan
+        stored = {e.network_id for e in self.store.endpoints(container_id=spec.container_id)}
+        for network, request in self._requested(mode, spec):
+            if network.id not in stored:
+                record = endpoints.new_record(network, spec.container_id,
+                                              spec.container_name, request)
+                plan.endpoints.append(EndpointView(network, record))
+        plan.endpoints += [v for v in self.wiring.views(spec.container_id)
+                           if v.record.state == "connected"]
+        return plan
 
     def get(self, container_id: str) -> SandboxView:
         sandbox = self.store.sandbox(container_id)

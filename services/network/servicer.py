@@ -67,6 +67,24 @@ def _sandbox(view: SandboxView) -> network_pb2.Sandbox:
                                          host_port=p.host_port) for p in view.ports])
 
 
+def _sandbox_spec(request: network_pb2.CreateSandboxRequest) -> SandboxSpec:
+    return SandboxSpec(
+        container_id=request.container_id, container_name=request.container_name,
+        hostname=request.hostname, domainname=request.domainname,
+        network_mode=request.network_mode,
+        endpoints=[_endpoint_spec(e) for e in request.endpoints],
+        port_mappings=[(m.container_port, m.host_ip, m.host_port)
+                       for m in request.port_mappings],
+        publish_all_ports=request.publish_all_ports,
+        exposed_ports=list(request.exposed_ports), dns=list(request.dns),
+        dns_search=list(request.dns_search), dns_options=list(request.dns_options),
+        extra_hosts=list(request.extra_hosts),
+        container_netns_path=request.container_netns_path,
+        pod=PodRef(name=request.pod.name, namespace=request.pod.namespace,
+                   uid=request.pod.uid),
+        owner=request.owner)
+
+
 class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
     def __init__(self, manager: NetworkManager, events: EventBus) -> None:
         self._manager = manager
@@ -127,29 +145,19 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
                                            _endpoint_spec(request.endpoint))
         if view is None:
             return network_pb2.ConnectResponse()
-        return network_pb2.ConnectResponse(endpoint=_endpoint(view))
+        sandbox = self._manager.get_sandbox(request.container_id)
+        return network_pb2.ConnectResponse(endpoint=_endpoint(view),
+                                           resolv_conf=sandbox.resolv_conf)
 
     async def Disconnect(self, request, context):  # noqa: N802
         await self._manager.disconnect(request.container_id, request.network, request.force)
         return network_pb2.DisconnectResponse()
 
     async def CreateSandbox(self, request, context):  # noqa: N802
-        spec = SandboxSpec(
-            container_id=request.container_id, container_name=request.container_name,
-            hostname=request.hostname, domainname=request.domainname,
-            network_mode=request.network_mode,
-            endpoints=[_endpoint_spec(e) for e in request.endpoints],
-            port_mappings=[(m.container_port, m.host_ip, m.host_port)
-                           for m in request.port_mappings],
-            publish_all_ports=request.publish_all_ports,
-            exposed_ports=list(request.exposed_ports), dns=list(request.dns),
-            dns_search=list(request.dns_search), dns_options=list(request.dns_options),
-            extra_hosts=list(request.extra_hosts),
-            container_netns_path=request.container_netns_path,
-            pod=PodRef(name=request.pod.name, namespace=request.pod.namespace,
-                       uid=request.pod.uid),
-            owner=request.owner)
-        return _sandbox(await self._manager.create_sandbox(spec))
+        return _sandbox(await self._manager.create_sandbox(_sandbox_spec(request)))
+
+    async def PlanSandbox(self, request, context):  # noqa: N802
+        return _sandbox(self._manager.plan_sandbox(_sandbox_spec(request)))
 
     async def GetSandbox(self, request, context):  # noqa: N802
         return _sandbox(self._manager.get_sandbox(request.container_id))

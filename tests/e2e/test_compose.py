@@ -437,3 +437,63 @@ def test_short_id_and_hostname_aliases_before_api_1_45(engine: Engine, busybox: 
     finally:
         engine.docker("rm", "-f", "compose-alias-c", check=False)
         engine.docker("network", "rm", "compose-alias", check=False)
+
+
+def test_config_file_two_networks_stop_start_and_resolver(engine: Engine,
+                                                          project: Compose) -> None:
+    """The shape of a real stack: a mounted config file, services on two
+    networks, `stop` then `start`, and lookups through 127.0.0.11 as an
+    nginx `resolver 127.0.0.11` does."""
+    (project.dir / "app.conf").write_text("upstream=web\n")
+    _write(project, f"""
+version: "3.8"
+services:
+  web:
+    image: busybox:latest
+    command: {HTTPD}
+    networks: [front, back]
+  proxy:
+    image: busybox:latest
+    command: sleep 300
+    volumes: ["./app.conf:/etc/app.conf:ro"]
+    networks:
+      front:
+        aliases: [gateway]
+  db:
+    image: busybox:latest
+    command: sleep 300
+    networks: [back]
+networks:
+  front: {{}}
+  back: {{}}
+""")
+    project("up", "-d")
+    for cycle in ("up", "restarted"):
+        states = _ps_states(project)
+        assert len(states) == 3 and all(" Up " in f"{s} " for s in states.values()), \
+            (cycle, states)
+        conf = project("exec", "-T", "proxy", "cat", "/etc/app.conf").stdout
+        assert conf == "upstream=web\n"
+        resolv = project("exec", "-T", "proxy", "cat", "/etc/resolv.conf").stdout
+        assert "nameserver 127.0.0.11" in resolv and "ndots:0" in resolv
+        for service, name in (("proxy", "web"), ("db", "web"), ("web", "gateway")):
+            lookup = project("exec", "-T", service, "nslookup", name, "127.0.0.11",
+                             check=False)
+            assert "Address" in lookup.stdout.split("Name:")[-1], (cycle, service, lookup)
+        missing = project("exec", "-T", "db", "nslookup", "proxy", "127.0.0.11", check=False)
+        assert missing.returncode != 0, "db and proxy share no network"
+
+        def served() -> bool:
+            result = project("exec", "-T", "proxy", "sh", "-c", HTTP_GET, check=False)
+            return result.stdout.endswith("hello\n")
+        _eventually(served)
+        web = f"{project.name}_web_1"
+        networks = json.loads(engine.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
+                                            web).stdout)
+        assert sorted(networks) == [f"{project.name}_back", f"{project.name}_front"]
+        if cycle == "up":
+            project("stop", "-t", "1")
+            stopped = json.loads(engine.docker(
+                "inspect", "-f", "{{json .NetworkSettings.Networks}}", web).stdout)
+            assert sorted(stopped) == sorted(networks)
+            project("start")

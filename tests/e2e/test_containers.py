@@ -9,6 +9,7 @@ import json
 import socket
 import struct
 import subprocess
+from pathlib import Path
 
 import docker
 import pytest
@@ -301,3 +302,62 @@ def test_device_mappings(engine: Engine, busybox: str) -> None:
     assert ('error gathering device information while adding custom device '
             '"/dev/berth-none": no such file or directory') in missing.stderr.decode()
     assert text(engine.docker("ps", "-aq", "--filter", "name=no-device")) == ""
+
+
+def test_commit_of_created_and_stopped_containers(engine: Engine, busybox: str) -> None:
+    client = engine.client()
+    created = client.containers.create(busybox, "true", name="commit-created")
+    stopped = client.containers.run(busybox, ["sh", "-c", "echo kept > /f"],
+                                    name="commit-stopped", detach=True)
+    stopped.wait()
+    try:
+        assert created.commit("committed", "created", pause=True).id.startswith("sha256:")
+        image = stopped.commit("committed", "stopped", pause=True)
+        out = engine.docker("run", "--rm", image.id, "cat", "/f").stdout
+        assert out == b"kept\n"
+    finally:
+        created.remove()
+        stopped.remove()
+        engine.docker("rmi", "committed:created", "committed:stopped")
+
+
+def test_rm_link_removes_a_legacy_link(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "-d", "--name", "linked", busybox, "sleep", "300")
+    engine.docker("run", "-d", "--name", "linking", "--link", "linked:db", busybox,
+                  "sleep", "300")
+    try:
+        engine.docker("rm", "--link", "/linking/db")
+        assert inspect(engine, "linking")["HostConfig"]["Links"] is None
+        again = engine.docker("rm", "--link", "/linking/db", check=False)
+        assert b"No such container" in again.stderr
+        plain = engine.docker("rm", "--link", "linking", check=False)
+        assert b"cannot remove the default link name of the container" in plain.stderr
+        assert inspect(engine, "linked")["State"]["Running"]
+    finally:
+        engine.docker("rm", "-f", "linking", "linked")
+
+
+def test_isolation_annotations_and_device_requests(engine: Engine, busybox: str) -> None:
+    result = engine.docker("run", "--rm", "--isolation", "hyperv", busybox, "true", check=False)
+    assert b"invalid isolation (hyperv): linux only supports 'default'" in result.stderr
+    engine.docker("run", "-d", "--name", "annotated", "--isolation", "default",
+                  "--annotation", "org.example.k=v", busybox, "sleep", "300")
+    try:
+        host = inspect(engine, "annotated")["HostConfig"]
+        assert host["Isolation"] == "default"
+        assert host["Annotations"] == {"org.example.k": "v"}
+        bundle = Path(inspect(engine, "annotated")["GraphDriver"]["Data"]["UpperDir"]).parent
+        spec = json.loads((bundle / "config.json").read_text())
+        assert spec["annotations"] == {"org.example.k": "v"}
+    finally:
+        engine.docker("rm", "-f", "annotated")
+    engine.docker("create", "--name", "gpus", "--gpus", "2", busybox, "true")
+    try:
+        requests = inspect(engine, "gpus")["HostConfig"]["DeviceRequests"]
+        assert [{k: r[k] for k in ("Driver", "Count", "DeviceIDs", "Capabilities")}
+                for r in requests] == [{"Driver": "", "Count": 2, "DeviceIDs": None,
+                                        "Capabilities": [["gpu"]]}]
+        started = engine.docker("start", "gpus", check=False)
+        assert b'could not select device driver "" with capabilities: [[gpu]]' in started.stderr
+    finally:
+        engine.docker("rm", "gpus")

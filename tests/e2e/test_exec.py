@@ -229,3 +229,19 @@ def test_starting_an_exec_twice(engine: Engine, box: str) -> None:
         api.exec_start(failing, detach=True)
     assert refused.value.status_code == 400
     assert api.exec_inspect(failing)["ExitCode"] == 127
+
+
+@pytest.mark.parametrize("stream", [False, True])
+@pytest.mark.parametrize("demux", [False, True])
+def test_sdk_tty_exec_is_one_raw_stream(engine: Engine, box: str, stream: bool,
+                                        demux: bool) -> None:
+    """With a TTY, output is the terminal's raw bytes (no stream headers, no
+    stderr of its own) for every stream/demux combination a client asks."""
+    container = engine.client().containers.get(box)
+    result = container.exec_run(["sh", "-c", "echo out; echo err >&2"], tty=True,
+                                stream=stream, demux=demux)
+    chunks = list(result.output) if stream else [result.output]
+    if demux:
+        assert all(err is None for _, err in chunks)
+        chunks = [out for out, _ in chunks]
+    assert b"".join(chunks) == b"out\r\nerr\r\n"

@@ -229,3 +229,63 @@ def test_legacy_links_on_the_default_bridge(clean: Engine, busybox: str) -> None
             in error_of(engine, "start", "later"))
     assert ("could not get container for nosuch: No such container: nosuch"
             in error_of(engine, "run", "--rm", "--link", "nosuch:x", busybox, "true"))
+
+
+def networks_of(engine: Engine, container: str) -> dict[str, dict]:
+    out = engine.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}", container).stdout
+    return json.loads(out)
+
+
+def on_network(engine: Engine, network: str) -> list[str]:
+    return engine.docker("ps", "-a", "--filter", f"network={network}",
+                         "--format", "{{.Names}}").stdout.decode().split()
+
+
+def test_networks_of_created_and_stopped_containers(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "plan-a")
+    engine.docker("network", "create", "plan-b")
+    engine.docker("create", "--name", "planned", "--network", "plan-a", busybox, "sleep", "300")
+    engine.docker("network", "connect", "--alias", "extra", "plan-b", "planned")
+    networks = networks_of(engine, "planned")
+    assert sorted(networks) == ["plan-a", "plan-b"]
+    assert networks["plan-b"]["Aliases"] == ["extra"]
+    assert networks["plan-b"]["IPAddress"] == ""
+    assert on_network(engine, "plan-b") == ["planned"]
+    engine.docker("network", "disconnect", "plan-a", "planned")
+    assert sorted(networks_of(engine, "planned")) == ["plan-b"]
+    assert on_network(engine, "plan-a") == []
+
+    engine.docker("start", "planned")
+    assert sorted(networks_of(engine, "planned")) == ["plan-b"]
+    engine.docker("network", "connect", "plan-a", "planned")
+    engine.docker("stop", "-t", "0", "planned")
+    stopped = networks_of(engine, "planned")
+    assert sorted(stopped) == ["plan-a", "plan-b"]
+    assert stopped["plan-a"]["IPAddress"] == "" and stopped["plan-a"]["NetworkID"]
+    # As Docker, connecting a stopped container again changes nothing.
+    engine.docker("network", "connect", "plan-a", "planned")
+    engine.docker("network", "disconnect", "plan-b", "planned")
+    assert on_network(engine, "plan-b") == []
+    engine.docker("start", "planned")
+    running = networks_of(engine, "planned")
+    assert sorted(running) == ["plan-a"] and running["plan-a"]["IPAddress"]
+
+
+def test_embedded_resolver_as_docker(clean: Engine, busybox: str) -> None:
+    engine = clean
+    engine.docker("network", "create", "resolved")
+    engine.docker("run", "-d", "--name", "web", "--network", "resolved", busybox,
+                  "sleep", "300")
+    conf = engine.docker("run", "--rm", "--network", "resolved", busybox,
+                         "cat", "/etc/resolv.conf").stdout.decode().splitlines()
+    assert conf[0] == "nameserver 127.0.0.11" and conf[-1].endswith("ndots:0")
+    engine.docker("run", "-d", "--name", "late", busybox, "sleep", "300")
+    before = engine.docker("exec", "late", "cat", "/etc/resolv.conf").stdout.decode()
+    assert "127.0.0.11" not in before
+    engine.docker("network", "connect", "resolved", "late")
+    lookup = engine.docker("exec", "late", "nslookup", "web", check=False)
+    address = engine.docker("inspect", "-f", "{{.NetworkSettings.Networks.resolved.IPAddress}}",
+                            "web").stdout.decode().strip()
+    assert address in lookup.stdout.decode(), lookup.stdout + lookup.stderr
+    assert engine.docker("exec", "late", "ping", "-c1", "-W2", "web").returncode == 0

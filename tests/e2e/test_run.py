@@ -4,8 +4,10 @@ stdin, errors with Docker's messages, and the interactive TTY flow."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
+from pathlib import Path
 
 import pexpect
 import pytest
@@ -186,6 +188,30 @@ def test_detach_keys_leave_the_container_running(engine: Engine, busybox: str) -
     child.close()
     wait_for_state(engine, "detached", "exited")
     engine.docker("rm", "detached")
+
+
+def test_detach_keys_from_the_client_config(engine: Engine, busybox: str) -> None:
+    """The CLI sends config.json's detachKeys; attach and exec honour them."""
+    config = Path(engine.env()["DOCKER_CONFIG"])
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "config.json").write_text(json.dumps({"detachKeys": "ctrl-x,x"}))
+    try:
+        engine.docker("run", "-dit", "--name", "keyed", busybox, "sh")
+        for args in (("attach", "keyed"), ("exec", "-it", "keyed", "sh")):
+            child = spawn(engine, *args)
+            child.sendline("echo in-$((6*7))")
+            child.expect_exact("in-42")
+            child.send(CTRL_P + CTRL_Q)   # not the configured keys: still attached
+            child.sendline("echo still-$((2*3))")
+            child.expect_exact("still-6")
+            child.send("\x18x")
+            child.expect_exact("read escape sequence")
+            child.expect(pexpect.EOF)
+            child.close()
+            wait_for_state(engine, "keyed", "running")
+    finally:
+        (config / "config.json").unlink()
+        engine.docker("rm", "-f", "keyed")
 
 
 @pytest.fixture(autouse=True)

@@ -225,7 +225,7 @@ def test_user_networks_dns_isolation(service: NetworkService, stub) -> None:
     other = sandbox(stub, 12, network_mode="back")
     default = sandbox(stub, 13)
     nameserver = a.resolv_conf.split()[1]
-    assert nameserver == a.endpoints[0].gateway
+    assert nameserver == "127.0.0.11" and "options ndots:0" in a.resolv_conf
     b_ip = b.endpoints[0].ip_address
     for name in ("c11", "web", cid(11)[:12]):
         lookup = run_in(a.netns_path, "busybox", "nslookup", name, nameserver)
@@ -259,6 +259,33 @@ def test_user_networks_dns_isolation(service: NetworkService, stub) -> None:
     with pytest.raises(grpc.RpcError) as busy:
         stub.Remove(pb.RemoveNetworkRequest(id="back"))
     assert "has active endpoints" in busy.value.details()
+
+
+OWN_DNS_SERVER = """
+import socket
+for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM):
+    socket.socket(socket.AF_INET, kind).bind(("0.0.0.0", 53))
+print("bound")
+"""
+
+
+def test_embedded_resolver_on_127_0_0_11(stub) -> None:
+    stub.Create(pb.CreateNetworkRequest(name="named"))
+    web = sandbox(stub, 30, network_mode="named",
+                  endpoints=[pb.EndpointRequest(network="named", aliases=["web"])])
+    # A container on the default bridge keeps the host's servers until its
+    # first user network, which brings the resolver and rewrites resolv.conf.
+    late = sandbox(stub, 31, dns_search=["example.test"])
+    assert "127.0.0.11" not in late.resolv_conf
+    reply = stub.Connect(pb.ConnectRequest(container_id=cid(31), container_name="c31",
+                                           endpoint=pb.EndpointRequest(network="named")))
+    assert reply.resolv_conf == ("nameserver 127.0.0.11\nsearch example.test\n"
+                                 "options ndots:0\n")
+    lookup = run_in(late.netns_path, "busybox", "nslookup", "web", "127.0.0.11")
+    assert web.endpoints[0].ip_address in lookup.stdout, lookup.stdout + lookup.stderr
+    # Port 53 stays free for a DNS server of the container's own.
+    own = run_in(web.netns_path, sys.executable, "-c", OWN_DNS_SERVER)
+    assert own.stdout == "bound\n", own.stderr
 
 
 def test_internal_and_icc(stub) -> None:
@@ -410,6 +437,8 @@ def test_restart_readopts_running_sandboxes(service: NetworkService, stub) -> No
     assert peer.endpoints[0].ip_address != box.endpoints[0].ip_address
     lookup = run_in(peer.netns_path, "busybox", "nslookup", "c50", peer.resolv_conf.split()[1])
     assert box.endpoints[0].ip_address in lookup.stdout
+    lookup = run_in(box.netns_path, "busybox", "nslookup", "c51", "127.0.0.11")
+    assert peer.endpoints[0].ip_address in lookup.stdout, lookup.stdout + lookup.stderr
 
 
 def test_two_engines_do_not_collide(service: NetworkService) -> None:

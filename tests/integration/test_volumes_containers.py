@@ -77,6 +77,20 @@ def test_read_only_volume_and_bind_refuse_writes(engine: Engine, clean: str,
     assert b"Read-only file system" in result.stderr
 
 
+def test_bind_of_an_existing_file_and_of_a_missing_path(engine: Engine, clean: str,
+                                                       tmp_path: Path) -> None:
+    config = tmp_path / "app.conf"
+    config.write_text("setting=1\n")
+    assert run(engine, "-v", f"{config}:/etc/app.conf:ro", clean,
+               "cat", "/etc/app.conf") == "setting=1\n"
+    run(engine, "-v", f"{config}:/etc/app.conf", clean, "sh", "-c",
+        "echo setting=2 > /etc/app.conf")
+    assert config.read_text() == "setting=2\n"
+    missing = tmp_path / "made" / "by-start"
+    assert run(engine, "-v", f"{missing}:/m", clean, "sh", "-c", "echo x > /m/f; ls /m") == "f\n"
+    assert missing.is_dir() and (missing / "f").read_text() == "x\n"
+
+
 def test_tmpfs_size_limits_writes(engine: Engine, clean: str) -> None:
     write = "dd if=/dev/zero of=/t/f bs=1024 count=2048"
     for args in (["--mount", "type=tmpfs,dst=/t,tmpfs-size=1m"], ["--tmpfs", "/t:size=1m"]):

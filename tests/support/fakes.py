@@ -201,22 +201,6 @@ def container_manager(root: Path) -> FakeEngine:
     return FakeEngine(manager, sessions, runtime, peers, store)
 
 
-class FakeDns:
-    """Listeners that bind nothing."""
-
-    def __init__(self) -> None:
-        self.served: set[str] = set()
-
-    async def start(self, network_id: str, address: str) -> None:
-        self.served.add(network_id)
-
-    def serving(self, network_id: str) -> bool:
-        return network_id in self.served
-
-    def stop(self, network_id: str) -> None:
-        self.served.discard(network_id)
-
-
 @dataclass
 class FakeWiring:
     """Kernel wiring that touches no kernel: addresses come from the subnet

@@ -19,13 +19,13 @@ from services.network.endpoints import check_connectable
 from services.network.networks import Networks
 from services.network.specs import NetworkSpec
 from services.network.store import NetworkRecord, NetworkStore
-from tests.support.fakes import FakeDns, FakeWiring
+from tests.support.fakes import FakeWiring
 
 
 def run(root: Path, scenario: Callable[[Networks], Awaitable[None]]) -> None:
     async def main() -> None:
         store = NetworkStore(root / "state.db")
-        networks = Networks("bt", store, EventBus("network"), FakeWiring(store), FakeDns())
+        networks = Networks("bt", store, EventBus("network"), FakeWiring(store))
         await networks.bring_up()
         try:
             await scenario(networks)

@@ -18,7 +18,7 @@ from services.network.endpoints import Endpoints
 from services.network.networks import Networks
 from services.network.specs import EndpointSpec, NetworkSpec
 from services.network.store import NetworkStore, SandboxRecord
-from tests.support.fakes import FakeDns, FakeWiring
+from tests.support.fakes import FakeWiring
 
 
 @dataclass
@@ -37,7 +37,7 @@ def run(root: Path, scenario: Callable[[Domain], Awaitable[None]]) -> None:
     async def main() -> None:
         store = NetworkStore(root / "state.db")
         wiring = FakeWiring(store)
-        networks = Networks("bt", store, EventBus("network"), wiring, FakeDns())
+        networks = Networks("bt", store, EventBus("network"), wiring)
         await networks.bring_up()
         await networks.create(NetworkSpec(name="front"))
         await networks.create(NetworkSpec(name="pinned", subnet="10.9.0.0/24"))
@@ -90,12 +90,23 @@ def test_connect_checks_the_endpoint_request(tmp_path: Path, spec: EndpointSpec,
 
 def test_a_second_endpoint_of_a_container_on_a_network_is_refused(tmp_path: Path) -> None:
     async def scenario(domain: Domain) -> None:
-        assert await domain.endpoints.connect("c1", "web", EndpointSpec(network="front")) \
-            is None
+        domain.give_sandbox("c1")
+        assert await domain.endpoints.connect("c1", "web", EndpointSpec(network="front"))
         with pytest.raises(PermissionDenied,
                            match="endpoint with name web already exists in network front"):
             await domain.endpoints.connect("c1", "web", EndpointSpec(network="front"))
         assert len(domain.store.endpoints(container_id="c1")) == 1
+    run(tmp_path, scenario)
+
+
+def test_connecting_a_stopped_container_again_changes_nothing(tmp_path: Path) -> None:
+    """As Docker: a container without a sandbox keeps the config it has."""
+    async def scenario(domain: Domain) -> None:
+        first = EndpointSpec(network="front", aliases=["one"])
+        assert await domain.endpoints.connect("c1", "web", first) is None
+        again = EndpointSpec(network="front", aliases=["two"])
+        assert await domain.endpoints.connect("c1", "web", again) is None
+        assert [e.aliases for e in domain.store.endpoints(container_id="c1")] == [["one"]]
     run(tmp_path, scenario)
 
 

@@ -97,6 +97,15 @@ def _mount(body: Fields) -> pb.Mount:
     return mount
 
 
+def _device_request(body: Fields) -> pb.DeviceRequest:
+    return pb.DeviceRequest(
+        driver=body.string("Driver"), count=body.integer("Count", "int32"),
+        device_ids=body.strings("DeviceIDs"),
+        capabilities=[pb.DeviceCapabilities(capabilities=c)
+                      for c in body.string_lists("Capabilities")],
+        options=body.string_map("Options"))
+
+
 def resources(body: Fields) -> pb.Resources:
     """Docker's Resources, which HostConfig and /update carry flattened."""
     res = pb.Resources(
@@ -120,6 +129,8 @@ def resources(body: Fields) -> pb.Resources:
         ulimits=[pb.Ulimit(name=u.string("Name"), soft=u.integer("Soft"), hard=u.integer("Hard"))
                  for u in body.objects("Ulimits", "container.Ulimit")],
         kernel_memory_tcp=body.integer("KernelMemoryTCP"),
+        device_requests=[_device_request(r)
+                         for r in body.objects("DeviceRequests", "container.DeviceRequest")],
     )
     # -1 is how old clients said "unset".
     swappiness = body.integer("MemorySwappiness")
@@ -201,6 +212,8 @@ def host_config(body: Fields) -> pb.HostConfig:
         masked_paths=body.strings("MaskedPaths"),
         readonly_paths=body.strings("ReadonlyPaths"),
         console_size=body.integers("ConsoleSize", "uint32"),
+        isolation=body.string("Isolation"),
+        annotations=body.string_map("Annotations"),
     )
     if body.has("Init"):
         host.init = body.boolean("Init")

@@ -146,7 +146,8 @@ def resources_json(res: pb.Resources) -> dict[str, Any]:
         "CpusetCpus": res.cpuset_cpus, "CpusetMems": res.cpuset_mems,
         "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
                      "CgroupPermissions": d.cgroup_permissions} for d in res.devices],
-        "DeviceCgroupRules": None, "DeviceRequests": None,
+        "DeviceCgroupRules": None,
+        "DeviceRequests": [_device_request_json(r) for r in res.device_requests] or None,
     }
     if res.kernel_memory_tcp:
         out["KernelMemoryTCP"] = res.kernel_memory_tcp
@@ -161,6 +162,13 @@ def resources_json(res: pb.Resources) -> dict[str, Any]:
         "CpuCount": 0, "CpuPercent": 0, "IOMaximumIOps": 0, "IOMaximumBandwidth": 0,
     })
     return out
+
+
+def _device_request_json(request: pb.DeviceRequest) -> dict[str, Any]:
+    return {"Driver": request.driver, "Count": request.count,
+            "DeviceIDs": _or_null(request.device_ids),
+            "Capabilities": [list(c.capabilities) for c in request.capabilities] or None,
+            "Options": dict(request.options) or None}
 
 
 def host_config_json(host: pb.HostConfig) -> dict[str, Any]:
@@ -193,7 +201,9 @@ def host_config_json(host: pb.HostConfig) -> dict[str, Any]:
                 "ShmSize": host.shm_size or DEFAULT_SHM_SIZE})
     if host.sysctls:
         out["Sysctls"] = dict(host.sysctls)
-    out.update({"Runtime": host.runtime or "runc", "Isolation": ""})
+    out.update({"Runtime": host.runtime or "runc", "Isolation": host.isolation})
+    if host.annotations:
+        out["Annotations"] = dict(host.annotations)
     out.update(resources_json(host.resources))
     if host.mounts:
         out["Mounts"] = [_mount_spec_json(m) for m in host.mounts]
