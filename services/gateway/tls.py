@@ -22,6 +22,7 @@ import ssl
 from collections.abc import Callable
 
 _READ_SIZE = 256 * 1024
+_HANDSHAKE_TIMEOUT = 60.0  # seconds, as asyncio's own TLS transport
 
 
 class _Plaintext(asyncio.Protocol):
@@ -63,9 +64,13 @@ class _TLSConnection(asyncio.Protocol):
         self._client_done = False           # the client sent EOF or close_notify
         self._handshaken = False
         self._connecting: asyncio.Task[None] | None = None
+        self._lost = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._tcp = transport  # type: ignore[assignment]
+        self._handshake_timer = asyncio.get_running_loop().call_later(
+            _HANDSHAKE_TIMEOUT, self._abort)
 
     def data_received(self, data: bytes) -> None:
         self._incoming.write(data)
@@ -73,6 +78,7 @@ class _TLSConnection(asyncio.Protocol):
             if not self._handshaken:
                 self._tls.do_handshake()
                 self._handshaken = True
+                self._stop_handshake_timer()
                 self._connecting = asyncio.get_running_loop().create_task(
                     self._connect_plaintext())
             self._decrypt()
@@ -104,7 +110,14 @@ class _TLSConnection(asyncio.Protocol):
         self._forward_eof()
         return True
 
+    def _stop_handshake_timer(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._stop_handshake_timer()
         if self._plaintext is not None:
             self._plaintext.abort()
 
@@ -127,6 +140,9 @@ class _TLSConnection(asyncio.Protocol):
             ours.close()
             theirs.close()
             self._abort()
+            return
+        if self._lost:
+            self._plaintext.abort()
             return
         for chunk in self._pending:
             self._plaintext.write(chunk)
