@@ -39,10 +39,12 @@ EXEC_START_SECONDS = Histogram(
 
 @dataclass
 class ExecStartFailed(Exception):
-    """runc could not start the process; Docker's exit code for the reason."""
+    """The process could not start; Docker's exit code for the reason.
+    `internal`: our own failure, not the user's command or options."""
 
     message: str
     exit_code: int
+    internal: bool = False
 
 
 @dataclass

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +16,7 @@ from typing import Any
 from berth.container.v1 import container_pb2
 from berth.types.v1 import types_pb2
 from services.common.config import Config
-from services.common.errors import BerthError, Conflict, DeadlineExceeded, InvalidArgument
+from services.common.errors import BerthError, Conflict, DeadlineExceeded, Internal, InvalidArgument
 from services.container import attach, health
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
@@ -22,6 +24,7 @@ from services.container.exec import Exec, ExecManager, ExecStartFailed, keep_tas
 from services.container.store import Container
 
 Frame = container_pb2.IOFrame
+log = logging.getLogger("berth.container")
 
 
 class Processes:
@@ -104,17 +107,14 @@ class Processes:
             record.config.console_size.extend(options.console_size)
         try:
             container = self._exec_target(record.container_id)
-            try:
-                process = self._process(container, record.config)
-            except BerthError as exc:   # such as a user the container does not know
-                raise ExecStartFailed(exc.message, 126) from exc
-            sock = await self.execs.start(record, process, attach=not options.detach)
+            sock = await self._start_process(record, container, options.detach)
         except (ExecStartFailed, BerthError) as failure:
             frame = Frame(stream=Frame.STDOUT, data=(failure.message + "\r\n").encode())
             if isinstance(failure, ExecStartFailed):
                 record.exit_code = frame.exit_code = failure.exit_code
                 if options.detach:
-                    raise InvalidArgument(failure.message) from failure
+                    error = Internal if failure.internal else InvalidArgument
+                    raise error(failure.message) from failure
             if options.detach:
                 raise
             # The client's connection is already hijacked: Docker writes the
@@ -137,6 +137,25 @@ class Processes:
                 return
         async for code in self._until(deadline, record, _exit_code(self.execs, record)):
             yield Frame(exit_code=code)
+
+    async def _start_process(self, record: Exec, container: Container,
+                             detach: bool) -> socket.socket | None:
+        """Start the exec's process. An unexpected failure is logged and
+        reported like a process that could not start (Docker's 126), never
+        as a silent end of the stream that `docker exec` takes for exit 0."""
+        try:
+            try:
+                process = self._process(container, record.config)
+            except BerthError as exc:   # such as a user the container does not know
+                raise ExecStartFailed(exc.message, 126) from exc
+            return await self.execs.start(record, process, attach=not detach)
+        except (ExecStartFailed, BerthError):
+            raise
+        except Exception as exc:
+            log.exception("exec %s in %s failed to start", record.id[:12],
+                          container.id[:12])
+            raise ExecStartFailed(f"failed to start exec process: {exc}", 126,
+                                  internal=True) from exc
 
     async def _until(self, deadline: float | None, record: Exec,
                      items: AsyncIterator[Any]) -> AsyncIterator[Any]:

@@ -121,7 +121,8 @@ async def relay(connection: HijackedConnection, call: PeerStream,
     `stdin_message` is given) and the call's IOFrames back to the client,
     then close the connection. Returns the call's last frame (it carries
     `detached` and an exec's exit code), or None when the client went away
-    or the call failed after the headers were sent."""
+    or the call failed after the headers were sent (its error is written
+    to the client as output)."""
 
     async def forward_stdin() -> None:
         assert stdin_message is not None
@@ -136,9 +137,16 @@ async def relay(connection: HijackedConnection, call: PeerStream,
         async for frame in call:
             last = frame
             await connection.write(frame.stream + 1, frame.data)
-    except (ConnectionError, BerthError):
+    except ConnectionError:
         call.cancel()
         last = None
+    except BerthError as error:
+        call.cancel()
+        last = None
+        # Past the 101 there is no status to answer with: Docker's daemon
+        # writes the error into the stream, where the client shows it.
+        with contextlib.suppress(ConnectionError):
+            await connection.write(STDOUT, f"{error.message}\r\n".encode())
     finally:
         if stdin_task is not None:
             stdin_task.cancel()

@@ -13,6 +13,7 @@ from aiohttp import web
 from services.common.server import ServiceContext, claim_unix_socket, restrict_socket
 from services.gateway.app import make_app
 from services.gateway.backends import Backends
+from services.gateway.tls import serve_tls
 
 
 def tls_context(ctx: ServiceContext) -> ssl.SSLContext:
@@ -33,12 +34,15 @@ async def setup(ctx: ServiceContext) -> list[str]:
     await runner.setup()
     await web.UnixSite(runner, str(sock)).start()
     restrict_socket(sock)
+    tcp_server = None
     if ctx.config.gateway_tcp:
         host, _, port = ctx.config.gateway_tcp.rpartition(":")
-        await web.TCPSite(runner, host or "0.0.0.0", int(port),
-                          ssl_context=tls_context(ctx)).start()
+        tcp_server = await serve_tls(runner.server, host or "0.0.0.0", int(port),
+                                     tls_context(ctx))
 
     async def shutdown() -> None:
+        if tcp_server is not None:
+            tcp_server.close()
         await runner.cleanup()
         await backends.close()
         sock.unlink(missing_ok=True)

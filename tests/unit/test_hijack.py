@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from services.gateway.hijack import STDOUT, frame_header, hijack
+from berth.container.v1 import container_pb2 as pb
+from services.common.errors import Internal
+from services.gateway.hijack import STDOUT, frame_header, hijack, relay
 
 
 async def echo_upper(request: web.Request) -> web.StreamResponse:
@@ -27,12 +29,36 @@ async def echo_upper(request: web.Request) -> web.StreamResponse:
     return connection.response
 
 
+class FailingCall:
+    """A container-service IO call that sends one frame, then fails."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def __aiter__(self):
+        yield pb.IOFrame(stream=pb.IOFrame.STDOUT, data=b"partial ")
+        raise Internal("container service: exec start failed")
+
+    async def write(self, message: object) -> None:
+        pass
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+async def relay_failing_call(request: web.Request) -> web.StreamResponse:
+    connection = await hijack(request, multiplexed=False)
+    await relay(connection, FailingCall(), None)  # type: ignore[arg-type]
+    return connection.response
+
+
 @pytest.fixture
 def server(tmp_path: Path):
     path = tmp_path / "hijack.sock"
     loop = asyncio.new_event_loop()
     app = web.Application()
     app.router.add_post("/attach", echo_upper)
+    app.router.add_post("/failing", relay_failing_call)
     runner = web.AppRunner(app)
     loop.run_until_complete(runner.setup())
     loop.run_until_complete(web.UnixSite(runner, str(path)).start())
@@ -112,4 +138,14 @@ def test_without_upgrade_answers_200_and_streams(server: Path) -> None:
         server, b"POST /attach HTTP/1.1\r\nHost: docker\r\nContent-Length: 0\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200")
     assert b"bye" in read_until_closed(sock, rest)
+    sock.close()
+
+
+def test_a_call_that_fails_after_the_upgrade_writes_its_error_to_the_client(
+        server: Path) -> None:
+    request = UPGRADE.replace(b"/attach%s", b"/failing%s") % (b"", 0, b"")
+    sock, head, rest = connect(server, request)
+    assert head.startswith(b"HTTP/1.1 101")
+    sock.shutdown(socket.SHUT_WR)
+    assert read_until_closed(sock, rest) == b"partial container service: exec start failed\r\n"
     sock.close()
