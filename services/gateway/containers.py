@@ -196,7 +196,12 @@ class ContainerHandlers:
         if not (stdout or stderr):
             raise bad_request("Bad parameters: you must choose at least one stream")
         now = time.time_ns()
-        tty = await self._tty(request.match_info["id"])
+        container = await self.container.Inspect(pb.InspectContainerRequest(
+            id=request.match_info["id"]))
+        if container.host_config.log_config.type == "none":
+            # Checked before the headers go out, for Docker's status and message.
+            raise HTTPError(501, "configured logging driver does not support reading")
+        tty = container.config.tty
         timestamps = boolean(request, "timestamps")
         call = self.container.Logs(pb.LogsRequest(
             id=request.match_info["id"], follow=boolean(request, "follow"),
