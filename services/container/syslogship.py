@@ -129,7 +129,7 @@ def _dial_error(scheme: str, target: str | tuple[str, int], exc: OSError) -> str
     if not scheme:
         return "Unix syslog delivery error"
     address = target if isinstance(target, str) else f"{target[0]}:{target[1]}"
-    reason = exc.strerror.lower() if exc.strerror else str(exc)
+    reason = exc.strerror.lower() if exc.strerror else str(exc) or "i/o timeout"
     return f"dial {scheme} {address}: connect: {reason}"
 
 
