@@ -12,7 +12,7 @@ from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 from services.common.filters import Filters
 from services.common.image_config import config_from_json, config_to_json
-from services.image import export, reference, search
+from services.image import cache_from, export, reference, search
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.distribution import Distribution, credentials_of
 from services.image.images import ImageRecord, Images
@@ -217,6 +217,17 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             tags=[reference.parse(t) for t in options.tags])
         return image_pb2.CommitLayerResponse(id=await create_image(self._ingest, spec,
                                                                    blob.digest))
+
+    async def CacheFrom(self, request, context):  # noqa: N802
+        sources = cache_from.resolve_sources(self._images, list(request.sources))
+        if request.local_hit and cache_from.is_ancestor(self._images, request.local_hit,
+                                                        sources):
+            return image_pb2.CacheFromResponse(id=request.local_hit)
+        hit = cache_from.find(self._images, self._ingest, request.parent, sources,
+                              request.created_by, config_to_json(request.config))
+        if hit is None:
+            return image_pb2.CacheFromResponse()
+        return image_pb2.CacheFromResponse(id=hit.image_id, source=hit.source_id)
 
     async def AcquireRootfs(self, request, context):  # noqa: N802
         record, lower_dirs = self._images.acquire(request.image, request.holder, request.owner)
