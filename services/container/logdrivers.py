@@ -24,7 +24,7 @@ _COMMON_OPTS = frozenset({"env", "env-regex", "labels", "labels-regex", "tag"})
 _BUILTIN_OPTS = frozenset({"mode", "max-buffer-size"})
 _DRIVER_OPTS = {
     "json-file": _COMMON_OPTS | {"max-file", "max-size", "compress"},
-    "local": frozenset({"max-file", "max-size", "compress"}),
+    "local": _COMMON_OPTS | {"max-file", "max-size", "compress"},
     "syslog": _COMMON_OPTS | {"syslog-address", "syslog-facility", "syslog-tls-ca-cert",
                               "syslog-tls-cert", "syslog-tls-key", "syslog-tls-skip-verify",
                               "syslog-format"},
@@ -74,7 +74,34 @@ def validate(log_config: container_pb2.LogConfig) -> None:
             raise InvalidArgument("Invalid syslog format")
     log_file(log_config)
     render_tag(options.get("tag", ""), container_pb2.ContainerConfig(), "", "", "")
+    for key in ("labels-regex", "env-regex"):
+        try:
+            re.compile(options.get(key, ""))
+        except re.error as exc:
+            raise InvalidArgument(f"error parsing regexp: {exc}") from None
     limits(log_config)
+
+
+def extra_attributes(log_config: container_pb2.LogConfig,
+                     config: container_pb2.ContainerConfig, tag: str) -> dict[str, str]:
+    """What `docker logs --details` shows before each line (moby's
+    Info.ExtraAttributes): the labels and env variables the options name or
+    match, and the rendered `tag` when one is set."""
+    options = log_config.config
+    labels = dict(config.labels)
+    env = dict(item.split("=", 1) for item in config.env if "=" in item)
+    extra: dict[str, str] = {}
+    for names, source in ((options.get("labels", ""), labels), (options.get("env", ""), env)):
+        for name in filter(None, names.split(",")):
+            if name in source:
+                extra[name] = source[name]
+    for key, source in (("labels-regex", labels), ("env-regex", env)):
+        if options.get(key):
+            pattern = re.compile(options[key])
+            extra.update({k: v for k, v in source.items() if pattern.search(k)})
+    if options.get("tag"):
+        extra["tag"] = tag
+    return extra
 
 
 def _unknown_option(driver: str, key: str) -> str:

@@ -44,8 +44,8 @@ def test_create_refuses_what_docker_refuses(engine: Engine, busybox: str) -> Non
         engine, "--log-driver", "gelfish", busybox)
     assert "unknown log opt 'color' for json-file log driver" in refused(
         engine, "--log-opt", "color=red", busybox)
-    assert "unknown log opt 'tag' for log driver local" in refused(
-        engine, "--log-driver", "local", "--log-opt", "tag=x", busybox)
+    assert "unknown log opt 'syslog-address' for log driver local" in refused(
+        engine, "--log-driver", "local", "--log-opt", "syslog-address=udp://x", busybox)
     assert "compress cannot be true when max-file is less than 2 or max-size is not set" in \
         refused(engine, "--log-opt", "compress=true", "--log-opt", "max-file=3", busybox)
     assert "compression cannot be enabled when max file count is 1" in refused(
@@ -80,6 +80,19 @@ def test_json_file_rotates_and_compresses(engine: Engine, busybox: str) -> None:
     assert config == {"Type": "json-file", "Config": {
         "max-size": "10k", "max-file": "3", "compress": "true", "labels": "a", "env": "B",
         "tag": "{{.Name}}"}}
+
+
+def test_details_show_labels_env_and_tag(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "detailed", "--label", "a=x y", "--label", "other=1",
+                  "-e", "B=2", "-e", "C=3", "--log-opt", "labels=a,missing",
+                  "--log-opt", "env=B", "--log-opt", "tag={{.Name}}", busybox, "echo", "hi")
+    assert engine.docker("logs", "--details", "detailed").stdout == \
+        b"B=2,a=x+y,tag=detailed hi\n"
+    engine.docker("run", "--name", "plain-details", "--log-driver", "local",
+                  "-e", "B=2", "--log-opt", "env-regex=^B$", busybox, "echo", "hi")
+    assert engine.docker("logs", "--details", "plain-details").stdout == b"B=2 hi\n"
+    engine.docker("run", "--name", "no-details", busybox, "echo", "hi")
+    assert engine.docker("logs", "--details", "no-details").stdout == b" hi\n"
 
 
 def test_local_is_read_back_and_none_is_not(engine: Engine, busybox: str) -> None:
