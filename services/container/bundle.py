@@ -120,7 +120,7 @@ def conmon_options(container: Container) -> ConmonOptions:
     return ConmonOptions(tty=config.tty, stdin=config.open_stdin,
                          stdin_once=config.stdin_once and not config.tty,
                          log_size_max=logrotate.conmon_size_cap(log_config),
-                         journald_tag=journald_tag)
+                         journald_tag=journald_tag, keep_log=log_config.type != "none")
 
 
 def running_peer(find: Find, ref: str) -> Container:

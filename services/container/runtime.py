@@ -60,6 +60,7 @@ class ConmonOptions:
     stdin_once: bool = False
     log_size_max: int = 0
     journald_tag: str | None = None    # also log to the journal, with this tag
+    keep_log: bool = True              # False: the `none` log driver, no log file
 
 
 class Runtime:
@@ -81,7 +82,8 @@ class Runtime:
                 "-r", self.binary, "-b", str(bundle.path),
                 "-p", str(bundle.path / "pidfile"), "-P", str(bundle.conmon_pidfile),
                 "--exit-dir", str(self.exits), "--socket-dir-path", str(self.sockets),
-                "--full-attach", "-l", f"k8s-file:{bundle.log}", "-0", str(persist),
+                "--full-attach", "-l", f"k8s-file:{bundle.log}" if opts.keep_log else "none:",
+                "-0", str(persist),
                 "--runtime-arg", f"--root={self.root}", "--syslog", "--log-level", "error"]
         if opts.log_size_max > 0:
             args += ["--log-size-max", str(opts.log_size_max)]

@@ -100,10 +100,13 @@ def test_local_is_read_back_and_none_is_not(engine: Engine, busybox: str) -> Non
                   "echo out; echo err >&2")
     logs = engine.docker("logs", "loc")
     assert (logs.stdout, logs.stderr) == (b"out\n", b"err\n")
-    engine.docker("run", "--name", "mute", "--log-driver", "none", busybox, "echo", "x")
+    attached = engine.docker("run", "--name", "mute", "--log-driver", "none", busybox,
+                             "echo", "x")
+    assert attached.stdout == b"x\n"
     result = engine.docker("logs", "mute", check=False)
     assert result.returncode != 0
     assert b"configured logging driver does not support reading" in result.stderr
+    assert not list(container_dir(engine, "mute").glob("container.log*"))
 
 
 @pytest.fixture
