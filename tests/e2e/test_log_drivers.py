@@ -42,6 +42,8 @@ def refused(engine: Engine, *args: str) -> str:
 def test_create_refuses_what_docker_refuses(engine: Engine, busybox: str) -> None:
     assert "logger: no log driver named 'gelfish' is registered" in refused(
         engine, "--log-driver", "gelfish", busybox)
+    assert "logger: no log driver named 'k8s-file' is registered" in refused(
+        engine, "--log-driver", "k8s-file", "--log-opt", "path=/tmp/x", busybox)
     assert "unknown log opt 'color' for json-file log driver" in refused(
         engine, "--log-opt", "color=red", busybox)
     assert "unknown log opt 'syslog-address' for log driver local" in refused(
