@@ -56,7 +56,7 @@ async def metadata_step(build: Build, stage: Stage, comment: str) -> AsyncIterat
     """Commit a step that only changes the config (an empty layer)."""
     created_by = [*DEFAULT_SHELL, "#(nop) ", comment]
     key = build.step_key(stage, created_by)
-    if await build.reuse(stage, key):
+    if await build.reuse(stage, key, created_by):
         yield USING_CACHE
         return
     stage.image_id = await build.commit(stage, created_by, key)
@@ -230,7 +230,7 @@ async def handle_workdir(build: Build, stage: Stage,
     stage.config.working_dir = workdir
     created_by = [*DEFAULT_SHELL, f"#(nop) WORKDIR {workdir}"]
     key = build.step_key(stage, created_by)
-    if await build.reuse(stage, key):
+    if await build.reuse(stage, key, created_by):
         yield USING_CACHE
         return
     parent = build.view(stage.image_id)
@@ -324,7 +324,7 @@ async def handle_copy(build: Build, stage: Stage,
         described = [*DEFAULT_SHELL, f"#(nop) {name} --from={image_id} "
                                      f"{go_quote_list(sources)} in {dest} "]
     key = build.step_key(stage, described, f"{chown}|{chmod}")
-    if await build.reuse(stage, key):
+    if await build.reuse(stage, key, described):
         yield USING_CACHE
         return
     if image_id is not None:
@@ -355,7 +355,7 @@ async def handle_run(build: Build, stage: Stage,
     declared = sorted(e for e in arg_env if e.split("=", 1)[0] in stage.args)
     saved = [f"|{len(declared)}", *declared, *cmd] if arg_env else cmd
     key = build.step_key(stage, saved)
-    if await build.reuse(stage, key):
+    if await build.reuse(stage, key, saved):
         yield USING_CACHE
         return
     container_id, warnings = await build.peers.create_container(

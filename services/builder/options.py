@@ -15,6 +15,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     target: str = ""
     no_cache: bool = False
+    cache_from: list[str] = field(default_factory=list)
     pull: bool = False
     remove: bool = True
     force_remove: bool = False

@@ -46,6 +46,10 @@ class Peers:
         except errors.NotFound:
             return None
 
+    async def cache_from(self, request: image_pb2.CacheFromRequest
+                         ) -> image_pb2.CacheFromResponse:
+        return await self.images.CacheFrom(request)
+
     async def pull(self, reference: str, platform: str,
                    auth: types_pb2.RegistryAuth | None) -> AsyncIterator[dict]:
         async for message in self.images.Pull(image_pb2.PullRequest(

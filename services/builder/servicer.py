@@ -18,7 +18,8 @@ def decode_options(options: build_pb2.BuildOptions) -> BuildOptions:
     return BuildOptions(
         dockerfile=options.dockerfile, tags=list(options.tags),
         build_args=dict(options.build_args), labels=dict(options.labels),
-        target=options.target, no_cache=options.no_cache, pull=options.pull,
+        target=options.target, no_cache=options.no_cache,
+        cache_from=list(options.cache_from), pull=options.pull,
         remove=options.remove, force_remove=options.force_remove, quiet=options.quiet,
         network_mode=options.network_mode, extra_hosts=list(options.extra_hosts),
         shm_size=options.shm_size, memory=options.memory, memory_swap=options.memory_swap,

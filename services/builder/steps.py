@@ -75,6 +75,7 @@ class Build:
         self.containers: list[str] = []
         self.step = 0
         self.total = 0
+        self.cache_sources = list(options.cache_from)
 
     # Output -------------------------------------------------------------
 
@@ -131,20 +132,41 @@ class Build:
 
     # Cache --------------------------------------------------------------
 
-    async def reuse(self, stage: Stage, key: str) -> bool:
-        """Take the cache's image for `key` when it still exists; counts the
-        hit or miss."""
-        record = None if self.options.no_cache else self.builder.cache.lookup(key)
+    async def reuse(self, stage: Stage, key: str, created_by: list[str]) -> bool:
+        """Take the cache's image for `key` when it still exists, or, with
+        --cache-from, a step of a source image's history; counts the hit or
+        miss."""
+        if self.options.no_cache:
+            CACHE_MISSES.inc()
+            return False
+        record = self.builder.cache.lookup(key)
         image = None if record is None else await self.peers.inspect_image(record.image_id)
-        if image is None:
-            if record is not None:
-                self.builder.cache.forget(key)
+        if image is None and record is not None:
+            self.builder.cache.forget(key)
+        hit = "" if image is None else image.id
+        if self.cache_sources:
+            hit = await self.from_cache_sources(stage, created_by, hit)
+            if hit and record is None:
+                self.builder.cache.record(key, stage.image_id, hit, " ".join(created_by), 0)
+        if not hit:
             CACHE_MISSES.inc()
             return False
         CACHE_HITS.inc()
         self.builder.cache.touch(key)
-        stage.image_id = image.id
+        stage.image_id = hit
         return True
+
+    async def from_cache_sources(self, stage: Stage, created_by: list[str],
+                                 local_hit: str) -> str:
+        """The classic builder's --cache-from: the build's own hit counts
+        only when a source descends from it; otherwise a source's history
+        gives the step, and later steps look in that source only."""
+        reply = await self.peers.cache_from(image_pb2.CacheFromRequest(
+            parent=stage.image_id, sources=self.cache_sources, created_by=" ".join(created_by),
+            config=stage.config, local_hit=local_hit))
+        if reply.source:
+            self.cache_sources = [reply.source]
+        return reply.id
 
     def step_key(self, stage: Stage, created_by: list[str], extra: str = "") -> str:
         return cache_key(stage.image_id, {

@@ -11,7 +11,16 @@ from pathlib import Path
 
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, Internal
-from services.container import cgroups, configs, logrotate, mounts, rootfs, sandbox, spec
+from services.container import (
+    cgroups,
+    configs,
+    logdrivers,
+    logrotate,
+    mounts,
+    rootfs,
+    sandbox,
+    spec,
+)
 from services.container.configs import replace_or_append_env
 from services.container.links import Link
 from services.container.peers import Peers
@@ -103,9 +112,15 @@ class BundleBuilder:
 def conmon_options(container: Container) -> ConmonOptions:
     config = container.config
     # Docker closes stdin when the first client detaches only without a TTY.
+    log_config = container.host_config.log_config
+    journald_tag = None
+    if log_config.type == "journald":
+        journald_tag = logdrivers.render_tag(log_config.config.get("tag") or "{{.ID}}", config,
+                                             container.id, container.name, container.image_id)
     return ConmonOptions(tty=config.tty, stdin=config.open_stdin,
                          stdin_once=config.stdin_once and not config.tty,
-                         log_size_max=logrotate.conmon_size_cap(container.host_config.log_config))
+                         log_size_max=logrotate.conmon_size_cap(log_config),
+                         journald_tag=journald_tag, keep_log=log_config.type != "none")
 
 
 def running_peer(find: Find, ref: str) -> Container:

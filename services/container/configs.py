@@ -8,6 +8,7 @@ import os
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from services.common.errors import InvalidArgument
+from services.container import cgroups
 from services.container.runtime import signal_number
 
 _MIN_MEMORY = 6 * 1024 * 1024
@@ -114,6 +115,10 @@ def validate_resources(res: container_pb2.Resources) -> None:
                               "than 1s (i.e. 1000000)")
     if 0 < res.cpu_quota < 1000:
         raise InvalidArgument("CPU cfs quota can not be less than 1ms (i.e. 1000)")
+    if (res.cpu_realtime_period or res.cpu_realtime_runtime) and not _cpu_realtime_supported():
+        raise InvalidArgument("Your kernel does not support CPU real-time scheduler")
+    if 0 < res.cpu_realtime_period < res.cpu_realtime_runtime:
+        raise InvalidArgument("cpu-rt-runtime cannot be higher than cpu-rt-period")
     if res.cpu_shares < 0:
         raise InvalidArgument("invalid CPU shares value: must not be negative")
 
@@ -143,3 +148,8 @@ def replace_or_append_env(defaults: list[str], overrides: list[str]) -> list[str
         else:
             env.pop(key, None)
     return list(env.values())
+
+
+def _cpu_realtime_supported() -> bool:
+    """Docker's sysinfo CPURealtime: the v1 cpu controller has rt files."""
+    return (cgroups.ROOT / "cpu" / "cpu.rt_runtime_us").exists()

@@ -31,6 +31,7 @@ from services.common.events import EventBus
 from services.container import (
     cgroups,
     configs,
+    logdrivers,
     logrotate,
     mounts,
     names,
@@ -38,6 +39,7 @@ from services.container import (
     restart,
     rootfs,
     spec,
+    syslogship,
 )
 from services.container.attach import PendingAttaches
 from services.container.bundle import DEFAULT_PATH_ENV, BundleBuilder, conmon_options
@@ -126,7 +128,7 @@ class Manager:
 
     def bundle(self, container: Container) -> Bundle:
         return Bundle(self._root / container.id,
-                      logrotate.log_file(container.host_config.log_config))
+                      logdrivers.log_file(container.host_config.log_config))
 
     async def reopen_log(self, ref: str) -> None:
         """conmon starts the log file anew (its owner has moved the old one);
@@ -183,7 +185,7 @@ class Manager:
         configs.validate_resources(host.resources)
         configs.validate_restart_policy(host)
         configs.validate_runtime(host, self._runtime_name)
-        logrotate.log_limits(host.log_config)
+        logdrivers.validate(host.log_config)
         self._resolve_links(host, name)
         cid = secrets.token_hex(32)
         self.creating.add(cid)
@@ -299,6 +301,10 @@ class Manager:
         bundle = self.bundle(container)
         undo: list[Callable[[], Awaitable[None]]] = []
         try:
+            log_offset = bundle.log.stat().st_size if bundle.log.exists() else 0
+            sink = await self._log_sink(container)
+            if sink is not None:
+                undo.append(sink.close)
             await self._bundles.prepare(container, bundle, undo, self.get)
             pid, conmon_pid = await self._runtime.create(
                 container.id, bundle, conmon_options(container))
@@ -332,7 +338,7 @@ class Manager:
         state.started_ns, state.has_been_started, state.manually_stopped = now_ns(), True, False
         self._save(container)
         self._publish("start", container)
-        self._watch(container, conmon_pid)
+        self._watch(container, conmon_pid, sink, log_offset)
         await self._notify()
 
     def _start_failed(self, container: Container, message: str, code: int) -> None:
@@ -355,12 +361,39 @@ class Manager:
 
     # -- exits, restart policies -----------------------------------------------
 
-    def _watch(self, container: Container, conmon_pid: int) -> None:
-        task = asyncio.create_task(self._watch_conmon(container, conmon_pid))
+    @staticmethod
+    async def _log_sink(container: Container) -> syslogship.SyslogSink | None:
+        """Where the log driver sends the lines besides the kept log: the
+        syslog connection, made before the start as Docker makes it."""
+        log_config = container.host_config.log_config
+        if log_config.type == "journald" and not logdrivers.JOURNAL_SOCKET.exists():
+            raise Internal("failed to initialize logging driver: journald is not enabled on "
+                           "this host")
+        if log_config.type != "syslog":
+            return None
+        options = dict(log_config.config)
+        tag = syslogship.tag_of(container.config, container.id, container.name,
+                                container.image_id, options)
+        return await syslogship.SyslogSink.connect(options, tag)
+
+    def _watch(self, container: Container, conmon_pid: int,
+               sink: syslogship.SyslogSink | None = None, log_offset: int = 0) -> None:
+        task = asyncio.create_task(self._watch_conmon(container, conmon_pid, sink, log_offset))
         self._tasks[container.id] = task
 
-    async def _watch_conmon(self, container: Container, conmon_pid: int) -> None:
-        await self._runtime.wait_exit(conmon_pid)
+    async def _watch_conmon(self, container: Container, conmon_pid: int,
+                            sink: syslogship.SyslogSink | None, log_offset: int) -> None:
+        exited = asyncio.Event()
+        shipping = None if sink is None else asyncio.create_task(
+            sink.ship(self.bundle(container).log, log_offset, lambda: not exited.is_set()))
+        try:
+            await self._runtime.wait_exit(conmon_pid)
+            exited.set()
+            if shipping is not None:
+                await shipping
+        finally:
+            if shipping is not None:
+                shipping.cancel()
         await self._handle_exit(container)
 
     async def _handle_exit(self, container: Container) -> None:
@@ -652,7 +685,7 @@ class Manager:
                 status = await self._runtime.status(container.id)
                 container.state.status = "paused" if status == "paused" else "running"
                 self._save(container)
-                self._watch(container, pid)
+                await self._rewatch(container, pid)
                 continue
             if container.state.status == "restarting":
                 container.state.status = "exited"
@@ -662,6 +695,17 @@ class Manager:
                 continue
             # In the background: the network service may still be starting.
             self._tasks[container.id] = asyncio.create_task(self._handle_exit(container))
+
+    async def _rewatch(self, container: Container, conmon_pid: int) -> None:
+        """Watch a re-adopted container; its syslog lines resume from the log's end."""
+        log_path = self.bundle(container).log
+        sink = None
+        try:
+            sink = await self._log_sink(container)
+        except BerthError as exc:
+            log.warning("logs of %s are not shipped: %s", container.id[:12], exc.message)
+        offset = log_path.stat().st_size if log_path.exists() else 0
+        self._watch(container, conmon_pid, sink, offset)
 
     async def _undo_interrupted_start(self, container: Container) -> None:
         await self._runtime.delete(container.id, force=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import gzip
+import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -63,21 +65,34 @@ class _Assembler:
         return LogLine(stream, data, parse_time(stamp))
 
 
-def rotated(path: Path, index: int) -> Path:
-    return path.with_name(f"{path.name}.{index}")
+def rotated(path: Path, index: int, gzipped: bool = False) -> Path:
+    return path.with_name(f"{path.name}.{index}" + (".gz" if gzipped else ""))
+
+
+def rotated_files(path: Path) -> list[Path]:
+    """The rotated files of a log (log.N or, compressed, log.N.gz), oldest first."""
+    pattern = re.compile(re.escape(path.name) + r"\.(\d+)(\.gz)?")
+    found = [(int(match.group(1)), file) for file in path.parent.glob(path.name + ".*")
+             if (match := pattern.fullmatch(file.name))]
+    return [file for _, file in sorted(found, key=lambda item: -item[0])]
+
+
+def _read(file: Path) -> bytes:
+    if file.suffix == ".gz":
+        with gzip.open(file, "rb") as handle:
+            return handle.read()
+    return file.read_bytes()
 
 
 def read_lines(path: Path) -> tuple[list[LogLine], int]:
     """The whole lines of the log and its rotated files (oldest first), and
     the offset in the live file where they end (a follower continues there)."""
-    older = sorted((p for p in path.parent.glob(path.name + ".*") if p.suffix[1:].isdigit()),
-                   key=lambda p: -int(p.suffix[1:]))
     assembler = _Assembler()
     lines: list[LogLine] = []
     end = 0
-    for file in [*older, path]:
+    for file in [*rotated_files(path), path]:
         try:
-            raw = file.read_bytes()
+            raw = _read(file)
         except FileNotFoundError:
             continue
         end = raw.rfind(b"\n") + 1

@@ -9,7 +9,7 @@ from typing import Any
 
 from berth.container.v1 import container_pb2
 from services.common.config import Config
-from services.common.errors import Conflict
+from services.common.errors import Conflict, InvalidArgument
 from services.container import stats, top, update
 from services.container.cgroups import cgroups_path
 from services.container.container_events import ContainerEvents
@@ -69,10 +69,23 @@ class Resources:
         container = self._manager.get(request.id)
         merged = update.merge(container.host_config, request)
         args = update.runc_update_args(request.resources, merged.resources)
-        if container.running and args:
-            await update.runc_update(self._runtime.binary, str(self._runtime.root),
-                                     container.id, args)
+        if container.running:
+            update.check_running(request.resources, container.id)
+            if args:
+                await update.runc_update(self._runtime.binary, str(self._runtime.root),
+                                         container.id, args)
+            await asyncio.to_thread(self._apply_outside_runc, container, request.resources)
         container.host_config.CopyFrom(merged)
         self._manager.save_host_config(container)
         self._events.publish("update", container)
         return []
+
+    def _apply_outside_runc(self, container: Container, resources: container_pb2.Resources
+                            ) -> None:
+        cgroup = self._cgroup(container)
+        try:
+            update.apply_memory_settings(resources, cgroup)
+            if resources.ulimits:
+                update.apply_ulimits(list(resources.ulimits), stats.cgroup_pids(cgroup))
+        except OSError as exc:
+            raise InvalidArgument(f"Cannot update container {container.id}: {exc}") from exc

@@ -59,6 +59,8 @@ class ConmonOptions:
     stdin: bool = False
     stdin_once: bool = False
     log_size_max: int = 0
+    journald_tag: str | None = None    # also log to the journal, with this tag
+    keep_log: bool = True              # False: the `none` log driver, no log file
 
 
 class Runtime:
@@ -80,10 +82,13 @@ class Runtime:
                 "-r", self.binary, "-b", str(bundle.path),
                 "-p", str(bundle.path / "pidfile"), "-P", str(bundle.conmon_pidfile),
                 "--exit-dir", str(self.exits), "--socket-dir-path", str(self.sockets),
-                "--full-attach", "-l", f"k8s-file:{bundle.log}", "-0", str(persist),
+                "--full-attach", "-l", f"k8s-file:{bundle.log}" if opts.keep_log else "none:",
+                "-0", str(persist),
                 "--runtime-arg", f"--root={self.root}", "--syslog", "--log-level", "error"]
         if opts.log_size_max > 0:
             args += ["--log-size-max", str(opts.log_size_max)]
+        if opts.journald_tag is not None:
+            args += ["-l", "journald:", "--log-tag", opts.journald_tag]
         if opts.tty:
             args.append("-t")
         if opts.stdin:

@@ -123,9 +123,10 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
         return container_pb2.ReopenLogResponse()
 
     async def Logs(self, request, context):  # noqa: N802
+        attrs = self._sessions.log_attributes(request.id) if request.details else {}
         async for line in self._sessions.logs(request):
             yield container_pb2.LogEntry(stream=_STREAMS[line.stream], data=line.data,
-                                         time_nano=line.time_nano)
+                                         time_nano=line.time_nano, attrs=attrs)
 
     async def Subscribe(self, request, context):  # noqa: N802
         async for event in self._events.subscribe(request):

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, InvalidArgument, Unimplemented
-from services.container import attach, logs
+from services.container import attach, logdrivers, logs
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
 from services.container.store import Container
@@ -100,6 +100,14 @@ class Sessions:
         async for line in logs.follow(path, offset, streams, request.until_nano,
                                       lambda: cid in manager.containers and container.running):
             yield line
+
+    def log_attributes(self, ref: str) -> dict[str, str]:
+        """The attributes `docker logs --details` shows for the container's lines."""
+        container = self._manager.get(ref)
+        log_config = container.host_config.log_config
+        tag = logdrivers.render_tag(log_config.config.get("tag", ""), container.config,
+                                    container.id, container.name, container.image_id)
+        return logdrivers.extra_attributes(log_config, container.config, tag)
 
     async def resize(self, ref: str, height: int, width: int) -> None:
         container = self._manager.get(ref)

@@ -391,6 +391,10 @@ def resources(res: container_pb2.Resources, privileged: bool) -> dict:
         cpu["cpus"] = res.cpuset_cpus
     if res.cpuset_mems:
         cpu["mems"] = res.cpuset_mems
+    if res.cpu_realtime_period > 0:
+        cpu["realtimePeriod"] = res.cpu_realtime_period
+    if res.cpu_realtime_runtime > 0:
+        cpu["realtimeRuntime"] = res.cpu_realtime_runtime
     if cpu:
         out["cpu"] = cpu
     if res.HasField("pids_limit") and res.pids_limit > 0:

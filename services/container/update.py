@@ -1,19 +1,29 @@
 """docker update: merge new resource limits into a container's HostConfig
-and apply them to a running container with `runc update`."""
+and apply them to a running container: `runc update` for what it covers,
+the memory cgroup's files for swappiness and the OOM killer, prlimit(2) on
+the container's processes for ulimits. Every field the update accepts is
+stored and applied; devices of a running container are refused (a device
+node cannot be added to a running container's /dev)."""
 
 from __future__ import annotations
 
 import asyncio
+import resource
 
 from berth.container.v1 import container_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import Conflict, InvalidArgument
+from services.container import cgroups
 from services.container.configs import validate_resources, validate_restart_policy
 from services.container.runtime import runc_message
+from services.container.spec import rlimits
 
 CPU_PERIOD = 100_000
 # Fields a zero leaves unchanged, as Docker's update does.
 _MERGED = ("cpu_shares", "memory", "nano_cpus", "cpu_period", "cpu_quota", "cpuset_cpus",
-           "cpuset_mems", "memory_reservation", "memory_swap", "blkio_weight")
+           "cpuset_mems", "memory_reservation", "memory_swap", "blkio_weight",
+           "cpu_realtime_period", "cpu_realtime_runtime")
+# Fields that a present value replaces, including false and 0.
+_PRESENT = ("pids_limit", "memory_swappiness", "oom_kill_disable")
 
 
 def merge(host: container_pb2.HostConfig, update: container_pb2.UpdateContainerRequest
@@ -37,8 +47,15 @@ def merge(host: container_pb2.HostConfig, update: container_pb2.UpdateContainerR
         if host.resources.memory_swap == 0:
             # Docker's default: swap limit twice the memory limit.
             res.memory_swap = new.memory * 2
-    if new.HasField("pids_limit"):
-        res.pids_limit = new.pids_limit
+    for name in _PRESENT:
+        if new.HasField(name):
+            setattr(res, name, getattr(new, name))
+    if new.ulimits:
+        del res.ulimits[:]
+        res.ulimits.extend(new.ulimits)
+    if new.devices:
+        del res.devices[:]
+        res.devices.extend(new.devices)
     validate_resources(res)
     if update.HasField("restart_policy"):
         if host.auto_remove and update.restart_policy.name not in ("", "no"):
@@ -74,7 +91,45 @@ def runc_update_args(update: container_pb2.Resources, merged: container_pb2.Reso
         args += ["--blkio-weight", str(merged.blkio_weight)]
     if update.HasField("pids_limit"):
         args += ["--pids-limit", str(merged.pids_limit if merged.pids_limit > 0 else -1)]
+    if update.cpu_realtime_period:
+        args += ["--cpu-rt-period", str(merged.cpu_realtime_period)]
+    if update.cpu_realtime_runtime:
+        args += ["--cpu-rt-runtime", str(merged.cpu_realtime_runtime)]
     return args
+
+
+def check_running(update: container_pb2.Resources, container_id: str) -> None:
+    """Refuse what cannot change while the container runs, before anything changes."""
+    if update.devices:
+        raise Conflict(f"Cannot update container {container_id}: devices cannot be changed "
+                       "while the container is running; stop it first")
+    if (update.HasField("memory_swappiness") or update.HasField("oom_kill_disable")) \
+            and cgroups.is_v2():
+        raise InvalidArgument(f"Cannot update container {container_id}: memory swappiness "
+                              "and the OOM killer switch need cgroup v1")
+
+
+def apply_memory_settings(update: container_pb2.Resources, cgroup_path: str) -> None:
+    """memory.swappiness and memory.oom_control of a running container (cgroup v1)."""
+    directory = cgroups.ROOT / "memory" / cgroup_path.lstrip("/")
+    if update.HasField("memory_swappiness") and update.memory_swappiness >= 0:
+        (directory / "memory.swappiness").write_text(str(update.memory_swappiness))
+    if update.HasField("oom_kill_disable"):
+        (directory / "memory.oom_control").write_text("1" if update.oom_kill_disable else "0")
+
+
+def apply_ulimits(ulimits: list[container_pb2.Ulimit], pids: set[int]) -> None:
+    """Set the limits on every process of the container, as its spec sets them at start."""
+    wanted = {f"RLIMIT_{ulimit.name.upper()}" for ulimit in ulimits}
+    for limit in rlimits(ulimits):
+        if limit["type"] not in wanted:
+            continue
+        for pid in pids:
+            try:
+                resource.prlimit(pid, getattr(resource, limit["type"]),
+                                 (limit["soft"], limit["hard"]))
+            except ProcessLookupError:
+                continue
 
 
 async def runc_update(binary: str, root: str, container_id: str, args: list[str]) -> None:

@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import json
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote_plus
 
 from aiohttp import WSMsgType, web
 
@@ -74,6 +76,14 @@ def log_timestamp(time_nano: int) -> bytes:
     seconds, nanos = divmod(time_nano, 1_000_000_000)
     stamp = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{nanos:09d}Z ".encode()
+
+
+def details_prefix(attrs: Mapping[str, str]) -> bytes:
+    """`docker logs --details`: the attributes sorted by key, query-escaped
+    as Go's url.QueryEscape does, then a space."""
+    pairs = ",".join(f"{quote_plus(key)}={quote_plus(value)}"
+                     for key, value in sorted(attrs.items()))
+    return pairs.encode() + b" "
 
 
 class ContainerHandlers:
@@ -196,14 +206,21 @@ class ContainerHandlers:
         if not (stdout or stderr):
             raise bad_request("Bad parameters: you must choose at least one stream")
         now = time.time_ns()
-        tty = await self._tty(request.match_info["id"])
+        container = await self.container.Inspect(pb.InspectContainerRequest(
+            id=request.match_info["id"]))
+        if container.host_config.log_config.type == "none":
+            # Checked before the headers go out, for Docker's status and message.
+            raise HTTPError(501, "configured logging driver does not support reading")
+        tty = container.config.tty
         timestamps = boolean(request, "timestamps")
+        details = boolean(request, "details")
         call = self.container.Logs(pb.LogsRequest(
             id=request.match_info["id"], follow=boolean(request, "follow"),
             stdout=stdout, stderr=stderr,
             since_nano=timestamp(request, "since", now),
             until_nano=timestamp(request, "until", now),
-            tail=request.query.get("tail", "") or "all"))
+            tail=request.query.get("tail", "") or "all",
+            details=details))
         response = web.StreamResponse(status=200)
         response.content_type = RAW_STREAM if tty else MULTIPLEXED_STREAM
         await response.prepare(request)
@@ -211,7 +228,8 @@ class ContainerHandlers:
             with cancelled_when_client_leaves(request, call):
                 async for entry in call:
                     # The gateway prefixes the timestamps, so the service sends bare lines.
-                    data = (log_timestamp(entry.time_nano) if timestamps else b"") + entry.data
+                    data = ((log_timestamp(entry.time_nano) if timestamps else b"")
+                        + (details_prefix(entry.attrs) if details else b"") + entry.data)
                     if not tty:
                         data = frame_header(entry.stream + 1, len(data)) + data
                     await response.write(data)

@@ -13,11 +13,20 @@ from services.gateway.convert.image import (
     delete_items_json,
     history_json,
     inspect_json,
+    manifests_json,
     summary_json,
 )
 from services.gateway.convert.progress import progress_to_json
 from services.gateway.errors import HTTPError
-from services.gateway.params import api_version, boolean, filters, integer, json_body
+from services.gateway.params import (
+    ApiVersion,
+    api_version,
+    boolean,
+    filters,
+    integer,
+    json_body,
+    platform_param,
+)
 from services.gateway.registry_auth import auth_from_json, registry_auth
 from services.gateway.routing import Route
 from services.gateway.streams import json_stream, stream_upload
@@ -62,12 +71,35 @@ class ImageHandlers:
             all=boolean(request, "all"), digests=boolean(request, "digests"),
             filters=filters(request), shared_size=boolean(request, "shared-size")))
         version = api_version(request)
-        return web.json_response([summary_json(i, version) for i in reply.images])
+        images = [summary_json(i, version) for i in reply.images]
+        if version >= (1, 47) and boolean(request, "manifests"):
+            users = await self._containers_by_image()
+            for summary, image in zip(images, reply.images, strict=True):
+                summary["Manifests"] = manifests_json(image, users.get(image.id, []))
+        return web.json_response(images)
+
+    async def _containers_by_image(self) -> dict[str, list[str]]:
+        reply = await self.container.List(container_pb2.ListContainersRequest(all=True))
+        users: dict[str, list[str]] = {}
+        for container in reply.containers:
+            users.setdefault(container.image_id, []).append(container.id)
+        return users
 
     async def inspect(self, request: web.Request) -> web.Response:
-        image = await self.image.Inspect(
-            image_pb2.InspectImageRequest(name=request.match_info["name"]))
-        return web.json_response(inspect_json(image, api_version(request)))
+        version = api_version(request)
+        manifests = version >= (1, 48) and boolean(request, "manifests")
+        platform = (platform_param(request.query.get("platform", ""))
+                    if version >= (1, 49) else "")
+        if manifests and platform:
+            raise HTTPError(400, "conflicting options: manifests and platform options cannot "
+                                 "both be set")
+        image = await self.image.Inspect(image_pb2.InspectImageRequest(
+            name=request.match_info["name"], platform=platform))
+        out = inspect_json(image, version)
+        if manifests:
+            users = await self._containers_by_image()
+            out["Manifests"] = manifests_json(image, users.get(image.id, []))
+        return web.json_response(out)
 
     async def tag(self, request: web.Request) -> web.Response:
         await self.image.Tag(image_pb2.TagRequest(
@@ -80,12 +112,14 @@ class ImageHandlers:
         reply = await self.image.Remove(image_pb2.RemoveImageRequest(
             name=request.match_info["name"], force=boolean(request, "force"),
             no_prune=boolean(request, "noprune"),
-            running_containers=[c.id for c in running.containers]))
+            running_containers=[c.id for c in running.containers],
+            platform=self._one_platform(request, "platforms", (1, 50),
+                                        "multiple platforms are not supported")))
         return web.json_response(delete_items_json(reply.items))
 
     async def load(self, request: web.Request) -> web.StreamResponse:
-        options = image_pb2.LoadRequest(
-            options=image_pb2.LoadOptions(quiet=boolean(request, "quiet")))
+        options = image_pb2.LoadRequest(options=image_pb2.LoadOptions(
+            quiet=boolean(request, "quiet"), platform=self._archive_platform(request)))
         return await stream_upload(request, self.image.Load(), options,
                                    lambda chunk: image_pb2.LoadRequest(data=chunk))
 
@@ -111,6 +145,8 @@ class ImageHandlers:
     async def push(self, request: web.Request) -> web.StreamResponse:
         stream = self.image.Push(image_pb2.PushRequest(
             name=request.match_info["name"], tag=request.query.get("tag", ""),
+            platform=self._one_platform(request, "platform", (1, 46),
+                                        "multiple platforms is not supported"),
             auth=registry_auth(request.headers.get("X-Registry-Auth", ""))))
         return await json_stream(request, stream, progress_to_json)
 
@@ -142,9 +178,33 @@ class ImageHandlers:
                           for p in reply.platforms]})
 
     async def history(self, request: web.Request) -> web.Response:
+        platform = (platform_param(request.query.get("platform", ""))
+                    if api_version(request) >= (1, 48) else "")
         reply = await self.image.History(
-            image_pb2.HistoryRequest(name=request.match_info["name"]))
+            image_pb2.HistoryRequest(name=request.match_info["name"], platform=platform))
         return web.json_response([history_json(item) for item in reply.items])
+
+    @staticmethod
+    def _one_platform(request: web.Request, name: str, since: ApiVersion,
+                      several: str) -> str:
+        """A platform selector the graphdriver-like store takes once at most."""
+        if api_version(request) < since:
+            return ""
+        given = [platform_param(text) for text in request.query.getall(name, []) if text]
+        if len(given) > 1:
+            raise HTTPError(400, several)
+        return given[0] if given else ""
+
+    @staticmethod
+    def _archive_platform(request: web.Request) -> str:
+        """save's and load's `platform` (API 1.48+; several only from 1.52)."""
+        if api_version(request) < (1, 48):
+            return ""
+        given = [platform_param(text) for text in request.query.getall("platform", []) if text]
+        if len(given) > 1:
+            raise HTTPError(400, "multiple platforms not supported for this image store; use "
+                                 "a multi-platform image store such as containerd-snapshotter")
+        return given[0] if given else ""
 
     async def prune(self, request: web.Request) -> web.Response:
         reply = await self.image.Prune(image_pb2.PruneImagesRequest(filters=filters(request)))
@@ -154,7 +214,8 @@ class ImageHandlers:
     async def save(self, request: web.Request) -> web.StreamResponse:
         names = ([request.match_info["name"]] if "name" in request.match_info
                  else request.query.getall("names", []))
-        stream = self.image.Save(image_pb2.SaveRequest(names=names))
+        stream = self.image.Save(image_pb2.SaveRequest(
+            names=names, platform=self._archive_platform(request)))
         iterator = aiter(stream)
         try:
             first = await anext(iterator)

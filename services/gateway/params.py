@@ -336,3 +336,25 @@ class Fields:
         items = self._mapping(key, f"map[string][]{go_type}")
         holder = Fields(items, self.struct, f"{self.path}{key}.")
         return {name: holder.objects(name, go_type) for name in items}
+
+
+def platform_param(text: str) -> str:
+    """Docker's JSON platform parameter (httputils.DecodePlatform), as the
+    `os/arch[/variant]` text the services take; empty when not given."""
+    if not text:
+        return ""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise HTTPError(400, f"failed to parse platform: {exc}") from None
+    if not isinstance(value, dict):
+        raise HTTPError(400, "failed to parse platform: not a JSON object")
+    os_name, architecture = value.get("os") or "", value.get("architecture") or ""
+    optional = value.get("variant") or value.get("os.version") or value.get("os.features")
+    if not os_name and not architecture and optional:
+        raise HTTPError(400, "optional platform fields provided, but OS and Architecture are "
+                             "missing")
+    if not os_name or not architecture:
+        raise HTTPError(400, "both OS and Architecture must be provided")
+    return "/".join(part for part in (os_name, architecture, value.get("variant") or "")
+                    if part)

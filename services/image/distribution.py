@@ -21,6 +21,7 @@ from services.image import metrics, reference
 from services.image.images import Images
 from services.image.ingest import LAYER_GZIP, LAYER_TAR, LAYER_ZSTD, Ingest, LayerSource
 from services.image.layers import chain_ids, decompressed
+from services.image.platforms import Platform
 from services.image.progress import Message, short
 from services.image.reference import ImageRef
 from services.image.registry import (
@@ -44,32 +45,6 @@ PARALLEL_DOWNLOADS = 3
 PARALLEL_UPLOADS = 5
 PROGRESS_INTERVAL = 0.1
 CHUNK_SIZE = 16 << 20  # blobs above this go up in PATCH chunks
-
-
-@dataclass
-class Platform:
-    os: str = "linux"
-    architecture: str = "amd64"
-    variant: str = ""
-
-    @classmethod
-    def parse(cls, text: str) -> Platform:
-        if not text:
-            return cls()
-        parts = text.lower().split("/")
-        if len(parts) < 2 or not all(parts):
-            raise InvalidArgument(f'"{text}": unknown operating system or architecture: '
-                                  f"invalid argument")
-        return cls(parts[0], parts[1], parts[2] if len(parts) > 2 else "")
-
-    def matches(self, entry: dict[str, Any]) -> bool:
-        platform = entry.get("platform") or {}
-        if platform.get("os") != self.os or platform.get("architecture") != self.architecture:
-            return False
-        return not self.variant or platform.get("variant", "") == self.variant
-
-    def __str__(self) -> str:
-        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
 
 
 @dataclass

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from services.common.errors import Internal, InvalidArgument
-from services.image import archive, reference
+from services.image import archive, platforms, reference
 from services.image.images import Images
 from services.image.layers import Unpacked, chain_ids, decompressed
 from services.image.progress import Message, short
@@ -123,8 +123,11 @@ class Ingest:
         return image_id
 
     # docker load.
-    async def load(self, tar_path: Path, quiet: bool) -> AsyncIterator[Message]:
-        """Load every image of an archive, with Docker's output lines."""
+    async def load(self, tar_path: Path, quiet: bool, platform: str = ""
+                   ) -> AsyncIterator[Message]:
+        """Load every image of an archive (of `platform` only, when given),
+        with Docker's output lines."""
+        wanted = platforms.Platform.parse(platform) if platform else None
         try:
             tar = await asyncio.to_thread(tarfile.open, tar_path)
         except tarfile.TarError as exc:
@@ -136,6 +139,8 @@ class Ingest:
             except tarfile.TarError as exc:
                 raise InvalidArgument(f"invalid archive: {exc}") from exc
             for image in found:
+                if wanted and not platforms.matches(wanted, json.loads(image.config)):
+                    continue
                 async for message in self._load_one(tar, image, quiet):
                     yield message
         finally:

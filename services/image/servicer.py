@@ -8,11 +8,11 @@ from pathlib import Path
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
-from services.common.errors import InvalidArgument
+from services.common.errors import Internal, InvalidArgument
 from services.common.events import EventBus
 from services.common.filters import Filters
 from services.common.image_config import config_from_json, config_to_json
-from services.image import export, reference, search
+from services.image import cache_from, export, platforms, reference, search
 from services.image.authoring import EMPTY_TAR, NewImage, apply_changes, create_image
 from services.image.distribution import Distribution, credentials_of
 from services.image.images import ImageRecord, Images
@@ -98,6 +98,8 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             yield encode_message(message)
 
     async def Push(self, request, context):  # noqa: N802
+        self._require_platform(f"{request.name}:{request.tag}" if request.tag else request.name,
+                               request.platform)
         async for message in self._distribution.push(request.name, request.tag,
                                                      credentials_of(request.auth)):
             yield encode_message(message)
@@ -132,7 +134,12 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.ListImagesResponse(images=[encode_image(r) for r in records])
 
     async def Inspect(self, request, context):  # noqa: N802
+        self._require_platform(request.name, request.platform)
         return encode_image(self._images.inspect(request.name))
+
+    def _require_platform(self, name: str, platform: str) -> None:
+        if platform:
+            platforms.require(name, self._images.config(self._images.resolve(name)), platform)
 
     async def Tag(self, request, context):  # noqa: N802
         self._images.tag(request.source,
@@ -140,6 +147,7 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
         return image_pb2.TagResponse()
 
     async def Remove(self, request, context):  # noqa: N802
+        self._require_platform(request.name, request.platform)
         items = self._removal.remove(request.name, request.force, not request.no_prune,
                                     set(request.running_containers))
         return image_pb2.RemoveImageResponse(items=encode_items(items))
@@ -150,12 +158,13 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             options = await spool(request_iterator, path, "options") or image_pb2.LoadOptions()
             if path.stat().st_size == 0:
                 raise InvalidArgument("no images found in the archive")
-            async for message in self._ingest.load(path, options.quiet):
+            async for message in self._ingest.load(path, options.quiet, options.platform):
                 yield encode_message(message)
         finally:
             path.unlink(missing_ok=True)
 
     async def History(self, request, context):  # noqa: N802
+        self._require_platform(request.name, request.platform)
         items = [image_pb2.HistoryItem(id=e.id, created=int(e.created), created_by=e.created_by,
                                        tags=e.tags, size=e.size, comment=e.comment)
                  for e in self._images.history(request.name)]
@@ -168,6 +177,11 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
 
     async def Save(self, request, context):  # noqa: N802
         items = export.plan(self._images, list(request.names))
+        if request.platform:
+            wanted = platforms.Platform.parse(request.platform)
+            if not all(platforms.matches(wanted, self._images.config(i.image_id))
+                       for i in items):
+                raise Internal(f"no suitable export target found for platform {wanted}")
         with self._images.pinned(*(i.image_id for i in items)):
             pipe = ChunkPipe(asyncio.get_running_loop())
             async for chunk in pipe.run(export.Exporter(self._images).write_to(items)):
@@ -217,6 +231,17 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             tags=[reference.parse(t) for t in options.tags])
         return image_pb2.CommitLayerResponse(id=await create_image(self._ingest, spec,
                                                                    blob.digest))
+
+    async def CacheFrom(self, request, context):  # noqa: N802
+        sources = cache_from.resolve_sources(self._images, list(request.sources))
+        if request.local_hit and cache_from.is_ancestor(self._images, request.local_hit,
+                                                        sources):
+            return image_pb2.CacheFromResponse(id=request.local_hit)
+        hit = cache_from.find(self._images, self._ingest, request.parent, sources,
+                              request.created_by, config_to_json(request.config))
+        if hit is None:
+            return image_pb2.CacheFromResponse()
+        return image_pb2.CacheFromResponse(id=hit.image_id, source=hit.source_id)
 
     async def AcquireRootfs(self, request, context):  # noqa: N802
         record, lower_dirs = self._images.acquire(request.image, request.holder, request.owner)

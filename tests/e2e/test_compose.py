@@ -376,6 +376,36 @@ services:
     _eventually(lambda: _log_lines(project, "app") == ["copied", "built"])
 
 
+def test_build_cache_from_a_loaded_image(engine: Engine, project: Compose) -> None:
+    app = project.dir / "app"
+    app.mkdir()
+    (app / "Dockerfile").write_text("FROM busybox:latest\nRUN echo cached > /made\n"
+                                    "CMD [\"cat\", \"/made\"]\n")
+    engine.docker("build", "-t", "compose-cache:src", str(app), timeout=180)
+    source = engine.docker("image", "inspect", "-f", "{{.Id}}", "compose-cache:src").stdout
+    archive = project.dir / "src.tar"
+    engine.docker("save", "-o", str(archive), "compose-cache:src")
+    engine.docker("rmi", "compose-cache:src")
+    engine.docker("builder", "prune", "-a", "-f")
+    engine.docker("load", "-i", str(archive))
+    _write(project, """
+version: "3.8"
+services:
+  app:
+    build:
+      context: ./app
+      cache_from: ["compose-cache:src"]
+    image: compose-cache:built
+""")
+    try:
+        result = project("build")
+        assert result.stdout.count("Using cache") == 2 and "Running in" not in result.stdout
+        assert engine.docker("image", "inspect", "-f", "{{.Id}}",
+                             "compose-cache:built").stdout == source
+    finally:
+        engine.docker("rmi", "compose-cache:src", "compose-cache:built", check=False)
+
+
 def test_disconnect_created_container_keeps_it_off_the_network(engine: Engine,
                                                                 busybox: str) -> None:
     """Compose disconnects a created container from its network and reconnects

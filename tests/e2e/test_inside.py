@@ -129,6 +129,47 @@ def test_update_changes_the_cgroup(engine: Engine, box: str) -> None:
     assert bad.returncode != 0 and "Minimum memory limit allowed is 6MB" in bad.stderr.decode()
 
 
+def post_update(engine: Engine, ref: str, body: dict) -> dict:
+    api = engine.client().api
+    return api._result(api._post_json(api._url("/containers/{0}/update", ref), data=body), True)
+
+
+def test_update_applies_or_refuses_every_field(engine: Engine, box: str,
+                                               busybox: str) -> None:
+    cid = container_id(engine, box)
+    post_update(engine, box, {"MemorySwappiness": 10, "OomKillDisable": True,
+                              "Ulimits": [{"Name": "nofile", "Soft": 512, "Hard": 1024}]})
+    assert cgroup_file(cid, "memory", "memory.swappiness") == "10"
+    assert "oom_kill_disable 1" in cgroup_file(cid, "memory", "memory.oom_control")
+    limits = out(engine.docker("exec", box, "grep", "open files", "/proc/1/limits")).split()
+    assert limits[3:5] == ["512", "1024"]
+    host = engine.client().api.inspect_container(box)["HostConfig"]
+    assert host["MemorySwappiness"] == 10 and host["OomKillDisable"] is True
+    assert host["Ulimits"] == [{"Name": "nofile", "Soft": 512, "Hard": 1024}]
+
+    device = {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/extra-zero",
+              "CgroupPermissions": "rwm"}
+    with pytest.raises(docker.errors.APIError) as running:
+        post_update(engine, box, {"Devices": [device]})
+    assert running.value.status_code == 409
+    assert "devices cannot be changed while the container is running" in str(running.value)
+    with pytest.raises(docker.errors.APIError) as realtime:
+        post_update(engine, box, {"CpuRealtimePeriod": 1000, "CpuRealtimeRuntime": 2000})
+    assert realtime.value.status_code == 400
+    assert "cpu-rt-runtime cannot be higher than cpu-rt-period" in str(realtime.value)
+
+    engine.docker("create", "--name", "later-devices", busybox, "ls", "/dev/extra-zero")
+    try:
+        post_update(engine, "later-devices", {"Devices": [device],
+                                              "CpuRealtimePeriod": 1_000_000})
+        host = engine.client().api.inspect_container("later-devices")["HostConfig"]
+        assert host["Devices"] == [device] and host["CpuRealtimePeriod"] == 1_000_000
+        engine.docker("start", "-a", "later-devices")
+        assert out(engine.docker("logs", "later-devices")) == "/dev/extra-zero"
+    finally:
+        engine.docker("rm", "-f", "later-devices")
+
+
 def test_commit_makes_an_image(engine: Engine, busybox: str) -> None:
     engine.docker("run", "--network", "none", "--name", "to-commit", busybox, "sh", "-c",
                   "echo committed > /hello && rm /bin/arch")

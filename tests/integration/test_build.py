@@ -585,3 +585,37 @@ def test_meta_args_gzip_context_and_remote_refused(engine: Engine, busybox: str,
     with pytest.raises(docker.errors.APIError) as info:
         list(client.api.build(path="https://example.invalid/repo.git"))
     assert info.value.status_code == 400
+
+
+def test_cache_from_uses_a_loaded_images_history(engine: Engine, busybox: str,
+                                                 tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nENV A=1\nRUN echo built > /made\nCOPY one.txt /one.txt\n"
+                      "RUN echo second >> /made\nCMD [\"cat\", \"/made\"]\n",
+        "one.txt": "one\n"})
+    build(engine, context, "-t", "cached:src")
+    source_id = inspect(engine, "cached:src")["Id"]
+    archive = tmp_path / "src.tar"
+    engine.docker("save", "-o", str(archive), "cached:src")
+    engine.docker("rmi", "cached:src")
+    engine.docker("builder", "prune", "-a", "-f")
+    engine.docker("load", "-i", str(archive))   # as CI restores it: no parents, no cache
+
+    plain = build(engine, context, "-t", "cached:plain").stdout.decode()
+    assert "Using cache" not in plain
+    engine.docker("rmi", "cached:plain")
+    engine.docker("builder", "prune", "-a", "-f")
+
+    out = build(engine, context, "--cache-from", "cached:src", "-t", "cached:again")
+    text_out = out.stdout.decode()
+    assert text_out.count(" ---> Using cache") == 5 and "Running in" not in text_out
+    assert inspect(engine, "cached:again")["Id"] == source_id
+    assert engine.docker("run", "--rm", "cached:again").stdout == b"built\nsecond\n"
+
+    (context / "one.txt").write_text("changed\n")
+    partial = build(engine, context, "--cache-from", "cached:src", "--cache-from", "gone:1",
+                    "-t", "cached:partial").stdout.decode()
+    steps = partial.split("Step ")[1:]
+    assert [" ---> Using cache" in s for s in steps] == [False, True, True, False, False, False]
+    made = engine.docker("run", "--rm", "cached:partial", "cat", "/one.txt", "/made").stdout
+    assert made == b"changed\nbuilt\nsecond\n"

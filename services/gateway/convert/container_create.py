@@ -159,6 +159,10 @@ def restart_policy(body: Fields) -> pb.RestartPolicy:
     return pb.RestartPolicy(name=name, maximum_retry_count=retries)
 
 
+# The CRI's driver (a log at the kubelet's path): not one of Docker's.
+BERTH_ONLY_LOG_DRIVERS = frozenset({"k8s-file"})
+
+
 def network_mode(value: str) -> str:
     """Docker's "default" (and empty) network mode is the bridge network."""
     return "bridge" if value in ("", "default") else value
@@ -171,12 +175,18 @@ def _port_bindings(body: Fields) -> dict[str, pb.PortBindings]:
             for port, bindings in body.object_lists("PortBindings", "nat.PortBinding").items()}
 
 
-def host_config(body: Fields) -> pb.HostConfig:
+def _log_config(body: Fields) -> pb.LogConfig:
     log_config = body.object("LogConfig", "container.LogConfig")
+    driver = log_config.string("Type")
+    if driver in BERTH_ONLY_LOG_DRIVERS:
+        raise bad_request(f"logger: no log driver named '{driver}' is registered")
+    return pb.LogConfig(type=driver, config=log_config.string_map("Config"))
+
+
+def host_config(body: Fields) -> pb.HostConfig:
     host = pb.HostConfig(
         binds=body.strings("Binds"),
-        log_config=pb.LogConfig(type=log_config.string("Type"),
-                                config=log_config.string_map("Config")),
+        log_config=_log_config(body),
         network_mode=network_mode(body.string("NetworkMode")),
         port_bindings=_port_bindings(body),
         restart_policy=restart_policy(body.object("RestartPolicy", "container.RestartPolicy")),

@@ -32,6 +32,24 @@ def summary_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
     return out
 
 
+def manifests_json(image: image_pb2.Image, container_ids: list[str]) -> list[dict[str, Any]]:
+    """Docker's ManifestSummary list (API 1.47+) for a one-platform image: its
+    manifest as pulled (the repo digest) or as it would be pushed, with the
+    image's platform and the containers made from it."""
+    digest = next((d.split("@", 1)[1] for d in image.repo_digests if "@" in d), image.id)
+    platform = {"architecture": image.architecture, "os": image.os,
+                **({"variant": image.variant} if image.variant else {})}
+    return [{
+        "ID": digest,
+        "Descriptor": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+                       "digest": digest, "platform": platform},
+        "Available": True, "Size": {"Total": image.size, "Content": image.size},
+        "Kind": "image",
+        "ImageData": {"Platform": platform, "Containers": container_ids,
+                      "Size": {"Unpacked": image.size}},
+    }]
+
+
 def inspect_json(image: image_pb2.Image, version: ApiVersion) -> dict[str, Any]:
     out: dict[str, Any] = {
         "Id": image.id, "RepoTags": list(image.repo_tags),
