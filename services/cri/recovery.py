@@ -27,7 +27,7 @@ from berth.network.v1 import network_pb2
 from berth.types.v1 import types_pb2
 from services.common.errors import BerthError, Unimplemented
 from services.cri import labels
-from services.cri.containers import Containers, volume_key
+from services.cri.containers import Containers, parse_time, volume_key
 from services.cri.imagevolumes import holder
 from services.cri.peers import OWNER, PEER_WAIT_SECONDS, Peers
 from services.cri.sandboxes import Sandboxes
@@ -47,16 +47,32 @@ async def _labelled(peers: Peers) -> list[container_pb2.ContainerSummary]:
     return list(response.containers)
 
 
+async def _made_before(peers: Peers, summary: container_pb2.ContainerSummary,
+                       started_ns: int) -> bool:
+    """Whether the container predates `started_ns`; a list gives whole
+    seconds, so one made in the start's second is inspected for its time."""
+    started_second = started_ns // 1_000_000_000
+    if summary.created != started_second:
+        return summary.created < started_second
+    try:
+        inspected = await peers.inspect_container(summary.id)
+    except BerthError:          # kept: a later start of the service looks again
+        return False
+    return inspected is not None and parse_time(inspected.created) < started_ns
+
+
 async def reconcile(peers: Peers, sandboxes: Sandboxes, containers: Containers,
-                    started: float) -> None:
-    """Containers made after `started` (unix time) belong to calls of this run."""
+                    started_ns: int) -> None:
+    """Containers made after `started_ns` (unix time) belong to calls of this run."""
     try:
         found = await _labelled(peers)
     except BerthError as exc:   # the container service stays away
         log.warning("cri: no reconcile with the container service: %s", exc.message)
         return
     known = {s.pause_id for s in sandboxes.sandboxes.values()} | set(containers.records)
-    for orphan in (c for c in found if c.id not in known and c.created < int(started)):
+    orphans = [c for c in found
+               if c.id not in known and await _made_before(peers, c, started_ns)]
+    for orphan in orphans:
         sandbox_id = orphan.labels.get(labels.SANDBOX_ID, "")
         log.info("cri: removing %s left by an interrupted call", orphan.id[:12])
         with contextlib.suppress(BerthError):

@@ -40,7 +40,7 @@ async def setup(ctx: ServiceContext) -> list[str]:
     await streaming.start()
     started_ns = time.time_ns()
     reconciling = [
-        asyncio.create_task(recovery.reconcile(peers, sandboxes, containers, started_ns / 1e9)),
+        asyncio.create_task(recovery.reconcile(peers, sandboxes, containers, started_ns)),
         asyncio.create_task(recovery.sweep_peers(peers, sandboxes, containers, started_ns))]
 
     async def close() -> None:
