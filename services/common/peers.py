@@ -5,7 +5,9 @@ sees BerthErrors only, never grpc types."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -22,6 +24,12 @@ _OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1000),
 ]
+
+# How long a call waits for a channel that is not connected yet (a peer that
+# is starting, or whose previous attempt failed and is in back-off) before it
+# goes out and fails as unavailable: longer than the reconnect back-off, short
+# enough that a peer that is really down is reported at once (the gateway's 503).
+CONNECT_WAIT_SECONDS = 1.2
 
 
 def _target(config: Config, service: str) -> tuple[str, grpc.ChannelCredentials | None]:
@@ -59,17 +67,39 @@ def sync_channel(config: Config, service: str) -> grpc.Channel:
     return grpc.secure_channel(target, creds, options=_OPTIONS)
 
 
+async def until_connected(peer_channel: grpc.aio.Channel) -> None:
+    """Wait up to CONNECT_WAIT_SECONDS for the channel to be ready; the call
+    that follows fails as usual if it is not."""
+    if peer_channel.get_state(try_to_connect=True) == grpc.ChannelConnectivity.READY:
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(peer_channel.channel_ready(), CONNECT_WAIT_SECONDS)
+
+
 class PeerStream:
     """A streaming call (server, client or bidirectional) to a peer, whose
-    gRPC errors come out as domain errors."""
+    gRPC errors come out as domain errors. The call starts at the first read
+    or write, once the channel is connected (see until_connected)."""
 
-    def __init__(self, service: str, call: Any) -> None:
+    def __init__(self, service: str, start: Callable[[], Any],
+                 connected: Callable[[], Awaitable[None]]) -> None:
         self._service = service
-        self._call = call
+        self._start = start
+        self._connected = connected
+        self._call: Any = None
+        self._cancelled = False
+
+    async def _started(self) -> Any:
+        if self._call is None:
+            await self._connected()
+            if self._cancelled:
+                raise asyncio.CancelledError
+            self._call = self._start()
+        return self._call
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
-            async for message in self._call:
+            async for message in await self._started():
                 yield message
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
@@ -77,26 +107,30 @@ class PeerStream:
     async def read(self) -> Any:
         """The next message, or grpc.aio.EOF after the last."""
         try:
-            return await self._call.read()
+            return await (await self._started()).read()
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
 
     async def write(self, message: Any) -> None:
         try:
-            await self._call.write(message)
+            await (await self._started()).write(message)
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
 
     async def done_writing(self) -> None:
-        await self._call.done_writing()
+        await (await self._started()).done_writing()
 
     def cancel(self) -> None:
-        self._call.cancel()
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
 
 
 class PeerClient(Generic[StubT]):
     """One peer service's stub over its own channel. `client.Method(...)` is
-    awaited for a unary answer, or gives a PeerStream for a streamed one."""
+    awaited for a unary answer, or gives a PeerStream for a streamed one.
+    Each call first gives a channel still connecting a moment (until_connected),
+    so a call made while a peer is (re)starting does not fail at once."""
 
     def __init__(self, service: str, stub_type: Callable[[grpc.aio.Channel], StubT],
                  over: grpc.aio.Channel) -> None:
@@ -118,6 +152,7 @@ class PeerClient(Generic[StubT]):
         call = getattr(self._stub, method)
         if isinstance(call, grpc.aio.UnaryUnaryMultiCallable | grpc.aio.StreamUnaryMultiCallable):
             async def invoke(*args: Any, **kwargs: Any) -> Any:
+                await until_connected(self._channel)
                 try:
                     return await call(*args, **kwargs)
                 except grpc.aio.AioRpcError as error:
@@ -125,7 +160,8 @@ class PeerClient(Generic[StubT]):
             return invoke
 
         def open_stream(*args: Any, **kwargs: Any) -> PeerStream:
-            return PeerStream(self.service, call(*args, **kwargs))
+            return PeerStream(self.service, lambda: call(*args, **kwargs),
+                              lambda: until_connected(self._channel))
         return open_stream
 
     async def close(self) -> None:

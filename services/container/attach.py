@@ -23,6 +23,13 @@ _STDIN_PACKET = 32768
 Frame = container_pb2.IOFrame
 
 
+def detach_keys(spec: str, none: bool) -> bytes:
+    """The detach sequence of a session; b"" when it has none (`none`)."""
+    if none and spec:
+        raise InvalidArgument("detach keys cannot be given with no detach keys")
+    return b"" if none else parse_detach_keys(spec)
+
+
 def parse_detach_keys(spec: str) -> bytes:
     """Docker's detach key syntax: comma separated `ctrl-<key>` or single chars."""
     keys = bytearray()
@@ -69,7 +76,7 @@ async def pump(sock: socket.socket, options: container_pb2.AttachOptions, tty: b
     wanted = {STDOUT: options.stdout, STDERR: options.stderr}
     tasks = [asyncio.create_task(_read_output(sock, wanted, queue))]
     if options.stdin and requests is not None:
-        keys = parse_detach_keys(options.detach_keys)
+        keys = detach_keys(options.detach_keys, options.no_detach_keys)
         tasks.append(asyncio.create_task(_forward_stdin(sock, requests, keys, tty, queue)))
     try:
         while (frame := await queue.get()) is not None:
@@ -104,7 +111,8 @@ async def _forward_stdin(sock: socket.socket,
             if request.WhichOneof("part") == "close_stdin":
                 break
             # Docker looks for the detach keys only with a TTY: piped stdin is data.
-            data, detached = scanner.feed(request.stdin) if tty else (request.stdin, False)
+            data, detached = (scanner.feed(request.stdin) if tty and keys
+                              else (request.stdin, False))
             if data:
                 # conmon reads each packet into a 32 KiB buffer and drops the rest.
                 for start in range(0, len(data), _STDIN_PACKET):

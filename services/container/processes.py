@@ -86,8 +86,7 @@ class Processes:
         container = self._exec_target(ref)
         if not config.cmd:
             raise InvalidArgument("No exec command specified")
-        if config.detach_keys:
-            attach.parse_detach_keys(config.detach_keys)
+        attach.detach_keys(config.detach_keys, config.no_detach_keys)
         record = self.execs.create(container.id, config)
         self._events.publish(f"exec_create: {record.command}", container, execID=record.id)
         return record
@@ -127,7 +126,8 @@ class Processes:
             return
         attach_options = container_pb2.AttachOptions(
             stdin=record.config.attach_stdin, stdout=record.config.attach_stdout,
-            stderr=record.config.attach_stderr, detach_keys=record.config.detach_keys)
+            stderr=record.config.attach_stderr, detach_keys=record.config.detach_keys,
+            no_detach_keys=record.config.no_detach_keys)
         frames = attach.pump(sock, attach_options, record.config.tty, requests)
         deadline = (asyncio.get_running_loop().time() + options.timeout_seconds
                     if options.timeout_seconds > 0 else None)

@@ -234,10 +234,15 @@ class Runtime:
         out, err = await process.communicate()
         if process.returncode != 0:
             message = runc_message(err.decode(errors="replace"))
-            if "not running" in message or "does not exist" in message:
+            if any(gone in message for gone in _NOT_RUNNING):
                 raise Conflict(message)
             raise Internal(f"runc {args[0]} failed: {message}")
         return out.decode()
+
+
+# runc's words for a container whose process is gone: a kill racing the
+# process's own exit gets "unable to signal init: os: process already finished".
+_NOT_RUNNING = ("not running", "does not exist", "process already finished")
 
 
 def _which(name: str) -> str:

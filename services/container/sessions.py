@@ -58,7 +58,7 @@ class Sessions:
         socket when it is not running: as in Docker, the session then waits for
         the next start (`docker start -a` attaches first)."""
         status = container.state.status
-        attach.parse_detach_keys(options.detach_keys)
+        attach.detach_keys(options.detach_keys, options.no_detach_keys)
         if status == "paused":
             raise Conflict(f"container {options.id} is paused, unpause the container before "
                            "attach")

@@ -14,7 +14,7 @@ from berth.image.v1 import image_pb2
 from k8s.runtime.v1 import api_pb2
 from services.common.config import Config
 from services.common.errors import Internal, InvalidArgument, NotFound
-from services.cri.peers import Peers
+from services.cri.peers import OWNER, Peers
 
 
 async def _mount(*args: str, cwd: str | None = None) -> None:
@@ -26,7 +26,8 @@ async def _mount(*args: str, cwd: str | None = None) -> None:
         raise Internal(f"mount failed: {err.decode(errors='replace').strip()}")
 
 
-def _holder(cid: str, index: int) -> str:
+def holder(cid: str, index: int) -> str:
+    """The image service's lease holder of a container's `index`th image volume."""
     return f"cri-image-volume-{cid}-{index}"
 
 
@@ -44,7 +45,8 @@ class ImageVolumes:
         if image is None:
             raise NotFound(f"image {mount.image.image!r} of an image volume not found")
         lease = await self._peers.images.AcquireRootfs(
-            image_pb2.AcquireRootfsRequest(image=image.id, holder=_holder(cid, index)))
+            image_pb2.AcquireRootfsRequest(image=image.id, holder=holder(cid, index),
+                                          owner=OWNER))
         target = self._root / cid / str(index)
         target.mkdir(parents=True, exist_ok=True)
         lowers = list(lease.lower_dirs)
@@ -77,5 +79,5 @@ class ImageVolumes:
                     "umount", "-l", str(target), stderr=asyncio.subprocess.DEVNULL)
                 await process.wait()
             await self._peers.images.ReleaseRootfs(
-                image_pb2.ReleaseRootfsRequest(holder=_holder(cid, int(target.name))))
+                image_pb2.ReleaseRootfsRequest(holder=holder(cid, int(target.name))))
         await asyncio.to_thread(shutil.rmtree, directory, True)

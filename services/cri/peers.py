@@ -19,6 +19,9 @@ from services.cri import labels
 
 # How long a cleanup call waits for a peer that is (re)starting.
 PEER_WAIT_SECONDS = 15
+# The owner of the network sandboxes and rootfs leases this service takes:
+# the network and image services sweep them against this service's list only.
+OWNER = "cri"
 
 
 class Peers:

@@ -25,7 +25,7 @@ from services.common.errors import AlreadyExists, BerthError, InvalidArgument, N
 from services.cri import labels
 from services.cri.images import Images
 from services.cri.metrics import RUN_POD_SECONDS
-from services.cri.peers import Peers
+from services.cri.peers import OWNER, Peers
 from services.cri.store import NOT_READY, READY, CriStore, Sandbox
 
 log = logging.getLogger("berth.cri")
@@ -179,7 +179,7 @@ class Sandboxes:
         config = sandbox.config
         request = network_pb2.CreateSandboxRequest(
             container_id=sandbox.id, container_name=pod_name(config.metadata),
-            hostname=self.hostname(sandbox), network_mode="cni",
+            hostname=self.hostname(sandbox), network_mode="cni", owner=OWNER,
             dns=config.dns_config.servers, dns_search=config.dns_config.searches,
             dns_options=config.dns_config.options,
             pod=network_pb2.PodNetwork(name=config.metadata.name,

@@ -38,11 +38,14 @@ async def setup(ctx: ServiceContext) -> list[str]:
     streaming = StreamingServer(peers.containers, ctx.config.cri_streaming_address,
                                 *(tls or (None, None)))
     await streaming.start()
-    reconciling = asyncio.create_task(
-        recovery.reconcile(peers, sandboxes, containers, time.time()))
+    started_ns = time.time_ns()
+    reconciling = [
+        asyncio.create_task(recovery.reconcile(peers, sandboxes, containers, started_ns)),
+        asyncio.create_task(recovery.sweep_peers(peers, sandboxes, containers, started_ns))]
 
     async def close() -> None:
-        reconciling.cancel()
+        for task in reconciling:
+            task.cancel()
         await streaming.stop()
         await peers.close()
         store.close()

@@ -1,14 +1,19 @@
 """CRI pods on a CNI bridge (Debian's containernetworking-plugins): pod IPs in
 PodSandboxStatus, two pods reaching each other by pod IP, a hostPort
-through portmap, and the pod's namespaces shared by its containers."""
+through portmap, the pod's namespaces shared by its containers, and a
+restarted cri service sweeping the pod networks it does not know."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
+import os
 import random
 import secrets
+import signal
 import socket
+import sqlite3
 import tempfile
 import urllib.request
 from collections.abc import Iterator
@@ -17,6 +22,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from berth.image.v1 import image_pb2, image_pb2_grpc
+from berth.network.v1 import network_pb2, network_pb2_grpc
+from berth.types.v1 import types_pb2, types_pb2_grpc
 from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
 from services.network import kernel
@@ -197,3 +205,66 @@ def test_failed_run_pod_sandbox_leaves_nothing(
     assert engine.docker("ps", "-aq").stdout == b""
     assert not list((engine.exec_root / "netns").glob("*"))
     assert not list((engine.data_root / "cri" / "sandboxes").iterdir())
+
+
+def cri_leases(engine: Engine) -> list[str]:
+    database = engine.data_root / "image" / "state.db"
+    connection = sqlite3.connect(f"file:{database}?mode=ro", uri=True)
+    try:
+        rows = connection.execute("SELECT holder FROM leases WHERE owner = 'cri'").fetchall()
+    finally:
+        connection.close()
+    return sorted(holder for (holder,) in rows)
+
+
+def restart_cri_service(engine: Engine) -> None:
+    with grpc.insecure_channel(f"unix://{engine.exec_root}/cri.sock") as channel:
+        info = types_pb2_grpc.InfoStub(channel)
+        pid = info.GetServiceInfo(types_pb2.GetServiceInfoRequest()).pid
+        os.kill(pid, signal.SIGKILL)
+
+        def restarted() -> bool:
+            try:
+                return info.GetServiceInfo(types_pb2.GetServiceInfoRequest(),
+                                           timeout=2).pid != pid
+            except grpc.RpcError:
+                return False
+
+        wait_for(restarted, timeout=30, message="the cri service to come back")
+
+
+def test_a_restarted_cri_service_sweeps_what_of_its_own_it_does_not_know(
+        engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        pods: list[str], log_dir: Path) -> None:
+    """What a RunPodSandbox or CreateContainer killed half-way leaves: a pod
+    network and an image-volume lease owned by "cri" that no record names."""
+    networks = network_pb2_grpc.NetworkServiceStub(
+        grpc.insecure_channel(f"unix://{engine.exec_root}/network.sock"))
+    image_service = image_pb2_grpc.ImageServiceStub(
+        grpc.insecure_channel(f"unix://{engine.exec_root}/image.sock"))
+    known = Pod(runtime, pods, pod_config("known", log_dir))
+    address = known.ip
+    stray, stray_lease = "2" * 64, "cri-image-volume-stray-0"
+    netns = networks.CreateSandbox(network_pb2.CreateSandboxRequest(
+        container_id=stray, network_mode="none", owner="cri")).netns_path
+    image_service.AcquireRootfs(image_pb2.AcquireRootfsRequest(
+        image=images, holder=stray_lease, owner="cri"))
+    assert netns and cri_leases(engine) == [stray_lease]
+    try:
+        restart_cri_service(engine)
+        wait_for(lambda: not networks.GetSandbox(
+            network_pb2.GetSandboxRequest(container_id=stray)).netns_path,
+            timeout=60, message="the stray pod network to be swept")
+        assert not Path(netns).exists()
+        wait_for(lambda: cri_leases(engine) == [], timeout=60,
+                 message="the stray image-volume lease to be swept")
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            networks.DestroySandbox(network_pb2.DestroySandboxRequest(container_id=stray))
+        with contextlib.suppress(grpc.RpcError):
+            image_service.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=stray_lease))
+    kept = networks.GetSandbox(network_pb2.GetSandboxRequest(container_id=known.id))
+    assert kept.netns_path
+    assert known.ip == address
+    shell = known.start("shell", images, "exec sleep 1000")
+    assert known.exec(shell, "ip", "-4", "-o", "addr", "show", "eth0").exit_code == 0

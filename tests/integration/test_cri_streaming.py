@@ -27,6 +27,7 @@ from tests.support.kubestream import (
     spdy_command,
     websocket_command,
 )
+from tests.support.polling import wait_for
 from tests.support.tls import make_certs
 
 PAGE = b"berth streaming " * 4096          # 64 KiB the pod's httpd serves
@@ -131,6 +132,47 @@ def test_attach_with_stdin(engine: Engine, busybox: str) -> None:
             assert result.status["status"] == "Success"
 
         run(engine, scenario)
+    finally:
+        engine.docker("rm", "-f", cid, check=False)
+
+
+# ctrl-p ctrl-q, Docker's default detach keys, and a byte after them; a raw
+# terminal passes them on (a cooked one would take ctrl-q as XON).
+DETACH_BYTES = b"\x10\x11x"
+READ_THREE_RAW = "stty raw -echo; echo ready; head -c 3 | od -An -tx1"
+
+
+def test_exec_with_tty_passes_docker_detach_keys_to_the_process(
+        engine: Engine, sleeper: str) -> None:
+    async def scenario(server: StreamingServer) -> None:
+        url = server.exec_url(sleeper, ["sh", "-c", READ_THREE_RAW], True, True, True, False)
+        command = await RemoteCommand.open(url, stdin=True, tty=True)
+        seen = bytearray()
+        await command.read_until("stdout", b"ready", seen)
+        await command.streams["stdin"].write(DETACH_BYTES)
+        await command.read_until("stdout", b"10 11 78", seen)
+        result = await command.finish()
+        assert result.exit_code == 0
+
+    run(engine, scenario)
+
+
+def test_attach_with_tty_passes_docker_detach_keys_to_the_process(
+        engine: Engine, busybox: str) -> None:
+    cid = engine.docker("run", "-d", "-it", busybox, "sh", "-c",
+                        f"{READ_THREE_RAW}; touch /tmp/read; sleep 1000"
+                        ).stdout.decode().strip()
+    try:
+        wait_for(lambda: b"ready" in engine.docker("logs", cid).stdout)
+
+        async def scenario(server: StreamingServer) -> None:
+            url = server.attach_url(cid, True, True, True, False)
+            command = await RemoteCommand.open(url, stdin=True, tty=True)
+            await command.streams["stdin"].write(DETACH_BYTES)
+            await command.read_until("stdout", b"10 11 78", bytearray())
+
+        run(engine, scenario)
+        assert engine.docker("exec", cid, "test", "-f", "/tmp/read").returncode == 0
     finally:
         engine.docker("rm", "-f", cid, check=False)
 

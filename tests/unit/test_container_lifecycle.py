@@ -13,6 +13,7 @@ import pytest
 from berth.container.v1 import container_pb2 as pb
 from services.common.errors import Conflict, InvalidArgument
 from services.container import restart
+from services.container.runtime import Runtime
 from services.container.store import Container
 from tests.support.fakes import FakeEngine, container_manager
 
@@ -301,4 +302,35 @@ def test_attach_refuses_a_paused_container_and_bad_detach_keys(tmp_path: Path) -
         requests.queue.put_nowait(options(cid))
         with pytest.raises(Conflict, match="is paused"):
             await anext(sessions.attach(requests))
+    run(tmp_path, scenario)
+
+
+def runc_answering(tmp_path: Path, error: str) -> Runtime:
+    """The real runc wrapper over a stand-in runc that fails every command with
+    `error` the way runc logs it."""
+    script = tmp_path / "runc"
+    script.write_text(f"#!/bin/sh\necho 'time=\"2026-01-01T00:00:00Z\" level=error "
+                      f"msg=\"{error}\"' >&2\nexit 1\n")
+    script.chmod(0o755)
+    return Runtime(tmp_path / "exec", str(script))
+
+
+@pytest.mark.parametrize("error", ["unable to signal init: os: process already finished",
+                                   "container not running"])
+def test_stop_succeeds_when_the_process_exits_as_it_is_signalled(
+        tmp_path: Path, error: str) -> None:
+    """runc's kill loses the race with the process's own exit (seen at
+    StopPodSandbox): the container is stopped, not an error."""
+    runc = runc_answering(tmp_path, error)
+
+    async def scenario(engine: FakeEngine) -> None:
+        async def kill_after_exit(cid: str, signum: int, all_processes: bool = False) -> None:
+            engine.runtime.exit(cid, 0)
+            await runc.kill(cid, signum, all_processes)
+        engine.runtime.kill = kill_after_exit
+        cid = await create(engine)
+        await engine.manager.start(cid)
+        assert await engine.manager.stop(cid, timeout=10) is False
+        container = engine.manager.get(cid)
+        assert (container.state.status, container.state.exit_code) == ("exited", 0)
     run(tmp_path, scenario)

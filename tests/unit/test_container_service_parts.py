@@ -140,6 +140,10 @@ def test_detach_keys():
     assert scanner.feed(b"ab\x10") == (b"ab", False)
     assert scanner.feed(b"c") == (b"\x10c", False)
     assert scanner.feed(b"\x10\x11rest") == (b"", True)
+    assert attach.detach_keys("", none=True) == b""
+    assert attach.detach_keys("", none=False) == b"\x10\x11"
+    with pytest.raises(InvalidArgument, match="cannot be given with no detach keys"):
+        attach.detach_keys("ctrl-a", none=True)
 
 
 def test_human_durations_and_times():

@@ -115,3 +115,32 @@ def test_unreachable_peer_is_named(tmp_path: Path) -> None:
         assert error.value.message == "container service unavailable"
         assert isinstance(error.value, Internal)   # to our own callers: a 500, not a 503
     asyncio.run(main())
+
+
+def test_a_call_waits_for_a_peer_that_is_starting(tmp_path: Path) -> None:
+    """The channel's first attempt failed (the peer's socket was not there
+    yet) and is in back-off when the peer comes up: the call gets through."""
+    async def main() -> None:
+        address = f"unix://{tmp_path / 'container.sock'}"
+        client = PeerClient.connect(Config(peers={"container": address}), "container",
+                                    container_pb2_grpc.ContainerServiceStub)
+        peer_channel = client._channel
+        server = grpc.aio.server(interceptors=[ServerInterceptor()])
+        try:
+            state = peer_channel.get_state(try_to_connect=True)
+            while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                await peer_channel.wait_for_state_change(state)
+                state = peer_channel.get_state()
+            container_pb2_grpc.add_ContainerServiceServicer_to_server(
+                RefusingContainers(), server)
+            server.add_insecure_port(address)
+            await server.start()
+            with pytest.raises(NotFound, match="No such container: web"):
+                await client.Inspect(container_pb2.InspectContainerRequest(id="web"))
+            with pytest.raises(Conflict, match="container web is gone"):
+                async for _ in client.Logs(container_pb2.LogsRequest(id="web")):
+                    pass
+        finally:
+            await client.close()
+            await server.stop(None)
+    asyncio.run(main())

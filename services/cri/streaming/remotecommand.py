@@ -230,10 +230,12 @@ async def run_exec(container: ContainerService, request: ExecRequest, io: IO) ->
     # with it is right before the process reads any typed-ahead input.
     async with _resizing(io, request.tty, resize, terminal_exists=False) as resizer:
         try:
+            # No detach keys: a CRI client's ctrl-p ctrl-q are input for the process.
             created = await container.ExecCreate(pb.ExecCreateRequest(
                 container_id=request.container_id, config=pb.ExecConfig(
                     cmd=request.cmd, tty=request.tty, attach_stdin=request.stdin,
-                    attach_stdout=request.stdout, attach_stderr=request.stderr)))
+                    attach_stdout=request.stdout, attach_stderr=request.stderr,
+                    no_detach_keys=True)))
         except BerthError as error:
             await io.finish(failure(f"failed to exec in container: {error.message}"))
             return
@@ -273,9 +275,10 @@ async def run_attach(container: ContainerService, request: AttachRequest, io: IO
     call = container.Attach()
     async with _resizing(io, request.tty, resize, terminal_exists=True) as resizer:
         try:
+            # No detach keys: a CRI client's ctrl-p ctrl-q are input for the process.
             await call.write(pb.AttachRequest(options=pb.AttachOptions(
                 id=request.container_id, stdin=request.stdin, stdout=request.stdout,
-                stderr=request.stderr, stream=True)))
+                stderr=request.stderr, stream=True, no_detach_keys=True)))
             await _relay(call, io, (lambda data: pb.AttachRequest(stdin=data))
                          if request.stdin else None, pb.AttachRequest(close_stdin=True),
                          resizer)
