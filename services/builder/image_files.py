@@ -19,17 +19,7 @@ from berth.types.v1 import types_pb2
 from services.builder.copier import ContentDigests
 from services.builder.peers import Peers
 from services.builder.store import CacheStore
-
-# Go's os.FileMode type bits, as PathStat carries them.
-_GO_DIR = 1 << 31
-_GO_SYMLINK = 1 << 27
-_GO_DEVICE = 1 << 26
-_GO_NAMED_PIPE = 1 << 25
-_GO_SOCKET = 1 << 24
-_GO_CHAR_DEVICE = 1 << 21
-_GO_IRREGULAR = 1 << 19
-_GO_NOT_REGULAR = (_GO_DIR | _GO_SYMLINK | _GO_DEVICE | _GO_NAMED_PIPE | _GO_SOCKET
-                   | _GO_CHAR_DEVICE | _GO_IRREGULAR)
+from services.common import gomode
 
 
 class ImageFiles:
@@ -79,7 +69,7 @@ class ImageFiles:
         None when it leads nowhere."""
         path = posixpath.normpath("/" + path)
         info = await self._stat(path)
-        if info is not None and info.mode & _GO_SYMLINK:
+        if info is not None and info.mode & gomode.SYMLINK:
             path = info.link_target
             info = await self._stat(path)
         return None if info is None else (path, info)
@@ -94,12 +84,12 @@ class ImageFiles:
 
     async def is_dir(self, path: str) -> bool:
         found = await self.resolve(path)
-        return found is not None and bool(found[1].mode & _GO_DIR)
+        return found is not None and bool(found[1].mode & gomode.DIR)
 
     async def read_text(self, path: str) -> str:
         """A regular file's text; "" when it is missing or no regular file."""
         found = await self.resolve(path)
-        if found is None or found[1].mode & _GO_NOT_REGULAR:
+        if found is None or found[1].mode & gomode.NOT_REGULAR:
             return ""
         data = io.BytesIO()
         async for chunk in self._peers.get_archive(await self._container(), found[0]):

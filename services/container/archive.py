@@ -19,19 +19,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from services.common import gomode
 from services.common.errors import InvalidArgument, NotFound
 from services.common.scoped import secure_join
 
-# Go's os.FileMode type bits, which Docker's path stat header carries.
-GO_MODE_DIR = 1 << 31
-GO_MODE_SYMLINK = 1 << 27
-GO_MODE_DEVICE = 1 << 26
-GO_MODE_NAMED_PIPE = 1 << 25
-GO_MODE_SOCKET = 1 << 24
-GO_MODE_SETUID = 1 << 23
-GO_MODE_SETGID = 1 << 22
-GO_MODE_CHAR_DEVICE = 1 << 21
-GO_MODE_STICKY = 1 << 20
 # tarfile's stream reads and file writes: its defaults (10 and 16 KiB) cost
 # many calls and copies; larger buffers measured no better.
 EXTRACT_BUFFER = 1 << 16
@@ -42,20 +33,6 @@ def _follows_last(path: str) -> bool:
     return path.endswith("/") or path.endswith("/.")
 
 
-def go_file_mode(mode: int) -> int:
-    """Python's st_mode as Go's os.FileMode bits."""
-    result = mode & 0o777
-    kinds = {stat.S_IFDIR: GO_MODE_DIR, stat.S_IFLNK: GO_MODE_SYMLINK,
-             stat.S_IFIFO: GO_MODE_NAMED_PIPE, stat.S_IFSOCK: GO_MODE_SOCKET,
-             stat.S_IFBLK: GO_MODE_DEVICE, stat.S_IFCHR: GO_MODE_DEVICE | GO_MODE_CHAR_DEVICE}
-    result |= kinds.get(stat.S_IFMT(mode), 0)
-    if mode & stat.S_ISUID:
-        result |= GO_MODE_SETUID
-    if mode & stat.S_ISGID:
-        result |= GO_MODE_SETGID
-    if mode & stat.S_ISVTX:
-        result |= GO_MODE_STICKY
-    return result
 
 
 def go_time(seconds_ns: int) -> str:
@@ -115,7 +92,7 @@ def stat_path(root: str, path: str, not_found: str) -> PathInfo:
     if stat.S_ISLNK(info.st_mode):
         link_target = container_path(root, secure_join(root, absolute))
     return PathInfo(name=_base_name(absolute), size=info.st_size,
-                    mode=go_file_mode(info.st_mode), mtime=go_time(info.st_mtime_ns),
+                    mode=gomode.from_st_mode(info.st_mode), mtime=go_time(info.st_mtime_ns),
                     link_target=link_target)
 
 

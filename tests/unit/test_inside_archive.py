@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from services.common import gomode
 from services.common.errors import Internal, InvalidArgument, NotFound
 from services.container import archive, chroot_thread
 
@@ -79,9 +80,9 @@ def test_symlink_loops_are_refused(root: Path) -> None:
 
 def test_stat_reports_go_modes_and_link_targets(root: Path) -> None:
     info = archive.stat_path(str(root), "/data", "nope")
-    assert info.name == "data" and info.mode == archive.GO_MODE_DIR | 0o755
+    assert info.name == "data" and info.mode == gomode.DIR | 0o755
     link = archive.stat_path(str(root), "/data/link", "nope")
-    assert link.mode & archive.GO_MODE_SYMLINK and link.link_target == "/data/file"
+    assert link.mode & gomode.SYMLINK and link.link_target == "/data/file"
     escaped = archive.stat_path(str(root), "/up", "nope")
     assert escaped.link_target == "/"
     assert archive.stat_path(str(root), "/", "nope").name == "/"
