@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -78,28 +78,15 @@ async def until_connected(peer_channel: grpc.aio.Channel) -> None:
 
 class PeerStream:
     """A streaming call (server, client or bidirectional) to a peer, whose
-    gRPC errors come out as domain errors. The call starts at the first read
-    or write, once the channel is connected (see until_connected)."""
+    gRPC errors come out as domain errors."""
 
-    def __init__(self, service: str, start: Callable[[], Any],
-                 connected: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, service: str, call: Any) -> None:
         self._service = service
-        self._start = start
-        self._connected = connected
-        self._call: Any = None
-        self._cancelled = False
-
-    async def _started(self) -> Any:
-        if self._call is None:
-            await self._connected()
-            if self._cancelled:
-                raise asyncio.CancelledError
-            self._call = self._start()
-        return self._call
+        self._call = call
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
-            async for message in await self._started():
+            async for message in self._call:
                 yield message
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
@@ -107,30 +94,29 @@ class PeerStream:
     async def read(self) -> Any:
         """The next message, or grpc.aio.EOF after the last."""
         try:
-            return await (await self._started()).read()
+            return await self._call.read()
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
 
     async def write(self, message: Any) -> None:
         try:
-            await (await self._started()).write(message)
+            await self._call.write(message)
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
 
     async def done_writing(self) -> None:
-        await (await self._started()).done_writing()
+        await self._call.done_writing()
 
     def cancel(self) -> None:
-        self._cancelled = True
-        if self._call is not None:
-            self._call.cancel()
+        self._call.cancel()
 
 
 class PeerClient(Generic[StubT]):
     """One peer service's stub over its own channel. `client.Method(...)` is
     awaited for a unary answer, or gives a PeerStream for a streamed one.
-    Each call first gives a channel still connecting a moment (until_connected),
-    so a call made while a peer is (re)starting does not fail at once."""
+    A unary call first gives a channel still connecting a moment
+    (until_connected), so a call made while a peer is (re)starting does not
+    fail at once."""
 
     def __init__(self, service: str, stub_type: Callable[[grpc.aio.Channel], StubT],
                  over: grpc.aio.Channel) -> None:
@@ -160,8 +146,7 @@ class PeerClient(Generic[StubT]):
             return invoke
 
         def open_stream(*args: Any, **kwargs: Any) -> PeerStream:
-            return PeerStream(self.service, lambda: call(*args, **kwargs),
-                              lambda: until_connected(self._channel))
+            return PeerStream(self.service, call(*args, **kwargs))
         return open_stream
 
     async def close(self) -> None:
