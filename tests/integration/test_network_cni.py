@@ -14,7 +14,6 @@ import json
 import random
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +23,13 @@ import pytest
 
 from berth.network.v1 import network_pb2 as pb
 from services.network import kernel
-from tests.support.network import NetworkService, links, run_in, running_network_service
+from tests.support.network import (
+    NetworkService,
+    links,
+    run_in,
+    running_network_service,
+    serve_http,
+)
 
 PLUGIN_DIR = Path("/usr/lib/cni")
 pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
@@ -115,21 +120,6 @@ def run_pod(stub, n: int, **kwargs) -> pb.Sandbox:
     return stub.CreateSandbox(pb.CreateSandboxRequest(
         container_id=pod_id(n), hostname=f"pod{n}", network_mode="cni",
         pod=pb.PodNetwork(name=f"pod{n}", namespace="default", uid=f"uid-{n}"), **kwargs))
-
-
-def serve_http(service: NetworkService, box: pb.Sandbox, directory: Path, text: str) -> None:
-    directory.mkdir(exist_ok=True)
-    (directory / "index.html").write_text(text)
-    service.spawn(box.netns_path, "busybox", "httpd", "-f", "-p", "80", "-h", str(directory))
-    address = box.endpoints[0].ip_address
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((address, 80), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("httpd did not start")
 
 
 def fetch(url: str) -> str:

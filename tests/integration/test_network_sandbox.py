@@ -24,7 +24,13 @@ from dnslib import QTYPE, RR, A, DNSRecord
 from berth.network.v1 import network_pb2 as pb
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from tests.support.engine import BERTH, REPO
-from tests.support.network import NetworkService, links, run_in, running_network_service
+from tests.support.network import (
+    NetworkService,
+    links,
+    run_in,
+    running_network_service,
+    serve_http,
+)
 
 
 @pytest.fixture(scope="module")
@@ -62,20 +68,6 @@ def sandbox(stub, n: int, **kwargs) -> pb.Sandbox:
 def fetch(url: str) -> str:
     with urllib.request.urlopen(url, timeout=5) as reply:
         return reply.read().decode()
-
-
-def serve_http(service: NetworkService, box: pb.Sandbox, tmp_path: Path, text: str) -> None:
-    (tmp_path / "index.html").write_text(text)
-    service.spawn(box.netns_path, "busybox", "httpd", "-f", "-p", "80", "-h", str(tmp_path))
-    address = box.endpoints[0].ip_address
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection((address, 80), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise AssertionError("httpd did not start")
 
 
 def veths(service: NetworkService) -> set[str]:

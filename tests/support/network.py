@@ -10,6 +10,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -91,6 +92,23 @@ class NetworkService:
                 child.kill()
             child.wait()
         self.children.clear()
+
+
+def serve_http(service: NetworkService, box: network_pb2.Sandbox, directory: Path,
+               text: str) -> None:
+    """busybox httpd in the sandbox's netns serving `text`, once it accepts."""
+    directory.mkdir(exist_ok=True)
+    (directory / "index.html").write_text(text)
+    service.spawn(box.netns_path, "busybox", "httpd", "-f", "-p", "80", "-h", str(directory))
+    address = box.endpoints[0].ip_address
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection((address, 80), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise AssertionError("httpd did not start")
 
 
 def run_in(netns: str, *argv: str, timeout: float = 20) -> subprocess.CompletedProcess:
