@@ -36,8 +36,8 @@ from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from services.common.config import Config
-from services.common.errors import BerthError
-from services.common.peers import channel
+from services.common.errors import BerthError, Unimplemented
+from services.common.peers import PeerClient, channel
 from services.container.peers import OWNER
 from services.container.store import Container
 
@@ -77,6 +77,12 @@ class Reconciler:
         self._manager = manager
         self._channels = {peer: channel(config, peer, own_connection=True)
                           for peer in ("image", "network", "volume")}
+        self._images = PeerClient("image", image_pb2_grpc.ImageServiceStub,
+                                  self._channels["image"])
+        self._networks = PeerClient("network", network_pb2_grpc.NetworkServiceStub,
+                                    self._channels["network"])
+        self._volumes = PeerClient("volume", volume_pb2_grpc.VolumeServiceStub,
+                                   self._channels["volume"])
         self._sweeps: dict[str, Sweep] = {
             "image": self._sweep_image, "network": self._sweep_network,
             "volume": self._sweep_volume}
@@ -120,12 +126,12 @@ class Reconciler:
             before_ns = time.time_ns()
             try:
                 gone = await self._sweeps[peer](self.existing(), before_ns)
-            except grpc.aio.AioRpcError as error:
-                if error.code() == grpc.StatusCode.UNIMPLEMENTED:
-                    log.warning("the %s service cannot reconcile: %s", peer, error.details())
-                    return
+            except Unimplemented as error:
+                log.warning("the %s service cannot reconcile: %s", peer, error.message)
+                return
+            except BerthError as error:
                 log.warning("reconcile with the %s service failed (%s); retrying in %.1fs",
-                            peer, error.details(), retry_in)
+                            peer, error.message, retry_in)
                 await asyncio.sleep(retry_in)
                 retry_in = min(retry_in * 2, _RETRY_MAX_SECONDS)
                 continue
@@ -147,22 +153,19 @@ class Reconciler:
                 wait.cancel()
 
     async def _sweep_image(self, existing: set[str], before_ns: int) -> list[str]:
-        stub = image_pb2_grpc.ImageServiceStub(self._channels["image"])
-        reply = await stub.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
+        reply = await self._images.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
             owner=OWNER, holders=sorted(existing), before_nano=before_ns),
             timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.holders)
 
     async def _sweep_network(self, existing: set[str], before_ns: int) -> list[str]:
-        stub = network_pb2_grpc.NetworkServiceStub(self._channels["network"])
-        reply = await stub.ForgetGone(network_pb2.ForgetGoneRequest(
+        reply = await self._networks.ForgetGone(network_pb2.ForgetGoneRequest(
             owner=OWNER, containers=sorted(existing), before_nano=before_ns),
             timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.containers)
 
     async def _sweep_volume(self, existing: set[str], before_ns: int) -> list[str]:
-        stub = volume_pb2_grpc.VolumeServiceStub(self._channels["volume"])
-        reply = await stub.ReleaseGone(volume_pb2.ReleaseGoneRequest(
+        reply = await self._volumes.ReleaseGone(volume_pb2.ReleaseGoneRequest(
             holders=sorted(existing), before_nano=before_ns), timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.holders)
 
