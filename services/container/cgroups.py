@@ -13,6 +13,15 @@ def is_v2() -> bool:
     return (ROOT / "cgroup.controllers").exists()
 
 
+def blkio_supports(v1_file: str) -> bool:
+    """dockerd's sysinfo: a v1 blkio setting is there when the controller's
+    root has its file (the weights need CFQ or BFQ, the throttles
+    CONFIG_BLK_DEV_THROTTLING); on v2 the io controller has them all."""
+    if is_v2():
+        return "io" in (ROOT / "cgroup.controllers").read_text().split()
+    return (ROOT / "blkio" / v1_file).exists()
+
+
 def cgroups_path(instance_prefix: str, container_id: str, parent: str = "") -> str:
     """The OCI cgroupsPath of a container (cgroupfs driver): under the
     engine's parent, or under --cgroup-parent as dockerd puts it."""

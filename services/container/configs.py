@@ -8,11 +8,35 @@ import os
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from services.common.errors import InvalidArgument
-from services.container import cgroups
+from services.container import cgroups, spec
 from services.container.runtime import signal_number
 
 _MIN_MEMORY = 6 * 1024 * 1024
 _RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
+# Each blkio setting, the v1 file that shows the kernel has it, and dockerd's
+# warning when it drops the setting on a kernel without it.
+_BLKIO_SETTINGS = (
+    ("blkio_weight", "blkio.weight",
+     "Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+     "Weight discarded."),
+    ("blkio_weight_device", "blkio.weight_device",
+     "Your kernel does not support Block I/O weight_device or the cgroup is not mounted. "
+     "Weight-device discarded."),
+    ("blkio_device_read_bps", "blkio.throttle.read_bps_device",
+     "Your kernel does not support BPS Block I/O read limit or the cgroup is not mounted. "
+     "Block I/O BPS read limit discarded."),
+    ("blkio_device_write_bps", "blkio.throttle.write_bps_device",
+     "Your kernel does not support BPS Block I/O write limit or the cgroup is not mounted. "
+     "Block I/O BPS write limit discarded."),
+    ("blkio_device_read_iops", "blkio.throttle.read_iops_device",
+     "Your kernel does not support IOPS Block read limit or the cgroup is not mounted. "
+     "Block I/O IOPS read limit discarded."),
+    ("blkio_device_write_iops", "blkio.throttle.write_iops_device",
+     "Your kernel does not support IOPS Block write limit or the cgroup is not mounted. "
+     "Block I/O IOPS write limit discarded."),
+)
+_STORAGE_QUOTA_ERROR = ("--storage-opt is supported only for overlay over xfs with 'pquota' "
+                        "mount option")
 
 
 def merge_image_config(config: container_pb2.ContainerConfig,
@@ -71,6 +95,9 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
     if host.isolation.lower() not in ("", "default"):
         raise InvalidArgument(f"invalid isolation ({host.isolation}): linux only supports "
                               f"'default'")
+    if host.userns_mode.split(":")[0] not in ("", "host"):
+        raise InvalidArgument("--userns: invalid USER mode")
+    validate_storage_opt(dict(host.storage_opt))
     if "" in host.annotations:
         raise InvalidArgument("invalid Annotations: the empty string is not permitted as an "
                               "annotation key")
@@ -78,6 +105,27 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
         if ulimit.soft > ulimit.hard >= 0:
             raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard "
                                   f"limit: {ulimit.soft} > {ulimit.hard}")
+
+
+def validate_storage_opt(options: dict[str, str]) -> None:
+    """berth's overlay has no disk quota: dockerd's overlay2 answer where
+    the backing filesystem is not xfs with pquota."""
+    keys = [key.lower() for key in options]
+    if "size" in keys:
+        raise InvalidArgument(_STORAGE_QUOTA_ERROR)
+    if keys:
+        raise InvalidArgument(f"Unknown option {keys[0]}")
+
+
+def discard_unsupported_blkio(res: container_pb2.Resources) -> list[str]:
+    """Drop the blkio settings this kernel lacks, with dockerd's warnings
+    (dockerd creates or updates the container without them)."""
+    warnings = []
+    for field_name, v1_file, warning in _BLKIO_SETTINGS:
+        if getattr(res, field_name) and not cgroups.blkio_supports(v1_file):
+            res.ClearField(field_name)
+            warnings.append(warning)
+    return warnings
 
 
 def validate_runtime(host: container_pb2.HostConfig, configured: str) -> None:
@@ -121,6 +169,11 @@ def validate_resources(res: container_pb2.Resources) -> None:
         raise InvalidArgument("cpu-rt-runtime cannot be higher than cpu-rt-period")
     if res.cpu_shares < 0:
         raise InvalidArgument("invalid CPU shares value: must not be negative")
+    if res.blkio_weight and not 10 <= res.blkio_weight <= 1000:
+        raise InvalidArgument("Range of blkio weight is from 10 to 1000")
+    spec.device_cgroup_rules(list(res.device_cgroup_rules))
+    for path in spec.blkio_device_paths(res):
+        spec.device_numbers(path)
 
 
 def validate_restart_policy(host: container_pb2.HostConfig) -> None:

@@ -182,6 +182,7 @@ class Manager:
             raise AlreadyExists(self._store.name_in_use(name))
         if not config.image:
             raise InvalidArgument("No image specified")
+        warnings = configs.discard_unsupported_blkio(host.resources)
         configs.validate_resources(host.resources)
         configs.validate_restart_policy(host)
         configs.validate_runtime(host, self._runtime_name)
@@ -190,14 +191,14 @@ class Manager:
         cid = secrets.token_hex(32)
         self.creating.add(cid)
         try:
-            return await self._create_as(cid, name, config, host, request.networking_config)
+            await self._create_as(cid, name, config, host, request.networking_config)
         finally:
             self.creating.discard(cid)
+        return cid, warnings
 
     async def _create_as(self, cid: str, name: str, config: container_pb2.ContainerConfig,
                          host: container_pb2.HostConfig,
-                         requested_networking: container_pb2.NetworkingConfig
-                         ) -> tuple[str, list[str]]:
+                         requested_networking: container_pb2.NetworkingConfig) -> None:
         lease = await self.peers.acquire_rootfs(config.image, cid)
         directory = self._root / cid
         leased_volumes = False
@@ -229,7 +230,6 @@ class Manager:
             raise
         self.containers[cid] = container
         self._publish("create", container)
-        return cid, []
 
     def _resolve_links(self, host: container_pb2.HostConfig, name: str) -> None:
         """Check that linked containers exist; store the links as Docker shows them."""

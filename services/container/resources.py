@@ -10,7 +10,7 @@ from typing import Any
 from berth.container.v1 import container_pb2
 from services.common.config import Config
 from services.common.errors import Conflict, InvalidArgument
-from services.container import stats, top, update
+from services.container import configs, stats, top, update
 from services.container.cgroups import cgroups_path
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
@@ -67,18 +67,22 @@ class Resources:
 
     async def update(self, request: container_pb2.UpdateContainerRequest) -> list[str]:
         container = self._manager.get(request.id)
-        merged = update.merge(container.host_config, request)
-        args = update.runc_update_args(request.resources, merged.resources)
+        # As dockerd: what the kernel lacks is dropped from the update, with a warning.
+        wanted = container_pb2.UpdateContainerRequest()
+        wanted.CopyFrom(request)
+        warnings = configs.discard_unsupported_blkio(wanted.resources)
+        merged = update.merge(container.host_config, wanted)
+        args = update.runc_update_args(wanted.resources, merged.resources)
         if container.running:
-            update.check_running(request.resources, container.id)
+            update.check_running(wanted.resources, container.id)
             if args:
                 await update.runc_update(self._runtime.binary, str(self._runtime.root),
                                          container.id, args)
-            await asyncio.to_thread(self._apply_outside_runc, container, request.resources)
+            await asyncio.to_thread(self._apply_outside_runc, container, wanted.resources)
         container.host_config.CopyFrom(merged)
         self._manager.save_host_config(container)
         self._events.publish("update", container)
-        return []
+        return warnings
 
     def _apply_outside_runc(self, container: Container, resources: container_pb2.Resources
                             ) -> None:

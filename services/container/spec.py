@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import resource
 import stat
 from dataclasses import dataclass, field
@@ -49,6 +50,14 @@ _DEVICE_RULES = [
                            (5, 2), (10, 200))),
     {"allow": True, "type": "c", "major": 136, "access": "rwm"},
 ]
+# Docker's --device-cgroup-rule grammar: type, major:minor (or *), access.
+_DEVICE_CGROUP_RULE = re.compile(r"([acb]) ([0-9]+|\*):([0-9]+|\*) ([rwm]{1,3})")
+_INT64_MAX = (1 << 63) - 1
+# OCI linux.resources.blockIO throttle keys and the Resources fields they come from.
+_BLKIO_THROTTLES = (("throttleReadBpsDevice", "blkio_device_read_bps"),
+                    ("throttleWriteBpsDevice", "blkio_device_write_bps"),
+                    ("throttleReadIOPSDevice", "blkio_device_read_iops"),
+                    ("throttleWriteIOPSDevice", "blkio_device_write_iops"))
 _RLIMITS = {"core": "RLIMIT_CORE", "cpu": "RLIMIT_CPU", "data": "RLIMIT_DATA",
             "fsize": "RLIMIT_FSIZE", "locks": "RLIMIT_LOCKS", "memlock": "RLIMIT_MEMLOCK",
             "msgqueue": "RLIMIT_MSGQUEUE", "nice": "RLIMIT_NICE", "nofile": "RLIMIT_NOFILE",
@@ -297,6 +306,57 @@ def mapped_devices(mappings: list[container_pb2.DeviceMapping]) -> tuple[list[di
     return devices, rules
 
 
+def device_cgroup_rules(rules: list[str]) -> list[dict]:
+    """--device-cgroup-rule as OCI linux.resources.devices entries, with
+    Docker's messages for a rule that does not parse."""
+    entries = []
+    for rule in rules:
+        match = _DEVICE_CGROUP_RULE.fullmatch(rule)
+        if not match:
+            raise InvalidArgument(f"invalid device cgroup rule format: '{rule}'")
+        kind, major, minor, access = match.groups()
+        entry: dict = {"allow": True, "type": kind, "access": access}
+        for name, number in (("major", major), ("minor", minor)):
+            if number == "*":
+                continue    # an absent number matches every one
+            if int(number) > _INT64_MAX:
+                raise InvalidArgument(f"invalid {name} value in device cgroup rule "
+                                      f"format: '{rule}'")
+            entry[name] = int(number)
+        entries.append(entry)
+    return entries
+
+
+def device_numbers(path: str) -> dict:
+    """The major and minor numbers of the node at `path` (links followed),
+    as dockerd reads a blkio device; the kernel refuses a non-disk later."""
+    try:
+        info = os.stat(path)
+    except OSError as exc:
+        raise InvalidArgument(f"stat {path}: {exc.strerror.lower()}") from exc
+    return {"major": os.major(info.st_rdev), "minor": os.minor(info.st_rdev)}
+
+
+def block_io(res: container_pb2.Resources) -> dict:
+    """OCI linux.resources.blockIO: the weight and the per-device settings."""
+    out: dict = {}
+    if res.blkio_weight > 0:
+        out["weight"] = res.blkio_weight
+    if res.blkio_weight_device:
+        out["weightDevice"] = [{**device_numbers(d.path), "weight": d.weight}
+                               for d in res.blkio_weight_device]
+    for key, field_name in _BLKIO_THROTTLES:
+        devices = getattr(res, field_name)
+        if devices:
+            out[key] = [{**device_numbers(d.path), "rate": d.rate} for d in devices]
+    return out
+
+
+def blkio_device_paths(res: container_pb2.Resources) -> list[str]:
+    return [d.path for d in res.blkio_weight_device] + [
+        d.path for _, field_name in _BLKIO_THROTTLES for d in getattr(res, field_name)]
+
+
 def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) -> dict:
     linux = {
         "namespaces": _namespaces(host, inputs),
@@ -314,7 +374,8 @@ def _linux(host: container_pb2.HostConfig, inputs: SpecInputs, caps: list[str]) 
     devices, rules = mapped_devices(list(host.resources.devices))
     if devices:
         linux["devices"] = devices
-        linux["resources"]["devices"] += rules
+    linux["resources"]["devices"] += rules + device_cgroup_rules(
+        list(host.resources.device_cgroup_rules))
     linux["maskedPaths"] = list(host.masked_paths or MASKED_PATHS)
     linux["readonlyPaths"] = list(host.readonly_paths or READONLY_PATHS)
     profile = seccomp_profile(host.security_opt, set(caps))
@@ -399,6 +460,6 @@ def resources(res: container_pb2.Resources, privileged: bool) -> dict:
         out["cpu"] = cpu
     if res.HasField("pids_limit") and res.pids_limit > 0:
         out["pids"] = {"limit": res.pids_limit}
-    if res.blkio_weight > 0:
-        out["blockIO"] = {"weight": res.blkio_weight}
+    if block := block_io(res):
+        out["blockIO"] = block
     return out

@@ -24,6 +24,11 @@ _MERGED = ("cpu_shares", "memory", "nano_cpus", "cpu_period", "cpu_quota", "cpus
            "cpu_realtime_period", "cpu_realtime_runtime")
 # Fields that a present value replaces, including false and 0.
 _PRESENT = ("pids_limit", "memory_swappiness", "oom_kill_disable")
+# Lists a non-empty value replaces; set when the container starts, so
+# they change only while it is not running.
+_START_TIME_LISTS = ("devices", "device_cgroup_rules", "blkio_weight_device",
+                     "blkio_device_read_bps", "blkio_device_write_bps",
+                     "blkio_device_read_iops", "blkio_device_write_iops")
 
 
 def merge(host: container_pb2.HostConfig, update: container_pb2.UpdateContainerRequest
@@ -53,9 +58,10 @@ def merge(host: container_pb2.HostConfig, update: container_pb2.UpdateContainerR
     if new.ulimits:
         del res.ulimits[:]
         res.ulimits.extend(new.ulimits)
-    if new.devices:
-        del res.devices[:]
-        res.devices.extend(new.devices)
+    for name in _START_TIME_LISTS:
+        if getattr(new, name):
+            res.ClearField(name)
+            getattr(res, name).extend(getattr(new, name))
     validate_resources(res)
     if update.HasField("restart_policy"):
         if host.auto_remove and update.restart_policy.name not in ("", "no"):
@@ -103,6 +109,10 @@ def check_running(update: container_pb2.Resources, container_id: str) -> None:
     if update.devices:
         raise Conflict(f"Cannot update container {container_id}: devices cannot be changed "
                        "while the container is running; stop it first")
+    if any(getattr(update, name) for name in _START_TIME_LISTS):
+        raise Conflict(f"Cannot update container {container_id}: device cgroup rules and "
+                       "blkio device settings cannot be changed while the container is "
+                       "running; stop it first")
     if (update.HasField("memory_swappiness") or update.HasField("oom_kill_disable")) \
             and cgroups.is_v2():
         raise InvalidArgument(f"Cannot update container {container_id}: memory swappiness "

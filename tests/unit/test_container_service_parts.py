@@ -95,6 +95,56 @@ def test_resources_in_oci_form():
     assert res["devices"][0] == {"allow": False, "access": "rwm"}
 
 
+def test_device_cgroup_rules_in_oci_form():
+    assert spec.device_cgroup_rules(["c 42:* rmw", "b 8:16 r", "a *:* m"]) == [
+        {"allow": True, "type": "c", "major": 42, "access": "rmw"},
+        {"allow": True, "type": "b", "major": 8, "minor": 16, "access": "r"},
+        {"allow": True, "type": "a", "access": "m"}]
+    for bad in ("bad rule", "c 42:* rwmx", "x 1:2 r", "c 1:2 r\n", "c 1 r"):
+        with pytest.raises(InvalidArgument) as caught:
+            spec.device_cgroup_rules([bad])
+        assert caught.value.message == f"invalid device cgroup rule format: '{bad}'"
+    huge = f"c {1 << 63}:1 r"
+    with pytest.raises(InvalidArgument) as caught:
+        spec.device_cgroup_rules([huge])
+    assert caught.value.message == f"invalid major value in device cgroup rule format: '{huge}'"
+
+
+def test_blkio_devices_in_oci_form():
+    res = pb.Resources(blkio_weight_device=[pb.WeightDevice(path="/dev/null", weight=300)],
+                       blkio_device_write_iops=[pb.ThrottleDevice(path="/dev/zero", rate=9)])
+    assert spec.block_io(res) == {
+        "weightDevice": [{"major": 1, "minor": 3, "weight": 300}],
+        "throttleWriteIOPSDevice": [{"major": 1, "minor": 5, "rate": 9}]}
+    missing = pb.Resources(blkio_device_read_bps=[pb.ThrottleDevice(path="/nonexistent")])
+    with pytest.raises(InvalidArgument) as caught:
+        spec.block_io(missing)
+    assert caught.value.message == "stat /nonexistent: no such file or directory"
+
+
+@pytest.mark.parametrize(("host", "message"), [
+    (pb.HostConfig(storage_opt={"size": "10G"}),
+     "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"),
+    (pb.HostConfig(storage_opt={"Foo": "bar"}), "Unknown option foo"),
+    (pb.HostConfig(userns_mode="private"), "--userns: invalid USER mode"),
+    (pb.HostConfig(resources=pb.Resources(device_cgroup_rules=["c 1 r"])),
+     "invalid device cgroup rule format: 'c 1 r'"),
+    (pb.HostConfig(resources=pb.Resources(blkio_weight=5)),
+     "Range of blkio weight is from 10 to 1000"),
+])
+def test_host_config_checks(host, message):
+    config = pb.ContainerConfig(cmd=_strings("true"))
+    with pytest.raises(InvalidArgument) as caught:
+        configs.validate(config, host)
+    assert caught.value.message == message
+
+
+def test_host_config_modes_docker_accepts():
+    config = pb.ContainerConfig(cmd=_strings("true"))
+    for mode in ("", "host", "host:anything"):
+        configs.validate(config, pb.HostConfig(userns_mode=mode, storage_opt={}))
+
+
 def test_rlimits_never_exceed_the_host():
     hard = spec.host_hard_limit("nofile")
     limits = spec.rlimits([pb.Ulimit(name="nofile", soft=hard * 10, hard=hard * 10)])

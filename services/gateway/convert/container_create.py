@@ -106,6 +106,11 @@ def _device_request(body: Fields) -> pb.DeviceRequest:
         options=body.string_map("Options"))
 
 
+def _throttle_devices(body: Fields, key: str) -> list[pb.ThrottleDevice]:
+    return [pb.ThrottleDevice(path=d.string("Path"), rate=d.integer("Rate", "uint64"))
+            for d in body.objects(key, "blkiodev.ThrottleDevice")]
+
+
 def resources(body: Fields) -> pb.Resources:
     """Docker's Resources, which HostConfig and /update carry flattened."""
     res = pb.Resources(
@@ -131,6 +136,14 @@ def resources(body: Fields) -> pb.Resources:
         kernel_memory_tcp=body.integer("KernelMemoryTCP"),
         device_requests=[_device_request(r)
                          for r in body.objects("DeviceRequests", "container.DeviceRequest")],
+        device_cgroup_rules=body.strings("DeviceCgroupRules"),
+        blkio_weight_device=[
+            pb.WeightDevice(path=d.string("Path"), weight=d.integer("Weight", "uint16"))
+            for d in body.objects("BlkioWeightDevice", "blkiodev.WeightDevice")],
+        blkio_device_read_bps=_throttle_devices(body, "BlkioDeviceReadBps"),
+        blkio_device_write_bps=_throttle_devices(body, "BlkioDeviceWriteBps"),
+        blkio_device_read_iops=_throttle_devices(body, "BlkioDeviceReadIOps"),
+        blkio_device_write_iops=_throttle_devices(body, "BlkioDeviceWriteIOps"),
     )
     # -1 is how old clients said "unset".
     swappiness = body.integer("MemorySwappiness")

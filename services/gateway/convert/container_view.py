@@ -6,6 +6,7 @@ Keys, nulls and defaults follow what dockerd answers, so `docker inspect
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf.message import Message
@@ -134,19 +135,27 @@ def _mount_spec_json(mount: pb.Mount) -> dict[str, Any]:
     return out
 
 
+def _throttle_json(devices: Iterable[pb.ThrottleDevice]) -> list[dict[str, Any]]:
+    return [{"Path": d.path, "Rate": d.rate} for d in devices]
+
+
 def resources_json(res: pb.Resources) -> dict[str, Any]:
     out: dict[str, Any] = {
         "CpuShares": res.cpu_shares, "Memory": res.memory, "NanoCpus": res.nano_cpus,
         "CgroupParent": res.cgroup_parent, "BlkioWeight": res.blkio_weight,
-        "BlkioWeightDevice": [], "BlkioDeviceReadBps": [], "BlkioDeviceWriteBps": [],
-        "BlkioDeviceReadIOps": [], "BlkioDeviceWriteIOps": [],
+        "BlkioWeightDevice": [{"Path": d.path, "Weight": d.weight}
+                              for d in res.blkio_weight_device],
+        "BlkioDeviceReadBps": _throttle_json(res.blkio_device_read_bps),
+        "BlkioDeviceWriteBps": _throttle_json(res.blkio_device_write_bps),
+        "BlkioDeviceReadIOps": _throttle_json(res.blkio_device_read_iops),
+        "BlkioDeviceWriteIOps": _throttle_json(res.blkio_device_write_iops),
         "CpuPeriod": res.cpu_period, "CpuQuota": res.cpu_quota,
         "CpuRealtimePeriod": res.cpu_realtime_period,
         "CpuRealtimeRuntime": res.cpu_realtime_runtime,
         "CpusetCpus": res.cpuset_cpus, "CpusetMems": res.cpuset_mems,
         "Devices": [{"PathOnHost": d.path_on_host, "PathInContainer": d.path_in_container,
                      "CgroupPermissions": d.cgroup_permissions} for d in res.devices],
-        "DeviceCgroupRules": None,
+        "DeviceCgroupRules": _or_null(res.device_cgroup_rules),
         "DeviceRequests": [_device_request_json(r) for r in res.device_requests] or None,
     }
     if res.kernel_memory_tcp:
