@@ -4,8 +4,10 @@ rm -f and prune."""
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import os
 import socket
 import struct
 import subprocess
@@ -361,3 +363,152 @@ def test_isolation_annotations_and_device_requests(engine: Engine, busybox: str)
         assert b'could not select device driver "" with capabilities: [[gpu]]' in started.stderr
     finally:
         engine.docker("rm", "gpus")
+
+
+BLKIO = Path("/sys/fs/cgroup/blkio")
+CGROUP_PARENT = f"berth-e2e-parent-{os.getpid()}"
+
+
+def root_disk() -> tuple[str, str]:
+    """The whole disk under / (the kernel throttles disks, not partitions)
+    as its /dev path and its "major:minor"."""
+    device = os.stat("/").st_dev
+    node = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}").resolve()
+    if (node / "partition").exists():
+        node = node.parent
+    return f"/dev/{node.name}", (node / "dev").read_text().strip()
+
+
+def post_update(engine: Engine, ref: str, body: dict) -> dict:
+    api = engine.client().api
+    return api._result(api._post_json(api._url("/containers/{0}/update", ref), data=body), True)
+
+
+@contextlib.contextmanager
+def cgroup_parent_removed(engine: Engine, *containers: str):
+    """runc leaves a --cgroup-parent directory behind, as it does for dockerd:
+    remove it once the containers in it are gone."""
+    try:
+        yield CGROUP_PARENT
+    finally:
+        engine.docker("rm", "-f", *containers, check=False)
+        for hierarchy in Path("/sys/fs/cgroup").iterdir():
+            with contextlib.suppress(OSError):
+                (hierarchy / CGROUP_PARENT).rmdir()
+
+
+def test_host_config_round_trips_through_the_sdk_and_the_cli(engine: Engine,
+                                                              busybox: str) -> None:
+    disk, numbers = root_disk()
+    weight_device = (BLKIO / "blkio.weight_device").exists()
+    sent = {
+        "DeviceCgroupRules": ["c 42:* rmw"],
+        "BlkioWeightDevice": [{"Path": disk, "Weight": 300}],
+        "BlkioDeviceReadBps": [{"Path": disk, "Rate": 1 << 20}],
+        "BlkioDeviceWriteBps": [{"Path": disk, "Rate": 2 << 20}],
+        "BlkioDeviceReadIOps": [{"Path": disk, "Rate": 100}],
+        "BlkioDeviceWriteIOps": [{"Path": disk, "Rate": 200}],
+        "UsernsMode": "host",
+    }
+    # dockerd drops the weight where neither CFQ nor BFQ gives its file.
+    shown = {**sent, "BlkioWeightDevice": sent["BlkioWeightDevice"] if weight_device else []}
+    api = engine.client().api
+    with cgroup_parent_removed(engine, "hc-sdk", "hc-cli") as parent:
+        host = api.create_host_config(
+            cgroup_parent=parent, device_cgroup_rules=sent["DeviceCgroupRules"],
+            blkio_weight_device=sent["BlkioWeightDevice"],
+            device_read_bps=sent["BlkioDeviceReadBps"],
+            device_write_bps=sent["BlkioDeviceWriteBps"],
+            device_read_iops=sent["BlkioDeviceReadIOps"],
+            device_write_iops=sent["BlkioDeviceWriteIOps"], userns_mode="host")
+        created = api.create_container(busybox, ["sleep", "300"], name="hc-sdk",
+                                       host_config=host)
+        assert created["Warnings"] == ([] if weight_device else [
+            "Your kernel does not support Block I/O weight_device or the cgroup is not "
+            "mounted. Weight-device discarded."])
+        engine.docker("create", "--name", "hc-cli", "--cgroup-parent", parent,
+                      "--device-cgroup-rule", "c 42:* rmw", "--userns", "host",
+                      "--blkio-weight-device", f"{disk}:300",
+                      "--device-read-bps", f"{disk}:1mb", "--device-write-bps", f"{disk}:2mb",
+                      "--device-read-iops", f"{disk}:100", "--device-write-iops", f"{disk}:200",
+                      busybox, "sleep", "300")
+        for name in ("hc-sdk", "hc-cli"):
+            for view in (api.inspect_container(name)["HostConfig"],
+                         inspect(engine, name)["HostConfig"]):
+                assert {key: view[key] for key in shown} == shown
+                assert view["CgroupParent"] == parent
+        api.start("hc-sdk")
+        cid = created["Id"]
+        assert (Path("/sys/fs/cgroup/memory") / parent / cid / "cgroup.procs").read_text()
+        container_blkio = BLKIO / parent / cid
+        for name, rate in (("read_bps", 1 << 20), ("write_bps", 2 << 20),
+                           ("read_iops", 100), ("write_iops", 200)):
+            limit = (container_blkio / f"blkio.throttle.{name}_device").read_text()
+            assert limit.split() == [numbers, str(rate)]
+        devices = Path("/sys/fs/cgroup/devices") / parent / cid / "devices.list"
+        assert "c 42:* rwm" in devices.read_text().splitlines()
+        with pytest.raises(docker.errors.APIError) as running:
+            post_update(engine, "hc-sdk", {"DeviceCgroupRules": ["c 43:* r"]})
+        assert running.value.status_code == 409
+        post_update(engine, "hc-cli", {"DeviceCgroupRules": ["c 43:* r"]})
+        assert inspect(engine, "hc-cli")["HostConfig"]["DeviceCgroupRules"] == ["c 43:* r"]
+
+
+def test_device_cgroup_rules_let_the_container_open_the_device(engine: Engine,
+                                                               busybox: str) -> None:
+    script = ("mknod /dev/fuse c 10 229 && mknod /dev/x c 42 0 && "
+              "(exec 3<>/dev/fuse && echo fuse opened); head -c1 /dev/x")
+    refused = engine.docker("run", "--rm", busybox, "sh", "-c", script, check=False)
+    assert refused.stderr.decode().splitlines() == [
+        "sh: can't create /dev/fuse: Operation not permitted",
+        "head: /dev/x: Operation not permitted"]
+    allowed = engine.docker("run", "--rm", "--device-cgroup-rule", "c 10:229 rwm",
+                            "--device-cgroup-rule", "c 42:* rmw", busybox, "sh", "-c", script,
+                            check=False)
+    assert text(allowed) == "fuse opened"
+    # Past the device cgroup: major 42 has no driver behind it.
+    assert allowed.stderr.decode().strip() == "head: /dev/x: No such device or address"
+
+
+def test_host_config_errors_are_docker_s_and_leave_nothing(engine: Engine,
+                                                            busybox: str) -> None:
+    api = engine.client().api
+    refusals = [
+        ({"DeviceCgroupRules": ["c 42 rmw"]}, "invalid device cgroup rule format: 'c 42 rmw'"),
+        ({"BlkioDeviceReadBps": [{"Path": "/dev/berth-none", "Rate": 1}]},
+         "stat /dev/berth-none: no such file or directory"),
+        ({"UsernsMode": "private"}, "--userns: invalid USER mode"),
+        ({"StorageOpt": {"size": "10G"}},
+         "--storage-opt is supported only for overlay over xfs with 'pquota' mount option"),
+        ({"StorageOpt": {"Foo": "bar"}}, "Unknown option foo"),
+    ]
+    for host_config, message in refusals:
+        with pytest.raises(docker.errors.APIError) as refused:
+            api.create_container(busybox, "true", name="refused", host_config=host_config)
+        assert refused.value.status_code == 400
+        assert refused.value.explanation == message
+    cli = engine.docker("create", "--name", "refused", "--storage-opt", "size=1G", busybox,
+                        "true", check=False)
+    assert "--storage-opt is supported only for overlay over xfs" in cli.stderr.decode()
+    assert text(engine.docker("ps", "-aq")) == ""
+    # The kernel throttles block devices only: dockerd's answer is runc's at start.
+    not_a_disk = engine.docker("run", "--rm", "--device-read-bps", "/dev/null:1mb", busybox,
+                               "true", check=False)
+    assert 'failed to write "1:3 1048576"' in not_a_disk.stderr.decode()
+    assert "no such device" in not_a_disk.stderr.decode()
+
+
+def test_blkio_weight_where_the_kernel_has_no_weight_file(engine: Engine,
+                                                          busybox: str) -> None:
+    if (BLKIO / "blkio.weight").exists():
+        pytest.skip("this kernel has blkio weights (CFQ or BFQ group scheduling)")
+    warning = ("Your kernel does not support Block I/O weight or the cgroup is not mounted. "
+               "Weight discarded.")
+    api = engine.client().api
+    created = api.create_container(busybox, ["sleep", "300"], name="weighted",
+                                   host_config=api.create_host_config(blkio_weight=300))
+    assert created["Warnings"] == [warning]
+    api.start("weighted")
+    assert api.update_container("weighted", blkio_weight=500) == {"Warnings": [warning]}
+    assert inspect(engine, "weighted")["HostConfig"]["BlkioWeight"] == 0
+    engine.docker("rm", "-f", "weighted")
