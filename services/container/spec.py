@@ -334,6 +334,8 @@ def device_numbers(path: str) -> dict:
         info = os.stat(path)
     except OSError as exc:
         raise InvalidArgument(f"stat {path}: {exc.strerror.lower()}") from exc
+    except ValueError as exc:    # a NUL in the path: Go's stat says EINVAL
+        raise InvalidArgument(f"stat {path}: invalid argument") from exc
     return {"major": os.major(info.st_rdev), "minor": os.minor(info.st_rdev)}
 
 

@@ -120,6 +120,8 @@ def test_blkio_devices_in_oci_form():
     with pytest.raises(InvalidArgument) as caught:
         spec.block_io(missing)
     assert caught.value.message == "stat /nonexistent: no such file or directory"
+    with pytest.raises(InvalidArgument, match="^stat /dev/\x00: invalid argument$"):
+        spec.device_numbers("/dev/\x00")
 
 
 @pytest.mark.parametrize(("host", "message"), [
