@@ -14,8 +14,9 @@ from services.common.config import (
     SERVICES,
     Config,
     TLSFiles,
-    load_engine_config,
 )
+from services.common.engine_config import read_engine_config
+from services.common.errors import InvalidArgument
 
 
 def add_roots(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +30,8 @@ def add_tls(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-ca", help="CA that signs peer certificates (tcp:// addresses)")
     parser.add_argument("--tls-cert", help="this process's certificate")
     parser.add_argument("--tls-key", help="this process's private key")
-    parser.add_argument("--config", help="engine config file (JSON, daemon.json keys)")
+    parser.add_argument("--config",
+                        help="engine config file (JSON, daemon.json keys; read again on SIGHUP)")
     for service in SERVICES:
         parser.add_argument(f"--{service}-addr", default=None,
                             help=f"address of the {service} service (default unix socket)")
@@ -69,7 +71,15 @@ def tls_files(ca: str | None, cert: str | None, key: str | None) -> TLSFiles | N
     return TLSFiles(ca, cert, key)
 
 
+def engine_config(path: Path | None) -> dict:
+    try:
+        return read_engine_config(path)
+    except InvalidArgument as exc:
+        raise SystemExit(f"berth: {exc.message}") from None
+
+
 def config_from(args: argparse.Namespace) -> Config:
+    engine_file = Path(args.config).absolute() if getattr(args, "config", None) else None
     peers = {service: getattr(args, f"{service}_addr") for service in SERVICES
              if getattr(args, f"{service}_addr", None)}
     return Config(
@@ -80,7 +90,8 @@ def config_from(args: argparse.Namespace) -> Config:
         tls=tls_files(getattr(args, "tls_ca", None), getattr(args, "tls_cert", None),
                       getattr(args, "tls_key", None)),
         peers=peers,
-        engine=load_engine_config(getattr(args, "config", None)),
+        engine=engine_config(engine_file),
+        engine_file=engine_file,
         gateway_tcp=getattr(args, "tcp", "") or "",
         gateway_tls=tls_files(getattr(args, "tlscacert", None), getattr(args, "tlscert", None),
                               getattr(args, "tlskey", None)),

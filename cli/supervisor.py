@@ -2,7 +2,8 @@
 
 Each service is a child process (`berth serve NAME`) in its own session, so a
 terminal's ctrl-c reaches only the supervisor, which then stops the children
-in order. A child gets SIGTERM when the supervisor dies, even by SIGKILL, so
+in order; SIGHUP to the supervisor has every service read the config file
+again. A child gets SIGTERM when the supervisor dies, even by SIGKILL, so
 there is never a second set of services: the next `berth up` waits for the
 previous set to finish stopping. Containers are not children of any of them
 (conmon daemonizes), so they keep running across a stop (live restore).
@@ -25,6 +26,8 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from berth.types.v1 import types_pb2, types_pb2_grpc
+from services.common import peers
 from services.common.config import SERVICES, Config
 from services.common.pidlock import PidLock
 from services.common.server import prepare_exec_root, service_lock
@@ -37,6 +40,7 @@ PREVIOUS_EXIT_TIMEOUT = 30.0  # a previous set's graceful stop, with room to spa
 BACKOFF_FIRST = 0.2
 BACKOFF_MAX = 10.0
 HEALTHY_RESET = 30.0  # a child that ran this long restarts with the first backoff
+RELOAD_TIMEOUT = 30.0
 
 
 class StartFailed(Exception):
@@ -106,6 +110,13 @@ def is_serving(config: Config, name: str) -> bool:
         return False
 
 
+async def reload_service(config: Config, name: str) -> None:
+    """Have the service `name` read the engine config file again."""
+    async with peers.channel(config, name) as channel:
+        await types_pb2_grpc.EngineConfigStub(channel).Reload(
+            types_pb2.ReloadEngineConfigRequest(), timeout=RELOAD_TIMEOUT)
+
+
 class Supervisor:
     def __init__(self, config: Config, metrics_base: int, passthrough: list[str]) -> None:
         self.config = config
@@ -114,6 +125,8 @@ class Supervisor:
                                    passthrough))
             for name in SERVICES]
         self.stopping = asyncio.Event()
+        self.reloading = asyncio.Lock()
+        self.reloads: set[asyncio.Task] = set()
 
     async def previous_set_gone(self) -> None:
         """A previous supervisor killed alone leaves its services stopping
@@ -176,6 +189,33 @@ class Supervisor:
             child.backoff = min(child.backoff * 2, BACKOFF_MAX)
             await self.spawn(child)
 
+    def on_sighup(self) -> None:
+        task = asyncio.create_task(self.reload())
+        self.reloads.add(task)
+        task.add_done_callback(self.reloads.discard)
+
+    async def reload(self) -> None:
+        """SIGHUP: every running service reads the config file again. The
+        container service goes last: it announces the reload (Docker's
+        `daemon reload` event), once the others have applied it. The first
+        service that finds the file invalid stops the reload, so none
+        changes."""
+        log.info("got signal to reload configuration, reloading from: %s",
+                 self.config.engine_file or "no file")
+        last_container = sorted(self.children, key=lambda child: child.name == "container")
+        async with self.reloading:
+            for child in last_container:
+                if child.process is None or child.process.returncode is not None:
+                    continue
+                try:
+                    await reload_service(self.config, child.name)
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                        log.error("%s; keeping the previous configuration", exc.details())
+                        return
+                    log.warning("the %s service did not reload its configuration: %s",
+                                child.name, exc.details())
+
     async def stop_all(self) -> None:
         # The gateway first so clients stop arriving, then the rest in reverse.
         for child in reversed(self.children):
@@ -208,6 +248,7 @@ class Supervisor:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stopping.set)
+        loop.add_signal_handler(signal.SIGHUP, self.on_sighup)
         try:
             if not await self.unless_stopped(self.previous_set_gone()):
                 return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ class Config:
     tls: TLSFiles | None = None           # mutual TLS for tcp:// addresses
     peers: dict[str, str] = field(default_factory=dict)  # service -> address
     engine: dict = field(default_factory=dict)           # daemon.json-like settings
+    engine_file: Path | None = None       # where `engine` comes from; read again on SIGHUP
     gateway_tcp: str = ""                 # HOST:PORT for the Docker API over TLS
     gateway_tls: TLSFiles | None = None   # CA (client certs), cert, key
     cni_conf_dir: Path = Path(DEFAULT_CNI_CONF_DIR)   # network: pod network configs
@@ -71,12 +71,3 @@ class Config:
     def docker_socket(self) -> Path:
         return self.exec_root / "docker.sock"
 
-
-def load_engine_config(path: str | None) -> dict:
-    """Read the engine config file (daemon.json keys: insecure-registries, ...)."""
-    if not path:
-        return {}
-    try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise SystemExit(f"berth: cannot read config {path}: {exc}") from exc

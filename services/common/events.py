@@ -19,7 +19,7 @@ from services.common.filters import Filters
 EVENT_FILTERS = {"config", "container", "daemon", "event", "image", "label", "network",
                  "node", "plugin", "scope", "secret", "service", "type", "volume"}
 # Filter keys that name the actor of an event of the same type (berth
-# publishes no config, daemon, node, plugin, secret or service events).
+# publishes no config, node, plugin, secret or service events).
 _ACTOR_FILTERS = {"container", "network", "volume", "config", "daemon", "node", "plugin",
                   "secret", "service"}
 
@@ -46,8 +46,9 @@ def matches(event: types_pb2.Event, filters: Filters) -> bool:
         if key in _ACTOR_FILTERS:
             if event.type != key:
                 return False
-            names = {event.actor_id, event.attributes.get("name", "")}
-            if not any(v in names or event.actor_id.startswith(v) for v in values):
+            # As moby's FuzzyMatch: the ID or the name, or a prefix of either.
+            names = [n for n in (event.actor_id, event.attributes.get("name", "")) if n]
+            if not any(name.startswith(v) for name in names for v in values):
                 return False
         if key == "image" and not _image_matches(event, values):
             return False

@@ -20,6 +20,8 @@ from grpc_reflection.v1alpha import reflection
 
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from services.common.config import Config
+from services.common.engine_config import read_engine_config, reloaded, setting
+from services.common.errors import InvalidArgument
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 from services.common.pidlock import PidLock
@@ -41,6 +43,8 @@ class ServiceContext:
     server: grpc.aio.Server
     counts: Callable[[], dict[str, int]] = field(default=lambda: {})
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Called with the new engine settings after each reload of the config file.
+    on_reload: list[Callable[[dict], Awaitable[None]]] = field(default_factory=list)
 
 
 # A service's setup registers its servicers on the server and returns the
@@ -61,6 +65,56 @@ class InfoServicer(types_pb2_grpc.InfoServicer):
             name=self._ctx.name, version=VERSION, started_at=self._started,
             address=self._address, metrics_url=self._metrics_url, pid=os.getpid(),
             object_counts=self._ctx.counts())
+
+
+def apply_log_level(engine: dict) -> None:
+    """dockerd's `debug` setting: the whole process logs at debug level."""
+    logging.getLogger().setLevel(logging.DEBUG if setting(engine, "debug") else logging.INFO)
+
+
+class ConfigReloader:
+    """Reads the engine config file again and applies it, one reload at a
+    time: on SIGHUP to this process, and on the EngineConfig.Reload RPC
+    (how `berth up` reloads every service on SIGHUP). An invalid file
+    changes nothing."""
+
+    def __init__(self, ctx: ServiceContext) -> None:
+        self._ctx = ctx
+        self.lock = asyncio.Lock()
+        self._signalled: set[asyncio.Task] = set()
+
+    async def reload(self) -> None:
+        config = self._ctx.config
+        async with self.lock:
+            document = await asyncio.to_thread(read_engine_config, config.engine_file)
+            config.engine = reloaded(config.engine, document)
+            apply_log_level(config.engine)
+            for hook in self._ctx.on_reload:
+                await hook(config.engine)
+        log.info("%s service reloaded its configuration from %s", self._ctx.name,
+                 config.engine_file or "no file")
+
+    def on_signal(self) -> None:
+        task = asyncio.create_task(self._reload_logged())
+        self._signalled.add(task)
+        task.add_done_callback(self._signalled.discard)
+
+    async def _reload_logged(self) -> None:
+        log.info("got signal to reload configuration, reloading from: %s",
+                 self._ctx.config.engine_file or "no file")
+        try:
+            await self.reload()
+        except InvalidArgument as exc:
+            log.error("%s; keeping the previous configuration", exc.message)
+
+
+class EngineConfigServicer(types_pb2_grpc.EngineConfigServicer):
+    def __init__(self, reloader: ConfigReloader) -> None:
+        self._reloader = reloader
+
+    async def Reload(self, request, context):  # noqa: N802 (gRPC naming)
+        await self._reloader.reload()
+        return types_pb2.ReloadEngineConfigReply()
 
 
 def server_credentials(config: Config) -> grpc.ServerCredentials:
@@ -151,6 +205,8 @@ async def run(name: str, config: Config, setup: Setup) -> None:
         options=[("grpc.max_receive_message_length", 64 << 20),
                  ("grpc.max_send_message_length", 64 << 20)])
     ctx = ServiceContext(name=name, config=config, server=server)
+    apply_log_level(config.engine)
+    reloader = ConfigReloader(ctx)
     # Handlers first: a SIGTERM that arrives during setup then stops the
     # service right after it starts, running its shutdown hooks (a service
     # killed mid-setup would leave whatever setup created, e.g. bridges).
@@ -158,13 +214,18 @@ async def run(name: str, config: Config, setup: Setup) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    service_names = await setup(ctx)
+    loop.add_signal_handler(signal.SIGHUP, reloader.on_signal)
+    async with reloader.lock:  # a SIGHUP during setup reloads once setup is done
+        service_names = await setup(ctx)
 
     metrics_url = serve_metrics(config.metrics_addr)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     types_pb2_grpc.add_InfoServicer_to_server(InfoServicer(ctx, address, metrics_url), server)
-    all_names = [*service_names, types_pb2.DESCRIPTOR.services_by_name["Info"].full_name,
+    types_pb2_grpc.add_EngineConfigServicer_to_server(EngineConfigServicer(reloader), server)
+    all_names = [*service_names,
+                 *(types_pb2.DESCRIPTOR.services_by_name[s].full_name
+                   for s in ("Info", "EngineConfig")),
                  health.SERVICE_NAME, reflection.SERVICE_NAME]
     reflection.enable_server_reflection(all_names, server)
 

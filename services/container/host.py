@@ -15,6 +15,7 @@ from functools import cache
 from pathlib import Path
 
 from services.common.config import Config
+from services.common.engine_config import setting
 
 # The containers' root file systems are overlay mounts (rootfs.mount_overlay).
 STORAGE_DRIVER = "overlay2"
@@ -42,6 +43,12 @@ class HostFacts:
     default_runtime: str
     root_dir: str
     components: dict[str, str] = field(default_factory=dict)   # runc, conmon -> version
+    # Containers keep running across an engine restart (conmon holds them).
+    live_restore: bool = True
+    labels: list[str] = field(default_factory=list)
+    debug: bool = False
+    insecure_registries: list[str] = field(default_factory=list)
+    registry_mirrors: list[str] = field(default_factory=list)
 
 
 def host_facts(config: Config) -> HostFacts:
@@ -59,7 +66,10 @@ def host_facts(config: Config) -> HostFacts:
         runtimes={runtime: runtime if "/" in runtime else shutil.which(runtime) or runtime},
         default_runtime=runtime, root_dir=str(config.data_root),
         components={tool: version for tool in ("runc", "conmon")
-                    if (version := tool_version(tool))})
+                    if (version := tool_version(tool))},
+        labels=setting(config.engine, "labels"), debug=setting(config.engine, "debug"),
+        insecure_registries=setting(config.engine, "insecure-registries"),
+        registry_mirrors=setting(config.engine, "registry-mirrors"))
 
 
 def _os_release(key: str, default: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from functools import partial
 
 from prometheus_client import REGISTRY
@@ -14,6 +15,7 @@ from services.container.cgroups import cgroups_path
 from services.container.commit import Commits
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
+from services.container.daemon_events import announce_reload
 from services.container.files import Files
 from services.container.host import host_facts
 from services.container.metrics import ContainerCollector
@@ -59,4 +61,8 @@ async def setup(ctx: ServiceContext) -> list[str]:
         Resources(ctx.config, manager, container_events), Files(manager, container_events),
         Commits(manager, container_events), partial(host_facts, ctx.config))
     container_pb2_grpc.add_ContainerServiceServicer_to_server(servicer, ctx.server)
+
+    async def reload(engine: dict) -> None:
+        announce_reload(events, await asyncio.to_thread(host_facts, config), engine)
+    ctx.on_reload.append(reload)
     return [container_pb2.DESCRIPTOR.services_by_name["ContainerService"].full_name]

@@ -148,4 +148,6 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
             default_runtime=facts.default_runtime, root_dir=facts.root_dir,
             components=[container_pb2.HostComponent(name=name, version=version)
                         for name, version in facts.components.items()],
-            live_restore=True)
+            live_restore=facts.live_restore, labels=facts.labels, debug=facts.debug,
+            insecure_registries=facts.insecure_registries,
+            registry_mirrors=facts.registry_mirrors)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import time
 from typing import Any
@@ -57,10 +58,30 @@ def go_arch(machine: str) -> str:
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
 
 
+def registry_config(host: container_pb2.HostInfo) -> dict[str, Any]:
+    """/info's RegistryConfig from the engine's settings: insecure CIDRs
+    before the loopback ones, insecure names as index configs, mirrors
+    with dockerd's trailing slash."""
+    cidrs = [str(ipaddress.ip_network(entry, strict=False))
+             for entry in host.insecure_registries if "/" in entry]
+    names = [entry for entry in host.insecure_registries if "/" not in entry]
+    mirrors = [mirror.removesuffix("/") + "/" for mirror in host.registry_mirrors]
+    return {
+        "AllowNondistributableArtifactsCIDRs": None,
+        "AllowNondistributableArtifactsHostnames": None,
+        "InsecureRegistryCIDRs": [*cidrs, "127.0.0.0/8", "::1/128"],
+        "IndexConfigs": {
+            "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True,
+                          "Official": True},
+            **{name: {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
+               for name in names}},
+        "Mirrors": mirrors,
+    }
+
+
 class SystemHandlers:
     def __init__(self, backends: Backends) -> None:
         self.backends = backends
-        self.config = backends.config
 
     async def ping(self, request: web.Request) -> web.Response:
         body = "" if request.method == "HEAD" else "OK"
@@ -105,8 +126,6 @@ class SystemHandlers:
         host = await self._host()
         counts = await self._counts()
         components = {c.name: c.version for c in host.components}
-        insecure = self.config.engine.get("insecure-registries", [])
-        mirrors = self.config.engine.get("registry-mirrors", [])
         return web.json_response({
             "ID": host.id,
             "Containers": counts.get("containers", 0),
@@ -121,7 +140,7 @@ class SystemHandlers:
             "MemoryLimit": True, "SwapLimit": True, "KernelMemoryTCP": False,
             "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True,
             "PidsLimit": True, "IPv4Forwarding": True, "BridgeNfIptables": False,
-            "BridgeNfIp6tables": False, "Debug": False, "NFd": 0, "OomKillDisable": True,
+            "BridgeNfIp6tables": False, "Debug": host.debug, "NFd": 0, "OomKillDisable": True,
             "NGoroutines": 0, "SystemTime": time.strftime("%Y-%m-%dT%H:%M:%S.000000000Z",
                                                           time.gmtime()),
             "LoggingDriver": "json-file", "CgroupDriver": host.cgroup_driver,
@@ -130,21 +149,11 @@ class SystemHandlers:
             "OperatingSystem": host.operating_system, "OSVersion": host.os_version,
             "OSType": "linux", "Architecture": host.architecture,
             "IndexServerAddress": "https://index.docker.io/v1/",
-            "RegistryConfig": {
-                "AllowNondistributableArtifactsCIDRs": None,
-                "AllowNondistributableArtifactsHostnames": None,
-                "InsecureRegistryCIDRs": ["127.0.0.0/8", "::1/128"],
-                "IndexConfigs": {
-                    "docker.io": {"Name": "docker.io", "Mirrors": mirrors, "Secure": True,
-                                  "Official": True},
-                    **{name: {"Name": name, "Mirrors": [], "Secure": False, "Official": False}
-                       for name in insecure}},
-                "Mirrors": mirrors,
-            },
+            "RegistryConfig": registry_config(host),
             "NCPU": host.ncpu, "MemTotal": host.mem_total,
             "GenericResources": None, "DockerRootDir": host.root_dir,
             "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
-            "Name": host.name, "Labels": [], "ExperimentalBuild": False,
+            "Name": host.name, "Labels": list(host.labels), "ExperimentalBuild": False,
             "ServerVersion": VERSION,
             "Runtimes": {name: {"path": runtime.path} for name, runtime in host.runtimes.items()},
             "DefaultRuntime": host.default_runtime,

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from services.common.engine_config import setting
 from services.common.errors import Internal, InvalidArgument, NotFound
 from services.image import metrics, reference
 from services.image.images import Images
@@ -41,8 +42,6 @@ OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 INDEXES = (DOCKER_LIST, OCI_INDEX)
 ACCEPT = ", ".join((DOCKER_MANIFEST, DOCKER_LIST, OCI_MANIFEST, OCI_INDEX))
-PARALLEL_DOWNLOADS = 3
-PARALLEL_UPLOADS = 5
 PROGRESS_INTERVAL = 0.1
 CHUNK_SIZE = 16 << 20  # blobs above this go up in PATCH chunks
 
@@ -80,10 +79,19 @@ def _sha256(data: bytes) -> str:
 
 
 class Distribution:
-    def __init__(self, images: Images, ingest: Ingest, registries: Registries) -> None:
+    def __init__(self, images: Images, ingest: Ingest, registries: Registries,
+                 engine: dict | None = None) -> None:
         self.images = images
         self.ingest = ingest
         self.registries = registries
+        self.configure(engine or {})
+
+    def configure(self, engine: dict) -> None:
+        """How many layers one pull downloads and one push uploads at a time
+        (dockerd's max-concurrent-downloads and -uploads), for the transfers
+        that start afterwards."""
+        self.max_downloads: int = setting(engine, "max-concurrent-downloads")
+        self.max_uploads: int = setting(engine, "max-concurrent-uploads")
 
     # Sessions.
     async def _session(self, ref: ImageRef, creds: Credentials,
@@ -252,9 +260,9 @@ class Distribution:
         for i, layer in enumerate(layers):
             await emit(Message("Already exists" if i not in needed else "Pulling fs layer",
                                id=short(layer["digest"])))
-        slots = asyncio.Semaphore(PARALLEL_DOWNLOADS)
+        slots = asyncio.Semaphore(self.max_downloads)
         for position, i in enumerate(needed):
-            if position >= PARALLEL_DOWNLOADS:
+            if position >= self.max_downloads:
                 await emit(Message("Waiting", id=short(layers[i]["digest"])))
         # Each layer is unpacked as soon as it is downloaded (layer dirs do not
         # depend on each other); "Pull complete" still comes in layer order.
@@ -353,7 +361,7 @@ class Distribution:
         diff_ids = self.images.record_diff_ids(image_id)
         for diff_id in reversed(diff_ids):
             await emit(Message("Preparing", id=short(diff_id)))
-        slots = asyncio.Semaphore(PARALLEL_UPLOADS)
+        slots = asyncio.Semaphore(self.max_uploads)
 
         async def push_layer(diff_id: str) -> LayerBlob:
             async with slots:

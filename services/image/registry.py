@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from services.common.engine_config import setting
 from services.common.errors import Internal, NotFound, Unauthenticated
 from services.common.relay import coalesced
 
@@ -249,8 +250,7 @@ class Registries:
     and `certs-dir`: where certs.d lives, /etc/docker/certs.d by default)."""
 
     def __init__(self, engine: dict) -> None:
-        self.insecure: list[str] = list(engine.get("insecure-registries") or [])
-        self.mirrors: list[str] = [m.rstrip("/") for m in engine.get("registry-mirrors") or []]
+        self.configure(engine)
         self.certs_dir = Path(engine.get("certs-dir") or DEFAULT_CERTS_DIR)
         self._options = {"timeout": httpx.Timeout(60, connect=10), "follow_redirects": True,
                          "limits": httpx.Limits(max_connections=32)}
@@ -259,6 +259,12 @@ class Registries:
         self.unverified_client = httpx.AsyncClient(verify=False, **self._options)
         # Clients of registries with a certs.d directory, by what they were made from.
         self._tls_clients: dict[tuple[str, bool, int], httpx.AsyncClient] = {}
+
+    def configure(self, engine: dict) -> None:
+        """The settings a reload changes (insecure registries, Docker Hub
+        mirrors), for the sessions opened afterwards."""
+        self.insecure: list[str] = list(setting(engine, "insecure-registries"))
+        self.mirrors: list[str] = [m.rstrip("/") for m in setting(engine, "registry-mirrors")]
 
     def base_urls(self, domain: str) -> list[str]:
         """Endpoints to try in order: those of the registry's hosts.toml when

@@ -22,7 +22,12 @@ async def setup(ctx: ServiceContext) -> list[str]:
     removal = Removal(images)
     ingest = Ingest(images, removal)
     removal.collect_garbage()  # layers and blobs of work a crash interrupted
-    servicer = ImageServicer(images, removal, ingest, events,
-                             Distribution(images, ingest, registries))
+    distribution = Distribution(images, ingest, registries, ctx.config.engine)
+
+    async def reload(engine: dict) -> None:
+        registries.configure(engine)
+        distribution.configure(engine)
+    ctx.on_reload.append(reload)
+    servicer = ImageServicer(images, removal, ingest, events, distribution)
     image_pb2_grpc.add_ImageServiceServicer_to_server(servicer, ctx.server)
     return [image_pb2.DESCRIPTOR.services_by_name["ImageService"].full_name]
