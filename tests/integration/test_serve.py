@@ -12,6 +12,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from berth.container.v1 import container_pb2, container_pb2_grpc
+from berth.types.v1 import types_pb2, types_pb2_grpc
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from tests.support.engine import BERTH, DOCKER_CLI, REPO
 from tests.support.registry import free_port
@@ -122,3 +124,38 @@ def test_grpc_invalid_argument_names_the_field(tmp_path: Path, stopped_on_exit: 
             stub.Inspect(volume_pb2.InspectVolumeRequest(name=""), timeout=5)
     assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "name" in error.value.details()
+
+
+def test_sighup_reloads_a_lone_service(tmp_path: Path, stopped_on_exit: list) -> None:
+    """`berth serve` alone reads its config file again on SIGHUP: the container
+    service reports the new settings and sends the daemon reload event. An
+    invalid file (here over the EngineConfig.Reload RPC `berth up` uses) is
+    refused and changes nothing."""
+    config = tmp_path / "engine.json"
+    config.write_text('{"labels": ["stage=one"]}')
+    process = serve("container", tmp_path, "--config", str(config))
+    stopped_on_exit.append(process)
+    with grpc.insecure_channel(f"unix://{tmp_path}/run/container.sock") as channel:
+        wait_serving(channel)
+        containers = container_pb2_grpc.ContainerServiceStub(channel)
+        since = time.time_ns()
+        config.write_text('{"labels": ["stage=two"], "debug": true}')
+        process.send_signal(signal.SIGHUP)
+        daemon_only = types_pb2.Filters(filters={"type": types_pb2.StringList(values=["daemon"])})
+        events = containers.Subscribe(
+            types_pb2.SubscribeRequest(since_nano=since, filters=daemon_only), timeout=60)
+        event = next(events)
+        events.cancel()
+        assert (event.type, event.action) == ("daemon", "reload")
+        assert event.attributes["labels"] == '["stage=two"]'
+
+        config.write_text('{"labels": ["stage=three"], "debug": "yes"}')
+        with pytest.raises(grpc.RpcError) as refused:
+            types_pb2_grpc.EngineConfigStub(channel).Reload(
+                types_pb2.ReloadEngineConfigRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "invalid value for debug" in refused.value.details()
+        host = containers.Info(container_pb2.HostInfoRequest(), timeout=10)
+        assert (list(host.labels), host.debug) == (["stage=two"], True)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=15) == 0

@@ -29,6 +29,7 @@ class Engine:
     process: subprocess.Popen | None = None
     args: tuple[str, ...] = ()            # more `berth up` options
     umask: int = -1                       # the umask `berth up` starts with; -1: ours
+    wrapper: tuple[str, ...] = ()         # runs `berth up`, e.g. nsenter into a netns
     log_path: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -47,7 +48,7 @@ class Engine:
     def start(self, timeout: float = 60) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [*BERTH, "up", "--data-root", str(self.data_root), "--exec-root",
+            [*self.wrapper, *BERTH, "up", "--data-root", str(self.data_root), "--exec-root",
              str(self.exec_root), *self.args], cwd=REPO, stdout=subprocess.PIPE, stderr=log,
             start_new_session=True, umask=self.umask)
         assert self.process.stdout is not None
@@ -141,9 +142,10 @@ def purge_instance(exec_root: Path) -> None:
 
 
 @contextlib.contextmanager
-def running_engine(prefix: str = "berth-test-", args: tuple[str, ...] = (), umask: int = -1):
+def running_engine(prefix: str = "berth-test-", args: tuple[str, ...] = (), umask: int = -1,
+                   wrapper: tuple[str, ...] = ()):
     root = Path(tempfile.mkdtemp(prefix=prefix))
-    engine = Engine(root, args=args, umask=umask)
+    engine = Engine(root, args=args, umask=umask, wrapper=wrapper)
     engine.start()
     try:
         yield engine

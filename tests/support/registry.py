@@ -40,7 +40,8 @@ class Registry:
         return f"127.0.0.1:{self.port}"
 
 
-def _config(port: int, storage: Path, htpasswd: Path | None) -> str:
+def registry_config(address: str, storage: Path, htpasswd: Path | None = None) -> str:
+    """docker-registry's config: serving `address` (HOST:PORT), blobs under `storage`."""
     auth = ""
     if htpasswd is not None:
         auth = f"""auth:
@@ -57,7 +58,7 @@ storage:
   delete:
     enabled: true
 http:
-  addr: 127.0.0.1:{port}
+  addr: {address}
 {auth}"""
 
 
@@ -66,7 +67,7 @@ def running_registry(htpasswd: Path | None = None) -> Iterator[Registry]:
     root = Path(tempfile.mkdtemp(prefix="berth-registry-"))
     port = free_port()
     config = root / "config.yml"
-    config.write_text(_config(port, root / "storage", htpasswd))
+    config.write_text(registry_config(f"127.0.0.1:{port}", root / "storage", htpasswd))
     log = (root / "registry.log").open("wb")
     process = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=log,
                                stderr=subprocess.STDOUT)

@@ -60,3 +60,18 @@ def test_live_subscribers_see_new_events() -> None:
         await stream.aclose()
         return event.action
     assert asyncio.run(scenario()) == "create"
+
+
+def test_daemon_filter_matches_the_daemon_id_or_name_or_a_prefix_as_moby() -> None:
+    reload = types_pb2.Event(type="daemon", action="reload", actor_id="8C28-001D-B4C2",
+                             attributes={"name": "vm", "labels": "[]"})
+    assert matches(reload, _filters(type=["daemon"]))
+    for value in ("vm", "v", "8C28-001D-B4C2", "8C28"):
+        assert matches(reload, _filters(daemon=[value]))
+    assert matches(reload, _filters(daemon=["other", "vm"], event=["reload"]))
+    assert not matches(reload, _filters(daemon=["other"]))
+    assert not matches(reload, _filters(daemon=["vm"], type=["container"]))
+    started = types_pb2.Event(type="container", action="start", actor_id="8C28",
+                              attributes={"name": "vm"})
+    assert not matches(started, _filters(daemon=["vm"]))
+    assert matches(started, _filters(container=["v"]))
