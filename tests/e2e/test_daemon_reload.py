@@ -5,11 +5,13 @@ new settings; an invalid file changes nothing and sends no event.
 
 The engine runs in a network namespace of its own (host A), the registry in
 another (host B), so the registry's address is not a loopback one: loopback
-registries are always insecure.
+registries are always insecure. Debian's dockerd 20.10, reloaded with the
+same file, is the reference for the event's attributes and /info.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -24,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.engine import Engine, running_engine
+from tests.support.engine import Engine, running_engine, unmount_below
 from tests.support.hosts import Host, two_hosts
 from tests.support.polling import wait_for
 from tests.support.registry import REGISTRY_BIN, SKOPEO, registry_config
@@ -32,6 +34,13 @@ from tests.support.registry import REGISTRY_BIN, SKOPEO, registry_config
 # A /30 used only on the veth pair between the test's own two namespaces.
 SUBNET = "10.231.23"
 REGISTRY_PORT = 5000
+DOCKERD = "/usr/sbin/dockerd"
+# The settings both engines are reloaded with (live-restore: berth always
+# restores, so dockerd is told to as well).
+SHARED_SETTINGS = {
+    "labels": ["tier=two", "zone=b"], "debug": True, "live-restore": True,
+    "insecure-registries": ["10.99.0.0/16", "myreg:5000"],
+    "registry-mirrors": ["https://mirror.example"], "max-concurrent-downloads": 4}
 
 
 def docker_time(nanos: int) -> str:
@@ -75,6 +84,28 @@ class Reloading:
 
     def refusals(self) -> int:
         return self.engine.logs().count("keeping the previous configuration")
+
+
+@contextlib.contextmanager
+def running_dockerd(config: Path) -> Iterator[Reloading]:
+    """Debian's dockerd on its own roots and socket, with no bridge or
+    iptables rules, stopped by its PID."""
+    root = Path(tempfile.mkdtemp(prefix="berth-dockerd-"))
+    engine = Engine(root)
+    log = engine.log_path.open("ab")
+    engine.process = subprocess.Popen(
+        [DOCKERD, "-H", engine.host, "--data-root", str(engine.data_root),
+         "--exec-root", str(engine.exec_root), "--pidfile", str(root / "dockerd.pid"),
+         "--config-file", str(config), "--bridge", "none", "--iptables=false"],
+        stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: engine.docker("version", check=False).returncode == 0, timeout=60,
+                 message="dockerd")
+        yield Reloading(engine, config)
+    finally:
+        engine.stop()
+        unmount_below(root)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -122,10 +153,7 @@ def test_reload_changes_info_and_sends_one_daemon_event(reloading: Reloading) ->
     before = engine.client().info()
     assert before["Labels"] == ["tier=one"] and before["Debug"] is False
 
-    since = reloading.reload({
-        "labels": ["tier=two", "zone=b"], "debug": True,
-        "insecure-registries": ["10.99.0.0/16", "myreg:5000"],
-        "registry-mirrors": ["https://mirror.example"], "max-concurrent-downloads": 4})
+    since = reloading.reload(SHARED_SETTINGS)
     event = reloading.reload_event(since)
 
     assert event["Type"] == "daemon" and event["Action"] == "reload"
@@ -205,3 +233,28 @@ def test_a_newly_insecure_registry_works_for_pull_without_restart(
     index = reloading.engine.client().info()["RegistryConfig"]["IndexConfigs"]
     assert index[remote_registry]["Secure"] is False
     reloading.engine.docker("rmi", image)
+
+
+@pytest.mark.skipif(not Path(DOCKERD).exists(), reason="needs Debian's dockerd")
+def test_the_event_and_info_are_dockerd_s(reloading: Reloading, tmp_path: Path) -> None:
+    since = reloading.reload(SHARED_SETTINGS)
+    berth_event = reloading.reload_event(since)
+    berth_info = reloading.engine.client().info()
+    config = tmp_path / "daemon.json"
+    config.write_text(json.dumps({"labels": ["tier=one"]}))
+    with running_dockerd(config) as dockerd:
+        since = dockerd.reload(SHARED_SETTINGS)
+        docker_event = dockerd.reload_event(since)
+        docker_info = dockerd.engine.client().info()
+    assert docker_event["Actor"]["ID"] == docker_info["ID"]
+    berth_attributes = berth_event["Actor"]["Attributes"]
+    docker_attributes = docker_event["Actor"]["Attributes"]
+    assert berth_attributes.keys() <= docker_attributes.keys()
+    for key in berth_attributes.keys() - {"runtimes"}:  # runtime paths differ
+        assert berth_attributes[key] == docker_attributes[key], key
+    for key in ("Labels", "Debug"):
+        assert berth_info[key] == docker_info[key]
+    for key in ("IndexConfigs", "Mirrors"):
+        assert berth_info["RegistryConfig"][key] == docker_info["RegistryConfig"][key]
+    assert (berth_info["RegistryConfig"]["InsecureRegistryCIDRs"][0]
+            == docker_info["RegistryConfig"]["InsecureRegistryCIDRs"][0])
