@@ -202,9 +202,9 @@ class Supervisor:
         changes."""
         log.info("got signal to reload configuration, reloading from: %s",
                  self.config.engine_file or "no file")
-        last_container = sorted(self.children, key=lambda child: child.name == "container")
+        container_last = sorted(self.children, key=lambda child: child.name == "container")
         async with self.reloading:
-            for child in last_container:
+            for child in container_last:
                 if child.process is None or child.process.returncode is not None:
                     continue
                 try:

@@ -70,7 +70,7 @@ def check(document: dict[str, Any]) -> None:
         check_mirror(mirror)
     for key, what in (("max-concurrent-downloads", "downloads"),
                       ("max-concurrent-uploads", "uploads")):
-        if document.get(key, 0) < 0:
+        if (document.get(key) or 0) < 0:
             raise InvalidArgument(f"invalid max concurrent {what}: {document[key]}")
 
 

@@ -236,7 +236,7 @@ def test_a_newly_insecure_registry_works_for_pull_without_restart(
 
 
 @pytest.mark.skipif(not Path(DOCKERD).exists(), reason="needs Debian's dockerd")
-def test_the_event_and_info_are_dockerd_s(reloading: Reloading, tmp_path: Path) -> None:
+def test_event_and_info_match_dockerd(reloading: Reloading, tmp_path: Path) -> None:
     since = reloading.reload(SHARED_SETTINGS)
     berth_event = reloading.reload_event(since)
     berth_info = reloading.engine.client().info()

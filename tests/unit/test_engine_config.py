@@ -26,7 +26,7 @@ def test_no_file_is_no_settings_and_the_defaults_apply() -> None:
 
 
 def test_keys_berth_does_not_use_are_left_alone(tmp_path: Path) -> None:
-    document = {"log-driver": "json-file", "labels": ["a=1"]}
+    document = {"log-driver": "json-file", "labels": ["a=1"], "max-concurrent-uploads": None}
     assert read_engine_config(_write(tmp_path, document)) == document
 
 
