@@ -92,12 +92,12 @@ def running_dockerd(config: Path) -> Iterator[Reloading]:
     iptables rules, stopped by its PID."""
     root = Path(tempfile.mkdtemp(prefix="berth-dockerd-"))
     engine = Engine(root)
-    log = engine.log_path.open("ab")
-    engine.process = subprocess.Popen(
-        [DOCKERD, "-H", engine.host, "--data-root", str(engine.data_root),
-         "--exec-root", str(engine.exec_root), "--pidfile", str(root / "dockerd.pid"),
-         "--config-file", str(config), "--bridge", "none", "--iptables=false"],
-        stdout=log, stderr=subprocess.STDOUT)
+    with engine.log_path.open("ab") as log:
+        engine.process = subprocess.Popen(
+            [DOCKERD, "-H", engine.host, "--data-root", str(engine.data_root),
+             "--exec-root", str(engine.exec_root), "--pidfile", str(root / "dockerd.pid"),
+             "--config-file", str(config), "--bridge", "none", "--iptables=false"],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         wait_for(lambda: engine.docker("version", check=False).returncode == 0, timeout=60,
                  message="dockerd")
