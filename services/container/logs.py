@@ -10,9 +10,11 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 _POLL_SECONDS = 0.1
+ZERO_TIME = "0001-01-01T00:00:00Z"
 
 
 @dataclass
@@ -42,6 +44,16 @@ def parse_time(text: bytes) -> int:
         shift = int(hours) * 3600 + int(minutes or 0) * 60
         seconds -= shift if offset_sign == "+" else -shift
     return seconds * 1_000_000_000 + nanos
+
+
+def rfc3339(ns: int) -> str:
+    """Go's RFC3339Nano: trailing zeros of the fraction trimmed."""
+    if not ns:
+        return ZERO_TIME
+    seconds, nanos = divmod(ns, 1_000_000_000)
+    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f"{nanos:09d}".rstrip("0")
+    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
 
 
 class _Assembler:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 
 from berth.container.v1 import container_pb2
@@ -15,24 +14,14 @@ from services.common.errors import InvalidArgument
 from services.common.filters import Filters
 from services.container import configs, health
 from services.container.containers import Manager, dir_size
+from services.container.logs import rfc3339
 from services.container.sandbox import sandbox_request
 from services.container.store import Container
 
-ZERO_TIME = "0001-01-01T00:00:00Z"
 _FILTERS = {"id", "name", "label", "status", "ancestor", "exited", "before", "since",
             "network", "volume", "health", "is-task", "publish", "expose"}
 _PRUNE_FILTERS = {"until", "label", "label!"}
 _STATUSES = {"created", "restarting", "running", "removing", "paused", "exited", "dead"}
-
-
-def rfc3339(ns: int) -> str:
-    """Go's RFC3339Nano: trailing zeros of the fraction trimmed."""
-    if not ns:
-        return ZERO_TIME
-    seconds, nanos = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    fraction = f"{nanos:09d}".rstrip("0")
-    return f"{base}.{fraction}Z" if fraction else f"{base}Z"
 
 
 def human_duration(seconds: float) -> str:
