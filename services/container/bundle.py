@@ -14,7 +14,6 @@ from services.common.errors import Conflict, Internal
 from services.container import (
     cgroups,
     configs,
-    logdrivers,
     logrotate,
     mounts,
     rootfs,
@@ -113,14 +112,10 @@ def conmon_options(container: Container) -> ConmonOptions:
     config = container.config
     # Docker closes stdin when the first client detaches only without a TTY.
     log_config = container.host_config.log_config
-    journald_tag = None
-    if log_config.type == "journald":
-        journald_tag = logdrivers.render_tag(log_config.config.get("tag") or "{{.ID}}", config,
-                                             container.id, container.name, container.image_id)
     return ConmonOptions(tty=config.tty, stdin=config.open_stdin,
                          stdin_once=config.stdin_once and not config.tty,
                          log_size_max=logrotate.conmon_size_cap(log_config),
-                         journald_tag=journald_tag, keep_log=log_config.type != "none")
+                         keep_log=log_config.type != "none")
 
 
 def running_peer(find: Find, ref: str) -> Container:

@@ -31,6 +31,7 @@ from services.common.events import EventBus
 from services.container import (
     cgroups,
     configs,
+    journalship,
     logdrivers,
     logrotate,
     mounts,
@@ -55,6 +56,8 @@ _STOP_TIMEOUT = 10
 _KILL_WAIT = 30
 _ATTACH_SETTLE_SECONDS = 2.0
 _REOPEN_SECONDS = 5.0   # bound on conmon handling its control fifo (it does so at once)
+# What a log driver ships the kept log's lines to besides the file.
+LogSink = syslogship.SyslogSink | journalship.JournalSink
 
 
 def now_ns() -> int:
@@ -362,13 +365,15 @@ class Manager:
     # -- exits, restart policies -----------------------------------------------
 
     @staticmethod
-    async def _log_sink(container: Container) -> syslogship.SyslogSink | None:
+    async def _log_sink(container: Container) -> LogSink | None:
         """Where the log driver sends the lines besides the kept log: the
-        syslog connection, made before the start as Docker makes it."""
+        syslog connection or the journal's socket, opened before the start
+        as Docker opens them."""
         log_config = container.host_config.log_config
-        if log_config.type == "journald" and not logdrivers.JOURNAL_SOCKET.exists():
-            raise Internal("failed to initialize logging driver: journald is not enabled on "
-                           "this host")
+        if log_config.type == "journald":
+            return await journalship.JournalSink.connect(journalship.fields_of(
+                log_config, container.config, container.id, container.name,
+                container.image_id))
         if log_config.type != "syslog":
             return None
         options = dict(log_config.config)
@@ -377,12 +382,12 @@ class Manager:
         return await syslogship.SyslogSink.connect(options, tag)
 
     def _watch(self, container: Container, conmon_pid: int,
-               sink: syslogship.SyslogSink | None = None, log_offset: int = 0) -> None:
+               sink: LogSink | None = None, log_offset: int = 0) -> None:
         task = asyncio.create_task(self._watch_conmon(container, conmon_pid, sink, log_offset))
         self._tasks[container.id] = task
 
     async def _watch_conmon(self, container: Container, conmon_pid: int,
-                            sink: syslogship.SyslogSink | None, log_offset: int) -> None:
+                            sink: LogSink | None, log_offset: int) -> None:
         exited = asyncio.Event()
         shipping = None if sink is None else asyncio.create_task(
             sink.ship(self.bundle(container).log, log_offset, lambda: not exited.is_set()))

@@ -4,10 +4,11 @@ conmon keeps.
 
 Every driver but `none` keeps conmon's k8s-file log: it is the file of
 `json-file` and `local` (`docker logs` reads it; `local` has Docker's
-defaults of 20m x 5 files, compressed), and the local cache of `syslog` and
-`journald`, as Docker's dual logging keeps one for drivers it cannot read
-back. `syslog` lines are shipped by the service (`syslogship.py`); conmon
-writes `journald` itself."""
+defaults of 20m x 5 files, compressed), and what `docker logs` reads for
+`syslog` and `journald`: Docker's dual-logging cache for syslog, which it
+cannot read back; Docker reads journald's lines back from the journal,
+berth from this file, which holds the same lines. The service ships
+`syslog` lines (`syslogship.py`) and `journald` ones (`journalship.py`)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ _DRIVER_OPTS = {
     # berth's own, for the CRI: conmon's log at the kubelet's path.
     "k8s-file": frozenset({"path", "max-size", "max-file"}),
 }
-# The local cache that Docker's dual logging keeps for syslog and journald.
+# The kept log of syslog and journald: Docker's dual-logging cache's limits.
 _CACHE_LIMITS = (20 << 20, 5, True)
 _LOCAL_DEFAULTS = (20 << 20, 5, True)
 SYSLOG_FACILITIES = {
@@ -86,7 +87,41 @@ def extra_attributes(log_config: container_pb2.LogConfig,
                      config: container_pb2.ContainerConfig, tag: str) -> dict[str, str]:
     """What `docker logs --details` shows before each line (moby's
     Info.ExtraAttributes): the labels and env variables the options name or
-    match, and the rendered `tag` when one is set."""
+    match, and the rendered `tag` when one is set; for journald, whose lines
+    Docker reads back from the journal, the attributes' journal fields."""
+    if log_config.type == "journald":
+        return journal_attributes(log_config, config)
+    extra = _named_attributes(log_config, config)
+    if log_config.config.get("tag"):
+        extra["tag"] = tag
+    return extra
+
+
+def journal_attributes(log_config: container_pb2.LogConfig,
+                       config: container_pb2.ContainerConfig) -> dict[str, str]:
+    """The labels and env variables the options name or match, as the journal
+    fields Docker's journald driver sends them in."""
+    return {journal_field(name): value
+            for name, value in _named_attributes(log_config, config).items()}
+
+
+def journal_field(name: str) -> str:
+    """moby's journald sanitizeKeyMod: letters upper-cased, any other
+    character but a digit an underscore, no leading underscore."""
+    field = ""
+    for char in name:
+        if "a" <= char <= "z":
+            char = char.upper()
+        elif not ("A" <= char <= "Z" or "0" <= char <= "9"):
+            char = "_"
+        if field or char != "_":
+            field += char
+    return field
+
+
+def _named_attributes(log_config: container_pb2.LogConfig,
+                      config: container_pb2.ContainerConfig) -> dict[str, str]:
+    """The labels and env variables the options name or match."""
     options = log_config.config
     labels = dict(config.labels)
     env = dict(item.split("=", 1) for item in config.env if "=" in item)
@@ -99,8 +134,6 @@ def extra_attributes(log_config: container_pb2.LogConfig,
         if options.get(key):
             pattern = re.compile(options[key])
             extra.update({k: v for k, v in source.items() if pattern.search(k)})
-    if options.get("tag"):
-        extra["tag"] = tag
     return extra
 
 

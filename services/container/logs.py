@@ -61,6 +61,7 @@ class _Assembler:
 
     def __init__(self) -> None:
         self._partial: dict[str, list[bytes]] = {}
+        self._partial_stamp: dict[str, bytes] = {}
 
     def feed(self, raw: bytes) -> LogLine | None:
         parts = raw.split(b" ", 3)
@@ -71,10 +72,19 @@ class _Assembler:
         pending = self._partial.setdefault(stream, [])
         pending.append(message)
         if tag == b"P":
+            self._partial_stamp[stream] = stamp
             return None
         data = b"".join(pending) + b"\n"
         pending.clear()
         return LogLine(stream, data, parse_time(stamp))
+
+    def rest(self) -> list[LogLine]:
+        """What no newline has ended yet (a container's last output without
+        one): lines without their newline, as Docker shows them."""
+        rest = [LogLine(stream, b"".join(pending), parse_time(self._partial_stamp[stream]))
+                for stream, pending in self._partial.items() if pending]
+        self._partial.clear()
+        return sorted(rest, key=lambda line: line.time_nano)
 
 
 def rotated(path: Path, index: int, gzipped: bool = False) -> Path:
@@ -97,8 +107,9 @@ def _read(file: Path) -> bytes:
 
 
 def read_lines(path: Path) -> tuple[list[LogLine], int]:
-    """The whole lines of the log and its rotated files (oldest first), and
-    the offset in the live file where they end (a follower continues there)."""
+    """The lines of the log and its rotated files (oldest first), the output
+    no newline has ended yet last, and the offset in the live file where the
+    records end (a follower continues there)."""
     assembler = _Assembler()
     lines: list[LogLine] = []
     end = 0
@@ -111,7 +122,7 @@ def read_lines(path: Path) -> tuple[list[LogLine], int]:
         for record in raw[:end].split(b"\n"):
             if record and (line := assembler.feed(record)):
                 lines.append(line)
-    return lines, end
+    return [*lines, *assembler.rest()], end
 
 
 def select(lines: list[LogLine], streams: set[str], since: int, until: int,
@@ -156,5 +167,8 @@ async def follow(path: Path, offset: int, streams: set[str], until: int,
                     return
                 yield line
         elif not running:
+            for line in assembler.rest():
+                if line.stream in streams:
+                    yield line
             return
         await asyncio.sleep(_POLL_SECONDS)

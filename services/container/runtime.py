@@ -59,7 +59,6 @@ class ConmonOptions:
     stdin: bool = False
     stdin_once: bool = False
     log_size_max: int = 0
-    journald_tag: str | None = None    # also log to the journal, with this tag
     keep_log: bool = True              # False: the `none` log driver, no log file
 
 
@@ -87,8 +86,6 @@ class Runtime:
                 "--runtime-arg", f"--root={self.root}", "--syslog", "--log-level", "error"]
         if opts.log_size_max > 0:
             args += ["--log-size-max", str(opts.log_size_max)]
-        if opts.journald_tag is not None:
-            args += ["-l", "journald:", "--log-tag", opts.journald_tag]
         if opts.tty:
             args.append("-t")
         if opts.stdin:
