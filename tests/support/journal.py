@@ -62,12 +62,14 @@ class PrivateJournal:
         return ["nsenter", f"--mount=/proc/{self.process.pid}/ns/mnt", "--"]
 
     def entries(self, *matches: str) -> list[dict[str, str]]:
-        """The journal's entries matching `FIELD=value` ones, as `journalctl -o json`
-        prints them (after journald has written what it has received)."""
+        """The journal's entries matching `FIELD=value` ones, as `journalctl -o json
+        --all` prints them (long values in full), after journald has written
+        what it has received."""
         subprocess.run([*self.enter(), "journalctl", "--sync"], check=True,
                        capture_output=True)
         result = subprocess.run(["journalctl", "-D", str(self.directory), "-o", "json",
-                                 "--no-pager", *matches], check=True, capture_output=True)
+                                 "--all", "--no-pager", *matches], check=True,
+                                capture_output=True)
         return [json.loads(line) for line in result.stdout.splitlines()]
 
 
