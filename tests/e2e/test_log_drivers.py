@@ -110,6 +110,13 @@ def test_local_is_read_back_and_none_is_not(engine: Engine, busybox: str) -> Non
     assert not list(container_dir(engine, "mute").glob("container.log*"))
 
 
+def test_output_no_newline_ended_is_read_back(engine: Engine, busybox: str) -> None:
+    engine.docker("run", "--name", "unended", busybox, "sh", "-c",
+                  "echo first; printf second; printf third >&2")
+    logs = engine.docker("logs", "unended")
+    assert (logs.stdout, logs.stderr) == (b"first\nsecond", b"third")
+
+
 @pytest.fixture
 def udp_listener() -> Iterator[socket.socket]:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
