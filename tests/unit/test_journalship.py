@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import struct
+from pathlib import Path
 
 from berth.container.v1 import container_pb2
 from services.container import journalship, logdrivers
@@ -90,7 +91,7 @@ def test_values_with_newlines_are_sent_with_their_length() -> None:
     assert parse(entry) == {"MESSAGE": b"", "A": b"two\nlines", "B": b"plain"}
 
 
-def test_output_no_newline_ended_is_read_last_without_one(tmp_path) -> None:
+def test_output_no_newline_ended_is_read_last_without_one(tmp_path: Path) -> None:
     log = tmp_path / "container.log"
     log.write_bytes(b"2023-11-14T22:13:20.1Z stdout F out\n"
                     b"2023-11-14T22:13:20.2Z stdout P li\n"
