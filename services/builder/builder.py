@@ -9,6 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from services.builder import instructions
 from services.builder.metrics import BUILDS
 from services.builder.options import BuildOptions
 from services.builder.peers import Peers
-from services.builder.steps import Build
+from services.builder.steps import HOLD_OWNER, Build
 from services.builder.store import CacheStore
 from services.common.errors import BerthError, InvalidArgument
 
@@ -30,6 +31,7 @@ class Builder:
     def __init__(self, peers: Peers, cache: CacheStore, workdir: Path) -> None:
         self.peers = peers
         self.cache = cache
+        self.started_ns = time.time_ns()
         self.workdir = workdir
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
@@ -37,14 +39,18 @@ class Builder:
 
     async def let_go_of_leftovers(self, attempts: int = 60) -> None:
         """After a crash, remove the containers the interrupted builds held
-        (retrying while the peers start)."""
+        and drop their image holds: every hold of the build service taken
+        before this one started (retrying while the peers start)."""
         pending = self.cache.held()
+        holds_dropped = False
         for _ in range(attempts):
+            holds_dropped = holds_dropped or await self.peers.release_gone_holds(
+                HOLD_OWNER, self.started_ns)
             for kind, ref in list(pending):
                 if await self.peers.remove_container(ref):
                     self.cache.let_go(kind, ref)
                     pending.remove((kind, ref))
-            if not pending:
+            if not pending and holds_dropped:
                 return
             await asyncio.sleep(1)
 
@@ -85,6 +91,8 @@ class Builder:
                 final = build.stages[-1].image_id if build.stages else ""
                 if not final:
                     raise InvalidArgument("No image was generated. Is your Dockerfile empty?")
+                for tag in options.tags:   # while the image is still held
+                    await self.peers.tag(final, tag)
             except BerthError:
                 for message in buffered:
                     yield message
@@ -93,8 +101,6 @@ class Builder:
                 raise
             finally:
                 await build.release()
-            for tag in options.tags:
-                await self.peers.tag(final, tag)
             if options.quiet:
                 yield {"stream": final + "\n"}
                 return

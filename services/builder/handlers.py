@@ -59,7 +59,7 @@ async def metadata_step(build: Build, stage: Stage, comment: str) -> AsyncIterat
     if await build.reuse(stage, key, created_by):
         yield USING_CACHE
         return
-    stage.image_id = await build.commit(stage, created_by, key)
+    await build.commit(stage, created_by, key)
 
 
 def key_values(build: Build, stage: Stage, ins: instructions.Instruction) -> list[tuple[str, str]]:
@@ -235,12 +235,11 @@ async def handle_workdir(build: Build, stage: Stage,
         return
     parent = build.view(stage.image_id)
     if await parent.is_dir(workdir):
-        stage.image_id = await build.commit(stage, created_by, key)
+        await build.commit(stage, created_by, key)
         return
     with build.builder.scratch_file() as layer:
         await asyncio.to_thread(_write_workdir_layer, layer, parent, workdir)
-        stage.image_id = await build.commit(stage, created_by, key, layer,
-                                           layer.stat().st_size)
+        await build.commit(stage, created_by, key, layer, layer.stat().st_size)
 
 
 def _write_workdir_layer(layer: Path, parent: ImageFiles, workdir: str) -> None:
@@ -275,7 +274,7 @@ async def source_image(build: Build, stage: Stage, source: str) -> str | None:
         return build.stages[index].image_id
     image = None
     try:
-        async for item in build.base_image(source, build.options.platform):
+        async for item in build.base_image(source, build.options.platform, build.new_hold()):
             if isinstance(item, image_pb2.Image):
                 image = item
     except BerthError as exc:
@@ -334,8 +333,8 @@ async def handle_copy(build: Build, stage: Stage,
                                copier.destination(dest, stage.config.working_dir),
                                names_dir=copier.names_directory(dest), chown=chown,
                                chmod=chmod, instruction=name)
-        stage.image_id = await build.commit(stage, copy_history(name, copy, dest), key,
-                                           layer, layer.stat().st_size)
+        await build.commit(stage, copy_history(name, copy, dest), key, layer,
+                           layer.stat().st_size)
 
 
 async def write_copy_layer(layer: Path, parent: ImageFiles, copy: copier.CopySources,
@@ -374,12 +373,13 @@ async def handle_run(build: Build, stage: Stage,
     if exit_code != 0:
         raise Internal(f"The command '{' '.join(cmd)}' returned a non-zero code: "
                        f"{exit_code}")
+    hold = build.new_hold()
     step = container_pb2.BuildStep(config=stage.config, created_by=" ".join(saved),
-                                   container_config=build.step_config(stage, saved))
+                                   container_config=build.step_config(stage, saved), hold=hold)
     image_id = await build.peers.commit_step(container_id, stage.author, step)
     build.builder.cache.record(key, stage.image_id, image_id, " ".join(saved),
                               await added_size(build, stage.image_id, image_id))
-    stage.image_id = image_id
+    await build.settle(stage, image_id, hold.holder)
     if build.options.remove or build.options.force_remove:
         await build.peers.remove_container(container_id)
         yield build.say(f"Removing intermediate container {container_id[:12]}\n")

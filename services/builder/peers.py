@@ -46,6 +46,27 @@ class Peers:
         except errors.NotFound:
             return None
 
+    async def hold_image(self, name: str, hold: image_pb2.ImageHold) -> image_pb2.Image | None:
+        """The image `name`, found and held in one call (a rootfs lease);
+        None when it does not exist."""
+        try:
+            reply = await self.images.AcquireRootfs(image_pb2.AcquireRootfsRequest(
+                image=name, holder=hold.holder, owner=hold.owner))
+        except errors.NotFound:
+            return None
+        return reply.image
+
+    async def release_image(self, holder: str) -> bool:
+        """Whether the hold is gone (released, or never taken)."""
+        return await _gone(self.images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(
+            holder=holder)))
+
+    async def release_gone_holds(self, owner: str, before_ns: int) -> bool:
+        """Drop every hold `owner` took before `before_ns` (those of a build
+        service that crashed); whether the image service answered."""
+        return await _gone(self.images.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
+            owner=owner, before_nano=before_ns)))
+
     async def cache_from(self, request: image_pb2.CacheFromRequest
                          ) -> image_pb2.CacheFromResponse:
         return await self.images.CacheFrom(request)
@@ -138,7 +159,7 @@ class Peers:
     async def commit_step(self, container_id: str, author: str,
                           step: container_pb2.BuildStep) -> str:
         """A RUN step's container as an image with exactly the step's config
-        and history line."""
+        and history line (held as the step's `hold` says)."""
         reply = await self.containers.Commit(container_pb2.CommitRequest(
             container_id=container_id, author=author, build_step=step))
         return reply.id

@@ -1,10 +1,18 @@
-"""One build: its stages, image views, step cache and output lines. Each
-instruction is run by its handler (handlers.py); a step becomes an image,
-reused from the cache when it can be."""
+"""One build: its stages, image views, image holds, step cache and output
+lines. Each instruction is run by its handler (handlers.py); a step becomes
+an image, reused from the cache when it can be.
+
+The images a build stands on are held through the image service's rootfs
+leases (owner "build"), each taken in the same call that finds or makes the
+image, so no prune or `docker rmi` can take one mid-build: a stage holds the
+image it is at until the next step's image is held, and the base and COPY
+--from images are held until the build ends. A restarted build service drops
+what a crashed one held (Builder.let_go_of_leftovers)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import secrets
 import shutil
@@ -30,6 +38,7 @@ if TYPE_CHECKING:
     from services.builder.builder import Builder
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOLD_OWNER = "build"
 PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
 
@@ -39,6 +48,7 @@ class Stage:
     index: int
     name: str
     image_id: str = ""
+    holder: str = ""                # the build's hold on image_id
     config: image_pb2.ImageConfig = field(default_factory=image_pb2.ImageConfig)
     args: dict[str, str | None] = field(default_factory=dict)
     cmd_set: bool = False
@@ -73,6 +83,8 @@ class Build:
         self.views: dict[str, ImageFiles] = {}
         self.views_dir = builder.workdir / f"views-{self.id}"
         self.containers: list[str] = []
+        self.holders: set[str] = set()
+        self.hold_numbers = itertools.count()
         self.step = 0
         self.total = 0
         self.cache_sources = list(options.cache_from)
@@ -106,13 +118,39 @@ class Build:
         return self.views[image_id]
 
     async def release(self) -> None:
-        """Drop the image views, and remove the step containers not kept."""
+        """Drop the image views, remove the step containers not kept, and let
+        go of the images held."""
         for view in self.views.values():
             await view.close()
         await asyncio.to_thread(shutil.rmtree, self.views_dir, True)
         for container_id in self.containers:
             await self.peers.remove_container(container_id)
         self.keep_containers()
+        for holder in list(self.holders):
+            await self.let_go(holder)
+
+    # Image holds --------------------------------------------------------
+
+    def new_hold(self) -> image_pb2.ImageHold:
+        """A hold for the next image the build takes, noted before it is
+        asked for, so that one taken by a call cut short is released too."""
+        hold = image_pb2.ImageHold(holder=f"build-{self.id}-{next(self.hold_numbers)}",
+                                   owner=HOLD_OWNER)
+        self.holders.add(hold.holder)
+        return hold
+
+    async def let_go(self, holder: str) -> None:
+        """Release a hold; one the image service missed is dropped when the
+        build service next starts."""
+        if await self.peers.release_image(holder):
+            self.holders.discard(holder)
+
+    async def settle(self, stage: Stage, image_id: str, holder: str) -> None:
+        """The stage moves on to `image_id`, held by `holder`, and lets go of
+        the image it was at (the new one's parent, or no longer needed)."""
+        previous, stage.image_id, stage.holder = stage.holder, image_id, holder
+        if previous:
+            await self.let_go(previous)
 
     def keep_containers(self) -> None:
         for container_id in self.containers:
@@ -136,34 +174,37 @@ class Build:
         """Take the cache's image for `key` when it still exists, or, with
         --cache-from, a step of a source image's history; counts the hit or
         miss."""
-        if self.options.no_cache:
+        record = None if self.options.no_cache else self.builder.cache.lookup(key)
+        if record is None and (self.options.no_cache or not self.cache_sources):
             CACHE_MISSES.inc()
             return False
-        record = self.builder.cache.lookup(key)
-        image = None if record is None else await self.peers.inspect_image(record.image_id)
+        hold = self.new_hold()
+        image = None if record is None else await self.peers.hold_image(record.image_id, hold)
         if image is None and record is not None:
             self.builder.cache.forget(key)
         hit = "" if image is None else image.id
         if self.cache_sources:
-            hit = await self.from_cache_sources(stage, created_by, hit)
+            hit = await self.from_cache_sources(stage, created_by, hit, hold)
             if hit and record is None:
                 self.builder.cache.record(key, stage.image_id, hit, " ".join(created_by), 0)
         if not hit:
+            await self.let_go(hold.holder)
             CACHE_MISSES.inc()
             return False
         CACHE_HITS.inc()
         self.builder.cache.touch(key)
-        stage.image_id = hit
+        await self.settle(stage, hit, hold.holder)
         return True
 
     async def from_cache_sources(self, stage: Stage, created_by: list[str],
-                                 local_hit: str) -> str:
+                                 local_hit: str, hold: image_pb2.ImageHold) -> str:
         """The classic builder's --cache-from: the build's own hit counts
         only when a source descends from it; otherwise a source's history
-        gives the step, and later steps look in that source only."""
+        gives the step, and later steps look in that source only. The
+        image found is held by `hold`."""
         reply = await self.peers.cache_from(image_pb2.CacheFromRequest(
             parent=stage.image_id, sources=self.cache_sources, created_by=" ".join(created_by),
-            config=stage.config, local_hit=local_hit))
+            config=stage.config, local_hit=local_hit, hold=hold))
         if reply.source:
             self.cache_sources = [reply.source]
         return reply.id
@@ -186,14 +227,16 @@ class Build:
         return config
 
     async def commit(self, stage: Stage, created_by: list[str], key: str,
-                     layer: Path | None = None, size: int = 0) -> str:
+                     layer: Path | None = None, size: int = 0) -> None:
+        """The step's image, held, becomes the stage's."""
+        hold = self.new_hold()
         options = image_pb2.CommitLayerOptions(
             parent=stage.image_id, config=stage.config, created_by=" ".join(created_by),
             author=stage.author, empty_layer=layer is None, architecture=stage.architecture,
-            os=stage.os, container_config=self.step_config(stage, created_by))
+            os=stage.os, container_config=self.step_config(stage, created_by), hold=hold)
         image_id = await self.peers.commit_layer(options, layer)
         self.builder.cache.record(key, stage.image_id, image_id, " ".join(created_by), size)
-        return image_id
+        await self.settle(stage, image_id, hold.holder)
 
     # Stages -------------------------------------------------------------
 
@@ -258,18 +301,23 @@ class Build:
         previous = next((s for s in self.stages[:-1] if s.name and s.name == base.lower()),
                         None)
         if previous is not None:
-            stage.image_id, stage.config = previous.image_id, image_pb2.ImageConfig()
+            if previous.image_id:
+                hold = self.new_hold()
+                await self.peers.hold_image(previous.image_id, hold)
+                await self.settle(stage, previous.image_id, hold.holder)
+            stage.config = image_pb2.ImageConfig()
             stage.config.CopyFrom(previous.config)
             stage.architecture, stage.os = previous.architecture, previous.os
         elif base.lower() != "scratch":
             image = None
-            async for item in self.base_image(base, spec.platform):
+            hold = self.new_hold()
+            async for item in self.base_image(base, spec.platform, hold):
                 if isinstance(item, image_pb2.Image):
                     image = item
                 else:
                     yield item
             assert image is not None
-            stage.image_id = image.id
+            await self.settle(stage, image.id, hold.holder)
             stage.config.CopyFrom(image.config)
             stage.architecture, stage.os = image.architecture, image.os
         if not any(e.startswith("PATH=") for e in stage.config.env):
@@ -285,14 +333,16 @@ class Build:
                     yield message
             yield self.say(f" ---> {stage.image_id.removeprefix('sha256:')[:12]}\n")
 
-    async def base_image(self, name: str, platform: str) -> AsyncIterator:
-        """The image `name`, pulled first when missing or when asked to."""
-        image = None if self.options.pull else await self.peers.inspect_image(name)
+    async def base_image(self, name: str, platform: str, hold: image_pb2.ImageHold
+                         ) -> AsyncIterator:
+        """The image `name`, held by `hold`; pulled first when missing or
+        when asked to."""
+        image = None if self.options.pull else await self.peers.hold_image(name, hold)
         if image is None:
             async for progress in self.peers.pull(name, platform or self.options.platform,
                                                   self.options.auth_for(name)):
                 yield progress
-            image = await self.peers.inspect_image(name)
+            image = await self.peers.hold_image(name, hold)
             if image is None:
                 raise NotFound(f"No such image: {name}")
         yield image

@@ -78,7 +78,7 @@ def build_step_options(parent: str, step: container_pb2.BuildStep
     parent image's (the image service's default when left empty)."""
     return image_pb2.CommitLayerOptions(
         parent=parent, config=step.config, created_by=step.created_by,
-        container_config=step.container_config)
+        container_config=step.container_config, hold=step.hold)
 
 
 def merge_commit_config(config: container_pb2.ContainerConfig,

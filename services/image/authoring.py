@@ -36,6 +36,8 @@ class NewImage:
     architecture: str = ""
     os: str = ""
     tags: list[ImageRef] = field(default_factory=list)
+    holder: str = ""                # a lease on the new image, taken as it is recorded
+    holder_owner: str = ""
 
 
 def image_config(images: Images, spec: NewImage, diff_id: str) -> bytes:
@@ -88,6 +90,7 @@ async def create_image(ingest: Ingest, spec: NewImage, layer_digest: str) -> str
             await ingest.add_layer(source, chains[-1], chains[-2] if parent_diffs else "")
             config = image_config(images, spec, layer_digest)
         image_id = ingest.register(config, spec.parent)
+        images.hold(image_id, spec.holder, spec.holder_owner)
     for ref in spec.tags:
         images.tag(image_id, ref)
     ingest.removal.collect_garbage()  # the layer blob, when nothing took it

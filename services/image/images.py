@@ -237,10 +237,17 @@ class Images:
     # Rootfs leases.
     def acquire(self, name: str, holder: str, owner: str) -> tuple[ImageRecord, list[str]]:
         image_id = self.resolve(name)
+        self.hold(image_id, holder, owner)
         chains = chain_ids(self.record_diff_ids(image_id))
-        self.store.add_lease(holder, image_id, chains[-1] if chains else "", owner)
         lower = [str(self.layers.path(c)) for c in reversed(chains)] or [str(self.layers.empty)]
         return self.record(image_id), lower
+
+    def hold(self, image_id: str, holder: str, owner: str) -> None:
+        """A rootfs lease on an image a call just made or found; nothing
+        when no holder is named."""
+        if holder:
+            chains = chain_ids(self.record_diff_ids(image_id))
+            self.store.add_lease(holder, image_id, chains[-1] if chains else "", owner)
 
     # Pins: what is being added or exported, safe from garbage collection.
     def pin(self, *keys: str) -> None:

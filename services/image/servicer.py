@@ -228,19 +228,23 @@ class ImageServicer(image_pb2_grpc.ImageServiceServicer):
             container_config=(config_to_json(options.container_config)
                               if options.HasField("container_config") else None),
             architecture=options.architecture, os=options.os,
-            tags=[reference.parse(t) for t in options.tags])
+            tags=[reference.parse(t) for t in options.tags],
+            holder=options.hold.holder, holder_owner=options.hold.owner)
         return image_pb2.CommitLayerResponse(id=await create_image(self._ingest, spec,
                                                                    blob.digest))
 
     async def CacheFrom(self, request, context):  # noqa: N802
         sources = cache_from.resolve_sources(self._images, list(request.sources))
+        hold = request.hold
         if request.local_hit and cache_from.is_ancestor(self._images, request.local_hit,
                                                         sources):
+            self._images.hold(request.local_hit, hold.holder, hold.owner)
             return image_pb2.CacheFromResponse(id=request.local_hit)
         hit = cache_from.find(self._images, self._ingest, request.parent, sources,
                               request.created_by, config_to_json(request.config))
         if hit is None:
             return image_pb2.CacheFromResponse()
+        self._images.hold(hit.image_id, hold.holder, hold.owner)
         return image_pb2.CacheFromResponse(id=hit.image_id, source=hit.source_id)
 
     async def AcquireRootfs(self, request, context):  # noqa: N802

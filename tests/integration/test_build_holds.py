@@ -1,0 +1,186 @@
+"""A build holds the images it stands on (base, the step images, cache hits)
+through the image service's leases: `docker image prune -a`, `docker builder
+prune -a` and `docker rmi` running during it take none of them, and once it
+ends, on success, failure, cancel or a crash of the build service, it holds
+nothing any more."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from tests.integration.test_build import build_service_status
+from tests.support.engine import DOCKER_CLI, Engine
+from tests.support.polling import wait_for
+
+BASE = "holds-base"
+# The label of the last step's image only: the prunes spare it, since once
+# the build lets go of it (before the client hears the end) it is theirs.
+KEEP = "holds.keep"
+SLOW_DOCKERFILE = f"""\
+FROM {BASE}
+RUN echo one > /one
+RUN echo slow && sleep 4 && echo two > /two
+COPY f.txt /f.txt
+ENV STEP=after
+RUN cat /one /two /f.txt > /all
+LABEL {KEEP}=yes
+"""
+
+
+@pytest.fixture
+def base(engine: Engine, busybox_tar: Path) -> str:
+    """The image the build stands on, loaded for each test (the prunes take
+    it once no build holds it)."""
+    engine.docker("load", "-i", str(busybox_tar))
+    engine.docker("tag", "busybox:latest", BASE)
+    engine.docker("rmi", "busybox:latest")
+    return BASE
+
+
+def context(root: Path, dockerfile: str) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "Dockerfile").write_text(dockerfile)
+    (root / "f.txt").write_text("three\n")
+    return root
+
+
+def build_holds(engine: Engine) -> list[str]:
+    """The holders of the image service's leases the build service owns."""
+    connection = sqlite3.connect(f"file:{engine.data_root / 'image' / 'state.db'}?mode=ro",
+                                 uri=True)
+    try:
+        rows = connection.execute("SELECT holder FROM leases WHERE owner = 'build'")
+        return [row[0] for row in rows]
+    finally:
+        connection.close()
+
+
+def start_build(engine: Engine, ctx: Path, *args: str) -> tuple[subprocess.Popen, str]:
+    """`docker build` in the background, returned once its slow step runs,
+    with its output so far."""
+    client = subprocess.Popen([DOCKER_CLI, "build", *args, str(ctx)], env=engine.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert client.stdout is not None
+    seen = []
+    for line in client.stdout:
+        seen.append(line)
+        if line.strip() == "slow":
+            return client, "".join(seen)
+    client.wait()
+    raise AssertionError("the build ended before its slow step:\n" + "".join(seen))
+
+
+@contextmanager
+def pruning(engine: Engine) -> Iterator[list[str]]:
+    """Image and build cache prunes, and `docker rmi` of every dangling
+    image, over and over in a thread until the block ends; yields the
+    errors of the prunes (there should be none)."""
+    stop = threading.Event()
+    errors: list[str] = []
+
+    def loop() -> None:
+        while not stop.is_set():
+            for args in (("image", "prune", "-a", "-f", "--filter", f"label!={KEEP}"),
+                         ("builder", "prune", "-a", "-f")):
+                result = engine.docker(*args, check=False)
+                if result.returncode:
+                    errors.append(result.stderr.decode())
+            dangling = engine.docker("images", "-aq", "--filter", "dangling=true",
+                                     check=False).stdout.decode().split()
+            if dangling:
+                engine.docker("rmi", *dangling, check=False)
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        yield errors
+    finally:
+        stop.set()
+        thread.join()
+
+
+def image_ids(engine: Engine) -> set[str]:
+    return set(engine.docker("images", "-aq", "--no-trunc").stdout.decode().split())
+
+
+def test_prunes_during_a_build_take_none_of_its_images(engine: Engine, base: str,
+                                                       tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", SLOW_DOCKERFILE)
+    client, _ = start_build(engine, ctx, "-t", "held")
+    with pruning(engine) as prune_errors:
+        output, _ = client.communicate(timeout=180)
+    assert client.returncode == 0, output
+    assert prune_errors == []
+    assert "Successfully tagged held:latest" in output
+    result = engine.docker("run", "--rm", "held", "cat", "/all").stdout
+    assert result == b"one\ntwo\nthree\n"
+    assert engine.docker("image", "inspect", "held", "--format", "{{.Config.Env}}"
+                         ).stdout.decode().count("STEP=after") == 1
+    assert build_holds(engine) == []
+    # Nothing is held any more: the prunes now take every image.
+    engine.docker("image", "prune", "-a", "-f")
+    assert image_ids(engine) == set()
+
+
+def test_a_rebuild_holds_its_cache_hits(engine: Engine, base: str, tmp_path: Path) -> None:
+    """The steps before the slow one come from the cache; they are not
+    pruned while the slow step runs (it is not cached: --build-arg)."""
+    dockerfile = SLOW_DOCKERFILE.replace("RUN echo slow", "ARG RUN_ID\nRUN echo slow")
+    ctx = context(tmp_path / "ctx", dockerfile)
+    engine.docker("build", "--build-arg", "RUN_ID=1", "-t", "first", str(ctx), timeout=180)
+    engine.docker("rmi", "--no-prune", "first")
+    client, started = start_build(engine, ctx, "--build-arg", "RUN_ID=2", "-t", "second")
+    assert "Using cache" in started
+    with pruning(engine):
+        output, _ = client.communicate(timeout=180)
+    assert client.returncode == 0, output
+    assert engine.docker("run", "--rm", "second", "cat", "/all").stdout == b"one\ntwo\nthree\n"
+    assert build_holds(engine) == []
+    engine.docker("image", "prune", "-a", "-f")
+    assert image_ids(engine) == set()
+
+
+def test_a_failed_build_holds_nothing(engine: Engine, base: str, tmp_path: Path) -> None:
+    ctx = context(tmp_path / "ctx", f"FROM {BASE}\nRUN echo one > /one\nRUN exit 3\n")
+    result = engine.docker("build", str(ctx), check=False, timeout=180)
+    assert result.returncode != 0
+    assert build_holds(engine) == []
+    engine.docker("image", "prune", "-a", "-f")
+    assert image_ids(engine) == set()
+
+
+def test_a_cancelled_build_holds_nothing(engine: Engine, base: str, tmp_path: Path) -> None:
+    client, _ = start_build(engine, context(tmp_path / "ctx", SLOW_DOCKERFILE), "-t", "gone")
+    assert build_holds(engine)
+    client.kill()
+    client.wait()
+    wait_for(lambda: not build_holds(engine), timeout=60,
+             message="the cancelled build to let go of its images")
+    engine.docker("image", "prune", "-a", "-f")
+    assert image_ids(engine) == set()
+
+
+def test_holds_of_a_crashed_build_service_are_dropped_when_it_is_back(
+        engine: Engine, base: str, tmp_path: Path) -> None:
+    client, _ = start_build(engine, context(tmp_path / "ctx", SLOW_DOCKERFILE),
+                            "-t", "crashed")
+    try:
+        assert build_holds(engine)
+        os.kill(build_service_status(engine)["pid"], signal.SIGKILL)
+    finally:
+        client.kill()
+        client.wait()
+    wait_for(lambda: not build_holds(engine), timeout=90,
+             message="the restarted build service to drop the crashed one's holds")
+    wait_for(lambda: not engine.docker("ps", "-aq").stdout.strip(), timeout=90,
+             message="the restarted build service to remove the step containers")
+    engine.docker("image", "prune", "-a", "-f")
+    assert image_ids(engine) == set()
