@@ -165,17 +165,20 @@ class Peers:
         return reply.id
 
     async def stat_path(self, container_id: str, path: str) -> container_pb2.PathStat | None:
-        """A path's stat in the container (docker cp's), None when it is missing."""
+        """A path's stat in the container's own file system (docker cp's,
+        without volumes: an image's VOLUME paths hold its content), None
+        when it is missing."""
         try:
             return await self.containers.StatPath(
-                container_pb2.PathRequest(id=container_id, path=path))
+                container_pb2.PathRequest(id=container_id, path=path, rootfs_only=True))
         except errors.NotFound:
             return None
 
     async def get_archive(self, container_id: str, path: str) -> AsyncIterator[bytes]:
-        """A path of the container as docker cp's tar (entries named after its base)."""
+        """A path of the container's own file system (without volumes) as
+        docker cp's tar (entries named after its base)."""
         async for chunk in self.containers.GetArchive(
-                container_pb2.PathRequest(id=container_id, path=path)):
+                container_pb2.PathRequest(id=container_id, path=path, rootfs_only=True)):
             if chunk.data:
                 yield chunk.data
 

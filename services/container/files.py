@@ -60,17 +60,20 @@ class Files:
     def _not_found(path: str, container: Container) -> str:
         return f"Could not find the file {path} in container {container.name}"
 
-    async def stat_path(self, ref: str, path: str) -> archive.PathInfo:
+    async def stat_path(self, ref: str, path: str, rootfs_only: bool = False
+                        ) -> archive.PathInfo:
+        """`rootfs_only`: without the volumes and bind mounts."""
         container = self._manager.get(ref)
-        async with self._filesystem(container, live=True) as root:
+        async with self._filesystem(container, live=not rootfs_only) as root:
             return await asyncio.to_thread(archive.stat_path, root, path,
                                            self._not_found(path, container))
 
-    async def get_archive(self, ref: str, path: str
+    async def get_archive(self, ref: str, path: str, rootfs_only: bool = False
                           ) -> AsyncIterator[archive.PathInfo | bytes]:
-        """The path's stat first, then the tar's bytes."""
+        """The path's stat first, then the tar's bytes; `rootfs_only`:
+        without the volumes and bind mounts."""
         container = self._manager.get(ref)
-        async with self._filesystem(container, live=True) as root:
+        async with self._filesystem(container, live=not rootfs_only) as root:
             info = await asyncio.to_thread(archive.stat_path, root, path,
                                            self._not_found(path, container))
             yield info

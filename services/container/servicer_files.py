@@ -25,10 +25,12 @@ class FilesServicerMixin:
     _commits: Commits
 
     async def StatPath(self, request, context):  # noqa: N802
-        return _path_stat(await self._files.stat_path(request.id, request.path))
+        return _path_stat(await self._files.stat_path(request.id, request.path,
+                                                      request.rootfs_only))
 
     async def GetArchive(self, request, context):  # noqa: N802
-        async for part in self._files.get_archive(request.id, request.path):
+        async for part in self._files.get_archive(request.id, request.path,
+                                                  request.rootfs_only):
             if isinstance(part, bytes):
                 yield container_pb2.ArchiveChunk(data=part)
             else:

@@ -205,6 +205,50 @@ def test_image_files_are_read_only_where_a_step_needs_them(engine: Engine, busyb
     assert events.stdout.decode().split() == [], "a cached build reads no image"
 
 
+VOLUME_DOCKERFILE = """\
+FROM busybox AS a
+RUN mkdir -p /data && echo base > /data/base
+VOLUME /data
+RUN echo run > /data/run && echo changed > /data/base && mkdir /data/rundir
+COPY f.txt /data/copied
+ADD f.txt /data/added
+WORKDIR /data/wd
+COPY f.txt /data/wd
+FROM busybox
+COPY --from=a /data/ /out/
+COPY --from=a /data/copied /single
+"""
+
+
+def test_volume_paths_as_the_classic_builder_has_them(engine: Engine, busybox: str,
+                                                      tmp_path: Path) -> None:
+    """As dockerd 20.10: after VOLUME, what a RUN changes below it is lost
+    (its container has the volume there), while COPY, ADD and WORKDIR write
+    into the image; reading the image (COPY --from, whether a destination is
+    a directory) sees the image's own content there."""
+    context = write_context(tmp_path / "ctx", {"Dockerfile": VOLUME_DOCKERFILE,
+                                               "f.txt": "copied\n"})
+    build(engine, context, "-t", "volumes")
+    script = "cd /out && find . | sort && cat base wd/f.txt /single"
+    out = engine.docker("run", "--rm", "volumes", "sh", "-c", script).stdout.decode()
+    assert out.split("\n") == [".", "./added", "./base", "./copied", "./wd", "./wd/f.txt",
+                               "base", "copied", "copied", ""]
+
+
+def test_chown_names_under_a_volume_come_from_the_image(engine: Engine, busybox: str,
+                                                        tmp_path: Path) -> None:
+    """/etc a VOLUME, /etc/passwd and /etc/group written by a COPY after it:
+    --chown's names are looked up in that content, as dockerd 20.10 does."""
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nVOLUME /etc\nCOPY passwd group /etc/\n"
+                      "COPY --chown=app:app f.txt /owned\n",
+        "f.txt": "owned\n", "passwd": "root:x:0:0:root:/root:/bin/sh\napp:x:1234:1234::/:/bin/sh\n",
+        "group": "root:x:0:\napp:x:1234:\n"})
+    build(engine, context, "-t", "volume-chown")
+    owned = top_layer(engine, "volume-chown")["owned"]
+    assert (owned.uid, owned.gid) == (1234, 1234)
+
+
 def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: str,
                                                      tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx", {
