@@ -1,8 +1,8 @@
 """An image's files as a build reads them, through the container service
 only (the builder may run on another host than the image data): a
-container of the image, made on first use and kept until the build ends,
-answers StatPath for destination checks and GetArchive for the paths a
-step copies out. Nothing else of the image is fetched, and a step taken
+container of the image, made on first use and kept (its file system kept
+mounted) until the build ends, answers StatPath for destination checks and
+GetArchive for the paths a step copies out. Nothing else of the image is fetched, and a step taken
 from the cache asks for nothing at all."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from services.builder.copier import ContentDigests
 from services.builder.peers import Peers
 from services.builder.store import CacheStore
 from services.common import gomode
+from services.common.peers import PeerStream
 
 
 class ImageFiles:
@@ -34,6 +35,7 @@ class ImageFiles:
         self._scratch = scratch
         self._loop = asyncio.get_running_loop()
         self._container_id = ""
+        self._mounted: PeerStream | None = None
         self._creating = asyncio.Lock()
         self._stats: dict[str, container_pb2.PathStat | None] = {}
         self._fetched: dict[str, Path] = {}
@@ -47,11 +49,15 @@ class ImageFiles:
                         image=self.image_id, cmd=types_pb2.StringList(values=["true"])))
                 self._container_id, _ = await self._peers.create_container(request)
                 self._cache.hold("container", self._container_id)
+                self._mounted = await self._peers.keep_mounted(self._container_id)
         return self._container_id
 
     async def close(self) -> None:
-        """Remove the container; one that could not be removed stays held,
-        for crash recovery to retry."""
+        """Unmount and remove the container; one that could not be removed
+        stays held, for crash recovery to retry."""
+        if self._mounted is not None:
+            self._mounted.cancel()
+            self._mounted = None
         container_id, self._container_id = self._container_id, ""
         if container_id and await self._peers.remove_container(container_id):
             self._cache.let_go("container", container_id)

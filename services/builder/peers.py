@@ -19,7 +19,7 @@ from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.types.v1 import types_pb2
 from services.common import errors
 from services.common.config import Config
-from services.common.peers import PeerClient
+from services.common.peers import PeerClient, PeerStream
 
 _CHUNK = 1 << 20
 
@@ -163,6 +163,20 @@ class Peers:
         reply = await self.containers.Commit(container_pb2.CommitRequest(
             container_id=container_id, author=author, build_step=step))
         return reply.id
+
+    async def keep_mounted(self, container_id: str) -> PeerStream:
+        """Keep the container's own file system mounted (one mount for the
+        StatPath and GetArchive calls that follow) until the returned call is
+        cancelled; the container service unmounts it when the call ends,
+        also when this service goes away."""
+        call = self.containers.KeepMounted(container_pb2.ContainerRef(id=container_id))
+        try:
+            if await call.read() is grpc.aio.EOF:
+                raise errors.Internal(f"container {container_id[:12]} was not kept mounted")
+        except BaseException:
+            call.cancel()
+            raise
+        return call
 
     async def stat_path(self, container_id: str, path: str) -> container_pb2.PathStat | None:
         """A path's stat in the container's own file system (docker cp's,

@@ -36,7 +36,10 @@ class Files:
             return
         bundle = self._manager.bundle(container)
         cid = container.id
-        async with self._manager.lock(cid):
+        # The same lock at the end: a removal in between drops the container's
+        # lock, and asking for it again would make one that stays behind.
+        lock = self._manager.lock(cid)
+        async with lock:
             if self._mount_users.get(cid, 0) == 0 and not container.running:
                 await rootfs.mount_overlay(container.lower_dirs, bundle.path / "upper",
                                            bundle.path / "work", bundle.rootfs)
@@ -49,12 +52,19 @@ class Files:
         finally:
             for target in reversed(bound):
                 await _run("umount", target)
-            async with self._manager.lock(cid):
+            async with lock:
                 self._mount_users[cid] -= 1
                 if self._mount_users[cid] == 0:
                     del self._mount_users[cid]
                     if not container.running:
                         await rootfs.unmount(bundle.rootfs)
+
+    @contextlib.asynccontextmanager
+    async def kept_mounted(self, ref: str) -> AsyncIterator[None]:
+        """The container's own file system mounted for the block: the
+        rootfs_only reads within it mount nothing more."""
+        async with self._filesystem(self._manager.get(ref), live=False):
+            yield
 
     @staticmethod
     def _not_found(path: str, container: Container) -> str:

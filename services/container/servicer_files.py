@@ -4,6 +4,7 @@ export and commit. Mixed into ContainerServicer, which sets `self._files`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -35,6 +36,11 @@ class FilesServicerMixin:
                 yield container_pb2.ArchiveChunk(data=part)
             else:
                 yield container_pb2.ArchiveChunk(stat=_path_stat(part))
+
+    async def KeepMounted(self, request, context):  # noqa: N802
+        async with self._files.kept_mounted(request.id):
+            yield container_pb2.KeptMounted()
+            await asyncio.Event().wait()   # until the caller cancels
 
     async def PutArchive(self, request_iterator, context):  # noqa: N802
         options = await first_options(request_iterator)

@@ -551,8 +551,11 @@ def test_shell_escape_healthcheck_and_exec_form(engine: Engine, busybox: str,
 
 
 def start_sleeping_build(engine: Engine, context: Path) -> subprocess.Popen:
-    """A docker build whose RUN step is running (and sleeping) on return."""
-    write_context(context, {"Dockerfile": "FROM busybox\nRUN echo started && sleep 60\n"})
+    """A docker build whose RUN step is running (and sleeping) on return;
+    the WORKDIR before (one of its own: not from the cache) made the build
+    read the image (a view container)."""
+    write_context(context, {"Dockerfile": f"FROM busybox\nWORKDIR /{context.parent.name}\n"
+                                          "RUN echo started && sleep 60\n"})
     client = subprocess.Popen([DOCKER_CLI, "build", "-t", "abandoned", str(context)],
                               env=engine.env(), stdout=subprocess.PIPE, text=True)
     assert client.stdout is not None
@@ -568,11 +571,29 @@ def wait_for_no_containers(engine: Engine) -> None:
     while engine.docker("ps", "-aq").stdout.strip() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert engine.docker("ps", "-aq").stdout.strip() == b""
+    assert container_mounts(engine) == []
+
+
+def container_mounts(engine: Engine) -> list[str]:
+    """The engine's container file systems mounted now."""
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()]
+    return [m for m in mounts if m.startswith(str(engine.data_root / "container"))]
+
+
+def view_stays_mounted(engine: Engine) -> None:
+    """The build's view container (created, never started) keeps its file
+    system mounted while the build goes on: its reads mount nothing more."""
+    views = engine.docker("ps", "-q", "--no-trunc", "--filter", "status=created"
+                          ).stdout.decode().split()
+    assert len(views) == 1
+    merged = json.loads(engine.docker("inspect", views[0]).stdout)[0]["GraphDriver"]["Data"]
+    assert os.path.ismount(merged["MergedDir"])
 
 
 def test_client_going_away_stops_the_build(engine: Engine, busybox: str,
                                            tmp_path: Path) -> None:
     client = start_sleeping_build(engine, tmp_path / "ctx")
+    view_stays_mounted(engine)
     client.kill()
     client.wait()
     wait_for_no_containers(engine)
@@ -583,6 +604,7 @@ def test_restarted_build_service_removes_what_a_crash_left(engine: Engine, busyb
                                                            tmp_path: Path) -> None:
     client = start_sleeping_build(engine, tmp_path / "ctx")
     try:
+        view_stays_mounted(engine)
         os.kill(build_service_status(engine)["pid"], signal.SIGKILL)
     finally:
         client.kill()
@@ -590,6 +612,16 @@ def test_restarted_build_service_removes_what_a_crash_left(engine: Engine, busyb
     wait_for_no_containers(engine)
     assert "Successfully built" in build(engine, write_context(tmp_path / "after", {
         "Dockerfile": "FROM busybox\nRUN true\n"})).stdout.decode()
+
+
+def test_a_failing_copy_from_leaves_no_mount(engine: Engine, busybox: str,
+                                             tmp_path: Path) -> None:
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox AS a\nFROM busybox\nCOPY --from=a /etc/passwd /p\n"
+                      "COPY --from=a /missing /m\n"})
+    failed = build(engine, context, check=False)
+    assert failed.returncode != 0
+    wait_for_no_containers(engine)
 
 
 def test_private_base_image_uses_registry_config(engine: Engine, busybox_tar: Path,

@@ -572,3 +572,35 @@ def test_ctl_top_and_stats(engine, stub, made):
                            text=True, timeout=60)
     assert stats.returncode == 0, stats.stderr
     assert json.loads(stats.stdout)["pidsCurrent"] == "1"
+
+
+def test_kept_mounted_while_the_call_lasts(engine, stub, made):
+    """KeepMounted: one mount of a stopped container's file system for the
+    reads that follow, gone when the caller cancels, goes away, or the
+    container is removed first."""
+    cid = create(stub, made, "true")
+    merged = inspect(stub, cid).graph_driver_data["MergedDir"]
+    kept = stub.KeepMounted(pb.ContainerRef(id=cid))
+    next(kept)
+    assert os.path.ismount(merged)
+    request = pb.PathRequest(id=cid, path="/etc/passwd", rootfs_only=True)
+    assert stub.StatPath(request).name == "passwd"
+    assert b"root:" in b"".join(chunk.data for chunk in stub.GetArchive(request))
+    assert os.path.ismount(merged), "a read within the call does not unmount"
+    kept.cancel()
+    wait_for(lambda: not os.path.ismount(merged), timeout=10)
+
+    other = grpc.insecure_channel(f"unix://{engine.exec_root}/container.sock")
+    next(container_pb2_grpc.ContainerServiceStub(other).KeepMounted(pb.ContainerRef(id=cid)))
+    assert os.path.ismount(merged)
+    other.close()   # the caller goes away without cancelling
+    wait_for(lambda: not os.path.ismount(merged), timeout=10)
+
+    kept = stub.KeepMounted(pb.ContainerRef(id=cid))
+    next(kept)
+    stub.Remove(pb.RemoveContainerRequest(id=cid, force=True))
+    kept.cancel()
+    assert not os.path.exists(merged)
+    with pytest.raises(grpc.RpcError) as missing:
+        next(stub.KeepMounted(pb.ContainerRef(id=cid)))
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
