@@ -349,18 +349,23 @@ def parse_chmod(spec: str, instruction: str) -> int | None:
 
 
 class LayerWriter:
-    """Writes an uncompressed layer tar: missing parent dirs, then entries."""
+    """Writes an uncompressed layer tar: missing parent dirs, then entries.
+    `owner` owns everything written; None: the copied paths keep their own
+    owners (COPY --from without --chown, as the classic builder does) and
+    the directories the copy makes are root's."""
 
-    def __init__(self, tar: tarfile.TarFile, in_parent: Callable[[str], bool], owner: Owner,
-                 chmod: int | None = None) -> None:
+    def __init__(self, tar: tarfile.TarFile, in_parent: Callable[[str], bool],
+                 owner: Owner | None, chmod: int | None = None) -> None:
         self._tar = tar
         self._in_parent = in_parent     # whether a path exists in the parent image
         self._owner = owner
         self._chmod = chmod
         self._written: set[str] = set()
 
-    def _own(self, info: tarfile.TarInfo) -> tarfile.TarInfo:
-        info.uid, info.gid = self._owner.uid, self._owner.gid
+    def _own(self, info: tarfile.TarInfo, copied: bool = False) -> tarfile.TarInfo:
+        if not (copied and self._owner is None):
+            owner = self._owner or Owner()
+            info.uid, info.gid = owner.uid, owner.gid
         info.uname = info.gname = ""
         return info
 
@@ -385,7 +390,8 @@ class LayerWriter:
         elif entry.archive:
             self._unpack(entry.host, entry.dest)
         else:
-            info = self._own(self._tar.gettarinfo(str(entry.host), entry.dest.lstrip("/")))
+            info = self._own(self._tar.gettarinfo(str(entry.host), entry.dest.lstrip("/")),
+                             copied=True)
             if self._chmod is not None and not info.issym():
                 info.mode = self._chmod
             if info.isreg():
@@ -407,7 +413,7 @@ class LayerWriter:
                 member.name = target.lstrip("/")
                 if member.islnk():
                     member.linkname = posixpath.join(dest, member.linkname).lstrip("/")
-                if self._owner != Owner():
+                if self._owner not in (None, Owner()):   # an archive's owners stay
                     self._own(member)
                 stream = source.extractfile(member) if member.isreg() else None
                 self._tar.addfile(member, stream)

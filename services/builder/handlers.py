@@ -322,7 +322,8 @@ async def handle_copy(build: Build, stage: Stage,
     else:
         described = [*DEFAULT_SHELL, f"#(nop) {name} --from={image_id} "
                                      f"{go_quote_list(sources)} in {dest} "]
-    key = build.step_key(stage, described, f"{chown}|{chmod}")
+    keep_owners = image_id is not None and not chown
+    key = build.step_key(stage, described, f"{chown}|{chmod}|{keep_owners}")
     if await build.reuse(stage, key, described):
         yield USING_CACHE
         return
@@ -332,18 +333,19 @@ async def handle_copy(build: Build, stage: Stage,
         await write_copy_layer(layer, build.view(stage.image_id), copy,
                                copier.destination(dest, stage.config.working_dir),
                                names_dir=copier.names_directory(dest), chown=chown,
-                               chmod=chmod, instruction=name)
+                               chmod=chmod, instruction=name, keep_owners=keep_owners)
         await build.commit(stage, copy_history(name, copy, dest), key, layer,
                            layer.stat().st_size)
 
 
 async def write_copy_layer(layer: Path, parent: ImageFiles, copy: copier.CopySources,
                            target: str, names_dir: bool, chown: str, chmod: int | None,
-                           instruction: str) -> None:
-    """The layer of a COPY/ADD into `target` of the parent image."""
+                           instruction: str, keep_owners: bool = False) -> None:
+    """The layer of a COPY/ADD into `target` of the parent image;
+    `keep_owners`: the copied paths keep their owners (COPY --from)."""
     into_dir = names_dir or await parent.is_dir(target)
     entries = await asyncio.to_thread(copier.plan_copy, copy, target, into_dir, instruction)
-    owner = await chown_owner(chown, parent)
+    owner = None if keep_owners else await chown_owner(chown, parent)
     await asyncio.to_thread(_write_layer, layer, parent, owner, chmod, entries)
 
 
@@ -420,8 +422,8 @@ def run_request(build: Build, stage: Stage, cmd: list[str], arg_env: list[str]
     return container_pb2.CreateContainerRequest(config=config, host_config=host)
 
 
-def _write_layer(layer: Path, parent: ImageFiles, owner: copier.Owner, chmod: int | None,
-                 entries: list[copier.Entry]) -> None:
+def _write_layer(layer: Path, parent: ImageFiles, owner: copier.Owner | None,
+                 chmod: int | None, entries: list[copier.Entry]) -> None:
     with tarfile.open(layer, "w", format=tarfile.PAX_FORMAT) as tar:
         writer = copier.LayerWriter(tar, parent.exists_from_thread, owner, chmod)
         for entry in entries:

@@ -249,6 +249,32 @@ def test_chown_names_under_a_volume_come_from_the_image(engine: Engine, busybox:
     assert (owned.uid, owned.gid) == (1234, 1234)
 
 
+OWNERS_DOCKERFILE = """\
+FROM busybox AS a
+RUN mkdir -p /src/sub && touch /src/file /src/sub/deep && ln -s file /src/link \
+ && chown 55:55 /src && chown 77:78 /src/file && chown 88:89 /src/sub /src/sub/deep \
+ && chown -h 99:98 /src/link && chmod 700 /src/sub
+FROM busybox
+COPY --from=a /src /dst
+COPY --from=a /src/file /src/sub /picked/
+COPY --from=a --chown=5:6 /src/file /chowned
+"""
+
+
+def test_copy_from_keeps_the_owners(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """As dockerd 20.10: COPY --from without --chown keeps the copied
+    paths' owners; the directories it makes are root's."""
+    context = write_context(tmp_path / "ctx", {"Dockerfile": OWNERS_DOCKERFILE})
+    build(engine, context, "-t", "owners")
+    script = ('stat -c "%n %u:%g %a" /dst /dst/file /dst/link /dst/sub /dst/sub/deep '
+              '/picked /picked/deep /picked/file /chowned')
+    out = engine.docker("run", "--rm", "owners", "sh", "-c", script).stdout.decode()
+    assert out.splitlines() == [
+        "/dst 0:0 755", "/dst/file 77:78 644", "/dst/link 99:98 777", "/dst/sub 88:89 700",
+        "/dst/sub/deep 88:89 644", "/picked 0:0 755", "/picked/deep 88:89 644",
+        "/picked/file 77:78 644", "/chowned 5:6 644"]
+
+
 def test_sdk_build_with_args_labels_and_dockerignore(engine: Engine, busybox: str,
                                                      tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx", {
