@@ -102,6 +102,9 @@ class Containers:
         self._sandboxes = sandboxes
         self._volumes = volumes
         self.records = {r.id: r for r in store.containers()}
+        # Configs of CreateContainer calls under way, by image-volume key
+        # (their image volumes are leased before the record exists).
+        self.creating: dict[str, api_pb2.ContainerConfig] = {}
 
     def get(self, ref: str) -> ContainerRecord:
         if ref in self.records:
@@ -143,6 +146,7 @@ class Containers:
         stored = api_pb2.ContainerConfig()
         stored.CopyFrom(config)
         key = volume_key(sandbox.id, config.metadata)
+        self.creating[key] = stored
         try:
             sources = await self._mount_image_volumes(key, stored)
             request = self._create_request(sandbox, config, image.id, log_path, sources)
@@ -150,6 +154,9 @@ class Containers:
         except BaseException:
             await self._volumes.release(key)
             raise
+        finally:
+            # No await from here to the record: a sweep sees the one or the other.
+            self.creating.pop(key, None)
         record = ContainerRecord(id=created.id, sandbox_id=sandbox.id, config=stored,
                                  image_id=image.id, log_path=log_path,
                                  created_ns=time.time_ns())

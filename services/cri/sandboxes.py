@@ -89,6 +89,7 @@ class Sandboxes:
         self.sandboxes = {s.id: s for s in store.sandboxes()}
         self._locks: dict[str, asyncio.Lock] = {}
         self._starting: set[str] = set()           # pod names of RunPodSandbox calls under way
+        self.creating: set[str] = set()            # their sandbox IDs (not in `sandboxes` yet)
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -131,6 +132,7 @@ class Sandboxes:
         undo: Undo = []
         began = time.perf_counter()
         self._starting.add(name)
+        self.creating.add(sandbox.id)
         try:
             await self._create(sandbox, undo)
         except BaseException:
@@ -141,7 +143,9 @@ class Sandboxes:
                     log.warning("cleanup of pod sandbox %s: %s", sandbox.id[:12], exc.message)
             raise
         finally:
+            # No await from here to the record: a sweep sees the one or the other.
             self._starting.discard(name)
+            self.creating.discard(sandbox.id)
         RUN_POD_SECONDS.observe(time.perf_counter() - began)
         self._store.save_sandbox(sandbox)
         self.sandboxes[sandbox.id] = sandbox
