@@ -227,6 +227,21 @@ class Sandboxes:
             name=f"k8s_POD_{pod_name(config.metadata)}_{sandbox.id[:8]}", config=container,
             host_config=host)
 
+    def update_resources(self, sandbox: Sandbox,
+                         overhead: api_pb2.LinuxContainerResources | None,
+                         resources: api_pb2.LinuxContainerResources | None) -> None:
+        """Keep the pod's config current after a resize (containerd 2's
+        UpdatePodSandboxResources): kubelet owns the pod's cgroup and has
+        changed it before this call, so no cgroup is touched here; the pod's
+        config (`crictl inspectp`) shows the new overhead and resources."""
+        linux = sandbox.config.linux
+        for name, value in (("overhead", overhead), ("resources", resources)):
+            if value is None:
+                linux.ClearField(name)
+            else:
+                getattr(linux, name).CopyFrom(value)
+        self._store.save_sandbox(sandbox)
+
     # -- stop and remove -------------------------------------------------------
 
     async def stop(self, sandbox: Sandbox, container_ids: list[str]) -> None:

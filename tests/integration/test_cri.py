@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -469,6 +469,7 @@ def test_cgroup_parent(engine: Engine, images: str, runtime: api_pb2_grpc.Runtim
                 memory_limit_in_bytes=64 << 20)))
         limit = memory / ("memory.max" if v2 else "memory.limit_in_bytes")
         assert int(limit.read_text()) == 64 << 20
+        assert status_of(runtime, cid).resources.linux.memory_limit_in_bytes == 64 << 20
         stats = runtime.ContainerStats(cri.ContainerStatsRequest(container_id=cid)).stats
         assert stats.memory.working_set_bytes.value > 0
         runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
@@ -570,3 +571,80 @@ def test_sandboxes_survive_a_restart_of_the_cri_service(
             types_pb2.GetServiceInfoRequest()).object_counts["containers"]
 
     wait_for(lambda: counted() == 1)   # the removed container's record is forgotten
+
+
+def test_streamed_lists_match_the_lists(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        image_service: api_pb2_grpc.ImageServiceStub, pods: list[str], log_dir: Path) -> None:
+    """The Stream* RPCs (KEP-5825) send what the List calls answer, each item
+    once; a filter that matches nothing is a stream without messages."""
+    pod = pod_config("streamed", log_dir)
+    sandbox_id = run_pod(runtime, pods, pod)
+    cid = start_container(runtime, sandbox_id, pod, images, "exec sleep 1000")
+
+    def ids(stream: Iterator, field: str, key: Callable) -> list[str]:
+        messages = list(stream)
+        assert all(getattr(m, field) for m in messages)
+        return sorted(key(item) for m in messages for item in getattr(m, field))
+
+    listed_pods = sorted(p.id for p in runtime.ListPodSandbox(
+        cri.ListPodSandboxRequest()).items)
+    assert sandbox_id in listed_pods
+    assert ids(runtime.StreamPodSandboxes(cri.StreamPodSandboxesRequest()),
+               "pod_sandboxes", lambda p: p.id) == listed_pods
+    assert ids(runtime.StreamContainers(cri.StreamContainersRequest(
+        filter=cri.ContainerFilter(pod_sandbox_id=sandbox_id))),
+        "containers", lambda c: c.id) == [cid]
+    assert ids(runtime.StreamContainerStats(cri.StreamContainerStatsRequest(
+        filter=cri.ContainerStatsFilter(id=cid))),
+        "container_stats", lambda c: c.attributes.id) == [cid]
+    assert ids(runtime.StreamPodSandboxStats(cri.StreamPodSandboxStatsRequest(
+        filter=cri.PodSandboxStatsFilter(id=sandbox_id))),
+        "pod_sandbox_stats", lambda p: p.attributes.id) == [sandbox_id]
+    assert sandbox_id in ids(runtime.StreamPodSandboxMetrics(
+        cri.StreamPodSandboxMetricsRequest()), "pod_sandbox_metrics", lambda p: p.pod_sandbox_id)
+    listed_images = sorted(i.id for i in image_service.ListImages(
+        cri.ListImagesRequest()).images)
+    assert ids(image_service.StreamImages(cri.StreamImagesRequest()),
+               "images", lambda i: i.id) == listed_images
+    assert not list(runtime.StreamContainers(cri.StreamContainersRequest(
+        filter=cri.ContainerFilter(id="0" * 64))))
+
+
+def test_update_pod_sandbox_resources(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                      pods: list[str], log_dir: Path) -> None:
+    """After a pod resize kubelet hands the pod's new resources and overhead
+    to the runtime, which keeps them in the pod's config (containerd 2)."""
+    sandbox_id = run_pod(runtime, pods, pod_config("resized", log_dir))
+    runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=sandbox_id,
+        overhead=cri.LinuxContainerResources(cpu_shares=25, memory_limit_in_bytes=32 << 20),
+        resources=cri.LinuxContainerResources(cpu_quota=50_000, cpu_period=100_000,
+                                              memory_limit_in_bytes=256 << 20)))
+    info = json.loads(runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(
+        pod_sandbox_id=sandbox_id, verbose=True)).info["info"])
+    linux = info["config"]["linux"]
+    assert linux["overhead"] == {"cpuShares": "25", "memoryLimitInBytes": str(32 << 20)}
+    assert linux["resources"] == {"cpuQuota": "50000", "cpuPeriod": "100000",
+                                  "memoryLimitInBytes": str(256 << 20)}
+    with pytest.raises(grpc.RpcError) as raised:
+        runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id="0" * 64, resources=cri.LinuxContainerResources(cpu_shares=2)))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_checkpoint_container_is_unimplemented(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+        log_dir: Path) -> None:
+    pod = pod_config("checkpoint", log_dir)
+    cid = start_container(runtime, run_pod(runtime, pods, pod), pod, images, "exec sleep 1000")
+    with pytest.raises(grpc.RpcError) as raised:
+        runtime.CheckpointContainer(cri.CheckpointContainerRequest(
+            container_id=cid, location=str(log_dir / "checkpoint.tar")))
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.details() == (f"cannot checkpoint container {cid}: berth does not "
+                                      "implement container checkpoints (CRIU through runc)")
+    assert status_of(runtime, cid).state == cri.CONTAINER_RUNNING
+    with pytest.raises(grpc.RpcError) as raised:
+        runtime.CheckpointContainer(cri.CheckpointContainerRequest(container_id="0" * 64))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
