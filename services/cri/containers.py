@@ -92,7 +92,10 @@ def resources(linux: api_pb2.LinuxContainerResources) -> container_pb2.Resources
     return container_pb2.Resources(
         cpu_period=linux.cpu_period, cpu_quota=linux.cpu_quota, cpu_shares=linux.cpu_shares,
         memory=linux.memory_limit_in_bytes, memory_swap=linux.memory_swap_limit_in_bytes,
-        cpuset_cpus=linux.cpuset_cpus, cpuset_mems=linux.cpuset_mems)
+        cpuset_cpus=linux.cpuset_cpus, cpuset_mems=linux.cpuset_mems,
+        hugepage_limits=[container_pb2.HugepageLimit(page_size=h.page_size, limit=h.limit)
+                         for h in linux.hugepage_limits],
+        unified=linux.unified)
 
 
 def merged_resources(current: api_pb2.LinuxContainerResources,

@@ -24,6 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
+from services.container import cgroups
 from tests.support.engine import Engine, running_engine
 from tests.support.images import busybox_rootfs_tar, image_archive
 from tests.support.polling import wait_for
@@ -648,3 +649,70 @@ def test_checkpoint_container_is_unimplemented(
     with pytest.raises(grpc.RpcError) as raised:
         runtime.CheckpointContainer(cri.CheckpointContainerRequest(container_id="0" * 64))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def hugetlb_limit(cgroup: str, page_size: str) -> int:
+    return int(cgroups.hugetlb_limit_file(cgroup, page_size).read_text())
+
+
+def test_hugepage_limits_and_unified_resources(
+        engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        pods: list[str], log_dir: Path) -> None:
+    """kubelet's hugepage limits (one per host size, 0 where the pod asks for
+    none) apply where the host has the hugetlb controller and are skipped
+    where it has none, as in containerd and CRI-O; an update changes them in
+    place. Unified (cgroup v2) files are refused on a cgroup v1 host before
+    anything is made."""
+    parent = f"berth-cri-hugepages-{os.getpid()}"
+    pod = pod_config("hugepages", log_dir)
+    pod.linux.cgroup_parent = f"/{parent}"
+    sizes = cgroups.hugepage_sizes()
+    limits = [cri.HugepageLimit(page_size=size, limit=0) for size in sizes]
+    limits[0].limit = 4 << 20
+    try:
+        sandbox_id = run_pod(runtime, pods, pod)
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name="huge"), image=cri.ImageSpec(image=images),
+            command=["sleep", "1000"], linux=cri.LinuxContainerConfig(
+                resources=cri.LinuxContainerResources(hugepage_limits=limits)))
+        cid = runtime.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod)).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+        cgroup = f"/{parent}/{cid}"
+        if cgroups.hugetlb_present():
+            assert hugetlb_limit(cgroup, sizes[0]) == 4 << 20
+        runtime.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+            container_id=cid, linux=cri.LinuxContainerResources(hugepage_limits=[
+                cri.HugepageLimit(page_size=sizes[0], limit=8 << 20)])))
+        status = status_of(runtime, cid)
+        assert status.state == cri.CONTAINER_RUNNING
+        assert status.resources.linux.hugepage_limits[0].limit == 8 << 20
+        if cgroups.hugetlb_present():
+            assert hugetlb_limit(cgroup, sizes[0]) == 8 << 20
+
+        unified = cri.LinuxContainerResources(unified={"memory.high": str(64 << 20)})
+        if cgroups.is_v2():
+            runtime.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+                container_id=cid, linux=unified))
+            assert (cgroups.ROOT / parent / cid / "memory.high").read_text().strip() == \
+                str(64 << 20)
+        else:
+            with pytest.raises(grpc.RpcError) as raised:
+                runtime.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+                    container_id=cid, linux=unified))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "unified resources are cgroup v2 files" in raised.value.details()
+            config.metadata.name = "unified"
+            config.linux.resources.CopyFrom(unified)
+            with pytest.raises(grpc.RpcError) as raised:
+                runtime.CreateContainer(cri.CreateContainerRequest(
+                    pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert [c.id for c in runtime.ListContainers(cri.ListContainersRequest(
+                filter=cri.ContainerFilter(pod_sandbox_id=sandbox_id))).containers] == [cid]
+        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+    finally:
+        for hierarchy in [cgroups.ROOT, *cgroups.ROOT.iterdir()]:
+            with contextlib.suppress(OSError):
+                (hierarchy / parent).rmdir()
