@@ -1,6 +1,7 @@
 """The CRI (runtime.v1) runtime and image services on a real engine, through
 the generated stubs as kubelet would call them: a pod's whole lifecycle,
-idempotent stop and remove, and a restart of the cri service."""
+idempotent stop and remove, resources (hugepages, unified, pod resize), the
+streamed lists, and a restart of the cri service."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """CRI pods on a CNI bridge (Debian's containernetworking-plugins): pod IPs in
 PodSandboxStatus, two pods reaching each other by pod IP, a hostPort
-through portmap, the pod's namespaces shared by its containers, and a
-restarted cri service sweeping the pod networks it does not know."""
+through portmap, the pod's namespaces shared by its containers, and the cri
+service sweeping the pod networks and leases it does not know, when it
+restarts and when the network or image service does."""
 
 from __future__ import annotations
 
