@@ -22,6 +22,34 @@ def blkio_supports(v1_file: str) -> bool:
     return (ROOT / "blkio" / v1_file).exists()
 
 
+def hugetlb_present() -> bool:
+    """Whether runc can set hugepage limits: the hugetlb controller in the
+    unified hierarchy (v2), or mounted as its own hierarchy (v1; on a hybrid
+    host an unmounted one serves the v2 hierarchy, which runc's v1 driver
+    does not use)."""
+    if is_v2():
+        return "hugetlb" in (ROOT / "cgroup.controllers").read_text().split()
+    return (ROOT / "hugetlb").is_dir()
+
+
+def hugepage_sizes() -> list[str]:
+    """The host's hugepage sizes as the OCI spec names them ("2MB", "1GB")."""
+    sizes = []
+    for directory in sorted(Path("/sys/kernel/mm/hugepages").glob("hugepages-*kB")):
+        kilobytes = int(directory.name.removeprefix("hugepages-").removesuffix("kB"))
+        for unit, scale in (("GB", 1 << 20), ("MB", 1 << 10), ("KB", 1)):
+            if kilobytes % scale == 0:
+                sizes.append(f"{kilobytes // scale}{unit}")
+                break
+    return sizes
+
+
+def hugetlb_limit_file(path: str, page_size: str) -> Path:
+    if is_v2():
+        return ROOT / path.lstrip("/") / f"hugetlb.{page_size}.max"
+    return ROOT / "hugetlb" / path.lstrip("/") / f"hugetlb.{page_size}.limit_in_bytes"
+
+
 def cgroups_path(instance_prefix: str, container_id: str, parent: str = "") -> str:
     """The OCI cgroupsPath of a container (cgroupfs driver): under the
     engine's parent, or under --cgroup-parent as dockerd puts it."""

@@ -133,7 +133,23 @@ def validate_runtime(host: container_pb2.HostConfig, configured: str) -> None:
         raise InvalidArgument(f"Unknown runtime specified {host.runtime}")
 
 
+def _validate_cgroup_files(res: container_pb2.Resources) -> None:
+    """Hugepage sizes the host has; unified files only on cgroup v2."""
+    sizes = cgroups.hugepage_sizes() if res.hugepage_limits else []
+    for limit in res.hugepage_limits:
+        if limit.page_size not in sizes:
+            raise InvalidArgument(f"invalid hugepage size {limit.page_size!r}: this host has "
+                                  f"{', '.join(sizes) or 'no hugepages'}")
+    if res.unified and not cgroups.is_v2():
+        raise InvalidArgument("unified resources are cgroup v2 files, and this host has "
+                              "cgroup v1")
+    for key in res.unified:
+        if not key or "/" in key or key.startswith("."):
+            raise InvalidArgument(f"invalid unified resource {key!r}: not a cgroup file name")
+
+
 def validate_resources(res: container_pb2.Resources) -> None:
+    _validate_cgroup_files(res)
     if res.memory and res.memory < _MIN_MEMORY:
         raise InvalidArgument("Minimum memory limit allowed is 6MB")
     if res.memory_swap > 0 and res.memory <= 0:

@@ -9,7 +9,8 @@ service pushes its list to each peer: `ReleaseGoneRootfs`, `ForgetGone` and
 `ReleaseGone` drop what the list does not name. It does so at its start (after
 restoring its containers), whenever the connection to a peer comes back (the
 peer restarted), and after a removal whose release a peer missed; a sweep that
-fails is retried with back-off until it succeeds. The peers never call the
+fails is retried with back-off until it succeeds (services/common/sweeps.py,
+which the cri service uses for its pods too). The peers never call the
 container service, so dependencies stay one way.
 
 What a peer holds for a container whose create is still in flight counts as
@@ -25,19 +26,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import shutil
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import grpc
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.volume.v1 import volume_pb2, volume_pb2_grpc
 from services.common.config import Config
-from services.common.errors import BerthError, Unimplemented
+from services.common.errors import BerthError
 from services.common.peers import PeerClient, channel
+from services.common.sweeps import PeerSweeps
 from services.container.peers import OWNER
 from services.container.store import Container
 
@@ -47,8 +45,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _SWEEP_TIMEOUT_SECONDS = 60
-_RETRY_FIRST_SECONDS = 0.5
-_RETRY_MAX_SECONDS = 30
 
 
 def removed_on_restore(container: Container) -> bool:
@@ -67,9 +63,6 @@ def remove_stray_bundles(root: Path, known: set[str]) -> None:
             shutil.rmtree(directory, ignore_errors=True)
 
 
-Sweep = Callable[[set[str], int], Awaitable[list[str]]]
-
-
 class Reconciler:
     """Keeps each peer's per-container state in line with the containers that exist."""
 
@@ -83,25 +76,25 @@ class Reconciler:
                                     self._channels["network"])
         self._volumes = PeerClient("volume", volume_pb2_grpc.VolumeServiceStub,
                                    self._channels["volume"])
-        self._sweeps: dict[str, Sweep] = {
+        self._sweeps = PeerSweeps("container", self._channels, {
             "image": self._sweep_image, "network": self._sweep_network,
-            "volume": self._sweep_volume}
-        self._wanted = {peer: asyncio.Event() for peer in self._channels}
+            "volume": self._sweep_volume})
         self._tasks: list[asyncio.Task] = []
 
     def start(self) -> None:
         """Remove the AutoRemove containers left stopped, then keep every peer swept."""
-        self._manager.missed = self.sweep_soon
+        self._manager.missed = self._sweeps.sweep_soon
         for container in list(self._manager.containers.values()):
             if removed_on_restore(container):
                 log.info("removing %s (AutoRemove, not running) on restore", container.id[:12])
                 self._tasks.append(asyncio.create_task(self._remove(container.id)))
-        self._tasks += [asyncio.create_task(self._keep_swept(peer)) for peer in self._channels]
+        self._sweeps.start()
 
     async def close(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._sweeps.close()
         for open_channel in self._channels.values():
             await open_channel.close()
 
@@ -111,74 +104,23 @@ class Reconciler:
         except BerthError as exc:
             log.warning("removing %s on restore failed: %s", container_id[:12], exc.message)
 
-    def sweep_soon(self, peer: str) -> None:
-        """A release to `peer` failed: sweep it again as soon as it answers."""
-        self._wanted[peer].set()
-
     def existing(self) -> set[str]:
         return set(self._manager.containers) | self._manager.creating
 
-    async def _keep_swept(self, peer: str) -> None:
-        retry_in = _RETRY_FIRST_SECONDS
-        while True:
-            self._wanted[peer].clear()
-            await _until_ready(self._channels[peer])
-            before_ns = time.time_ns()
-            try:
-                gone = await self._sweeps[peer](self.existing(), before_ns)
-            except Unimplemented as error:
-                log.warning("the %s service cannot reconcile: %s", peer, error.message)
-                return
-            except BerthError as error:
-                log.warning("reconcile with the %s service failed (%s); retrying in %.1fs",
-                            peer, error.message, retry_in)
-                await asyncio.sleep(retry_in)
-                retry_in = min(retry_in * 2, _RETRY_MAX_SECONDS)
-                continue
-            retry_in = _RETRY_FIRST_SECONDS
-            if gone:
-                log.info("the %s service dropped what %d removed containers held",
-                         peer, len(gone))
-            await self._until_needed(peer)
-
-    async def _until_needed(self, peer: str) -> None:
-        """Until the connection to `peer` drops (it will be swept once back) or
-        a release to it fails."""
-        waits = [asyncio.create_task(_until_not_ready(self._channels[peer])),
-                 asyncio.create_task(self._wanted[peer].wait())]
-        try:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for wait in waits:
-                wait.cancel()
-
-    async def _sweep_image(self, existing: set[str], before_ns: int) -> list[str]:
+    async def _sweep_image(self, before_ns: int) -> list[str]:
         reply = await self._images.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
-            owner=OWNER, holders=sorted(existing), before_nano=before_ns),
+            owner=OWNER, holders=sorted(self.existing()), before_nano=before_ns),
             timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.holders)
 
-    async def _sweep_network(self, existing: set[str], before_ns: int) -> list[str]:
+    async def _sweep_network(self, before_ns: int) -> list[str]:
         reply = await self._networks.ForgetGone(network_pb2.ForgetGoneRequest(
-            owner=OWNER, containers=sorted(existing), before_nano=before_ns),
+            owner=OWNER, containers=sorted(self.existing()), before_nano=before_ns),
             timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.containers)
 
-    async def _sweep_volume(self, existing: set[str], before_ns: int) -> list[str]:
+    async def _sweep_volume(self, before_ns: int) -> list[str]:
         reply = await self._volumes.ReleaseGone(volume_pb2.ReleaseGoneRequest(
-            holders=sorted(existing), before_nano=before_ns), timeout=_SWEEP_TIMEOUT_SECONDS)
+            holders=sorted(self.existing()), before_nano=before_ns),
+            timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.holders)
-
-
-async def _until_ready(peer_channel: grpc.aio.Channel) -> None:
-    state = peer_channel.get_state(try_to_connect=True)
-    while state != grpc.ChannelConnectivity.READY:
-        await peer_channel.wait_for_state_change(state)
-        state = peer_channel.get_state(try_to_connect=True)
-
-
-async def _until_not_ready(peer_channel: grpc.aio.Channel) -> None:
-    state = peer_channel.get_state()
-    while state == grpc.ChannelConnectivity.READY:
-        await peer_channel.wait_for_state_change(state)
-        state = peer_channel.get_state()

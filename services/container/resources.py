@@ -89,6 +89,7 @@ class Resources:
         cgroup = self._cgroup(container)
         try:
             update.apply_memory_settings(resources, cgroup)
+            update.apply_cgroup_files(resources, cgroup)
             if resources.ulimits:
                 update.apply_ulimits(list(resources.ulimits), stats.cgroup_pids(cgroup))
         except OSError as exc:

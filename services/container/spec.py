@@ -464,4 +464,9 @@ def resources(res: container_pb2.Resources, privileged: bool) -> dict:
         out["pids"] = {"limit": res.pids_limit}
     if block := block_io(res):
         out["blockIO"] = block
+    if res.hugepage_limits and cgroups.hugetlb_present():
+        out["hugepageLimits"] = [{"pageSize": h.page_size, "limit": h.limit}
+                                 for h in res.hugepage_limits]
+    if res.unified:
+        out["unified"] = dict(res.unified)
     return out

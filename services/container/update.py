@@ -1,7 +1,8 @@
 """docker update: merge new resource limits into a container's HostConfig
 and apply them to a running container: `runc update` for what it covers,
-the memory cgroup's files for swappiness and the OOM killer, prlimit(2) on
-the container's processes for ulimits. Every field the update accepts is
+the memory cgroup's files for swappiness and the OOM killer, the hugetlb
+cgroup's limits and the unified (v2) files the cri service passes, prlimit(2)
+on the container's processes for ulimits. Every field the update accepts is
 stored and applied; devices of a running container are refused (a device
 node cannot be added to a running container's /dev)."""
 
@@ -62,6 +63,13 @@ def merge(host: container_pb2.HostConfig, update: container_pb2.UpdateContainerR
         if getattr(new, name):
             res.ClearField(name)
             getattr(res, name).extend(getattr(new, name))
+    if new.hugepage_limits:
+        by_size = {h.page_size: h.limit for h in res.hugepage_limits}
+        by_size.update((h.page_size, h.limit) for h in new.hugepage_limits)
+        del res.hugepage_limits[:]
+        res.hugepage_limits.extend(container_pb2.HugepageLimit(page_size=size, limit=limit)
+                                   for size, limit in by_size.items())
+    res.unified.update(new.unified)
     validate_resources(res)
     if update.HasField("restart_policy"):
         if host.auto_remove and update.restart_policy.name not in ("", "no"):
@@ -126,6 +134,16 @@ def apply_memory_settings(update: container_pb2.Resources, cgroup_path: str) -> 
         (directory / "memory.swappiness").write_text(str(update.memory_swappiness))
     if update.HasField("oom_kill_disable"):
         (directory / "memory.oom_control").write_text("1" if update.oom_kill_disable else "0")
+
+
+def apply_cgroup_files(update: container_pb2.Resources, cgroup_path: str) -> None:
+    """Hugepage limits (where the host has the hugetlb controller) and
+    unified files of a running container, which `runc update` leaves alone."""
+    if update.hugepage_limits and cgroups.hugetlb_present():
+        for limit in update.hugepage_limits:
+            cgroups.hugetlb_limit_file(cgroup_path, limit.page_size).write_text(str(limit.limit))
+    for key, value in update.unified.items():
+        (cgroups.ROOT / cgroup_path.lstrip("/") / key).write_text(value)
 
 
 def apply_ulimits(ulimits: list[container_pb2.Ulimit], pids: set[int]) -> None:

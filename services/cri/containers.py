@@ -20,6 +20,7 @@ from services.common.errors import (
     Conflict,
     InvalidArgument,
     NotFound,
+    Unimplemented,
 )
 from services.cri import labels
 from services.cri.imagevolumes import ImageVolumes
@@ -91,7 +92,27 @@ def resources(linux: api_pb2.LinuxContainerResources) -> container_pb2.Resources
     return container_pb2.Resources(
         cpu_period=linux.cpu_period, cpu_quota=linux.cpu_quota, cpu_shares=linux.cpu_shares,
         memory=linux.memory_limit_in_bytes, memory_swap=linux.memory_swap_limit_in_bytes,
-        cpuset_cpus=linux.cpuset_cpus, cpuset_mems=linux.cpuset_mems)
+        cpuset_cpus=linux.cpuset_cpus, cpuset_mems=linux.cpuset_mems,
+        hugepage_limits=[container_pb2.HugepageLimit(page_size=h.page_size, limit=h.limit)
+                         for h in linux.hugepage_limits],
+        unified=linux.unified)
+
+
+def merged_resources(current: api_pb2.LinuxContainerResources,
+                     update: api_pb2.LinuxContainerResources) -> api_pb2.LinuxContainerResources:
+    """The container's resources after an update, which changes what it sets
+    (a zero or an empty list leaves a limit as it was, as in containerd)."""
+    merged = api_pb2.LinuxContainerResources()
+    merged.CopyFrom(current)
+    for field, value in update.ListFields():
+        if field.name == "unified":
+            merged.unified.update(value)
+        elif field.name == "hugepage_limits":
+            del merged.hugepage_limits[:]
+            merged.hugepage_limits.extend(value)
+        else:
+            setattr(merged, field.name, value)
+    return merged
 
 
 class Containers:
@@ -102,6 +123,9 @@ class Containers:
         self._sandboxes = sandboxes
         self._volumes = volumes
         self.records = {r.id: r for r in store.containers()}
+        # Configs of CreateContainer calls under way, by image-volume key
+        # (their image volumes are leased before the record exists).
+        self.creating: dict[str, api_pb2.ContainerConfig] = {}
 
     def get(self, ref: str) -> ContainerRecord:
         if ref in self.records:
@@ -143,6 +167,7 @@ class Containers:
         stored = api_pb2.ContainerConfig()
         stored.CopyFrom(config)
         key = volume_key(sandbox.id, config.metadata)
+        self.creating[key] = stored
         try:
             sources = await self._mount_image_volumes(key, stored)
             request = self._create_request(sandbox, config, image.id, log_path, sources)
@@ -150,6 +175,9 @@ class Containers:
         except BaseException:
             await self._volumes.release(key)
             raise
+        finally:
+            # No await from here to the record: a sweep sees the one or the other.
+            self.creating.pop(key, None)
         record = ContainerRecord(id=created.id, sandbox_id=sandbox.id, config=stored,
                                  image_id=image.id, log_path=log_path,
                                  created_ns=time.time_ns())
@@ -280,9 +308,21 @@ class Containers:
             container_pb2.ContainerRef(id=record.id))
 
     async def update(self, cid: str, linux: api_pb2.LinuxContainerResources) -> None:
+        """Change the container's limits in place; ContainerStatus reports them."""
         record = self.get(cid)
         await self._peers.containers.Update(
             container_pb2.UpdateContainerRequest(id=record.id, resources=resources(linux)))
+        record.config.linux.resources.CopyFrom(
+            merged_resources(record.config.linux.resources, linux))
+        self._store.save_container(record)
+
+    def checkpoint(self, cid: str) -> None:
+        """CheckpointContainer is not implemented (docs/cri.md): an unknown
+        container is NOT_FOUND, a known one UNIMPLEMENTED, the code of a
+        runtime without checkpoints."""
+        record = self.get(cid)
+        raise Unimplemented(f"cannot checkpoint container {record.id}: berth does not "
+                            "implement container checkpoints (CRIU through runc)")
 
     # -- status ----------------------------------------------------------------
 

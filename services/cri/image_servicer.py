@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from k8s.runtime.v1 import api_pb2, api_pb2_grpc
+from services.cri.chunks import chunks
 from services.cri.images import Images
 
 
@@ -21,6 +22,11 @@ class ImageServicer(api_pb2_grpc.ImageServiceServicer):
     async def ListImages(self, request, context):  # noqa: N802
         wanted = request.filter.image.image if request.HasField("filter") else ""
         return api_pb2.ListImagesResponse(images=await self._images.list(wanted))
+
+    async def StreamImages(self, request, context):  # noqa: N802
+        wanted = request.filter.image.image if request.HasField("filter") else ""
+        for part in chunks(await self._images.list(wanted)):
+            yield api_pb2.StreamImagesResponse(images=part)
 
     async def RemoveImage(self, request, context):  # noqa: N802
         await self._images.remove(request.image.image)

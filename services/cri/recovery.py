@@ -8,24 +8,29 @@ removed and the second forgotten.
 
 The network sandboxes of pods and the rootfs leases of image volumes are
 taken with owner "cri": this service owns the list of those that exist and
-pushes it at start (`ForgetGone`, `ReleaseGoneRootfs`), as the container
+pushes it (`ForgetGone`, `ReleaseGoneRootfs`) at its start and whenever the
+network or image service comes back after a restart, as the container
 service does for its containers (docs/design.md "Reconcile after a crash"),
-retried until each peer has taken it. What is taken after the start is kept
-(`before_nano`), so calls served meanwhile are not swept.
+retried until each peer has taken it. What is taken after a sweep began is
+kept (`before_nano`), and so is what a call under way holds (a pod or an
+image volume not on record yet).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
 
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
+from berth.image.v1.image_pb2_grpc import ImageServiceStub
 from berth.network.v1 import network_pb2
+from berth.network.v1.network_pb2_grpc import NetworkServiceStub
 from berth.types.v1 import types_pb2
-from services.common.errors import BerthError, Unimplemented
+from services.common.config import Config
+from services.common.errors import BerthError
+from services.common.peers import PeerClient, channel
+from services.common.sweeps import PeerSweeps
 from services.cri import labels
 from services.cri.containers import Containers, parse_time, volume_key
 from services.cri.imagevolumes import holder
@@ -35,8 +40,6 @@ from services.cri.sandboxes import Sandboxes
 log = logging.getLogger("berth.cri")
 
 _SWEEP_TIMEOUT_SECONDS = 60
-_RETRY_FIRST_SECONDS = 0.5
-_RETRY_MAX_SECONDS = 30
 
 
 async def _labelled(peers: Peers) -> list[container_pb2.ContainerSummary]:
@@ -88,47 +91,47 @@ async def reconcile(peers: Peers, sandboxes: Sandboxes, containers: Containers,
 
 
 def image_volume_holders(containers: Containers) -> set[str]:
-    """The lease holders of the image volumes of the containers on record."""
-    return {holder(volume_key(record.sandbox_id, record.config.metadata), index)
-            for record in containers.records.values()
-            for index, mount in enumerate(record.config.mounts) if mount.image.image}
+    """The lease holders of the image volumes of the containers on record or
+    being created."""
+    configs = [(volume_key(r.sandbox_id, r.config.metadata), r.config)
+               for r in containers.records.values()] + list(containers.creating.items())
+    return {holder(key, index) for key, config in configs
+            for index, mount in enumerate(config.mounts) if mount.image.image}
 
 
-async def sweep_peers(peers: Peers, sandboxes: Sandboxes, containers: Containers,
-                      before_ns: int) -> None:
-    """Push the pods and image volumes this service knows to the network and
-    image services, which drop what of ours the lists do not name."""
-    async def sweep_network() -> list[str]:
-        reply = await peers.network.ForgetGone(network_pb2.ForgetGoneRequest(
-            owner=OWNER, containers=sorted(sandboxes.sandboxes), before_nano=before_ns),
-            wait_for_ready=True, timeout=_SWEEP_TIMEOUT_SECONDS)
+class PeerSweeper:
+    """Keeps the network and image services swept of the pods and image
+    volumes this service does not know, at its start and whenever either
+    service comes back after a restart (services/common/sweeps.py, as the
+    container service does for its containers)."""
+
+    def __init__(self, config: Config, sandboxes: Sandboxes, containers: Containers) -> None:
+        self._sandboxes = sandboxes
+        self._containers = containers
+        self._channels = {peer: channel(config, peer, own_connection=True)
+                          for peer in ("network", "image")}
+        self._network = PeerClient("network", NetworkServiceStub, self._channels["network"])
+        self._images = PeerClient("image", ImageServiceStub, self._channels["image"])
+        self._sweeps = PeerSweeps("cri", self._channels, {
+            "network": self._sweep_network, "image": self._sweep_images})
+
+    def start(self) -> None:
+        self._sweeps.start()
+
+    async def close(self) -> None:
+        await self._sweeps.close()
+        for open_channel in self._channels.values():
+            await open_channel.close()
+
+    async def _sweep_network(self, before_ns: int) -> list[str]:
+        pods = set(self._sandboxes.sandboxes) | self._sandboxes.creating
+        reply = await self._network.ForgetGone(network_pb2.ForgetGoneRequest(
+            owner=OWNER, containers=sorted(pods), before_nano=before_ns),
+            timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.containers)
 
-    async def sweep_images() -> list[str]:
-        reply = await peers.images.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
-            owner=OWNER, holders=sorted(image_volume_holders(containers)),
-            before_nano=before_ns), wait_for_ready=True, timeout=_SWEEP_TIMEOUT_SECONDS)
+    async def _sweep_images(self, before_ns: int) -> list[str]:
+        reply = await self._images.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
+            owner=OWNER, holders=sorted(image_volume_holders(self._containers)),
+            before_nano=before_ns), timeout=_SWEEP_TIMEOUT_SECONDS)
         return list(reply.holders)
-
-    await asyncio.gather(_until_swept("network", sweep_network),
-                         _until_swept("image", sweep_images))
-
-
-async def _until_swept(peer: str, sweep: Callable[[], Awaitable[list[str]]]) -> None:
-    retry_in = _RETRY_FIRST_SECONDS
-    while True:
-        try:
-            gone = await sweep()
-        except Unimplemented as exc:
-            log.warning("cri: the %s service cannot reconcile: %s", peer, exc.message)
-            return
-        except BerthError as exc:
-            log.warning("cri: reconcile with the %s service failed (%s); retrying in %.1fs",
-                        peer, exc.message, retry_in)
-            await asyncio.sleep(retry_in)
-            retry_in = min(retry_in * 2, _RETRY_MAX_SECONDS)
-            continue
-        if gone:
-            log.info("cri: the %s service dropped what %d gone pods or volumes held",
-                     peer, len(gone))
-        return

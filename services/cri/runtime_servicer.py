@@ -5,6 +5,7 @@ from __future__ import annotations
 from k8s.runtime.v1 import api_pb2, api_pb2_grpc
 from services.common.errors import NotFound
 from services.cri import podmetrics
+from services.cri.chunks import chunks
 from services.cri.containers import Containers
 from services.cri.events import ContainerEvents
 from services.cri.sandboxes import Sandboxes
@@ -73,6 +74,18 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         wanted = request.filter if request.HasField("filter") else None
         return api_pb2.ListPodSandboxResponse(items=await self._sandboxes.list(wanted))
 
+    async def StreamPodSandboxes(self, request, context):  # noqa: N802
+        wanted = request.filter if request.HasField("filter") else None
+        for part in chunks(await self._sandboxes.list(wanted)):
+            yield api_pb2.StreamPodSandboxesResponse(pod_sandboxes=part)
+
+    async def UpdatePodSandboxResources(self, request, context):  # noqa: N802
+        sandbox = self._sandboxes.get(request.pod_sandbox_id)
+        self._sandboxes.update_resources(
+            sandbox, request.overhead if request.HasField("overhead") else None,
+            request.resources if request.HasField("resources") else None)
+        return api_pb2.UpdatePodSandboxResourcesResponse()
+
     # -- containers ------------------------------------------------------------
 
     async def CreateContainer(self, request, context):  # noqa: N802
@@ -95,6 +108,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         wanted = request.filter if request.HasField("filter") else None
         return api_pb2.ListContainersResponse(containers=await self._containers.list(wanted))
 
+    async def StreamContainers(self, request, context):  # noqa: N802
+        wanted = request.filter if request.HasField("filter") else None
+        for part in chunks(await self._containers.list(wanted)):
+            yield api_pb2.StreamContainersResponse(containers=part)
+
     async def ContainerStatus(self, request, context):  # noqa: N802
         status = await self._containers.status(request.container_id)
         return api_pb2.ContainerStatusResponse(
@@ -108,6 +126,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ReopenContainerLog(self, request, context):  # noqa: N802
         await self._containers.reopen_log(request.container_id)
         return api_pb2.ReopenContainerLogResponse()
+
+    async def CheckpointContainer(self, request, context):  # noqa: N802
+        self._containers.checkpoint(request.container_id)
+        return api_pb2.CheckpointContainerResponse()
 
     async def ExecSync(self, request, context):  # noqa: N802
         stdout, stderr, code = await self._containers.exec_sync(
@@ -126,6 +148,10 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ListPodSandboxMetrics(self, request, context):  # noqa: N802
         return api_pb2.ListPodSandboxMetricsResponse(pod_metrics=await self._metrics.list())
 
+    async def StreamPodSandboxMetrics(self, request, context):  # noqa: N802
+        for part in chunks(await self._metrics.list()):
+            yield api_pb2.StreamPodSandboxMetricsResponse(pod_sandbox_metrics=part)
+
     async def ContainerStats(self, request, context):  # noqa: N802
         return api_pb2.ContainerStatsResponse(
             stats=await self._stats.container(request.container_id))
@@ -134,6 +160,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
         wanted = request.filter if request.HasField("filter") else None
         return api_pb2.ListContainerStatsResponse(stats=await self._stats.containers(wanted))
 
+    async def StreamContainerStats(self, request, context):  # noqa: N802
+        wanted = request.filter if request.HasField("filter") else None
+        for part in chunks(await self._stats.containers(wanted)):
+            yield api_pb2.StreamContainerStatsResponse(container_stats=part)
+
     async def PodSandboxStats(self, request, context):  # noqa: N802
         return api_pb2.PodSandboxStatsResponse(
             stats=await self._stats.pod(request.pod_sandbox_id))
@@ -141,6 +172,11 @@ class RuntimeServicer(api_pb2_grpc.RuntimeServiceServicer):
     async def ListPodSandboxStats(self, request, context):  # noqa: N802
         wanted = request.filter if request.HasField("filter") else None
         return api_pb2.ListPodSandboxStatsResponse(stats=await self._stats.pods(wanted))
+
+    async def StreamPodSandboxStats(self, request, context):  # noqa: N802
+        wanted = request.filter if request.HasField("filter") else None
+        for part in chunks(await self._stats.pods(wanted)):
+            yield api_pb2.StreamPodSandboxStatsResponse(pod_sandbox_stats=part)
 
     # -- streaming (one-time URLs on the streaming server) ---------------------
 

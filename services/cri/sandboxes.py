@@ -89,6 +89,7 @@ class Sandboxes:
         self.sandboxes = {s.id: s for s in store.sandboxes()}
         self._locks: dict[str, asyncio.Lock] = {}
         self._starting: set[str] = set()           # pod names of RunPodSandbox calls under way
+        self.creating: set[str] = set()            # their sandbox IDs (not in `sandboxes` yet)
 
     def lock(self, sandbox_id: str) -> asyncio.Lock:
         return self._locks.setdefault(sandbox_id, asyncio.Lock())
@@ -131,6 +132,7 @@ class Sandboxes:
         undo: Undo = []
         began = time.perf_counter()
         self._starting.add(name)
+        self.creating.add(sandbox.id)
         try:
             await self._create(sandbox, undo)
         except BaseException:
@@ -141,7 +143,9 @@ class Sandboxes:
                     log.warning("cleanup of pod sandbox %s: %s", sandbox.id[:12], exc.message)
             raise
         finally:
+            # No await from here to the record: a sweep sees the one or the other.
             self._starting.discard(name)
+            self.creating.discard(sandbox.id)
         RUN_POD_SECONDS.observe(time.perf_counter() - began)
         self._store.save_sandbox(sandbox)
         self.sandboxes[sandbox.id] = sandbox
@@ -222,6 +226,21 @@ class Sandboxes:
         return container_pb2.CreateContainerRequest(
             name=f"k8s_POD_{pod_name(config.metadata)}_{sandbox.id[:8]}", config=container,
             host_config=host)
+
+    def update_resources(self, sandbox: Sandbox,
+                         overhead: api_pb2.LinuxContainerResources | None,
+                         resources: api_pb2.LinuxContainerResources | None) -> None:
+        """Keep the pod's config current after a resize (containerd 2's
+        UpdatePodSandboxResources): kubelet owns the pod's cgroup and has
+        changed it before this call, so no cgroup is touched here; the pod's
+        config (`crictl inspectp`) shows the new overhead and resources."""
+        linux = sandbox.config.linux
+        for name, value in (("overhead", overhead), ("resources", resources)):
+            if value is None:
+                linux.ClearField(name)
+            else:
+                getattr(linux, name).CopyFrom(value)
+        self._store.save_sandbox(sandbox)
 
     # -- stop and remove -------------------------------------------------------
 

@@ -38,14 +38,14 @@ async def setup(ctx: ServiceContext) -> list[str]:
     streaming = StreamingServer(peers.containers, ctx.config.cri_streaming_address,
                                 *(tls or (None, None)))
     await streaming.start()
-    started_ns = time.time_ns()
-    reconciling = [
-        asyncio.create_task(recovery.reconcile(peers, sandboxes, containers, started_ns)),
-        asyncio.create_task(recovery.sweep_peers(peers, sandboxes, containers, started_ns))]
+    reconciling = asyncio.create_task(
+        recovery.reconcile(peers, sandboxes, containers, time.time_ns()))
+    sweeper = recovery.PeerSweeper(ctx.config, sandboxes, containers)
+    sweeper.start()
 
     async def close() -> None:
-        for task in reconciling:
-            task.cancel()
+        reconciling.cancel()
+        await sweeper.close()
         await streaming.stop()
         await peers.close()
         store.close()

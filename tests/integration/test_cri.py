@@ -1,6 +1,7 @@
 """The CRI (runtime.v1) runtime and image services on a real engine, through
 the generated stubs as kubelet would call them: a pod's whole lifecycle,
-idempotent stop and remove, and a restart of the cri service."""
+idempotent stop and remove, resources (hugepages, unified, pod resize), the
+streamed lists, and a restart of the cri service."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import subprocess
 import tempfile
 import threading
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -24,6 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
+from services.container import cgroups
 from tests.support.engine import Engine, running_engine
 from tests.support.images import busybox_rootfs_tar, image_archive
 from tests.support.polling import wait_for
@@ -469,6 +471,7 @@ def test_cgroup_parent(engine: Engine, images: str, runtime: api_pb2_grpc.Runtim
                 memory_limit_in_bytes=64 << 20)))
         limit = memory / ("memory.max" if v2 else "memory.limit_in_bytes")
         assert int(limit.read_text()) == 64 << 20
+        assert status_of(runtime, cid).resources.linux.memory_limit_in_bytes == 64 << 20
         stats = runtime.ContainerStats(cri.ContainerStatsRequest(container_id=cid)).stats
         assert stats.memory.working_set_bytes.value > 0
         runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
@@ -570,3 +573,147 @@ def test_sandboxes_survive_a_restart_of_the_cri_service(
             types_pb2.GetServiceInfoRequest()).object_counts["containers"]
 
     wait_for(lambda: counted() == 1)   # the removed container's record is forgotten
+
+
+def test_streamed_lists_match_the_lists(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        image_service: api_pb2_grpc.ImageServiceStub, pods: list[str], log_dir: Path) -> None:
+    """The Stream* RPCs (KEP-5825) send what the List calls answer, each item
+    once; a filter that matches nothing is a stream without messages."""
+    pod = pod_config("streamed", log_dir)
+    sandbox_id = run_pod(runtime, pods, pod)
+    cid = start_container(runtime, sandbox_id, pod, images, "exec sleep 1000")
+
+    def ids(stream: Iterator, field: str, key: Callable) -> list[str]:
+        messages = list(stream)
+        assert all(getattr(m, field) for m in messages)
+        return sorted(key(item) for m in messages for item in getattr(m, field))
+
+    listed_pods = sorted(p.id for p in runtime.ListPodSandbox(
+        cri.ListPodSandboxRequest()).items)
+    assert sandbox_id in listed_pods
+    assert ids(runtime.StreamPodSandboxes(cri.StreamPodSandboxesRequest()),
+               "pod_sandboxes", lambda p: p.id) == listed_pods
+    assert ids(runtime.StreamContainers(cri.StreamContainersRequest(
+        filter=cri.ContainerFilter(pod_sandbox_id=sandbox_id))),
+        "containers", lambda c: c.id) == [cid]
+    assert ids(runtime.StreamContainerStats(cri.StreamContainerStatsRequest(
+        filter=cri.ContainerStatsFilter(id=cid))),
+        "container_stats", lambda c: c.attributes.id) == [cid]
+    assert ids(runtime.StreamPodSandboxStats(cri.StreamPodSandboxStatsRequest(
+        filter=cri.PodSandboxStatsFilter(id=sandbox_id))),
+        "pod_sandbox_stats", lambda p: p.attributes.id) == [sandbox_id]
+    assert sandbox_id in ids(runtime.StreamPodSandboxMetrics(
+        cri.StreamPodSandboxMetricsRequest()), "pod_sandbox_metrics", lambda p: p.pod_sandbox_id)
+    listed_images = sorted(i.id for i in image_service.ListImages(
+        cri.ListImagesRequest()).images)
+    assert ids(image_service.StreamImages(cri.StreamImagesRequest()),
+               "images", lambda i: i.id) == listed_images
+    assert not list(runtime.StreamContainers(cri.StreamContainersRequest(
+        filter=cri.ContainerFilter(id="0" * 64))))
+
+
+def test_update_pod_sandbox_resources(runtime: api_pb2_grpc.RuntimeServiceStub,
+                                      pods: list[str], log_dir: Path) -> None:
+    """After a pod resize kubelet hands the pod's new resources and overhead
+    to the runtime, which keeps them in the pod's config (containerd 2)."""
+    sandbox_id = run_pod(runtime, pods, pod_config("resized", log_dir))
+    runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
+        pod_sandbox_id=sandbox_id,
+        overhead=cri.LinuxContainerResources(cpu_shares=25, memory_limit_in_bytes=32 << 20),
+        resources=cri.LinuxContainerResources(cpu_quota=50_000, cpu_period=100_000,
+                                              memory_limit_in_bytes=256 << 20)))
+    info = json.loads(runtime.PodSandboxStatus(cri.PodSandboxStatusRequest(
+        pod_sandbox_id=sandbox_id, verbose=True)).info["info"])
+    linux = info["config"]["linux"]
+    assert linux["overhead"] == {"cpuShares": "25", "memoryLimitInBytes": str(32 << 20)}
+    assert linux["resources"] == {"cpuQuota": "50000", "cpuPeriod": "100000",
+                                  "memoryLimitInBytes": str(256 << 20)}
+    with pytest.raises(grpc.RpcError) as raised:
+        runtime.UpdatePodSandboxResources(cri.UpdatePodSandboxResourcesRequest(
+            pod_sandbox_id="0" * 64, resources=cri.LinuxContainerResources(cpu_shares=2)))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_checkpoint_container_is_unimplemented(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+        log_dir: Path) -> None:
+    pod = pod_config("checkpoint", log_dir)
+    cid = start_container(runtime, run_pod(runtime, pods, pod), pod, images, "exec sleep 1000")
+    with pytest.raises(grpc.RpcError) as raised:
+        runtime.CheckpointContainer(cri.CheckpointContainerRequest(
+            container_id=cid, location=str(log_dir / "checkpoint.tar")))
+    assert raised.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert raised.value.details() == (f"cannot checkpoint container {cid}: berth does not "
+                                      "implement container checkpoints (CRIU through runc)")
+    assert status_of(runtime, cid).state == cri.CONTAINER_RUNNING
+    with pytest.raises(grpc.RpcError) as raised:
+        runtime.CheckpointContainer(cri.CheckpointContainerRequest(container_id="0" * 64))
+    assert raised.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def hugetlb_limit(cgroup: str, page_size: str) -> int:
+    return int(cgroups.hugetlb_limit_file(cgroup, page_size).read_text())
+
+
+def test_hugepage_limits_and_unified_resources(
+        engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        pods: list[str], log_dir: Path) -> None:
+    """kubelet's hugepage limits (one per host size, 0 where the pod asks for
+    none) apply where the host has the hugetlb controller and are skipped
+    where it has none, as in containerd and CRI-O; an update changes them in
+    place. Unified (cgroup v2) files are refused on a cgroup v1 host before
+    anything is made."""
+    parent = f"berth-cri-hugepages-{os.getpid()}"
+    pod = pod_config("hugepages", log_dir)
+    pod.linux.cgroup_parent = f"/{parent}"
+    sizes = cgroups.hugepage_sizes()
+    limits = [cri.HugepageLimit(page_size=size, limit=0) for size in sizes]
+    limits[0].limit = 4 << 20
+    try:
+        sandbox_id = run_pod(runtime, pods, pod)
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name="huge"), image=cri.ImageSpec(image=images),
+            command=["sleep", "1000"], linux=cri.LinuxContainerConfig(
+                resources=cri.LinuxContainerResources(hugepage_limits=limits)))
+        cid = runtime.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod)).container_id
+        runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+        cgroup = f"/{parent}/{cid}"
+        if cgroups.hugetlb_present():
+            assert hugetlb_limit(cgroup, sizes[0]) == 4 << 20
+        runtime.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+            container_id=cid, linux=cri.LinuxContainerResources(hugepage_limits=[
+                cri.HugepageLimit(page_size=sizes[0], limit=8 << 20)])))
+        status = status_of(runtime, cid)
+        assert status.state == cri.CONTAINER_RUNNING
+        assert status.resources.linux.hugepage_limits[0].limit == 8 << 20
+        if cgroups.hugetlb_present():
+            assert hugetlb_limit(cgroup, sizes[0]) == 8 << 20
+
+        unified = cri.LinuxContainerResources(unified={"memory.high": str(64 << 20)})
+        if cgroups.is_v2():
+            runtime.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+                container_id=cid, linux=unified))
+            assert (cgroups.ROOT / parent / cid / "memory.high").read_text().strip() == \
+                str(64 << 20)
+        else:
+            with pytest.raises(grpc.RpcError) as raised:
+                runtime.UpdateContainerResources(cri.UpdateContainerResourcesRequest(
+                    container_id=cid, linux=unified))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "unified resources are cgroup v2 files" in raised.value.details()
+            config.metadata.name = "unified"
+            config.linux.resources.CopyFrom(unified)
+            with pytest.raises(grpc.RpcError) as raised:
+                runtime.CreateContainer(cri.CreateContainerRequest(
+                    pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod))
+            assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert [c.id for c in runtime.ListContainers(cri.ListContainersRequest(
+                filter=cri.ContainerFilter(pod_sandbox_id=sandbox_id))).containers] == [cid]
+        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
+        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+    finally:
+        for hierarchy in [cgroups.ROOT, *cgroups.ROOT.iterdir()]:
+            with contextlib.suppress(OSError):
+                (hierarchy / parent).rmdir()

@@ -1,7 +1,8 @@
 """CRI pods on a CNI bridge (Debian's containernetworking-plugins): pod IPs in
 PodSandboxStatus, two pods reaching each other by pod IP, a hostPort
-through portmap, the pod's namespaces shared by its containers, and a
-restarted cri service sweeping the pod networks it does not know."""
+through portmap, the pod's namespaces shared by its containers, and the cri
+service sweeping the pod networks and leases it does not know, when it
+restarts and when the network or image service does."""
 
 from __future__ import annotations
 
@@ -217,8 +218,9 @@ def cri_leases(engine: Engine) -> list[str]:
     return sorted(holder for (holder,) in rows)
 
 
-def restart_cri_service(engine: Engine) -> None:
-    with grpc.insecure_channel(f"unix://{engine.exec_root}/cri.sock") as channel:
+def restart_service(engine: Engine, service: str) -> None:
+    """kill -9 of one service; the supervisor starts it again."""
+    with grpc.insecure_channel(f"unix://{engine.exec_root}/{service}.sock") as channel:
         info = types_pb2_grpc.InfoStub(channel)
         pid = info.GetServiceInfo(types_pb2.GetServiceInfoRequest()).pid
         os.kill(pid, signal.SIGKILL)
@@ -230,7 +232,15 @@ def restart_cri_service(engine: Engine) -> None:
             except grpc.RpcError:
                 return False
 
-        wait_for(restarted, timeout=30, message="the cri service to come back")
+        wait_for(restarted, timeout=30, message=f"the {service} service to come back")
+
+
+def peer_stubs(engine: Engine) -> tuple[network_pb2_grpc.NetworkServiceStub,
+                                        image_pb2_grpc.ImageServiceStub]:
+    return (network_pb2_grpc.NetworkServiceStub(
+                grpc.insecure_channel(f"unix://{engine.exec_root}/network.sock")),
+            image_pb2_grpc.ImageServiceStub(
+                grpc.insecure_channel(f"unix://{engine.exec_root}/image.sock")))
 
 
 def test_a_restarted_cri_service_sweeps_what_of_its_own_it_does_not_know(
@@ -238,10 +248,7 @@ def test_a_restarted_cri_service_sweeps_what_of_its_own_it_does_not_know(
         pods: list[str], log_dir: Path) -> None:
     """What a RunPodSandbox or CreateContainer killed half-way leaves: a pod
     network and an image-volume lease owned by "cri" that no record names."""
-    networks = network_pb2_grpc.NetworkServiceStub(
-        grpc.insecure_channel(f"unix://{engine.exec_root}/network.sock"))
-    image_service = image_pb2_grpc.ImageServiceStub(
-        grpc.insecure_channel(f"unix://{engine.exec_root}/image.sock"))
+    networks, image_service = peer_stubs(engine)
     known = Pod(runtime, pods, pod_config("known", log_dir))
     address = known.ip
     stray, stray_lease = "2" * 64, "cri-image-volume-stray-0"
@@ -251,7 +258,7 @@ def test_a_restarted_cri_service_sweeps_what_of_its_own_it_does_not_know(
         image=images, holder=stray_lease, owner="cri"))
     assert netns and cri_leases(engine) == [stray_lease]
     try:
-        restart_cri_service(engine)
+        restart_service(engine, "cri")
         wait_for(lambda: not networks.GetSandbox(
             network_pb2.GetSandboxRequest(container_id=stray)).netns_path,
             timeout=60, message="the stray pod network to be swept")
@@ -266,5 +273,43 @@ def test_a_restarted_cri_service_sweeps_what_of_its_own_it_does_not_know(
     kept = networks.GetSandbox(network_pb2.GetSandboxRequest(container_id=known.id))
     assert kept.netns_path
     assert known.ip == address
+    shell = known.start("shell", images, "exec sleep 1000")
+    assert known.exec(shell, "ip", "-4", "-o", "addr", "show", "eth0").exit_code == 0
+
+
+@pytest.mark.parametrize("service", ["network", "image"])
+def test_the_cri_service_sweeps_a_restarted_peer(
+        engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        pods: list[str], log_dir: Path, service: str) -> None:
+    """A peer that restarts may have missed releases while it was away: the
+    running cri service pushes its pods and image volumes to it once it is
+    back, and its own pod stays."""
+    networks, image_service = peer_stubs(engine)
+    known = Pod(runtime, pods, pod_config(f"kept-{service}", log_dir))
+    stray, stray_lease = secrets.token_hex(32), f"cri-image-volume-stray-{service}-0"
+    if service == "network":
+        netns = networks.CreateSandbox(network_pb2.CreateSandboxRequest(
+            container_id=stray, network_mode="none", owner="cri")).netns_path
+        assert netns
+    else:
+        image_service.AcquireRootfs(image_pb2.AcquireRootfsRequest(
+            image=images, holder=stray_lease, owner="cri"))
+        assert cri_leases(engine) == [stray_lease]
+    try:
+        restart_service(engine, service)
+        if service == "network":
+            wait_for(lambda: not networks.GetSandbox(
+                network_pb2.GetSandboxRequest(container_id=stray)).netns_path,
+                timeout=60, message="the stray pod network to be swept")
+            assert not Path(netns).exists()
+        else:
+            wait_for(lambda: cri_leases(engine) == [], timeout=60,
+                     message="the stray image-volume lease to be swept")
+    finally:
+        with contextlib.suppress(grpc.RpcError):
+            networks.DestroySandbox(network_pb2.DestroySandboxRequest(container_id=stray))
+        with contextlib.suppress(grpc.RpcError):
+            image_service.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=stray_lease))
+    assert networks.GetSandbox(network_pb2.GetSandboxRequest(container_id=known.id)).netns_path
     shell = known.start("shell", images, "exec sleep 1000")
     assert known.exec(shell, "ip", "-4", "-o", "addr", "show", "eth0").exit_code == 0

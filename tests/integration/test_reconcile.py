@@ -197,14 +197,17 @@ def test_a_peer_that_comes_back_is_swept_of_the_container_services_only(
     image_db = engine.data_root / "image" / "state.db"
     network_db = engine.data_root / "network" / "state.db"
     gone, other, pod = "0" * 64, "another-service-0", "1" * 64
+    # Not "cri": the cri service sweeps its own when a peer comes back too
+    # (test_cri_pods.py), and would drop these as pods it does not know.
+    another = "another-service"
     images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=gone,
                                                         owner="container"))
     images.AcquireRootfs(image_pb2.AcquireRootfsRequest(image=victim, holder=other,
-                                                        owner="cri"))
+                                                        owner=another))
     networks.CreateSandbox(network_pb2.CreateSandboxRequest(
         container_id=gone, network_mode="none", owner="container"))
     networks.CreateSandbox(network_pb2.CreateSandboxRequest(
-        container_id=pod, network_mode="none", owner="cri"))
+        container_id=pod, network_mode="none", owner=another))
     try:
         kill_service(engine, "image")
         kill_service(engine, "network")

@@ -3,13 +3,25 @@ seccomp, log parsing, detach keys, status texts."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from berth.container.v1 import container_pb2 as pb
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.common.errors import InvalidArgument
-from services.container import attach, configs, logs, names, seccomp, spec, views
+from services.container import (
+    attach,
+    cgroups,
+    configs,
+    logs,
+    names,
+    seccomp,
+    spec,
+    update,
+    views,
+)
 from services.container.runtime import signal_number
 
 
@@ -212,3 +224,53 @@ def test_security_opt_keys():
                              "apparmor=unconfined"])
     with pytest.raises(InvalidArgument, match='invalid --security-opt 2: "bogus=1"'):
         spec.check_security_opt(["bogus=1"])
+
+
+@pytest.fixture
+def cgroup_v1_root(tmp_path, monkeypatch):
+    """A cgroup v1 layout with a hugetlb hierarchy, where the code looks for /sys/fs/cgroup."""
+    (tmp_path / "hugetlb" / "pod" / "c1").mkdir(parents=True)
+    monkeypatch.setattr(cgroups, "ROOT", tmp_path)
+    monkeypatch.setattr(cgroups, "hugepage_sizes", lambda: ["2MB", "1GB"])
+    return tmp_path
+
+
+def test_hugepage_limits_reach_the_spec_where_the_host_has_hugetlb(cgroup_v1_root):
+    res = pb.Resources(hugepage_limits=[pb.HugepageLimit(page_size="2MB", limit=4 << 20)])
+    assert spec.resources(res, False)["hugepageLimits"] == [{"pageSize": "2MB",
+                                                             "limit": 4 << 20}]
+    (cgroup_v1_root / "hugetlb" / "pod" / "c1").rmdir()
+    (cgroup_v1_root / "hugetlb" / "pod").rmdir()
+    (cgroup_v1_root / "hugetlb").rmdir()
+    assert "hugepageLimits" not in spec.resources(res, False)
+
+
+def test_an_update_of_hugepage_limits_writes_the_hugetlb_cgroup(cgroup_v1_root):
+    host = pb.HostConfig(resources=pb.Resources(hugepage_limits=[
+        pb.HugepageLimit(page_size="2MB", limit=4 << 20),
+        pb.HugepageLimit(page_size="1GB", limit=0)]))
+    request = pb.UpdateContainerRequest(resources=pb.Resources(hugepage_limits=[
+        pb.HugepageLimit(page_size="2MB", limit=8 << 20)]))
+    merged = update.merge(host, request)
+    assert {h.page_size: h.limit for h in merged.resources.hugepage_limits} == {
+        "2MB": 8 << 20, "1GB": 0}
+    update.apply_cgroup_files(request.resources, "/pod/c1")
+    limit = cgroup_v1_root / "hugetlb" / "pod" / "c1" / "hugetlb.2MB.limit_in_bytes"
+    assert limit.read_text() == str(8 << 20)
+
+
+def test_hugepage_sizes_and_unified_files_are_checked(cgroup_v1_root):
+    with pytest.raises(InvalidArgument, match=r"invalid hugepage size '3MB': this host has "
+                                              r"2MB, 1GB"):
+        configs.validate_resources(pb.Resources(hugepage_limits=[
+            pb.HugepageLimit(page_size="3MB", limit=1)]))
+    with pytest.raises(InvalidArgument, match=r"unified resources are cgroup v2 files, and "
+                                              r"this host has cgroup v1"):
+        configs.validate_resources(pb.Resources(unified={"memory.high": "1"}))
+
+
+def test_the_hosts_hugepage_sizes_are_named_as_the_oci_spec_names_them():
+    sizes = cgroups.hugepage_sizes()
+    assert all(s[:-2].isdigit() and s[-2:] in ("KB", "MB", "GB") for s in sizes)
+    if Path("/sys/kernel/mm/hugepages/hugepages-2048kB").is_dir():
+        assert "2MB" in sizes

@@ -11,7 +11,8 @@ from berth.image.v1 import image_pb2
 from k8s.runtime.v1 import api_pb2 as cri
 from services.common.errors import Internal, InvalidArgument
 from services.container.spec import rootfs_propagation
-from services.cri.containers import parse_time
+from services.cri.chunks import CHUNK, chunks
+from services.cri.containers import merged_resources, parse_time
 from services.cri.images import image_user, registry_auth
 from services.cri.sandboxes import resolv_conf, seccomp_option
 from services.image.registry import hosts_toml_urls
@@ -95,3 +96,24 @@ def test_rootfs_propagation_follows_the_binds() -> None:
     assert rootfs_propagation([private, slave, shared]) == "rshared"
     assert rootfs_propagation([private, slave]) == "rslave"
     assert rootfs_propagation([private]) == ""
+
+
+def test_streamed_lists_send_each_item_once_in_chunks() -> None:
+    items = list(range(2 * CHUNK + 1))
+    parts = list(chunks(items))
+    assert [len(p) for p in parts] == [CHUNK, CHUNK, 1]
+    assert [i for p in parts for i in p] == items
+    assert list(chunks([])) == []
+
+
+def test_an_update_changes_only_the_limits_it_sets() -> None:
+    current = cri.LinuxContainerResources(
+        cpu_shares=512, memory_limit_in_bytes=64 << 20, unified={"memory.high": "1"},
+        hugepage_limits=[cri.HugepageLimit(page_size="2MB", limit=2 << 20)])
+    merged = merged_resources(current, cri.LinuxContainerResources(
+        memory_limit_in_bytes=128 << 20, unified={"pids.max": "10"},
+        hugepage_limits=[cri.HugepageLimit(page_size="1GB", limit=1 << 30)]))
+    assert merged == cri.LinuxContainerResources(
+        cpu_shares=512, memory_limit_in_bytes=128 << 20,
+        unified={"memory.high": "1", "pids.max": "10"},
+        hugepage_limits=[cri.HugepageLimit(page_size="1GB", limit=1 << 30)])
