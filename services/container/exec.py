@@ -52,6 +52,7 @@ class Exec:
     id: str
     container_id: str
     config: container_pb2.ExecConfig
+    run_started_ns: int = 0     # the container's run it was created in
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
@@ -131,8 +132,10 @@ class ExecManager:
             except (OSError, ValueError):
                 shutil.rmtree(session, ignore_errors=True)
 
-    def create(self, container_id: str, config: container_pb2.ExecConfig) -> Exec:
-        record = Exec(id=secrets.token_hex(32), container_id=container_id, config=config)
+    def create(self, container_id: str, config: container_pb2.ExecConfig,
+               run_started_ns: int = 0) -> Exec:
+        record = Exec(id=secrets.token_hex(32), container_id=container_id, config=config,
+                      run_started_ns=run_started_ns)
         self._execs[record.id] = record
         return record
 

@@ -16,7 +16,14 @@ from typing import Any
 from berth.container.v1 import container_pb2
 from berth.types.v1 import types_pb2
 from services.common.config import Config
-from services.common.errors import BerthError, Conflict, DeadlineExceeded, Internal, InvalidArgument
+from services.common.errors import (
+    BerthError,
+    Conflict,
+    DeadlineExceeded,
+    Internal,
+    InvalidArgument,
+    NotFound,
+)
 from services.container import attach, health
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
@@ -63,6 +70,7 @@ class Processes:
             elif event.action in ("die", "destroy"):
                 self._health.stop(event.actor_id)
                 if event.action == "die":
+                    self._forget_unstarted_execs(event.actor_id)
                     with contextlib.suppress(BerthError):
                         health.mark_stopped(self._manager.get(event.actor_id).state.health)
                 if event.action == "destroy":
@@ -87,7 +95,7 @@ class Processes:
         if not config.cmd:
             raise InvalidArgument("No exec command specified")
         attach.detach_keys(config.detach_keys, config.no_detach_keys)
-        record = self.execs.create(container.id, config)
+        record = self.execs.create(container.id, config, container.state.started_ns)
         self._events.publish(f"exec_create: {record.command}", container, execID=record.id)
         return record
 
@@ -98,9 +106,30 @@ class Processes:
         return process_spec(document["process"], config, root, container.config.user,
                             container.host_config)
 
+    def _in_its_run(self, record: Exec) -> bool:
+        """Whether the container still runs the run the exec was created in."""
+        container = self._manager.containers.get(record.container_id)
+        return (container is not None and container.state.status in ("running", "paused")
+                and container.state.started_ns == record.run_started_ns)
+
+    def _exec(self, exec_id: str) -> Exec:
+        """An exec not started ends with its container's run, as Docker drops
+        it when the container exits (a later start or inspect: no such exec).
+        Checked here too, not only on the die event, which comes later."""
+        record = self.execs.get(exec_id)
+        if not record.started and not self._in_its_run(record):
+            self.execs.forget(exec_id)
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return record
+
+    def _forget_unstarted_execs(self, container_id: str) -> None:
+        for record in self.execs.of_container(container_id):
+            if not record.started:
+                self.execs.forget(record.id)
+
     async def exec_start(self, options: container_pb2.ExecStartOptions,
                          requests: AsyncIterator[Any]) -> AsyncIterator[Frame]:
-        record = self.execs.get(options.exec_id)
+        record = self._exec(options.exec_id)
         if options.console_size:
             del record.config.console_size[:]
             record.config.console_size.extend(options.console_size)
@@ -180,13 +209,14 @@ class Processes:
 
     def exec_ids(self, container_id: str) -> list[str]:
         """Docker's ExecIDs: the container's execs not yet finished."""
-        return [e.id for e in self.execs.of_container(container_id) if not e.done.is_set()]
+        return [e.id for e in self.execs.of_container(container_id)
+                if not e.done.is_set() and (e.started or self._in_its_run(e))]
 
     def exec_resize(self, exec_id: str, height: int, width: int) -> None:
         self.execs.resize(self.execs.get(exec_id), height, width)
 
     def exec_inspect(self, exec_id: str) -> container_pb2.ExecInstance:
-        record = self.execs.get(exec_id)
+        record = self._exec(exec_id)
         config = record.config
         instance = container_pb2.ExecInstance(
             id=record.id, running=record.running, container_id=record.container_id,

@@ -231,6 +231,32 @@ def test_starting_an_exec_twice(engine: Engine, box: str) -> None:
     assert api.exec_inspect(failing)["ExitCode"] == 127
 
 
+def test_an_exec_not_started_ends_with_its_containers_run(engine: Engine, busybox: str) -> None:
+    """dockerd drops the execs not yet started when their container exits
+    (start and inspect: 404); one that ran stays inspectable with its code."""
+    api = engine.client().api
+    engine.docker("run", "-d", "--network", "none", "--name", "exec-run-ends", busybox,
+                  "sleep", "1000")
+    try:
+        ran = api.exec_create("exec-run-ends", ["sh", "-c", "exit 3"])["Id"]
+        api.exec_start(ran)
+        pending = api.exec_create("exec-run-ends", ["true"])["Id"]
+        engine.docker("stop", "-t", "0", "exec-run-ends")
+        with pytest.raises(docker.errors.NotFound, match=f"No such exec instance: {pending}"):
+            api.exec_start(pending, detach=True)
+        with pytest.raises(docker.errors.NotFound):
+            api.exec_inspect(pending)
+        assert api.exec_inspect(ran)["ExitCode"] == 3
+        engine.docker("start", "exec-run-ends")
+        stale = api.exec_create("exec-run-ends", ["true"])["Id"]
+        engine.docker("restart", "-t", "0", "exec-run-ends")
+        assert api.inspect_container("exec-run-ends")["ExecIDs"] is None
+        with pytest.raises(docker.errors.NotFound):
+            api.exec_start(stale, detach=True)
+    finally:
+        engine.docker("rm", "-f", "exec-run-ends", check=False)
+
+
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("demux", [False, True])
 def test_sdk_tty_exec_is_one_raw_stream(engine: Engine, box: str, stream: bool,
