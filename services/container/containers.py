@@ -44,6 +44,7 @@ from services.container import (
 )
 from services.container.attach import PendingAttaches
 from services.container.bundle import DEFAULT_PATH_ENV, BundleBuilder, conmon_options
+from services.container.host import recursive_read_only_error
 from services.container.links import Link
 from services.container.metrics import START_SECONDS
 from services.container.peers import Peers
@@ -194,14 +195,20 @@ class Manager:
         cid = secrets.token_hex(32)
         self.creating.add(cid)
         try:
-            await self._create_as(cid, name, config, host, request.networking_config)
+            recursion = mounts.ReadOnlyRecursion(
+                binds_non_recursive=request.read_only_binds_non_recursive,
+                unsupported=await asyncio.to_thread(recursive_read_only_error,
+                                                    self.runtime.binary))
+            await self._create_as(cid, name, config, host, request.networking_config,
+                                  recursion)
         finally:
             self.creating.discard(cid)
         return cid, warnings
 
     async def _create_as(self, cid: str, name: str, config: container_pb2.ContainerConfig,
                          host: container_pb2.HostConfig,
-                         requested_networking: container_pb2.NetworkingConfig) -> None:
+                         requested_networking: container_pb2.NetworkingConfig,
+                         recursion: mounts.ReadOnlyRecursion) -> None:
         lease = await self.peers.acquire_rootfs(config.image, cid)
         directory = self._root / cid
         leased_volumes = False
@@ -214,7 +221,7 @@ class Manager:
             networking.CopyFrom(requested_networking)
             self._apply_defaults(cid, config, host, networking)
             plan = await mounts.plan_mounts(cid, config, host, list(lease.image.config.volumes),
-                                            self.peers.volumes, self._mount_points)
+                                            self.peers.volumes, self._mount_points, recursion)
             leased_volumes = True
             for sub in ("upper", "work", "rootfs"):
                 (directory / sub).mkdir(parents=True)

@@ -5,8 +5,10 @@ here; the gateway, which may run elsewhere, only formats them."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
+import re
 import shutil
 import socket
 import subprocess
@@ -124,3 +126,28 @@ def tool_version(binary: str) -> str:
         return ""
     first = (out.stdout or out.stderr).splitlines()
     return first[0].split()[-1] if first else ""
+
+
+def kernel_supports_recursive_read_only(release: str) -> bool:
+    """mount_setattr(2) with AT_RECURSIVE, which rro needs, came in Linux 5.12."""
+    numbers = re.match(r"(\d+)\.(\d+)", release)
+    return numbers is not None and (int(numbers[1]), int(numbers[2])) >= (5, 12)
+
+
+@cache
+def recursive_read_only_error(runtime_binary: str) -> str:
+    """Why a read-only bind cannot be read-only recursively here, in
+    dockerd's words; "" when the kernel and the OCI runtime both can."""
+    release = platform.release()
+    if not kernel_supports_recursive_read_only(release):
+        return f"rro is not supported: kernel {release} (kernel is older than 5.12?)"
+    name = Path(runtime_binary).name
+    try:
+        out = subprocess.run([runtime_binary, "features"], capture_output=True, text=True,
+                             timeout=5, check=True).stdout
+        features = json.loads(out)
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return f'rro is not supported by runtime "{name}": OCI features struct is not available'
+    if "rro" not in features.get("mountOptions", []):
+        return f'rro is not supported by runtime "{name}"'
+    return ""

@@ -98,7 +98,9 @@ class Request:
     tmpfs_options: list[str] = field(default_factory=list)
     create_source: bool = False     # -v bind: a missing host path becomes a directory
     recursive: bool = True
-    read_only_recursive: bool = False  # submounts read-only too (runc's "rro")
+    read_only_non_recursive: bool = False   # asked: submounts keep their own flags
+    read_only_force_recursive: bool = False  # asked: submounts read-only too, or fail
+    read_only_recursive: bool = False  # planned: submounts read-only too (runc's "rro")
     in_inspect: bool = True         # --tmpfs mounts are not in Docker's Mounts
 
 
@@ -191,14 +193,31 @@ def _check_bind_mount(mount: container_pb2.Mount, request: Request) -> None:
     request.propagation = propagation or DEFAULT_PROPAGATION
     request.recursive = not mount.bind_options.non_recursive
     request.create_source = mount.bind_options.create_mountpoint
-    if mount.bind_options.read_only_force_recursive:
-        if not mount.read_only:
-            raise _mount_error("bind", "option ReadOnlyForceRecursive requires ReadOnly")
-        if request.propagation != "rprivate" or not request.recursive:
-            raise _mount_error("bind", "option ReadOnlyForceRecursive requires "
-                                       "BindOptions.Propagation to be 'rprivate' and a "
-                                       "recursive bind")
-        request.read_only_recursive = True
+    _check_read_only_recursion(mount, request)
+
+
+def _check_read_only_recursion(mount: container_pb2.Mount, request: Request) -> None:
+    """ReadOnlyNonRecursive and ReadOnlyForceRecursive, refused in dockerd's
+    words where they conflict (dockerd finds these at start; here the create
+    fails). Forcing also needs an rprivate, recursive bind, as the docker
+    CLI and the CRI ask."""
+    options = mount.bind_options
+    if not mount.read_only and options.read_only_non_recursive:
+        raise InvalidArgument("mount options conflict: !ReadOnly && "
+                              "BindOptions.ReadOnlyNonRecursive")
+    if not mount.read_only and options.read_only_force_recursive:
+        raise InvalidArgument("mount options conflict: !ReadOnly && "
+                              "BindOptions.ReadOnlyForceRecursive")
+    if options.read_only_non_recursive and options.read_only_force_recursive:
+        raise InvalidArgument("mount options conflict: ReadOnlyNonRecursive && "
+                              "BindOptions.ReadOnlyForceRecursive")
+    if options.read_only_force_recursive and (request.propagation != "rprivate"
+                                              or not request.recursive):
+        raise _mount_error("bind", "option ReadOnlyForceRecursive requires "
+                                   "BindOptions.Propagation to be 'rprivate' and a "
+                                   "recursive bind")
+    request.read_only_non_recursive = options.read_only_non_recursive
+    request.read_only_force_recursive = options.read_only_force_recursive
 
 
 def _check_volume_mount(mount: container_pb2.Mount, request: Request) -> None:
@@ -366,9 +385,7 @@ def _bind_options(request: Request) -> list[str]:
     """As dockerd writes them: volumes carry no propagation, binds do."""
     options = ["rbind" if request.recursive else "bind"]
     if request.read_only:
-        options.append("ro")
-    if request.read_only_recursive:
-        options.append("rro")
+        options.append("rro" if request.read_only_recursive else "ro")
     if request.propagation:
         options.append(request.propagation)
     return options
@@ -408,15 +425,38 @@ async def _build(plan: MountPlan, request: Request, volumes: PeerClient, contain
         plan.mounts.append(inspect)
 
 
+@dataclass
+class ReadOnlyRecursion:
+    """How read-only mounts treat the mounts below them.
+    `binds_non_recursive`: read-only binds stay non-recursive unless forced
+    (Docker clients before API 1.44); `unsupported`: why this host cannot
+    make a mount read-only recursively, "" when it can."""
+
+    binds_non_recursive: bool = False
+    unsupported: str = ""
+
+    def plan(self, request: Request) -> None:
+        if not request.read_only or request.type == "tmpfs":
+            return
+        if request.read_only_force_recursive and self.unsupported:
+            raise InvalidArgument(self.unsupported)
+        non_recursive = request.read_only_non_recursive or (
+            request.type == "bind" and self.binds_non_recursive)
+        request.read_only_recursive = not (non_recursive or self.unsupported)
+
+
 async def plan_mounts(container_id: str, config: container_pb2.ContainerConfig,
                       host_config: container_pb2.HostConfig, image_volumes: list[str],
-                      volumes: PeerClient, resolve_container_mounts: ResolveMounts) -> MountPlan:
+                      volumes: PeerClient, resolve_container_mounts: ResolveMounts,
+                      recursion: ReadOnlyRecursion) -> MountPlan:
     """Validate every mount of a new container, lease its volumes, plan its OCI mounts.
 
     `volumes` is the volume service's PeerClient; `resolve_container_mounts`
     gives another container's mount points for --volumes-from (raising
-    NotFound for an unknown container). On any failure every lease taken
-    here is released and the anonymous volumes made here are removed.
+    NotFound for an unknown container). A read-only mount is read-only
+    recursively as `recursion` says, as dockerd's are. On any failure every
+    lease taken here is released and the anonymous volumes made here are
+    removed.
     """
     requests = _explicit(host_config)
     taken = {posixpath.normpath(r.destination) for r in requests}
@@ -424,6 +464,8 @@ async def plan_mounts(container_id: str, config: container_pb2.ContainerConfig,
     # Docker's precedence: explicit mounts, then --volumes-from, then anonymous.
     requests += await _inherited(host_config, taken, resolve_container_mounts)
     requests += _anonymous(destinations, taken, host_config.volume_driver)
+    for request in requests:
+        recursion.plan(request)
     plan = MountPlan()
     try:
         for request in requests:

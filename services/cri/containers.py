@@ -260,6 +260,8 @@ class Containers:
                 read_only=mount.readonly,
                 bind_options=container_pb2.BindOptions(
                     propagation=_PROPAGATION[mount.propagation],
+                    # kubelet's readonly alone is containerd's plain "ro".
+                    read_only_non_recursive=mount.readonly and not mount.recursive_read_only,
                     read_only_force_recursive=mount.recursive_read_only)))
         taken = {m.container_path for m in config.mounts}
         for target, source in self._sandboxes.files(sandbox.id).items():

@@ -94,7 +94,7 @@ class ContainerHandlers:
     async def create(self, request: web.Request) -> web.Response:
         body = await json_body(request, CREATE_REQUEST)
         message = create_request(request.query.get("name", ""),
-                                 request.query.get("platform", ""), body)
+                                 request.query.get("platform", ""), body, api_version(request))
         created = await self.container.Create(message)
         return web.json_response({"Id": created.id, "Warnings": list(created.warnings)},
                                  status=201)

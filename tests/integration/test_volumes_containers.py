@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
 import pytest
 
 from tests.support.engine import Engine
@@ -227,3 +229,81 @@ def test_system_df_reports_volume_sizes(engine: Engine, clean: str) -> None:
     volumes = {v["Name"]: v for v in json.loads(out)}
     assert volumes["sized"]["Size"] == "102.4kB"
     assert volumes["sized"]["Links"] == "1"
+
+
+@pytest.fixture
+def source_with_submount(tmp_path: Path) -> Iterator[Path]:
+    """A bind source with a tmpfs mounted below it, at sub/."""
+    source = tmp_path / "source"
+    (source / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(source / "sub")],
+                   check=True)
+    yield source
+    subprocess.run(["umount", str(source / "sub")], check=True)
+
+
+def bind(source: Path, **options: object) -> docker.types.Mount:
+    mount = docker.types.Mount("/m", str(source), type="bind", read_only=True)
+    mount["BindOptions"] = options
+    return mount
+
+
+def writes(engine: Engine, image: str, mount: docker.types.Mount, version: str = "1.50"
+           ) -> str:
+    """Which of /m and its submount /m/sub the container can write to."""
+    api = docker.APIClient(base_url=engine.host, version=version)
+    container = api.create_container(
+        image, ["sh", "-c", "touch /m/top 2>/dev/null && echo top; "
+                            "touch /m/sub/x 2>/dev/null && echo sub; true"],
+        host_config=api.create_host_config(mounts=[mount]))
+    try:
+        api.start(container)
+        api.wait(container)
+        return api.logs(container).decode().strip()
+    finally:
+        api.remove_container(container)
+
+
+def test_read_only_binds_recursively_as_docker_api_1_44(
+        engine: Engine, clean: str, source_with_submount: Path) -> None:
+    """Since API 1.44 a read-only bind is read-only below it too;
+    ReadOnlyNonRecursive leaves the submounts writable, ReadOnlyForceRecursive
+    insists; an older client keeps the old non-recursive behaviour."""
+    assert writes(engine, clean, bind(source_with_submount)) == ""
+    assert writes(engine, clean, bind(source_with_submount, Propagation="rprivate",
+                                      ReadOnlyForceRecursive=True)) == ""
+    assert writes(engine, clean, bind(source_with_submount,
+                                      ReadOnlyNonRecursive=True)) == "sub"
+    assert writes(engine, clean, bind(source_with_submount), version="1.43") == "sub"
+    api = engine.client().api
+    container = api.create_container(clean, ["true"], host_config=api.create_host_config(
+        mounts=[bind(source_with_submount, ReadOnlyForceRecursive=True,
+                     Propagation="rprivate")]))
+    assert api.inspect_container(container)["HostConfig"]["Mounts"][0]["BindOptions"] == {
+        "Propagation": "rprivate", "ReadOnlyForceRecursive": True}
+    api.remove_container(container)
+
+
+@pytest.mark.parametrize(("options", "read_only", "version", "message"), [
+    ({"ReadOnlyForceRecursive": True, "Propagation": "rprivate"}, False, "1.50",
+     "mount options conflict: !ReadOnly && BindOptions.ReadOnlyForceRecursive"),
+    ({"ReadOnlyNonRecursive": True}, False, "1.50",
+     "mount options conflict: !ReadOnly && BindOptions.ReadOnlyNonRecursive"),
+    ({"ReadOnlyNonRecursive": True, "ReadOnlyForceRecursive": True}, True, "1.50",
+     "mount options conflict: ReadOnlyNonRecursive && BindOptions.ReadOnlyForceRecursive"),
+    ({"ReadOnlyForceRecursive": True, "Propagation": "rshared"}, True, "1.50",
+     "option ReadOnlyForceRecursive requires BindOptions.Propagation to be 'rprivate'"),
+    ({"ReadOnlyForceRecursive": True, "Propagation": "rprivate"}, True, "1.43",
+     "BindOptions.ReadOnlyForceRecursive needs API v1.44 or newer"),
+])
+def test_read_only_recursion_conflicts_are_refused(
+        engine: Engine, clean: str, tmp_path: Path, options: dict, read_only: bool,
+        version: str, message: str) -> None:
+    api = docker.APIClient(base_url=engine.host, version=version)
+    mount = bind(tmp_path, **options)
+    mount["ReadOnly"] = read_only
+    with pytest.raises(docker.errors.APIError, match=re.escape(message)) as refused:
+        api.create_container(clean, ["true"], host_config=api.create_host_config(
+            mounts=[mount]))
+    assert refused.value.status_code == 400
+    assert api.containers(all=True) == []

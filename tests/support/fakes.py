@@ -37,6 +37,9 @@ class FakeRuntime:
     until the test calls exit() (or kills it); `calls` keeps the order of
     what the manager asked, as (operation, container id)."""
 
+    # No such binary: no runtime features, so read-only mounts stay plain "ro".
+    binary = "/nonexistent/fake-runc"
+
     def __init__(self) -> None:
         self.calls: list[tuple[str, str]] = []
         self.create_error = ""                    # runc's message: the next creates fail

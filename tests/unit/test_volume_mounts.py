@@ -20,8 +20,10 @@ from services.common.events import EventBus
 from services.common.filters import Filters
 from services.common.interceptors import ServerInterceptor
 from services.common.peers import PeerClient
+from services.container.host import kernel_supports_recursive_read_only
 from services.container.mounts import (
     MountPlan,
+    ReadOnlyRecursion,
     copy_up,
     merge_tmpfs_options,
     parse_bind,
@@ -146,12 +148,12 @@ def test_plan_leases_volumes_and_orders_mounts(tmp_path: Path) -> None:
             mounts=[_mount(type="tmpfs", target="/data",
                            tmpfs_options=container_pb2.TmpfsOptions(size_bytes=4096))])
         plan = await plan_mounts(CID, config, host, ["/image-vol", "/anon"], stub,
-                                 _no_containers)
+                                 _no_containers, ReadOnlyRecursion())
         plan = MountPlan.from_json(plan.to_json())
         destinations = [m["destination"] for m in plan.oci_mounts]
         assert destinations.index("/data") < destinations.index("/data/deep")
         by_dest = {m["destination"]: m for m in plan.oci_mounts}
-        assert by_dest["/data/deep"]["options"] == ["rbind", "ro"]
+        assert by_dest["/data/deep"]["options"] == ["rbind", "rro"]
         assert by_dest["/made"]["options"] == ["rbind", "rprivate"]
         assert by_dest["/run"]["options"] == ["noexec", "nosuid", "nodev", "rprivate",
                                               "size=1m"]
@@ -178,14 +180,14 @@ def test_plan_failure_releases_everything(tmp_path: Path) -> None:
         host = container_pb2.HostConfig(binds=["keep:/a", "/b", "bad/name:/c"])
         with pytest.raises(InvalidArgument, match="includes invalid characters"):
             await plan_mounts(CID, container_pb2.ContainerConfig(), host, [], stub,
-                              _no_containers)
+                              _no_containers, ReadOnlyRecursion())
         volumes = await manager.list(Filters(), usage=False)
         assert [v.record.name for v in volumes] == ["keep"]
         assert manager.store.holders("keep") == []
         duplicate = container_pb2.HostConfig(binds=["one:/a", "two:/a"])
         with pytest.raises(InvalidArgument, match="Duplicate mount point: /a"):
             await plan_mounts(CID, container_pb2.ContainerConfig(), duplicate, [], stub,
-                              _no_containers)
+                              _no_containers, ReadOnlyRecursion())
         assert manager.store.get("one") is None
     run_with_volume_service(tmp_path, scenario)
 
@@ -194,7 +196,7 @@ def test_volumes_from_shares_volumes(tmp_path: Path) -> None:
     async def scenario(stub: Any, manager: VolumeManager) -> None:
         first = await plan_mounts(CID, container_pb2.ContainerConfig(),
                                   container_pb2.HostConfig(binds=["shared:/s", "/h:/h"]), [],
-                                  stub, _no_containers)
+                                  stub, _no_containers, ReadOnlyRecursion())
 
         async def resolve(name: str) -> list[container_pb2.MountPoint]:
             assert name == "first"
@@ -202,7 +204,7 @@ def test_volumes_from_shares_volumes(tmp_path: Path) -> None:
         other = "d" * 64
         second = await plan_mounts(other, container_pb2.ContainerConfig(),
                                    container_pb2.HostConfig(volumes_from=["first:ro"]), [],
-                                   stub, resolve)
+                                   stub, resolve, ReadOnlyRecursion())
         points = {m.destination: m for m in second.mount_points()}
         assert points["/s"].name == "shared" and not points["/s"].rw
         assert points["/h"].source == "/h"
@@ -210,7 +212,7 @@ def test_volumes_from_shares_volumes(tmp_path: Path) -> None:
         assert second.copy_up == []
         third = await plan_mounts("e" * 64, container_pb2.ContainerConfig(volumes=["/s"]),
                                   container_pb2.HostConfig(volumes_from=["first"]), ["/s"],
-                                  stub, resolve)
+                                  stub, resolve, ReadOnlyRecursion())
         assert [m.name for m in third.mount_points()] == ["", "shared"]
     run_with_volume_service(tmp_path, scenario)
 
@@ -241,10 +243,27 @@ def test_release_keeps_named_volumes(tmp_path: Path) -> None:
     async def scenario(stub: Any, manager: VolumeManager) -> None:
         await plan_mounts(CID, container_pb2.ContainerConfig(),
                           container_pb2.HostConfig(binds=["named:/n", "/anon"]), [], stub,
-                          _no_containers)
+                          _no_containers, ReadOnlyRecursion())
         await release_mounts(CID, stub, remove_anonymous=False)
         assert len(await manager.list(Filters({"dangling": ["true"]}), usage=False)) == 2
         reply = await stub.Prune(volume_pb2.PruneVolumesRequest())
         assert len(reply.deleted) == 1
         assert manager.store.get("named") is not None
     run_with_volume_service(tmp_path, scenario)
+
+
+def test_read_only_recursion_where_the_host_cannot() -> None:
+    assert kernel_supports_recursive_read_only("5.12.0") is True
+    assert kernel_supports_recursive_read_only("6.18.44-fc-v1147") is True
+    assert kernel_supports_recursive_read_only("5.10.0-28-amd64") is False
+    unsupported = ReadOnlyRecursion(unsupported="rro is not supported by runtime \"old\"")
+    plain = parse_mount(_mount(type="bind", source="/", target="/x", read_only=True))
+    unsupported.plan(plain)
+    assert not plain.read_only_recursive
+    forced = parse_mount(_mount(
+        type="bind", source="/", target="/x", read_only=True,
+        bind_options=container_pb2.BindOptions(read_only_force_recursive=True)))
+    with pytest.raises(InvalidArgument, match='rro is not supported by runtime "old"'):
+        unsupported.plan(forced)
+    ReadOnlyRecursion().plan(forced)
+    assert forced.read_only_recursive

@@ -8,10 +8,12 @@ from berth.container.v1 import container_pb2 as pb
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
 from services.gateway.errors import bad_request
-from services.gateway.params import Fields
+from services.gateway.params import LATEST_API_VERSION, ApiVersion, Fields
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
 CREATE_REQUEST = "container.CreateRequest"
+# Before it, read-only binds were read-only only at their own mount point.
+RECURSIVE_READ_ONLY_SINCE = (1, 44)
 
 
 def _port_key(port: str) -> str:
@@ -83,7 +85,9 @@ def _mount(body: Fields) -> pb.Mount:
         mount.bind_options.CopyFrom(pb.BindOptions(
             propagation=bind.string("Propagation"),
             non_recursive=bind.boolean("NonRecursive"),
-            create_mountpoint=bind.boolean("CreateMountpoint")))
+            create_mountpoint=bind.boolean("CreateMountpoint"),
+            read_only_non_recursive=bind.boolean("ReadOnlyNonRecursive"),
+            read_only_force_recursive=bind.boolean("ReadOnlyForceRecursive")))
     if volume := body.object("VolumeOptions", "mount.VolumeOptions"):
         driver = volume.object("DriverConfig", "mount.Driver")
         mount.volume_options.CopyFrom(pb.VolumeOptions(
@@ -257,13 +261,19 @@ def endpoint_settings(body: Fields) -> pb.EndpointSettings:
         network_id=body.string("NetworkID"))
 
 
-def create_request(name: str, platform: str, body: Fields) -> pb.CreateContainerRequest:
+def create_request(name: str, platform: str, body: Fields,
+                   version: ApiVersion = LATEST_API_VERSION) -> pb.CreateContainerRequest:
     networking = body.object("NetworkingConfig", "network.NetworkingConfig")
     endpoints = networking.object_map("EndpointsConfig", "network.EndpointSettings")
+    host = host_config(body.object("HostConfig", "container.HostConfig"))
+    older_client = version < RECURSIVE_READ_ONLY_SINCE
+    if older_client and any(m.bind_options.read_only_force_recursive for m in host.mounts):
+        # dockerd refuses rather than ignores it: the client counts on it.
+        raise bad_request("BindOptions.ReadOnlyForceRecursive needs API v1.44 or newer")
     return pb.CreateContainerRequest(
         name=name, platform=platform,
         config=container_config(body),
-        host_config=host_config(body.object("HostConfig", "container.HostConfig")),
+        host_config=host, read_only_binds_non_recursive=older_client,
         networking_config=pb.NetworkingConfig(endpoints_config={
             # The CLI keys the endpoint of `--network default` (the default) "default" too.
             network_mode(net): endpoint_settings(settings)

@@ -114,7 +114,9 @@ def _mount_spec_json(mount: pb.Mount) -> dict[str, Any]:
         bind = mount.bind_options
         out["BindOptions"] = {k: v for k, v in (
             ("Propagation", bind.propagation), ("NonRecursive", bind.non_recursive),
-            ("CreateMountpoint", bind.create_mountpoint)) if v}
+            ("CreateMountpoint", bind.create_mountpoint),
+            ("ReadOnlyNonRecursive", bind.read_only_non_recursive),
+            ("ReadOnlyForceRecursive", bind.read_only_force_recursive)) if v}
     if mount.HasField("volume_options"):
         volume = mount.volume_options
         options: dict[str, Any] = {}
