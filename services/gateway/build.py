@@ -40,6 +40,8 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
     if query.get("remote"):
         raise bad_request("remote build contexts are not supported: send the context "
                           "as the request body")
+    if boolean(request, "squash"):
+        raise bad_request("squash is only supported with experimental mode")
     if query.get("version") == "2":
         raise bad_request("BuildKit is not supported by this engine: use the legacy builder "
                           "(DOCKER_BUILDKIT=0)")
@@ -57,7 +59,6 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
         cpu_period=integer(request, "cpuperiod"), cpu_quota=integer(request, "cpuquota"),
         cpuset_cpus=query.get("cpusetcpus", ""), platform=query.get("platform", ""),
         cache_from=_json_list(request, "cachefrom"),
-        squash=boolean(request, "squash"),
         auth_configs=registry_config(request.headers.get("X-Registry-Config", "")))
 
 

@@ -689,6 +689,17 @@ def test_meta_args_gzip_context_and_remote_refused(engine: Engine, busybox: str,
     assert info.value.status_code == 400
 
 
+def test_squash_is_refused_as_without_experimental_mode(engine: Engine, busybox: str,
+                                                        tmp_path: Path) -> None:
+    """dockerd 20.10 without --experimental: 400 and nothing built."""
+    context = write_context(tmp_path / "ctx", {"Dockerfile": "FROM busybox\nRUN true\n"})
+    with pytest.raises(docker.errors.APIError,
+                       match="squash is only supported with experimental mode") as info:
+        list(engine.client().api.build(path=str(context), tag="squashed", squash=True))
+    assert info.value.status_code == 400
+    assert engine.docker("images", "-q", "squashed").stdout == b""
+
+
 def test_cache_from_uses_a_loaded_images_history(engine: Engine, busybox: str,
                                                  tmp_path: Path) -> None:
     context = write_context(tmp_path / "ctx", {
