@@ -50,7 +50,7 @@ class NetworkHandlers:
             ingress=body.boolean("Ingress"), enable_ipv6=body.boolean("EnableIPv6"),
             ipam=ipam_request(body.object("IPAM", "network.IPAM")),
             options=body.string_map("Options"), labels=body.string_map("Labels"),
-            check_duplicate=body.boolean("CheckDuplicate", True), scope=body.string("Scope"),
+            scope=body.string("Scope"),
             config_only=body.boolean("ConfigOnly"),
             config_from=body.object("ConfigFrom", "network.ConfigReference").string("Network"))
         if body.has("EnableIPv4"):

@@ -11,6 +11,7 @@ import urllib.request
 import docker
 import pytest
 
+from berth.network.v1 import network_pb2
 from tests.support.engine import Engine
 
 
@@ -74,6 +75,20 @@ def test_network_lifecycle_and_errors(clean: Engine) -> None:
     engine.docker("network", "create", "--label", "gone=yes", "pruned")
     pruned = engine.docker("network", "prune", "-f", "--filter", "label=gone").stdout.decode()
     assert "pruned" in pruned
+
+
+def test_check_duplicate_is_accepted_and_a_duplicate_always_refused(clean: Engine) -> None:
+    """CheckDuplicate is deprecated in Docker, which refuses a duplicate name
+    whatever it says; not a field of berth's CreateNetworkRequest at all."""
+    assert "check_duplicate" not in network_pb2.CreateNetworkRequest.DESCRIPTOR.fields_by_name
+    api = clean.client().api
+    api.create_network("dup", check_duplicate=False)
+    for check in (False, True):
+        with pytest.raises(docker.errors.APIError,
+                           match="network with name dup already exists") as refused:
+            api.create_network("dup", check_duplicate=check)
+        assert refused.value.status_code == 409
+    assert [n["Name"] for n in api.networks(names=["dup"])] == ["dup"]
 
 
 def test_published_ports(clean: Engine, busybox: str) -> None:
