@@ -89,8 +89,9 @@ def _endpoint(endpoint: network_pb2.Endpoint) -> container_pb2.EndpointSettings:
         dns_names=endpoint.dns_names, links=endpoint.links,
         ipam_config=container_pb2.EndpointIPAMConfig(
             ipv4_address=endpoint.ipv4_address_requested,
+            ipv6_address=endpoint.ipv6_address_requested,
             link_local_ips=endpoint.link_local_ips),
-        gw_priority=endpoint.gw_priority)
+        gw_priority=endpoint.gw_priority, driver_opts=endpoint.driver_opts)
 
 
 async def network_settings(manager: Manager, container: Container

@@ -40,19 +40,22 @@ def check_request(network: NetworkRecord, spec: EndpointSpec) -> None:
         raise InvalidArgument(f"invalid MAC address: {spec.mac_address}")
     for address in spec.link_local_ips:
         ipam.link_local(address)
-    _check_static_ip(network, spec.ipv4_address)
+    _check_static_ips(network, spec.ipv4_address, spec.ipv6_address)
 
 
-def _check_static_ip(network: NetworkRecord, address: str) -> None:
-    if not address:
+def _check_static_ips(network: NetworkRecord, ipv4: str, ipv6: str) -> None:
+    if not (ipv4 or ipv6):
         return
     if not network.is_user_defined:
         raise InvalidArgument("user specified IP address is supported on user defined "
                               "networks only")
-    if not network.user_subnet:
+    if (ipv4 and not network.user_subnet) or (ipv6 and not network.user_subnet6):
         raise InvalidArgument("user specified IP address is supported only when "
                               "connecting to networks with user configured subnets")
-    ipam.claim_static(ipaddress.IPv4Network(network.subnet), address, set())
+    if ipv4:
+        ipam.claim_static(ipaddress.IPv4Network(network.subnet), ipv4, set())
+    if ipv6:
+        ipam.claim_static6(ipaddress.IPv6Network(network.subnet6), ipv6, set())
 
 
 def new_record(network: NetworkRecord, container_id: str, name: str,
@@ -60,9 +63,10 @@ def new_record(network: NetworkRecord, container_id: str, name: str,
     return EndpointRecord(
         network_id=network.id, container_id=container_id, container_name=name,
         endpoint_id=new_id(), ipv4_requested=spec.ipv4_address,
+        ipv6_requested=spec.ipv6_address,
         mac_requested=spec.mac_address, aliases=list(dict.fromkeys(spec.aliases)),
         links=list(spec.links), link_local_ips=list(spec.link_local_ips),
-        gw_priority=spec.gw_priority)
+        gw_priority=spec.gw_priority, driver_opts=dict(spec.driver_opts))
 
 
 class Endpoints:

@@ -153,6 +153,19 @@ def allocate6(subnet: ipaddress.IPv6Network, reserved: set[str]) -> str:
     raise Conflict(f"no available IPv6 addresses on this network's address pools: {subnet}")
 
 
+def claim_static6(subnet: ipaddress.IPv6Network, requested: str, reserved: set[str]) -> str:
+    try:
+        address = ipaddress.IPv6Address(requested)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid IPv6 address: {requested}") from exc
+    if address not in subnet or address == subnet.network_address:
+        raise InvalidArgument(f"Invalid address {address}: It does not belong to any of this "
+                              f"network's subnets")
+    if str(address) in reserved:
+        raise Conflict("Address already in use")
+    return str(address)
+
+
 def link_local(text: str) -> tuple[str, int]:
     """An endpoint's extra link-local address, with Docker's prefix (/16, /64)."""
     try:

@@ -265,6 +265,7 @@ class Networks:
         if spec.subnet6:
             subnet6 = ipam.parse_subnet6(spec.subnet6)
             ipam.check_user_pool6(subnet6, spec.gateway6, ours)
+            record.user_subnet6 = True
         else:
             subnet6 = ipam.random_ula()
         record.subnet6 = str(subnet6)

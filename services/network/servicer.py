@@ -21,9 +21,10 @@ from services.network.store import NetworkRecord
 
 def _endpoint_spec(message: network_pb2.EndpointRequest) -> EndpointSpec:
     return EndpointSpec(network=message.network, ipv4_address=message.ipv4_address,
+                        ipv6_address=message.ipv6_address,
                         mac_address=message.mac_address, aliases=list(message.aliases),
                         links=list(message.links), link_local_ips=list(message.link_local_ips),
-                        gw_priority=message.gw_priority)
+                        gw_priority=message.gw_priority, driver_opts=dict(message.driver_opts))
 
 
 def _network_spec(request: network_pb2.CreateNetworkRequest) -> NetworkSpec:
@@ -55,7 +56,8 @@ def _endpoint(view: EndpointView) -> network_pb2.Endpoint:
         ipv4_address_requested=record.ipv4_requested,
         global_ipv6_address=record.ip6, global_ipv6_prefix_len=view.prefixlen6,
         ipv6_gateway=network.gateway6 if record.ip6 else "",
-        link_local_ips=record.link_local_ips, gw_priority=record.gw_priority)
+        link_local_ips=record.link_local_ips, gw_priority=record.gw_priority,
+        ipv6_address_requested=record.ipv6_requested, driver_opts=record.driver_opts)
 
 
 def _sandbox(view: SandboxView) -> network_pb2.Sandbox:

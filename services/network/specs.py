@@ -59,11 +59,13 @@ class NetworkSpec:
 class EndpointSpec:
     network: str
     ipv4_address: str = ""
+    ipv6_address: str = ""
     mac_address: str = ""
     aliases: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
     link_local_ips: list[str] = field(default_factory=list)
     gw_priority: int = 0
+    driver_opts: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -88,6 +88,7 @@ class NetworkRecord:
     mtu: int = 0
     icc: bool = True
     user_subnet: bool = False
+    user_subnet6: bool = False        # the IPv6 subnet is the user's, not a random ULA
     options: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     ipam_options: dict[str, str] = field(default_factory=dict)
@@ -118,6 +119,7 @@ class EndpointRecord:
     ip6: str = ""
     mac: str = ""
     ipv4_requested: str = ""
+    ipv6_requested: str = ""
     mac_requested: str = ""
     aliases: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
@@ -127,6 +129,7 @@ class EndpointRecord:
     link_local_ips: list[str] = field(default_factory=list)
     gw_priority: int = 0
     created_ns: int = field(default_factory=time.time_ns)
+    driver_opts: dict[str, str] = field(default_factory=dict)
 
     @property
     def wired(self) -> bool:
@@ -151,8 +154,9 @@ class SandboxRecord:
 
 
 _JSON_FIELDS = {"options", "labels", "ipam_options", "aux_addresses", "aliases", "links",
-                "ports", "dns", "link_local_ips"}
+                "ports", "dns", "link_local_ips", "driver_opts"}
 _BOOL_FIELDS = {"internal", "attachable", "enable_ipv6", "builtin", "icc", "user_subnet",
+                "user_subnet6",
                 "owns_netns", "enable_ipv4", "config_only"}
 
 
@@ -201,6 +205,9 @@ ADDED_COLUMNS = [
     ("networks", "created_parent", "TEXT NOT NULL DEFAULT ''"),
     ("endpoints", "link_local_ips", "TEXT NOT NULL DEFAULT '[]'"),
     ("endpoints", "gw_priority", "INTEGER NOT NULL DEFAULT 0"),
+    ("networks", "user_subnet6", "INTEGER NOT NULL DEFAULT 0"),
+    ("endpoints", "ipv6_requested", "TEXT NOT NULL DEFAULT ''"),
+    ("endpoints", "driver_opts", "TEXT NOT NULL DEFAULT '{}'"),
 ]
 # Filled in when the column is added: sandboxes from before are containers'
 # unless they are CNI pods'.

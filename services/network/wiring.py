@@ -153,9 +153,11 @@ class KernelWiring:
         endpoint.mac = "" if sublink and sublink.kind == "ipvlan" else \
             endpoint.mac_requested or ipam.mac_for(endpoint.ip or None)
         if network.subnet6:
-            reserved6 = {e.ip6 for e in self.store.endpoints(network_id=network.id) if e.ip6}
-            endpoint.ip6 = ipam.allocate6(ipaddress.IPv6Network(network.subnet6),
-                                          reserved6 | {network.gateway6})
+            subnet6 = ipaddress.IPv6Network(network.subnet6)
+            reserved6 = {e.ip6 for e in self.store.endpoints(network_id=network.id)
+                         if e.ip6} | {network.gateway6}
+            endpoint.ip6 = ipam.claim_static6(subnet6, endpoint.ipv6_requested, reserved6) \
+                if endpoint.ipv6_requested else ipam.allocate6(subnet6, reserved6)
         taken = {e.ifname for e in self.store.endpoints(container_id=endpoint.container_id)
                  if e.wired}
         endpoint.ifname = next(f"eth{i}" for i in range(len(taken) + 1) if f"eth{i}" not in taken)

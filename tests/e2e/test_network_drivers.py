@@ -142,6 +142,40 @@ def test_ipv6_only_network(clean: Engine, busybox: str) -> None:
                                           "--ipv6", "--subnet", "10.198.8.0/24", "mixed")
 
 
+def test_static_ipv6_addresses_and_endpoint_driver_options(clean: Engine,
+                                                           busybox: str) -> None:
+    """--ip6 on an IPv6 network with the user's subnet, as dockerd 20.10: the
+    address, its IPAMConfig, and dockerd's refusals; endpoint driver options
+    are recorded and shown (dockerd's bridge driver applies none of these)."""
+    engine = clean
+    engine.docker("network", "create", "--ipv6", "--subnet", "10.198.9.0/24", "--subnet",
+                  "fd42:198:9::/64", "dual")
+    engine.docker("network", "create", "--subnet", "10.198.10.0/24", "four")
+    engine.docker("network", "create", "--ipv6", "ula")
+    engine.docker("run", "-d", "--name", "fixed6", "--network", "dual", "--ip6",
+                  "fd42:198:9::10", busybox, "sleep", "120")
+    endpoint = json.loads(engine.docker("inspect", "fixed6").stdout)[0]["NetworkSettings"][
+        "Networks"]["dual"]
+    assert endpoint["IPAMConfig"] == {"IPv6Address": "fd42:198:9::10"}
+    assert endpoint["GlobalIPv6Address"] == "fd42:198:9::10"
+    inside = engine.docker("exec", "fixed6", "ip", "-6", "-o", "addr", "show", "eth0")
+    assert "fd42:198:9::10/64" in inside.stdout.decode()
+    unconfigured = ("user specified IP address is supported only when connecting to "
+                    "networks with user configured subnets")
+    assert unconfigured in error_of(engine, "network", "connect", "--ip6", "fd42:198:9::11",
+                                    "four", "fixed6")
+    assert unconfigured in error_of(engine, "network", "connect", "--ip6", "fd42:198:9::11",
+                                    "ula", "fixed6")
+    engine.docker("network", "disconnect", "dual", "fixed6")
+    assert ("Invalid address fd42:198:8::10: It does not belong to any of this network's "
+            "subnets") in error_of(engine, "network", "connect", "--ip6", "fd42:198:8::10",
+                                   "dual", "fixed6")
+    engine.docker("network", "connect", "--driver-opt", "foo=bar", "four", "fixed6")
+    endpoint = json.loads(engine.docker("inspect", "fixed6").stdout)[0]["NetworkSettings"][
+        "Networks"]["four"]
+    assert endpoint["DriverOpts"] == {"foo": "bar"}
+
+
 def test_config_only_networks(clean: Engine, busybox: str) -> None:
     engine = clean
     engine.docker("network", "create", "--config-only", "--subnet", "10.198.2.0/24",

@@ -232,7 +232,9 @@ def host_config_json(host: pb.HostConfig) -> dict[str, Any]:
 def _endpoint_ipam_json(ipam: pb.EndpointIPAMConfig) -> dict[str, Any] | None:
     if not (ipam.ipv4_address or ipam.ipv6_address or ipam.link_local_ips):
         return None
-    out: dict[str, Any] = {"IPv4Address": ipam.ipv4_address, "IPv6Address": ipam.ipv6_address}
+    # Go's omitempty, as dockerd writes EndpointIPAMConfig.
+    out: dict[str, Any] = {key: value for key, value in (
+        ("IPv4Address", ipam.ipv4_address), ("IPv6Address", ipam.ipv6_address)) if value}
     if ipam.link_local_ips:
         out["LinkLocalIPs"] = list(ipam.link_local_ips)
     return out
