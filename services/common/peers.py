@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -78,15 +78,42 @@ async def until_connected(peer_channel: grpc.aio.Channel) -> None:
 
 class PeerStream:
     """A streaming call (server, client or bidirectional) to a peer, whose
-    gRPC errors come out as domain errors."""
+    gRPC errors come out as domain errors.
 
-    def __init__(self, service: str, call: Any) -> None:
+    The call opens at the first read or write, once the channel is connected
+    (until_connected), so a stream started while the peer is (re)starting
+    does not fail at once. One opening serves every reader and writer: the
+    stream is one call, whoever comes first. cancel() before it opened means
+    it never opens."""
+
+    def __init__(self, service: str, open_call: Callable[[], Any],
+                 connected: Callable[[], Awaitable[None]]) -> None:
         self._service = service
-        self._call = call
+        self._open_call = open_call
+        self._connected = connected
+        self._call: Any = None
+        self._opening: asyncio.Task | None = None
+        self._cancelled = False
+
+    async def _open(self) -> Any:
+        await self._connected()
+        if self._cancelled:
+            raise asyncio.CancelledError
+        self._call = self._open_call()
+        return self._call
+
+    async def _started(self) -> Any:
+        if self._call is not None:
+            return self._call
+        if self._opening is None:
+            self._opening = asyncio.ensure_future(self._open())
+        # Shielded: a reader cancelled while it waits leaves the opening to
+        # the writer; cancel() stops it for both.
+        return await asyncio.shield(self._opening)
 
     async def __aiter__(self) -> AsyncIterator[Any]:
         try:
-            async for message in self._call:
+            async for message in await self._started():
                 yield message
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
@@ -94,27 +121,31 @@ class PeerStream:
     async def read(self) -> Any:
         """The next message, or grpc.aio.EOF after the last."""
         try:
-            return await self._call.read()
+            return await (await self._started()).read()
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
 
     async def write(self, message: Any) -> None:
         try:
-            await self._call.write(message)
+            await (await self._started()).write(message)
         except grpc.aio.AioRpcError as error:
             raise from_rpc(self._service, error) from error
 
     async def done_writing(self) -> None:
-        await self._call.done_writing()
+        await (await self._started()).done_writing()
 
     def cancel(self) -> None:
-        self._call.cancel()
+        self._cancelled = True
+        if self._call is not None:
+            self._call.cancel()
+        elif self._opening is not None:
+            self._opening.cancel()
 
 
 class PeerClient(Generic[StubT]):
     """One peer service's stub over its own channel. `client.Method(...)` is
     awaited for a unary answer, or gives a PeerStream for a streamed one.
-    A unary call first gives a channel still connecting a moment
+    Every call first gives a channel still connecting a moment
     (until_connected), so a call made while a peer is (re)starting does not
     fail at once."""
 
@@ -146,7 +177,8 @@ class PeerClient(Generic[StubT]):
             return invoke
 
         def open_stream(*args: Any, **kwargs: Any) -> PeerStream:
-            return PeerStream(self.service, call(*args, **kwargs))
+            return PeerStream(self.service, lambda: call(*args, **kwargs),
+                              lambda: until_connected(self._channel))
         return open_stream
 
     async def close(self) -> None:

@@ -117,30 +117,108 @@ def test_unreachable_peer_is_named(tmp_path: Path) -> None:
     asyncio.run(main())
 
 
+class CountingAttaches(RefusingContainers):
+    """Counts the Attach calls that reach it; answers each stdin chunk with a frame."""
+
+    def __init__(self) -> None:
+        self.attaches = 0
+
+    async def Attach(self, request_iterator, context):  # noqa: N802
+        self.attaches += 1
+        async for request in request_iterator:
+            yield container_pb2.IOFrame(data=request.stdin)
+
+
+class LatePeer:
+    """A client whose channel's first attempt failed (no peer yet), and the
+    peer, a CountingAttaches, started when the test says."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.address = f"unix://{tmp_path / 'container.sock'}"
+        self.client = PeerClient.connect(Config(peers={"container": self.address}),
+                                         "container", container_pb2_grpc.ContainerServiceStub)
+        self.servicer = CountingAttaches()
+        self.server = grpc.aio.server(interceptors=[ServerInterceptor()])
+
+    async def in_back_off(self) -> None:
+        peer_channel = self.client._channel
+        state = peer_channel.get_state(try_to_connect=True)
+        while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+            await peer_channel.wait_for_state_change(state)
+            state = peer_channel.get_state()
+
+    async def start(self) -> None:
+        container_pb2_grpc.add_ContainerServiceServicer_to_server(self.servicer, self.server)
+        self.server.add_insecure_port(self.address)
+        await self.server.start()
+
+    async def close(self) -> None:
+        await self.client.close()
+        await self.server.stop(None)
+
+
 def test_a_call_waits_for_a_peer_that_is_starting(tmp_path: Path) -> None:
     """The channel's first attempt failed (the peer's socket was not there
     yet) and is in back-off when the peer comes up: the call gets through."""
     async def main() -> None:
-        address = f"unix://{tmp_path / 'container.sock'}"
-        client = PeerClient.connect(Config(peers={"container": address}), "container",
-                                    container_pb2_grpc.ContainerServiceStub)
-        peer_channel = client._channel
-        server = grpc.aio.server(interceptors=[ServerInterceptor()])
+        peer = LatePeer(tmp_path)
         try:
-            state = peer_channel.get_state(try_to_connect=True)
-            while state != grpc.ChannelConnectivity.TRANSIENT_FAILURE:
-                await peer_channel.wait_for_state_change(state)
-                state = peer_channel.get_state()
-            container_pb2_grpc.add_ContainerServiceServicer_to_server(
-                RefusingContainers(), server)
-            server.add_insecure_port(address)
-            await server.start()
+            await peer.in_back_off()
+            await peer.start()
             with pytest.raises(NotFound, match="No such container: web"):
-                await client.Inspect(container_pb2.InspectContainerRequest(id="web"))
+                await peer.client.Inspect(container_pb2.InspectContainerRequest(id="web"))
+            with pytest.raises(Conflict, match="container web is gone"):
+                async for _ in peer.client.Logs(container_pb2.LogsRequest(id="web")):
+                    pass
+        finally:
+            await peer.close()
+    asyncio.run(main())
+
+
+def test_a_stream_waits_for_a_peer_that_is_starting_and_opens_once(tmp_path: Path) -> None:
+    """Streams started while the peer comes up get through (no unary call
+    connected the channel first), and a reader and a writer racing to start
+    a bidirectional stream share one call."""
+    async def main() -> None:
+        peer = LatePeer(tmp_path)
+        client = peer.client
+        try:
+            await peer.in_back_off()
+            await peer.start()
+            attach = client.Attach()
+            reader = asyncio.create_task(attach.read())
+            await attach.write(container_pb2.AttachRequest(stdin=b"hello"))
+            assert (await reader).data == b"hello"
+            await attach.done_writing()
+            assert peer.servicer.attaches == 1
             with pytest.raises(Conflict, match="container web is gone"):
                 async for _ in client.Logs(container_pb2.LogsRequest(id="web")):
                     pass
         finally:
-            await client.close()
-            await server.stop(None)
+            await peer.close()
+    asyncio.run(main())
+
+
+def test_a_stream_cancelled_before_it_opened_never_opens(tmp_path: Path) -> None:
+    """cancel() while the stream waits for the channel ends its reader and
+    writer, and no call reaches the peer."""
+    async def main() -> None:
+        peer = LatePeer(tmp_path)
+        client = peer.client
+        try:
+            await peer.in_back_off()
+            attach = client.Attach()
+            reader = asyncio.create_task(attach.read())
+            writer = asyncio.create_task(attach.write(container_pb2.AttachRequest(stdin=b"x")))
+            await asyncio.sleep(0)
+            attach.cancel()
+            for waiting in (reader, writer):
+                with pytest.raises(asyncio.CancelledError):
+                    await waiting
+            await peer.start()
+            with pytest.raises(NotFound):
+                await client.Inspect(container_pb2.InspectContainerRequest(id="web"))
+            assert peer.servicer.attaches == 0
+        finally:
+            await peer.close()
     asyncio.run(main())
