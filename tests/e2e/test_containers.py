@@ -18,6 +18,8 @@ import pytest
 
 from tests.support.engine import DOCKER_CLI, Engine
 
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
 
 def text(result: subprocess.CompletedProcess) -> str:
     return result.stdout.decode().strip()
@@ -25,14 +27,6 @@ def text(result: subprocess.CompletedProcess) -> str:
 
 def inspect(engine: Engine, name: str) -> dict:
     return json.loads(engine.docker("inspect", name).stdout)[0]
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(engine: Engine):
-    yield
-    ids = engine.docker("ps", "-aq").stdout.decode().split()
-    if ids:
-        engine.docker("rm", "-f", *ids, check=False)
 
 
 def test_ps_filters_and_format(engine: Engine, busybox: str) -> None:

@@ -16,15 +16,9 @@ import pytest
 
 from tests.support.engine import Engine
 
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(engine: Engine):
-    yield
-    ids = engine.docker("ps", "-aq").stdout.decode().split()
-    if ids:
-        engine.docker("rm", "-f", *ids, check=False)
 
 
 def container_dir(engine: Engine, name: str) -> Path:

@@ -14,6 +14,8 @@ import pytest
 
 from tests.support.engine import DOCKER_CLI, Engine
 
+pytestmark = pytest.mark.usefixtures("no_leftovers")
+
 PROMPT = "/ # "
 CTRL_P, CTRL_Q = "\x10", "\x11"
 
@@ -212,11 +214,3 @@ def test_detach_keys_from_the_client_config(engine: Engine, busybox: str) -> Non
     finally:
         (config / "config.json").unlink()
         engine.docker("rm", "-f", "keyed")
-
-
-@pytest.fixture(autouse=True)
-def no_leftovers(engine: Engine):
-    yield
-    ids = container_ids(engine, "-a")
-    if ids:
-        engine.docker("rm", "-f", *ids, check=False)
