@@ -26,12 +26,11 @@ from berth.types.v1 import types_pb2, types_pb2_grpc
 from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
 from services.container import cgroups
+from tests.support.cri import PAUSE_IMAGE, load_pause_image, remove_pods
 from tests.support.engine import Engine, running_engine
 from tests.support.images import busybox_rootfs_tar, image_archive
 from tests.support.polling import wait_for
 from tests.support.registry import Registry
-
-PAUSE_IMAGE = "berth-test/pause:1"
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +46,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def images(engine: Engine, busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
     """busybox, and a pause image (busybox sleeping) for the sandboxes."""
-    archive = tmp_path_factory.mktemp("pause") / "pause.tar"
-    archive.write_bytes(image_archive([busybox_rootfs_tar()], [PAUSE_IMAGE],
-                                      {"Cmd": ["sleep", "2147483647"]}))
-    engine.docker("load", "-i", str(archive))
+    load_pause_image(engine, tmp_path_factory.mktemp("pause"))
     return busybox
 
 
@@ -77,9 +73,7 @@ def pods(runtime: api_pb2_grpc.RuntimeServiceStub) -> Iterator[list[str]]:
     node_name = socket.gethostname()
     made: list[str] = []
     yield made
-    for sandbox_id in made:
-        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
-        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+    remove_pods(runtime, made)
     assert socket.gethostname() == node_name
 
 

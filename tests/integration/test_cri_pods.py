@@ -29,12 +29,11 @@ from berth.types.v1 import types_pb2, types_pb2_grpc
 from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
 from services.network import kernel
+from tests.support.cri import PAUSE_IMAGE, load_pause_image, remove_pods
 from tests.support.engine import Engine, running_engine
-from tests.support.images import busybox_rootfs_tar, image_archive
 from tests.support.polling import wait_for
 
 PLUGIN_DIR = Path("/usr/lib/cni")
-PAUSE_IMAGE = "berth-test/pause:1"
 pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
                                 reason="containernetworking-plugins is not installed")
 
@@ -76,10 +75,7 @@ def engine(tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture(scope="module")
 def images(engine: Engine, busybox: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    archive = tmp_path_factory.mktemp("pause") / "pause.tar"
-    archive.write_bytes(image_archive([busybox_rootfs_tar()], [PAUSE_IMAGE],
-                                      {"Cmd": ["sleep", "2147483647"]}))
-    engine.docker("load", "-i", str(archive))
+    load_pause_image(engine, tmp_path_factory.mktemp("pause"))
     return busybox
 
 
@@ -93,9 +89,7 @@ def runtime(engine: Engine) -> Iterator[api_pb2_grpc.RuntimeServiceStub]:
 def pods(runtime: api_pb2_grpc.RuntimeServiceStub) -> Iterator[list[str]]:
     made: list[str] = []
     yield made
-    for sandbox_id in made:
-        runtime.StopPodSandbox(cri.StopPodSandboxRequest(pod_sandbox_id=sandbox_id))
-        runtime.RemovePodSandbox(cri.RemovePodSandboxRequest(pod_sandbox_id=sandbox_id))
+    remove_pods(runtime, made)
 
 
 @pytest.fixture

@@ -38,8 +38,9 @@ from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
 from services.network import kernel
 from tests.perf.bench_container import pids_matching, rss_bytes
+from tests.support.cri import pause_image_archive
 from tests.support.engine import running_engine
-from tests.support.images import busybox_archive, busybox_rootfs_tar, image_archive
+from tests.support.images import busybox_archive
 
 PLUGIN_DIR = "/usr/lib/cni"
 PAUSE = "berth-bench/pause:1"
@@ -213,8 +214,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-cri-"))
     busybox = busybox_archive(workdir / "busybox.tar")
     pause = workdir / "pause.tar"
-    pause.write_bytes(image_archive([busybox_rootfs_tar()], [PAUSE],
-                                    {"Cmd": ["sleep", "2147483647"]}))
+    pause.write_bytes(pause_image_archive(PAUSE))
     results: dict[str, dict[str, float]] = {}
     try:
         for make in (berth, containerd):
