@@ -15,22 +15,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
-from tests.perf.bench_container import (
-    Target,
-    berth,
-    print_comparison,
-    real_dockerd,
-    require_dockerd,
-)
+from tests.perf.bench_container import Target, against_dockerd, print_comparison
 from tests.support.engine import DOCKER_CLI
-from tests.support.images import busybox_archive
 
 DOCKERFILE = """\
 FROM busybox
@@ -87,17 +78,9 @@ def main() -> None:
     parser.add_argument("--megabytes", type=int, default=50)
     parser.add_argument("--repeat", type=int, default=7)
     args = parser.parse_args()
-    require_dockerd()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-build-"))
-    archive = busybox_archive(workdir / "busybox.tar")
-    results: dict[str, dict[str, float]] = {}
-    try:
-        for make in (berth, real_dockerd):
-            context = make_context(workdir / f"context-{len(results)}", args.megabytes)
-            with make(archive) as target:
-                results[target.name] = measure(target, context, args.repeat)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    results = against_dockerd("bench-build-", lambda target, workdir: measure(
+        target, make_context(workdir / f"context-{target.name.replace(' ', '-')}",
+                             args.megabytes), args.repeat))
     rows = ((f"first build ({args.megabytes} MiB COPY), s", "first"),
             ("rebuild, nothing changed (median), s", "cached"),
             ("rebuild, one file changed (median), s", "changed"))

@@ -152,6 +152,24 @@ def require_dockerd() -> None:
         raise SystemExit("dockerd is missing: apt-get install -y docker.io")
 
 
+def against_dockerd(prefix: str, measure: Callable[[Target, Path], dict[str, float]]
+                    ) -> dict[str, dict[str, float]]:
+    """`measure(target, workdir)` on berth, then on Debian's dockerd 20.10,
+    each started on temporary roots with busybox loaded; the results by
+    engine name. `workdir` is a scratch directory, removed at the end."""
+    require_dockerd()
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    results: dict[str, dict[str, float]] = {}
+    try:
+        archive = busybox_archive(workdir / "busybox.tar")
+        for make in (berth, real_dockerd):
+            with make(archive) as target:
+                results[target.name] = measure(target, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
 def print_comparison(results: dict[str, dict[str, float]],
                      rows: Iterable[tuple[str, str] | tuple[str, str, float]]) -> None:
     """One line per measurement: berth, dockerd, and berth/dockerd."""
@@ -168,19 +186,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--containers", type=int, default=50)
     args = parser.parse_args()
-    require_dockerd()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-container-"))
-    archive = busybox_archive(workdir / "busybox.tar")
-    results: dict[str, dict[str, float]] = {}
-    try:
-        for make in (berth, real_dockerd):
-            with make(archive) as target:
-                latency = run_latency(target, args.runs)
-                elapsed, per_container = parallel_runs_and_memory(target, args.containers)
-                results[target.name] = {"run": latency, "parallel": elapsed,
-                                        "memory": per_container}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    def measure(target: Target, workdir: Path) -> dict[str, float]:
+        latency = run_latency(target, args.runs)
+        elapsed, per_container = parallel_runs_and_memory(target, args.containers)
+        return {"run": latency, "parallel": elapsed, "memory": per_container}
+
+    results = against_dockerd("bench-container-", measure)
     rows = (("docker run --rm busybox true, median s", "run", 1),
             (f"{args.containers} parallel docker run -d, s", "parallel", 1),
             ("memory added per running container, MiB", "memory", 1 / 2**20))

@@ -15,18 +15,10 @@ import argparse
 import os
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
-from tests.perf.bench_container import (
-    Target,
-    berth,
-    print_comparison,
-    real_dockerd,
-    require_dockerd,
-)
-from tests.support.images import busybox_archive
+from tests.perf.bench_container import Target, against_dockerd, print_comparison
 
 FILE_BYTES = 1 << 20
 
@@ -76,21 +68,18 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=5)
     parser.add_argument("--megabytes", type=int, default=100)
     args = parser.parse_args()
-    require_dockerd()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-inside-"))
-    results: dict[str, dict[str, float]] = {}
-    try:
-        archive = busybox_archive(workdir / "busybox.tar")
-        tree = make_tree(workdir, args.megabytes)
-        for make in (berth, real_dockerd):
-            with make(archive) as target:
-                target.docker("run", "-d", "--network", "none", "--name", "bench",
-                              "busybox", "sleep", "1000")
-                latency = exec_latency(target, "bench", args.runs)
-                copy_in, copy_out = copy_times(target, "bench", tree, workdir, args.copies)
-                results[target.name] = {"exec": latency, "in": copy_in, "out": copy_out}
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+
+    def measure(target: Target, workdir: Path) -> dict[str, float]:
+        tree = workdir / "tree"
+        if not tree.exists():   # made once: both engines copy the same files
+            make_tree(workdir, args.megabytes)
+        target.docker("run", "-d", "--network", "none", "--name", "bench",
+                      "busybox", "sleep", "1000")
+        latency = exec_latency(target, "bench", args.runs)
+        copy_in, copy_out = copy_times(target, "bench", tree, workdir, args.copies)
+        return {"exec": latency, "in": copy_in, "out": copy_out}
+
+    results = against_dockerd("bench-inside-", measure)
     rows = (("docker exec c true, median s", "exec"),
             (f"docker cp {args.megabytes} MiB dir into container, median s", "in"),
             (f"docker cp {args.megabytes} MiB dir out of container, median s", "out"))

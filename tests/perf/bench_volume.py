@@ -12,21 +12,11 @@ roots with their own sockets and are stopped at the end.
 from __future__ import annotations
 
 import argparse
-import shutil
 import statistics
-import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from tests.perf.bench_container import (
-    Target,
-    berth,
-    print_comparison,
-    real_dockerd,
-    require_dockerd,
-)
-from tests.support.images import busybox_archive
+from tests.perf.bench_container import Target, against_dockerd, print_comparison
 
 CLIENTS = 8
 
@@ -58,16 +48,8 @@ def main() -> None:
     parser.add_argument("--volumes", type=int, default=100)
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
-    require_dockerd()
-    workdir = Path(tempfile.mkdtemp(prefix="bench-volume-"))
-    results: dict[str, dict[str, float]] = {}
-    try:
-        archive = busybox_archive(workdir / "busybox.tar")
-        for make in (berth, real_dockerd):
-            with make(archive) as target:
-                results[target.name] = measure(target, args.volumes, args.runs)
-    finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+    results = against_dockerd("bench-volume-", lambda target, workdir: measure(
+        target, args.volumes, args.runs))
     rows = ((f"create {args.volumes} volumes ({CLIENTS} clients), s", "create"),
             (f"volume ls with {args.volumes} volumes, s", "ls"),
             (f"rm {args.volumes} volumes ({CLIENTS} clients), s", "rm"),
