@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
-import io
 import json
 import os
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 
 from berth.types.v1 import types_pb2, types_pb2_grpc
 from tests.support.engine import BERTH, REPO, Engine
-from tests.support.images import image_archive
+from tests.support.images import file_layer, image_archive
 from tests.support.registry import SKOPEO, Registry, skopeo_copy
 
 
@@ -181,7 +180,7 @@ def test_cross_repo_mount_and_chunked_upload(engine: Engine, registry: Registry,
     assert "Mounted from " in out
 
     big = tmp_path / "big.tar"
-    big.write_bytes(image_archive([layer_of(os.urandom(18 << 20))], ["big:1"]))
+    big.write_bytes(image_archive([file_layer(os.urandom(18 << 20))], ["big:1"]))
     engine.docker("load", "-i", str(big))
     target = f"{registry.address}/big/app:1"
     engine.docker("tag", "big:1", target)
@@ -196,18 +195,9 @@ def test_cross_repo_mount_and_chunked_upload(engine: Engine, registry: Registry,
     engine.docker("rmi", seeded, mounted, "big:1", target)
 
 
-def layer_of(data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("data.bin")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 def test_zstd_layers_and_metrics(engine: Engine, registry: Registry, tmp_path: Path) -> None:
     archive = tmp_path / "z.tar"
-    archive.write_bytes(image_archive([layer_of(b"zstd layer " * 1000)], ["z:1"],
+    archive.write_bytes(image_archive([file_layer(b"zstd layer " * 1000)], ["z:1"],
                                       {"Labels": {"zstd": "yes"}}))
     name = f"{registry.address}/zstd/img:1"
     subprocess.run([SKOPEO, "copy", "--quiet", "--dest-tls-verify=false", "--format", "oci",
@@ -276,7 +266,7 @@ def test_import_from_url(engine: Engine, registry: Registry, seeded: str) -> Non
 
 def test_parallel_pulls_unpack_once(engine: Engine, registry: Registry, tmp_path: Path) -> None:
     archive = tmp_path / "p.tar"
-    archive.write_bytes(image_archive([layer_of(os.urandom(4 << 20)), layer_of(b"top")],
+    archive.write_bytes(image_archive([file_layer(os.urandom(4 << 20)), file_layer(b"top")],
                                       ["p:1"], compress=True))
     names = [f"{registry.address}/parallel/{repo}:1" for repo in ("a", "b", "c")]
     for name in names:

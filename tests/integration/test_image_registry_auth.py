@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 
 from tests.support.engine import Engine
-from tests.support.images import image_archive
+from tests.support.images import file_layer, image_archive
 from tests.support.registry import Registry, free_port, running_registry
 
 USER, PASSWORD = "berth", "s3cret"
@@ -81,8 +81,8 @@ class DyingRegistry:
 
     def __init__(self) -> None:
         layer = bytes(range(256)) * 4096
-        archive = image_archive([_tar_of(layer)], ["x:1"])
-        self.layer = _tar_of(layer)
+        archive = image_archive([file_layer(layer, "blob.bin")], ["x:1"])
+        self.layer = file_layer(layer, "blob.bin")
         self.layer_digest = "sha256:" + hashlib.sha256(self.layer).hexdigest()
         config = json.loads(_member(archive, "manifest.json"))[0]["Config"]
         self.config = _member(archive, config)
@@ -125,15 +125,6 @@ class DyingRegistry:
         thread.start()
         self.runner = runner
         return loop, thread
-
-
-def _tar_of(data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        info = tarfile.TarInfo("blob.bin")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def _member(archive: bytes, name: str) -> bytes:

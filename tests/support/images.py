@@ -67,6 +67,14 @@ def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
     tar.addfile(info)
 
 
+def file_layer(data: bytes, name: str = "data.bin") -> bytes:
+    """An uncompressed layer of one file."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        _add_file(tar, name, data)
+    return buf.getvalue()
+
+
 def busybox_rootfs_tar() -> bytes:
     """An uncompressed layer: busybox with every applet, /etc/passwd, /etc/group."""
     applets = subprocess.run([str(BUSYBOX), "--list-full"], capture_output=True, text=True,
