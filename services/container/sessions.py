@@ -90,11 +90,14 @@ class Sessions:
         if request.tail and request.tail != "all" and not request.tail.lstrip("-").isdigit():
             raise InvalidArgument(f"invalid value for \"tail\": \"{request.tail}\"")
         path = manager.bundle(container).log
+        # Whether to follow is decided before the read: a container that
+        # exits during it wrote its last lines after them.
+        was_running = container.running
         lines, offset = await asyncio.to_thread(logs.read_lines, path)
         for line in logs.select(lines, streams, request.since_nano,
                                 request.until_nano, request.tail):
             yield line
-        if not request.follow or not container.running:
+        if not request.follow or not was_running:
             return
         cid = container.id
         async for line in logs.follow(path, offset, streams, request.until_nano,

@@ -5,6 +5,7 @@ meet the start they wait for. No root, runc or peers."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from berth.container.v1 import container_pb2 as pb
 from services.common.errors import Conflict, InvalidArgument
-from services.container import restart
+from services.container import logs, restart
 from services.container.runtime import Runtime
 from services.container.store import Container
 from tests.support.fakes import FakeEngine, container_manager
@@ -333,4 +334,28 @@ def test_stop_succeeds_when_the_process_exits_as_it_is_signalled(
         assert await engine.manager.stop(cid, timeout=10) is False
         container = engine.manager.get(cid)
         assert (container.state.status, container.state.exit_code) == ("exited", 0)
+    run(tmp_path, scenario)
+
+
+def test_logs_follow_a_container_that_exits_while_its_log_is_read(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`docker run` without -d follows the logs of a container that may exit
+    at any moment: output written just before the exit is not lost."""
+    async def scenario(engine: FakeEngine) -> None:
+        cid = await create(engine)
+        await engine.manager.start(cid)
+        loop = asyncio.get_running_loop()
+        read_lines = logs.read_lines
+
+        def read_then_exit(path: Path) -> tuple[list[logs.LogLine], int]:
+            found = read_lines(path)
+            path.write_bytes(b"2026-12-04T12:00:00.000000000Z stdout F hi\n")
+            loop.call_soon_threadsafe(engine.runtime.exit, cid, 0)
+            time.sleep(0.2)
+            return found
+        monkeypatch.setattr(logs, "read_lines", read_then_exit)
+        request = pb.LogsRequest(id=cid, stdout=True, follow=True)
+        lines = [line.data async for line in engine.sessions.logs(request)]
+        assert engine.manager.get(cid).state.status == "exited"
+        assert lines == [b"hi\n"]
     run(tmp_path, scenario)
