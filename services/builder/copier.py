@@ -290,23 +290,46 @@ def _file_digest(path: Path) -> bytes:
     return blake3.blake3().update_mmap(path).digest()
 
 
-def _ids(text: str) -> dict[str, tuple[int, int]]:
-    """name -> (id, primary gid) from /etc/passwd or /etc/group text."""
+CHOWN_ERROR = "unable to convert uid/gid chown string to host mapping: "
+
+
+def _ids(text: str) -> dict[str, int]:
+    """name -> ID from /etc/passwd or /etc/group text."""
     table = {}
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[2].isdigit():
-            table[fields[0]] = (int(fields[2]), int(fields[3]) if fields[3].isdigit() else 0)
-        elif len(fields) >= 3 and fields[2].isdigit():
-            table[fields[0]] = (int(fields[2]), int(fields[2]))
+        if len(fields) >= 3 and fields[2].isdigit():
+            table.setdefault(fields[0], int(fields[2]))
     return table
+
+
+def _chown_parts(spec: str) -> tuple[str, str]:
+    """--chown=user[:group] as (user, group); without a group the user's
+    text names the group too (a name then needs a group of that name), as
+    dockerd 20.10's parseChownFlag does."""
+    parts = spec.split(":")
+    if len(parts) > 2:
+        raise InvalidArgument(f"{CHOWN_ERROR}invalid chown string format: {spec}")
+    return parts[0], parts[-1]
 
 
 def chown_names(spec: str) -> tuple[bool, bool]:
     """Whether --chown=user[:group] names a user, and a group, to look up
     in the image's /etc/passwd and /etc/group."""
-    user, _, group = spec.partition(":")
-    return bool(user) and not user.isdigit(), bool(group) and not group.isdigit()
+    if not spec:
+        return False, False
+    user, group = _chown_parts(spec)
+    return not user.isdigit(), not group.isdigit()
+
+
+def _lookup(name: str, table_text: str, kind: str, what: str) -> int:
+    if name.isdigit():
+        return int(name)
+    ids = _ids(table_text)
+    if name not in ids:
+        raise InvalidArgument(f"{CHOWN_ERROR}can't find {kind} for {what} {name}: "
+                              f"no such {what}: {name}")
+    return ids[name]
 
 
 def parse_chown(spec: str, passwd: str = "", group_file: str = "") -> Owner:
@@ -314,26 +337,8 @@ def parse_chown(spec: str, passwd: str = "", group_file: str = "") -> Owner:
     /etc/group text (needed only for what chown_names says)."""
     if not spec:
         return Owner()
-    user, _, group = spec.partition(":")
-    users = _ids(passwd)
-    if user.isdigit():
-        uid, gid = int(user), int(user)
-    elif user in users:
-        uid, gid = users[user]
-    else:
-        raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
-                              f"can't find uid for user {user}: no such user: {user}")
-    if group:
-        groups = _ids(group_file)
-        if group.isdigit():
-            gid = int(group)
-        elif group in groups:
-            gid = groups[group][0]
-        else:
-            raise InvalidArgument(
-                f"unable to convert uid/gid chown string to host mapping: "
-                f"can't find gid for group {group}: no such group: {group}")
-    return Owner(uid, gid)
+    user, group = _chown_parts(spec)
+    return Owner(_lookup(user, passwd, "uid", "user"), _lookup(group, group_file, "gid", "group"))
 
 
 def parse_chmod(spec: str, instruction: str) -> int | None:

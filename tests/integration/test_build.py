@@ -249,6 +249,37 @@ def test_chown_names_under_a_volume_come_from_the_image(engine: Engine, busybox:
     assert (owned.uid, owned.gid) == (1234, 1234)
 
 
+
+CHOWN_USER_ONLY_DOCKERFILE = """\
+FROM busybox
+RUN echo 'app:x:1000:1000::/:/bin/sh' >> /etc/passwd && echo 'app:x:2000:' >> /etc/group \
+ && echo 'solo:x:1001:1001::/:/bin/sh' >> /etc/passwd
+COPY --chown=app f.txt /owned
+"""
+
+
+@pytest.mark.parametrize(("chown", "message"), [
+    ("solo", "can't find gid for group solo: no such group: solo"),
+    ("app:", "can't find gid for group : no such group: \n"),
+    ("app:app:app", "invalid chown string format: app:app:app"),
+])
+def test_chown_user_alone_names_the_group_too(engine: Engine, busybox: str, tmp_path: Path,
+                                              chown: str, message: str) -> None:
+    """As dockerd 20.10: --chown=NAME looks NAME up as the group too (not
+    the user's primary group) and fails when there is no such group."""
+    context = write_context(tmp_path / "ctx", {"Dockerfile": CHOWN_USER_ONLY_DOCKERFILE,
+                                               "f.txt": "owned\n"})
+    build(engine, context, "-t", "chown-user")
+    owned = top_layer(engine, "chown-user")["owned"]
+    assert (owned.uid, owned.gid) == (1000, 2000)
+    (context / "Dockerfile").write_text(
+        CHOWN_USER_ONLY_DOCKERFILE + f"COPY --chown={chown} f.txt /failed\n")
+    result = build(engine, context, check=False)
+    assert result.returncode != 0
+    assert ("unable to convert uid/gid chown string to host mapping: " + message
+            in result.stderr.decode())
+
+
 OWNERS_DOCKERFILE = """\
 FROM busybox AS a
 RUN mkdir -p /src/sub && touch /src/file /src/sub/deep && ln -s file /src/link \

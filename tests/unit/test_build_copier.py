@@ -15,7 +15,7 @@ from services.builder import copier
 from services.common.errors import InvalidArgument
 
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/\n"
-GROUP = "root:x:0:\nstaff:x:50:\n"
+GROUP = "root:x:0:\nstaff:x:50:\napp:x:2000:\n"
 IN_IMAGE = {"/etc", "/etc/passwd", "/etc/group", "/srv"}
 ROOT = copier.Owner()
 
@@ -85,7 +85,7 @@ def test_digest_follows_names_and_content_not_mtime(context: copier.ContextTree)
 
 def test_chown_and_chmod() -> None:
     assert copier.parse_chown("") == copier.Owner(0, 0)
-    assert copier.parse_chown("app", PASSWD) == copier.Owner(1000, 1001)
+    assert copier.parse_chown("app", PASSWD, GROUP) == copier.Owner(1000, 2000)
     assert copier.parse_chown("app:staff", PASSWD, GROUP) == copier.Owner(1000, 50)
     assert copier.parse_chown("7:8") == copier.Owner(7, 8)
     assert copier.parse_chown("7") == copier.Owner(7, 7)
@@ -93,9 +93,13 @@ def test_chown_and_chmod() -> None:
         copier.parse_chown("nobody", PASSWD)
     with pytest.raises(InvalidArgument, match="no such group: wheel"):
         copier.parse_chown("7:wheel", "", GROUP)
+    with pytest.raises(InvalidArgument, match="can't find gid for group root7: no such group"):
+        copier.parse_chown("root7", "root7:x:7:7::/:/\n", GROUP)
+    with pytest.raises(InvalidArgument, match="invalid chown string format: a:b:c"):
+        copier.chown_names("a:b:c")
     assert copier.chown_names("app:staff") == (True, True)
     assert copier.chown_names("7:staff") == (False, True)
-    assert copier.chown_names("app") == (True, False)
+    assert copier.chown_names("app") == (True, True)
     assert copier.chown_names("7:8") == (False, False)
     assert copier.parse_chmod("755", "COPY") == 0o755
     with pytest.raises(InvalidArgument, match="invalid chmod parameter: 99x"):
