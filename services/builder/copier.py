@@ -11,6 +11,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -357,7 +358,9 @@ class LayerWriter:
     """Writes an uncompressed layer tar: missing parent dirs, then entries.
     `owner` owns everything written; None: the copied paths keep their own
     owners (COPY --from without --chown, as the classic builder does) and
-    the directories the copy makes are root's."""
+    the directories the copy makes are root's. The directories it makes
+    have the time the layer is written as their mtime, as dockerd's have
+    (the cache key does not depend on it: it is computed before)."""
 
     def __init__(self, tar: tarfile.TarFile, in_parent: Callable[[str], bool],
                  owner: Owner | None, chmod: int | None = None) -> None:
@@ -365,6 +368,7 @@ class LayerWriter:
         self._in_parent = in_parent     # whether a path exists in the parent image
         self._owner = owner
         self._chmod = chmod
+        self._made_at = int(time.time())
         self._written: set[str] = set()
 
     def _own(self, info: tarfile.TarInfo, copied: bool = False) -> tarfile.TarInfo:
@@ -384,7 +388,7 @@ class LayerWriter:
         if self._in_parent(path):
             return
         info = self._own(tarfile.TarInfo(path.lstrip("/")))
-        info.type, info.mode = tarfile.DIRTYPE, mode
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, self._made_at
         self._tar.addfile(info)
         self._written.add(path)
 

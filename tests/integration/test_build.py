@@ -123,6 +123,28 @@ def test_changed_file_rebuilds_from_its_copy(engine: Engine, busybox: str,
     assert "Using cache" not in nocache
 
 
+
+def test_directories_steps_make_have_the_build_time(engine: Engine, busybox: str,
+                                                    tmp_path: Path) -> None:
+    """As dockerd 20.10: the directories WORKDIR and COPY make (the
+    destination's missing parents, a directory source's destination) get
+    the time the step ran; a rebuild with
+    nothing changed still takes every step from the cache."""
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nWORKDIR /w1/w2\nCOPY f.txt /x/y/f.txt\n"
+                      "COPY src/ /d/e/\n",
+        "f.txt": "f\n", "src/sub/s.txt": "s\n"})
+    before = int(time.time())
+    build(engine, context, "-t", "made-dirs")
+    after = time.time()
+    made = {**top_layer(engine, "made-dirs", index=-3), **top_layer(engine, "made-dirs", -2),
+            **top_layer(engine, "made-dirs")}
+    for name in ("w1", "w1/w2", "x", "x/y", "d", "d/e"):
+        assert before <= made[name].mtime <= after, name
+    again = build(engine, context, "-t", "made-dirs").stdout.decode()
+    assert again.count(" ---> Using cache") == 3
+
+
 def test_copy_semantics(engine: Engine, busybox: str, tmp_path: Path) -> None:
     payload = io.BytesIO()
     with tarfile.open(fileobj=payload, mode="w:gz") as tar:

@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -134,6 +135,23 @@ def test_layer_writer_adds_missing_parents_only(context: copier.ContextTree,
     assert members["etc/new/dir/a.txt"].mode == 0o640
     assert members["etc/new/dir"].mode == 0o755
     assert (members["etc/new"].uid, members["etc/new"].gid) == (5, 6)
+
+
+def test_directories_a_layer_makes_have_its_time(context: copier.ContextTree,
+                                                  tmp_path: Path) -> None:
+    """As dockerd: the directories a COPY makes get the time of the step;
+    the copied paths keep their own mtimes."""
+    os.utime(context.root / "dir" / "sub", (1, 1))
+    copy = read(context, ["dir"], "/new/dir/")
+    before = int(time.time())
+    members = write_layer(tmp_path / "layer.tar",
+                          copier.plan_copy(copy, "/new/dir", True, "COPY"))
+    after = time.time()
+    for made in ("new", "new/dir"):
+        assert before <= members[made].mtime <= after, made
+    assert members["new/dir/sub"].mtime == 1
+    assert members["new/dir/sub/c.txt"].mtime == os.stat(
+        context.root / "dir" / "sub" / "c.txt").st_mtime
 
 
 def test_add_unpacks_local_archives(context: copier.ContextTree, tmp_path: Path) -> None:
