@@ -128,12 +128,13 @@ def test_directories_steps_make_have_the_build_time(engine: Engine, busybox: str
                                                     tmp_path: Path) -> None:
     """As dockerd 20.10: the directories WORKDIR and COPY make (the
     destination's missing parents, a directory source's destination) get
-    the time the step ran; a rebuild with
+    the time the step ran, copied ones keep theirs; a rebuild with
     nothing changed still takes every step from the cache."""
     context = write_context(tmp_path / "ctx", {
         "Dockerfile": "FROM busybox\nWORKDIR /w1/w2\nCOPY f.txt /x/y/f.txt\n"
                       "COPY src/ /d/e/\n",
         "f.txt": "f\n", "src/sub/s.txt": "s\n"})
+    os.utime(context / "src" / "sub", (1000, 1000))
     before = int(time.time())
     build(engine, context, "-t", "made-dirs")
     after = time.time()
@@ -141,6 +142,7 @@ def test_directories_steps_make_have_the_build_time(engine: Engine, busybox: str
             **top_layer(engine, "made-dirs")}
     for name in ("w1", "w1/w2", "x", "x/y", "d", "d/e"):
         assert before <= made[name].mtime <= after, name
+    assert made["d/e/sub"].mtime == 1000, "a copied directory keeps its mtime"
     again = build(engine, context, "-t", "made-dirs").stdout.decode()
     assert again.count(" ---> Using cache") == 3
 
