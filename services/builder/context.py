@@ -168,9 +168,11 @@ def _is_archive(upload: BinaryIO) -> bool:
         upload.seek(0)
 
 
-def _extract(source: BinaryIO, dest: Path, digests: ContentDigests) -> None:
+def _extract(source: BinaryIO, dest: Path, digests: ContentDigests) -> dict[Path, float]:
     """Unpack refusing members that would land outside `dest`, handing each
-    regular file to `digests` as soon as it is written."""
+    regular file to `digests` as soon as it is written; returns the
+    directories' mtimes, which what is unpacked into them changes."""
+    directories = {}
     try:
         with tarfile.open(fileobj=source, mode="r|*") as tar:
             for member in _members(tar):
@@ -180,6 +182,9 @@ def _extract(source: BinaryIO, dest: Path, digests: ContentDigests) -> None:
                 tar.extract(member, dest, filter=_inside_context)
                 if member.isreg():
                     digests.add(dest / name)
+                elif member.isdir():
+                    directories[dest / name] = member.mtime
+        return directories
     except tarfile.OutsideDestinationError as exc:
         raise InvalidArgument(f'"{exc.tarinfo.name}" is outside of "{dest}"') from exc
     except (tarfile.TarError, EOFError) as exc:
@@ -244,6 +249,14 @@ def _apply_dockerignore(root: Path, keep: set[str]) -> Ignore:
     return ignore
 
 
+def _restore_mtimes(directories: dict[Path, float]) -> None:
+    """Give the context's directories their mtimes from the upload back
+    (COPY of a directory keeps them, as in dockerd)."""
+    for path, mtime in directories.items():
+        with contextlib.suppress(FileNotFoundError):   # removed by .dockerignore
+            os.utime(path, (mtime, mtime), follow_symlinks=False)
+
+
 def unpack(upload: BinaryIO, workdir: Path, dockerfile: str) -> Context:
     """Turn the uploaded bytes into a context directory and read its Dockerfile."""
     root = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
@@ -252,8 +265,9 @@ def unpack(upload: BinaryIO, workdir: Path, dockerfile: str) -> Context:
     try:
         ignore = Ignore([])
         if _is_archive(upload):
-            _extract(upload, root, digests)
+            directories = _extract(upload, root, digests)
             ignore = _apply_dockerignore(root, {DOCKERIGNORE, os.path.normpath(name.lstrip("/"))})
+            _restore_mtimes(directories)
         else:
             with open(root / "Dockerfile", "wb") as lone:
                 shutil.copyfileobj(upload, lone)

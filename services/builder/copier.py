@@ -11,6 +11,7 @@ import os
 import posixpath
 import stat
 import tarfile
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -290,23 +291,46 @@ def _file_digest(path: Path) -> bytes:
     return blake3.blake3().update_mmap(path).digest()
 
 
-def _ids(text: str) -> dict[str, tuple[int, int]]:
-    """name -> (id, primary gid) from /etc/passwd or /etc/group text."""
+CHOWN_ERROR = "unable to convert uid/gid chown string to host mapping: "
+
+
+def _ids(text: str) -> dict[str, int]:
+    """name -> ID from /etc/passwd or /etc/group text."""
     table = {}
     for line in text.splitlines():
         fields = line.split(":")
-        if len(fields) >= 4 and fields[2].isdigit():
-            table[fields[0]] = (int(fields[2]), int(fields[3]) if fields[3].isdigit() else 0)
-        elif len(fields) >= 3 and fields[2].isdigit():
-            table[fields[0]] = (int(fields[2]), int(fields[2]))
+        if len(fields) >= 3 and fields[2].isdigit():
+            table.setdefault(fields[0], int(fields[2]))
     return table
+
+
+def _chown_parts(spec: str) -> tuple[str, str]:
+    """--chown=user[:group] as (user, group); without a group the user's
+    text names the group too (a name then needs a group of that name), as
+    dockerd 20.10's parseChownFlag does."""
+    parts = spec.split(":")
+    if len(parts) > 2:
+        raise InvalidArgument(f"{CHOWN_ERROR}invalid chown string format: {spec}")
+    return parts[0], parts[-1]
 
 
 def chown_names(spec: str) -> tuple[bool, bool]:
     """Whether --chown=user[:group] names a user, and a group, to look up
     in the image's /etc/passwd and /etc/group."""
-    user, _, group = spec.partition(":")
-    return bool(user) and not user.isdigit(), bool(group) and not group.isdigit()
+    if not spec:
+        return False, False
+    user, group = _chown_parts(spec)
+    return not user.isdigit(), not group.isdigit()
+
+
+def _lookup(name: str, table_text: str, kind: str, what: str) -> int:
+    if name.isdigit():
+        return int(name)
+    ids = _ids(table_text)
+    if name not in ids:
+        raise InvalidArgument(f"{CHOWN_ERROR}can't find {kind} for {what} {name}: "
+                              f"no such {what}: {name}")
+    return ids[name]
 
 
 def parse_chown(spec: str, passwd: str = "", group_file: str = "") -> Owner:
@@ -314,26 +338,8 @@ def parse_chown(spec: str, passwd: str = "", group_file: str = "") -> Owner:
     /etc/group text (needed only for what chown_names says)."""
     if not spec:
         return Owner()
-    user, _, group = spec.partition(":")
-    users = _ids(passwd)
-    if user.isdigit():
-        uid, gid = int(user), int(user)
-    elif user in users:
-        uid, gid = users[user]
-    else:
-        raise InvalidArgument(f"unable to convert uid/gid chown string to host mapping: "
-                              f"can't find uid for user {user}: no such user: {user}")
-    if group:
-        groups = _ids(group_file)
-        if group.isdigit():
-            gid = int(group)
-        elif group in groups:
-            gid = groups[group][0]
-        else:
-            raise InvalidArgument(
-                f"unable to convert uid/gid chown string to host mapping: "
-                f"can't find gid for group {group}: no such group: {group}")
-    return Owner(uid, gid)
+    user, group = _chown_parts(spec)
+    return Owner(_lookup(user, passwd, "uid", "user"), _lookup(group, group_file, "gid", "group"))
 
 
 def parse_chmod(spec: str, instruction: str) -> int | None:
@@ -352,7 +358,9 @@ class LayerWriter:
     """Writes an uncompressed layer tar: missing parent dirs, then entries.
     `owner` owns everything written; None: the copied paths keep their own
     owners (COPY --from without --chown, as the classic builder does) and
-    the directories the copy makes are root's."""
+    the directories the copy makes are root's. The directories it makes
+    have the time the layer is written as their mtime, as dockerd's have
+    (the cache key does not depend on it: it is computed before)."""
 
     def __init__(self, tar: tarfile.TarFile, in_parent: Callable[[str], bool],
                  owner: Owner | None, chmod: int | None = None) -> None:
@@ -360,6 +368,7 @@ class LayerWriter:
         self._in_parent = in_parent     # whether a path exists in the parent image
         self._owner = owner
         self._chmod = chmod
+        self._made_at = int(time.time())
         self._written: set[str] = set()
 
     def _own(self, info: tarfile.TarInfo, copied: bool = False) -> tarfile.TarInfo:
@@ -379,7 +388,7 @@ class LayerWriter:
         if self._in_parent(path):
             return
         info = self._own(tarfile.TarInfo(path.lstrip("/")))
-        info.type, info.mode = tarfile.DIRTYPE, mode
+        info.type, info.mode, info.mtime = tarfile.DIRTYPE, mode, self._made_at
         self._tar.addfile(info)
         self._written.add(path)
 

@@ -73,7 +73,8 @@ class ImageFiles:
     async def resolve(self, path: str) -> tuple[str, container_pb2.PathStat] | None:
         """`path` with every symlink followed inside the image, and its stat;
         None when it leads nowhere."""
-        path = posixpath.normpath("/" + path)
+        # normpath keeps a leading "//" (POSIX leaves its meaning open).
+        path = posixpath.normpath("/" + path.lstrip("/"))
         info = await self._stat(path)
         if info is not None and info.mode & gomode.SYMLINK:
             path = info.link_target

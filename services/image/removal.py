@@ -16,6 +16,10 @@ from services.image.layers import chain_ids
 log = logging.getLogger(__name__)
 
 PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
+# The build service's leases (holders build-<build>-<n>): a running build
+# holds the images it stands on. They are no containers, and like a running
+# container's they cannot be forced away.
+BUILD_OWNER = "build"
 
 
 @dataclass
@@ -39,12 +43,11 @@ class Removal:
         by_reference = not _is_id_prefix(image_id, name)
         if by_reference:
             ref = reference.parse(name)
-            holders = self.store.lease_holders(image_id)
-            if not force and _single_repository(refs) and holders:
+            user = self._user(image_id)
+            if not force and _single_repository(refs) and user:
                 raise Conflict(
                     f'conflict: unable to remove repository reference "{name}" (must force) - '
-                    f"container {holders[0][:12]} is using its referenced image "
-                    f"{short_id(image_id)}")
+                    f"{user} is using its referenced image {short_id(image_id)}")
             self._untag(image_id, str(ref), records)
             remaining = self.store.refs_of(image_id)
             if not ref.digest and not any(
@@ -68,7 +71,22 @@ class Removal:
         self.images.events.publish("untag", image_id, self.images.event_attrs(image_id, image_id))
 
     def _running_user(self, image_id: str, running: set[str]) -> str | None:
-        return next((h for h in self.store.lease_holders(image_id) if h in running), None)
+        """What keeps the image whatever the force, as Docker's messages
+        name it: a running container, else a running build."""
+        leases = self.store.leases_of(image_id)
+        if container := next((h for h, _ in leases if h in running), None):
+            return f"running container {container[:12]}"
+        return "running build" if any(o == BUILD_OWNER for _, o in leases) else None
+
+    def _stopped_containers(self, image_id: str) -> list[str]:
+        """The containers using the image (running ones are checked first)."""
+        return [h for h, owner in self.store.leases_of(image_id) if owner != BUILD_OWNER]
+
+    def _user(self, image_id: str) -> str | None:
+        """Any user of the image: its first container, else a running build."""
+        if containers := self._stopped_containers(image_id):
+            return f"container {containers[0][:12]}"
+        return "a running build" if self.store.leases_of(image_id) else None
 
     def _check_conflicts(self, image_id: str, force: bool, running: set[str],
                          ignore_references: bool = False) -> None:
@@ -78,14 +96,13 @@ class Removal:
                            f"image has dependent child images")
         if user := self._running_user(image_id, running):
             raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
-                           f"image is being used by running container {user[:12]}")
+                           f"image is being used by {user}")
         if force:
             return
         if not ignore_references and self.store.refs_of(image_id):
             raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
                            f"image is referenced in multiple repositories")
-        holders = self.store.lease_holders(image_id)
-        if holders:
+        if holders := self._stopped_containers(image_id):
             raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
                            f"image is being used by stopped container {holders[0][:12]}")
 

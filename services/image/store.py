@@ -208,6 +208,11 @@ class ImageStore:
         return [r["holder"] for r in self.db.query(
             "SELECT holder FROM leases WHERE image_id = ? ORDER BY rowid", (image_id,))]
 
+    def leases_of(self, image_id: str) -> list[tuple[str, str]]:
+        """(holder, owner) of each lease on the image, oldest first."""
+        return [(r["holder"], r["owner"]) for r in self.db.query(
+            "SELECT holder, owner FROM leases WHERE image_id = ? ORDER BY rowid", (image_id,))]
+
     def leased_chains(self) -> set[str]:
         return {r["chain_id"] for r in self.db.query("SELECT chain_id FROM leases")}
 

@@ -123,6 +123,30 @@ def test_changed_file_rebuilds_from_its_copy(engine: Engine, busybox: str,
     assert "Using cache" not in nocache
 
 
+
+def test_directories_steps_make_have_the_build_time(engine: Engine, busybox: str,
+                                                    tmp_path: Path) -> None:
+    """As dockerd 20.10: the directories WORKDIR and COPY make (the
+    destination's missing parents, a directory source's destination) get
+    the time the step ran, copied ones keep theirs; a rebuild with
+    nothing changed still takes every step from the cache."""
+    context = write_context(tmp_path / "ctx", {
+        "Dockerfile": "FROM busybox\nWORKDIR /w1/w2\nCOPY f.txt /x/y/f.txt\n"
+                      "COPY src/ /d/e/\n",
+        "f.txt": "f\n", "src/sub/s.txt": "s\n"})
+    os.utime(context / "src" / "sub", (1000, 1000))
+    before = int(time.time())
+    build(engine, context, "-t", "made-dirs")
+    after = time.time()
+    made = {**top_layer(engine, "made-dirs", index=-3), **top_layer(engine, "made-dirs", -2),
+            **top_layer(engine, "made-dirs")}
+    for name in ("w1", "w1/w2", "x", "x/y", "d", "d/e"):
+        assert before <= made[name].mtime <= after, name
+    assert made["d/e/sub"].mtime == 1000, "a copied directory keeps its mtime"
+    again = build(engine, context, "-t", "made-dirs").stdout.decode()
+    assert again.count(" ---> Using cache") == 3
+
+
 def test_copy_semantics(engine: Engine, busybox: str, tmp_path: Path) -> None:
     payload = io.BytesIO()
     with tarfile.open(fileobj=payload, mode="w:gz") as tar:
@@ -247,6 +271,37 @@ def test_chown_names_under_a_volume_come_from_the_image(engine: Engine, busybox:
     build(engine, context, "-t", "volume-chown")
     owned = top_layer(engine, "volume-chown")["owned"]
     assert (owned.uid, owned.gid) == (1234, 1234)
+
+
+
+CHOWN_USER_ONLY_DOCKERFILE = """\
+FROM busybox
+RUN echo 'app:x:1000:1000::/:/bin/sh' >> /etc/passwd && echo 'app:x:2000:' >> /etc/group \
+ && echo 'solo:x:1001:1001::/:/bin/sh' >> /etc/passwd
+COPY --chown=app f.txt /owned
+"""
+
+
+@pytest.mark.parametrize(("chown", "message"), [
+    ("solo", "can't find gid for group solo: no such group: solo"),
+    ("app:", "can't find gid for group : no such group: \n"),
+    ("app:app:app", "invalid chown string format: app:app:app"),
+])
+def test_chown_user_alone_names_the_group_too(engine: Engine, busybox: str, tmp_path: Path,
+                                              chown: str, message: str) -> None:
+    """As dockerd 20.10: --chown=NAME looks NAME up as the group too (not
+    the user's primary group) and fails when there is no such group."""
+    context = write_context(tmp_path / "ctx", {"Dockerfile": CHOWN_USER_ONLY_DOCKERFILE,
+                                               "f.txt": "owned\n"})
+    build(engine, context, "-t", "chown-user")
+    owned = top_layer(engine, "chown-user")["owned"]
+    assert (owned.uid, owned.gid) == (1000, 2000)
+    (context / "Dockerfile").write_text(
+        CHOWN_USER_ONLY_DOCKERFILE + f"COPY --chown={chown} f.txt /failed\n")
+    result = build(engine, context, check=False)
+    assert result.returncode != 0
+    assert ("unable to convert uid/gid chown string to host mapping: " + message
+            in result.stderr.decode())
 
 
 OWNERS_DOCKERFILE = """\

@@ -130,6 +130,48 @@ def test_prunes_during_a_build_take_none_of_its_images(engine: Engine, base: str
     assert image_ids(engine) == set()
 
 
+
+def image_id(engine: Engine, name: str) -> str:
+    return engine.docker("image", "inspect", "--format", "{{.Id}}", name).stdout.decode().strip()
+
+
+def test_rmi_of_an_image_a_build_holds_names_the_build(engine: Engine, base: str,
+                                                       tmp_path: Path) -> None:
+    """An image the build holds is "being used by running build" (no
+    container of that name exists) and, like a running container's, cannot
+    be forced away; the image the slow step's container runs on gets
+    dockerd's own message for that container."""
+    source_ctx = context(tmp_path / "source", f"FROM {BASE}\nLABEL source=yes\n")
+    engine.docker("build", "-t", "holds-source", str(source_ctx), timeout=180)
+    source_id = image_id(engine, "holds-source")
+    ctx = context(tmp_path / "ctx", f"FROM {BASE}\nCOPY --from=holds-source /etc/group /group\n"
+                                    "RUN echo slow && sleep 4\n")
+    client, started = start_build(engine, ctx, "-t", "held")
+    try:
+        step_image = started.split(" ---> ")[-2].split()[0]
+        step_container = started.split(" ---> Running in ")[-1].split()[0]
+        for args in (("rmi", source_id), ("rmi", "-f", source_id)):
+            refused = engine.docker(*args, check=False).stderr.decode().strip()
+            assert refused == (
+                f"Error response from daemon: conflict: unable to delete {source_id[7:19]} "
+                "(cannot be forced) - image is being used by running build")
+        by_name = engine.docker("rmi", "holds-source", check=False).stderr.decode().strip()
+        view = engine.docker("ps", "-aq", "--filter", f"ancestor={source_id}").stdout.decode()
+        assert by_name == (
+            'Error response from daemon: conflict: unable to remove repository reference '
+            f'"holds-source" (must force) - container {view.strip()} is using its referenced '
+            f"image {source_id[7:19]}")
+        in_use = engine.docker("rmi", "-f", step_image, check=False).stderr.decode().strip()
+        assert in_use == (
+            f"Error response from daemon: conflict: unable to delete {step_image} "
+            f"(cannot be forced) - image is being used by running container {step_container}")
+    finally:
+        output, _ = client.communicate(timeout=180)
+    assert client.returncode == 0, output
+    assert image_id(engine, "holds-source") == source_id
+    assert build_holds(engine) == []
+    engine.docker("rmi", "holds-source", "held")
+
 def test_a_rebuild_holds_its_cache_hits(engine: Engine, base: str, tmp_path: Path) -> None:
     """The steps before the slow one come from the cache; they are not
     pruned while the slow step runs (it is not cached: --build-arg)."""

@@ -51,6 +51,28 @@ def test_dockerignore_removes_what_it_excludes_but_its_exceptions(tmp_path: Path
     assert not context.root.exists()
 
 
+
+def test_directories_keep_their_mtimes_from_the_upload(tmp_path: Path) -> None:
+    """COPY of a directory keeps its subdirectories' mtimes, as dockerd's
+    does: what is unpacked into a directory does not change its mtime."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name in ("src", "src/sub"):
+            member = tarfile.TarInfo(name)
+            member.type, member.mode, member.mtime = tarfile.DIRTYPE, 0o755, 1000
+            tar.addfile(member)
+        for name, text in {"Dockerfile": "FROM scratch\n", "src/sub/f.txt": "f",
+                           "src/sub/x.log": "x", ".dockerignore": "src/sub/x.log\n"}.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(text)
+            tar.addfile(member, io.BytesIO(text.encode()))
+    buffer.seek(0)
+    upload = buffer
+    context = build_context.unpack(upload, tmp_path, "")
+    assert [(context.root / d).stat().st_mtime for d in ("src", "src/sub")] == [1000, 1000]
+    assert not (context.root / "src/sub/x.log").exists()
+    context.remove()
+
 def test_entries_outside_the_context_are_refused_and_nothing_stays(tmp_path: Path) -> None:
     upload = io.BytesIO(tar_of({"Dockerfile": "FROM scratch\n", "../evil": "x"}))
     with pytest.raises(InvalidArgument, match='"../evil" is outside of'):

@@ -7,6 +7,7 @@ import asyncio
 import io
 import os
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from services.builder import copier
 from services.common.errors import InvalidArgument
 
 PASSWD = "root:x:0:0::/root:/bin/sh\napp:x:1000:1001::/:/\n"
-GROUP = "root:x:0:\nstaff:x:50:\n"
+GROUP = "root:x:0:\nstaff:x:50:\napp:x:2000:\n"
 IN_IMAGE = {"/etc", "/etc/passwd", "/etc/group", "/srv"}
 ROOT = copier.Owner()
 
@@ -85,7 +86,7 @@ def test_digest_follows_names_and_content_not_mtime(context: copier.ContextTree)
 
 def test_chown_and_chmod() -> None:
     assert copier.parse_chown("") == copier.Owner(0, 0)
-    assert copier.parse_chown("app", PASSWD) == copier.Owner(1000, 1001)
+    assert copier.parse_chown("app", PASSWD, GROUP) == copier.Owner(1000, 2000)
     assert copier.parse_chown("app:staff", PASSWD, GROUP) == copier.Owner(1000, 50)
     assert copier.parse_chown("7:8") == copier.Owner(7, 8)
     assert copier.parse_chown("7") == copier.Owner(7, 7)
@@ -93,9 +94,13 @@ def test_chown_and_chmod() -> None:
         copier.parse_chown("nobody", PASSWD)
     with pytest.raises(InvalidArgument, match="no such group: wheel"):
         copier.parse_chown("7:wheel", "", GROUP)
+    with pytest.raises(InvalidArgument, match="can't find gid for group root7: no such group"):
+        copier.parse_chown("root7", "root7:x:7:7::/:/\n", GROUP)
+    with pytest.raises(InvalidArgument, match="invalid chown string format: a:b:c"):
+        copier.chown_names("a:b:c")
     assert copier.chown_names("app:staff") == (True, True)
     assert copier.chown_names("7:staff") == (False, True)
-    assert copier.chown_names("app") == (True, False)
+    assert copier.chown_names("app") == (True, True)
     assert copier.chown_names("7:8") == (False, False)
     assert copier.parse_chmod("755", "COPY") == 0o755
     with pytest.raises(InvalidArgument, match="invalid chmod parameter: 99x"):
@@ -130,6 +135,23 @@ def test_layer_writer_adds_missing_parents_only(context: copier.ContextTree,
     assert members["etc/new/dir/a.txt"].mode == 0o640
     assert members["etc/new/dir"].mode == 0o755
     assert (members["etc/new"].uid, members["etc/new"].gid) == (5, 6)
+
+
+def test_directories_a_layer_makes_have_its_time(context: copier.ContextTree,
+                                                  tmp_path: Path) -> None:
+    """As dockerd: the directories a COPY makes get the time of the step;
+    the copied paths keep their own mtimes."""
+    os.utime(context.root / "dir" / "sub", (1, 1))
+    copy = read(context, ["dir"], "/new/dir/")
+    before = int(time.time())
+    members = write_layer(tmp_path / "layer.tar",
+                          copier.plan_copy(copy, "/new/dir", True, "COPY"))
+    after = time.time()
+    for made in ("new", "new/dir"):
+        assert before <= members[made].mtime <= after, made
+    assert members["new/dir/sub"].mtime == 1
+    assert members["new/dir/sub/c.txt"].mtime == os.stat(
+        context.root / "dir" / "sub" / "c.txt").st_mtime
 
 
 def test_add_unpacks_local_archives(context: copier.ContextTree, tmp_path: Path) -> None:
