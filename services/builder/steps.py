@@ -32,13 +32,14 @@ from services.builder.metrics import CACHE_HITS, CACHE_MISSES, STEP_SECONDS
 from services.builder.options import BuildOptions
 from services.builder.store import cache_key
 from services.builder.words import process_word
+from services.common import owners
 from services.common.errors import InvalidArgument, NotFound
 
 if TYPE_CHECKING:
     from services.builder.builder import Builder
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOLD_OWNER = "build"
+HOLD_OWNER = owners.BUILD
 PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
 

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from berth.volume.v1 import volume_pb2_grpc
+from services.common import owners
 from services.common.config import Config
 from services.common.errors import BerthError, NotFound, Unimplemented
 from services.common.peers import PeerClient
@@ -19,7 +20,7 @@ _PEER_WAIT_SECONDS = 15
 
 # How the peers name this service as the owner of rootfs leases and sandboxes
 # (their reconcile after a crash sweeps only what the container service owns).
-OWNER = "container"
+OWNER = owners.CONTAINER
 
 
 class Peers:

@@ -12,6 +12,7 @@ from berth.image.v1.image_pb2_grpc import ImageServiceStub
 from berth.network.v1 import network_pb2
 from berth.network.v1.network_pb2_grpc import NetworkServiceStub
 from berth.types.v1 import types_pb2
+from services.common import owners
 from services.common.config import Config
 from services.common.errors import NotFound
 from services.common.peers import PeerClient
@@ -21,7 +22,7 @@ from services.cri import labels
 PEER_WAIT_SECONDS = 15
 # The owner of the network sandboxes and rootfs leases this service takes:
 # the network and image services sweep them against this service's list only.
-OWNER = "cri"
+OWNER = owners.CRI
 
 
 class Peers:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from services.common import owners
 from services.common.errors import Conflict
 from services.common.filters import Filters
 from services.image import reference
@@ -19,7 +20,7 @@ PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
 # The build service's leases (holders build-<build>-<n>): a running build
 # holds the images it stands on. They are no containers, and like a running
 # container's they cannot be forced away.
-BUILD_OWNER = "build"
+BUILD_OWNER = owners.BUILD
 
 
 @dataclass

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import logging
 
+from services.common import owners
 from services.network.manager import NetworkManager
 from services.network.store import NetworkStore
 
 log = logging.getLogger(__name__)
 
 # The service whose list of IDs covers the endpoint rows.
-ENDPOINT_OWNER = "container"
+ENDPOINT_OWNER = owners.CONTAINER
 
 
 def gone_containers(store: NetworkStore, owner: str, existing: set[str],
