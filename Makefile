@@ -5,7 +5,7 @@ VENV        := .venv
 PYTHON      ?= python3
 OS_PACKAGES := runc conmon busybox-static docker-registry skopeo tini catatonit \
                iptables nftables apache2-utils curl openssl docker-compose \
-               containernetworking-plugins
+               containernetworking-plugins debootstrap
 DATA_ROOT   ?= /var/lib/berth
 EXEC_ROOT   ?= /run/berth
 PYTEST_ARGS ?=

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.debian_image import rootfs_tarball
 from tests.support.engine import Engine, running_engine
 from tests.support.images import busybox_archive
 from tests.support.registry import Registry, running_registry
@@ -20,6 +21,13 @@ from tests.support.registry import Registry, running_registry
 def busybox_tar(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """docker-archive tar of busybox:latest built from Debian's busybox-static."""
     return busybox_archive(tmp_path_factory.mktemp("images") / "busybox.tar")
+
+
+@pytest.fixture(scope="session")
+def debian_stack_rootfs() -> Path:
+    """Rootfs tar of a Debian bookworm with nginx-light, redis-server and python3,
+    debootstrapped from the host's Debian mirror once and cached (see debian_image)."""
+    return rootfs_tarball()
 
 
 @pytest.fixture(scope="module")

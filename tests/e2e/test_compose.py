@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import shutil
-import socket
-import subprocess
-import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import docker
 import pytest
 
+from tests.support.compose import COMPOSE, ComposeProject, compose_project
 from tests.support.engine import Engine
-from tests.support.registry import Registry
-
-COMPOSE = shutil.which("docker-compose")
+from tests.support.polling import wait_for
+from tests.support.registry import Registry, free_port
 
 pytestmark = pytest.mark.skipif(COMPOSE is None, reason="docker-compose is not installed")
 
@@ -25,73 +21,19 @@ HTTPD = ("sh -c 'mkdir -p /www && echo hello > /www/index.html"
          " && exec httpd -f -p 80 -h /www'")
 HTTP_GET = r'echo -e "GET / HTTP/1.0\r\n\r\n" | nc web 80'
 
-Compose = Callable[..., subprocess.CompletedProcess]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _eventually(check: Callable[[], bool], timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{check} did not hold within {timeout}s")
-        time.sleep(0.2)
-
 
 @pytest.fixture
 def project(engine: Engine, busybox: str, tmp_path: Path,
-            request: pytest.FixtureRequest) -> Iterator[Compose]:
-    """`compose(yml)` writes the project file; `compose(None, *args)` runs
-    docker-compose on it under a project name unique to the test."""
+            request: pytest.FixtureRequest) -> Iterator[ComposeProject]:
+    """A project named after the test, taken down at the end."""
     name = "c" + request.node.name.removeprefix("test_").replace("_", "")[:20]
-    env = dict(engine.env(), COMPOSE_DOCKER_CLI_BUILD="0", DOCKER_BUILDKIT="0")
-
-    def compose(*args: str, check: bool = True,
-                api_version: str | None = None) -> subprocess.CompletedProcess:
-        pinned = dict(env, COMPOSE_API_VERSION=api_version) if api_version else env
-        result = subprocess.run([COMPOSE, "-p", name, *args], cwd=tmp_path, env=pinned,
-                                capture_output=True, text=True, timeout=180)
-        if check and result.returncode != 0:
-            raise AssertionError(f"docker-compose {' '.join(args)} exited "
-                                 f"{result.returncode}:\n{result.stdout}{result.stderr}")
-        return result
-
-    compose.dir = tmp_path
-    compose.name = name
-    yield compose
-    if (tmp_path / "docker-compose.yml").exists():
-        compose("down", "-v", "-t", "1", "--rmi", "local", check=False)
-
-
-def _write(compose: Compose, text: str) -> None:
-    (compose.dir / "docker-compose.yml").write_text(text)
-
-
-def _project_containers(engine: Engine, name: str) -> list[str]:
-    result = engine.docker("ps", "-aq", "--filter",
-                           f"label=com.docker.compose.project={name}")
-    return result.stdout.decode().split()
-
-
-def _log_lines(compose: Compose, service: str) -> list[str]:
-    """What a service printed, without the `name_1  | ` prefixes."""
-    output = compose("logs", "--no-color", service).stdout
-    return [line.partition("| ")[2] for line in output.splitlines() if "| " in line]
-
-
-def _ps_states(compose: Compose) -> dict[str, str]:
-    """Service container name -> State column of `docker-compose ps`."""
-    lines = compose("ps").stdout.splitlines()[2:]
-    return {line.split()[0]: line for line in lines if line.strip()}
+    with compose_project(engine, tmp_path, name) as running:
+        yield running
 
 
 def test_two_services_reach_each_other_by_service_name(engine: Engine,
-                                                       project: Compose) -> None:
-    _write(project, f"""
+                                                       project: ComposeProject) -> None:
+    project.write(f"""
 version: "3.8"
 services:
   web:
@@ -102,26 +44,26 @@ services:
     command: sleep 300
 """)
     project("up", "-d")
-    states = _ps_states(project)
+    states = project.ps_states()
     assert sorted(states) == [f"{project.name}_client_1", f"{project.name}_web_1"]
     assert all(" Up " in f"{line} " for line in states.values()), states
 
     def served() -> bool:
         result = project("exec", "-T", "client", "sh", "-c", HTTP_GET, check=False)
         return result.stdout.endswith("hello\n")
-    _eventually(served)
+    wait_for(served)
 
     network = f"{project.name}_default"
     assert network in engine.docker("network", "ls", "--format", "{{.Name}}").stdout.decode()
     project("down", "-t", "1")
-    assert _project_containers(engine, project.name) == []
+    assert project.containers() == []
     names = engine.docker("network", "ls", "--format", "{{.Name}}").stdout.decode().split()
     assert network not in names
 
 
-def test_published_port_reachable_from_host(project: Compose) -> None:
-    port = _free_port()
-    _write(project, f"""
+def test_published_port_reachable_from_host(project: ComposeProject) -> None:
+    port = free_port()
+    project.write(f"""
 version: "3.8"
 services:
   web:
@@ -138,12 +80,12 @@ services:
                 return reply.read() == b"hello\n"
         except OSError:
             return False
-    _eventually(served)
+    wait_for(served)
 
 
 def test_named_volume_shared_persisted_and_removed(engine: Engine,
-                                                   project: Compose) -> None:
-    _write(project, """
+                                                   project: ComposeProject) -> None:
+    project.write("""
 version: "3.8"
 services:
   writer:
@@ -163,7 +105,7 @@ volumes:
     def shared() -> bool:
         result = project("exec", "-T", "reader", "cat", "/data/msg", check=False)
         return result.stdout == "written\n"
-    _eventually(shared)
+    wait_for(shared)
     project("exec", "-T", "reader", "sh", "-c", "echo kept > /data/kept")
 
     project("down", "-t", "1")
@@ -176,8 +118,8 @@ volumes:
 
 
 def test_depends_on_environment_logs_run_stop_start(engine: Engine,
-                                                    project: Compose) -> None:
-    _write(project, """
+                                                    project: ComposeProject) -> None:
+    project.write("""
 version: "3.8"
 services:
   db:
@@ -198,20 +140,20 @@ services:
     assert inspect["HostConfig"]["RestartPolicy"]["Name"] == "no"
     assert "GREETING=from-compose" in inspect["Config"]["Env"]
     assert inspect["Config"]["Cmd"] == ["sh", "-c", 'echo "greeting=$GREETING" && exec sleep 300']
-    _eventually(lambda: _log_lines(project, "db") == ["greeting=from-compose"])
+    wait_for(lambda: project.log_lines("db") == ["greeting=from-compose"])
 
     run = project("run", "--rm", "client", "echo", "hi")
     assert run.stdout.strip().splitlines()[-1] == "hi"
-    assert len(_project_containers(engine, project.name)) == 2
+    assert len(project.containers()) == 2
 
     project("stop", "-t", "1")
-    assert all("Exit" in line for line in _ps_states(project).values())
+    assert all("Exit" in line for line in project.ps_states().values())
     project("start")
-    assert all(" Up " in f"{line} " for line in _ps_states(project).values())
+    assert all(" Up " in f"{line} " for line in project.ps_states().values())
 
 
 def test_recreate_on_change_and_scale_with_api_pinned_below_1_45(engine: Engine,
-                                                                  project: Compose) -> None:
+                                                                  project: ComposeProject) -> None:
     """Compose 1.29 reads an image's ContainerConfig to recreate a container;
     Docker (and berth) omit it from API 1.45 on, so as with Docker 25+ the
     project pins COMPOSE_API_VERSION=1.44."""
@@ -225,31 +167,31 @@ services:
     image: busybox:latest
     command: sleep {{}}
 """
-    _write(project, template.format(300))
+    project.write(template.format(300))
     project("up", "-d", api_version="1.44")
     client = f"{project.name}_client_1"
     first = json.loads(engine.docker("inspect", client).stdout)[0]["Id"]
 
-    _write(project, template.format(301))
+    project.write(template.format(301))
     result = project("up", "-d", api_version="1.44")
     assert f"{project.name}_web_1 is up-to-date" in result.stderr
     recreated = json.loads(engine.docker("inspect", client).stdout)[0]
     assert recreated["Id"] != first and recreated["Config"]["Cmd"] == ["sleep", "301"]
 
     project("up", "-d", "--scale", "client=2", api_version="1.44")
-    assert len(_project_containers(engine, project.name)) == 3
+    assert len(project.containers()) == 3
 
     def served() -> bool:
         result = project("exec", "-T", "--index=2", "client", "sh", "-c", HTTP_GET,
                          check=False, api_version="1.44")
         return result.stdout.endswith("hello\n")
-    _eventually(served)
+    wait_for(served)
 
 
 def test_healthy_dependency_networks_aliases_and_service_options(engine: Engine,
-                                                                  project: Compose) -> None:
+                                                                  project: ComposeProject) -> None:
     (project.dir / "vars.env").write_text("FROM_FILE=yes\n")
-    _write(project, """
+    project.write("""
 services:
   db:
     image: busybox:latest
@@ -282,7 +224,7 @@ networks:
 """)
     project("up", "-d")
     db = f"{project.name}_db_1"
-    assert "Up (healthy)" in _ps_states(project)[db]
+    assert "Up (healthy)" in project.ps_states()[db]
     inspect = json.loads(engine.docker("inspect", db).stdout)[0]
     assert inspect["Config"]["Labels"]["tier"] == "data"
     assert inspect["HostConfig"]["Memory"] == 64 * 1024 * 1024
@@ -301,8 +243,8 @@ networks:
     assert "docker-init" in project("exec", "-T", "db", "cat", "/proc/1/cmdline").stdout
 
 
-def test_foreground_up_aborts_and_returns_exit_code(project: Compose) -> None:
-    _write(project, """
+def test_foreground_up_aborts_and_returns_exit_code(project: ComposeProject) -> None:
+    project.write("""
 services:
   server:
     image: busybox:latest
@@ -318,16 +260,16 @@ services:
     printed = {tuple(part.strip() for part in line.split("|", 1))
                for line in result.stdout.splitlines() if "|" in line}
     assert ("job_1", "job-ran") in printed
-    assert "Exit" in _ps_states(project)[f"{project.name}_server_1"]
+    assert "Exit" in project.ps_states()[f"{project.name}_server_1"]
 
 
-def test_pull_and_push_through_a_registry(engine: Engine, project: Compose,
+def test_pull_and_push_through_a_registry(engine: Engine, project: ComposeProject,
                                           registry: Registry) -> None:
     remote = f"{registry.address}/compose/busybox:1"
     engine.docker("tag", "busybox:latest", remote)
     engine.docker("push", remote)
     engine.docker("rmi", remote)
-    _write(project, f"""
+    project.write(f"""
 services:
   app:
     image: {remote}
@@ -337,13 +279,13 @@ services:
     assert engine.docker("image", "inspect", remote).returncode == 0
     engine.docker("rmi", remote)
     project("up", "-d")
-    _eventually(lambda: _log_lines(project, "app") == ["pulled"])
+    wait_for(lambda: project.log_lines("app") == ["pulled"])
     project("down", "-t", "1", "--rmi", "all")
 
     (project.dir / "app").mkdir()
     (project.dir / "app" / "Dockerfile").write_text("FROM busybox:latest\nLABEL pushed=yes\n")
     pushed = f"{registry.address}/compose/built:1"
-    _write(project, f"""
+    project.write(f"""
 services:
   built:
     build: ./app
@@ -358,13 +300,13 @@ services:
     engine.docker("rmi", pushed)
 
 
-def test_build_service_with_legacy_builder(engine: Engine, project: Compose) -> None:
+def test_build_service_with_legacy_builder(engine: Engine, project: ComposeProject) -> None:
     app = project.dir / "app"
     app.mkdir()
     (app / "Dockerfile").write_text("FROM busybox:latest\nCOPY hello.txt /hello.txt\n"
                                     "RUN echo built >> /hello.txt\n")
     (app / "hello.txt").write_text("copied\n")
-    _write(project, """
+    project.write("""
 version: "3.8"
 services:
   app:
@@ -373,10 +315,10 @@ services:
 """)
     result = project("up", "-d")
     assert f"Successfully tagged {project.name}_app:latest" in result.stdout
-    _eventually(lambda: _log_lines(project, "app") == ["copied", "built"])
+    wait_for(lambda: project.log_lines("app") == ["copied", "built"])
 
 
-def test_build_cache_from_a_loaded_image(engine: Engine, project: Compose) -> None:
+def test_build_cache_from_a_loaded_image(engine: Engine, project: ComposeProject) -> None:
     app = project.dir / "app"
     app.mkdir()
     (app / "Dockerfile").write_text("FROM busybox:latest\nRUN echo cached > /made\n"
@@ -388,7 +330,7 @@ def test_build_cache_from_a_loaded_image(engine: Engine, project: Compose) -> No
     engine.docker("rmi", "compose-cache:src")
     engine.docker("builder", "prune", "-a", "-f")
     engine.docker("load", "-i", str(archive))
-    _write(project, """
+    project.write("""
 version: "3.8"
 services:
   app:
@@ -432,7 +374,7 @@ def test_disconnect_created_container_keeps_it_off_the_network(engine: Engine,
 def test_ports_listed_only_while_running(engine: Engine, busybox: str) -> None:
     """`docker-compose ps` and `docker ps -a` show no ports for a container
     that is not running, as dockerd (regression: exposed ports stayed listed)."""
-    port = _free_port()
+    port = free_port()
     engine.docker("create", "--name", "compose-ports", "-p", f"127.0.0.1:{port}:80",
                   "--expose", "81", busybox, "sleep", "300")
     try:
@@ -470,12 +412,12 @@ def test_short_id_and_hostname_aliases_before_api_1_45(engine: Engine, busybox: 
 
 
 def test_config_file_two_networks_stop_start_and_resolver(engine: Engine,
-                                                          project: Compose) -> None:
+                                                          project: ComposeProject) -> None:
     """The shape of a real stack: a mounted config file, services on two
     networks, `stop` then `start`, and lookups through 127.0.0.11 as an
     nginx `resolver 127.0.0.11` does."""
     (project.dir / "app.conf").write_text("upstream=web\n")
-    _write(project, f"""
+    project.write(f"""
 version: "3.8"
 services:
   web:
@@ -499,7 +441,7 @@ networks:
 """)
     project("up", "-d")
     for cycle in ("up", "restarted"):
-        states = _ps_states(project)
+        states = project.ps_states()
         assert len(states) == 3 and all(" Up " in f"{s} " for s in states.values()), \
             (cycle, states)
         conf = project("exec", "-T", "proxy", "cat", "/etc/app.conf").stdout
@@ -516,7 +458,7 @@ networks:
         def served() -> bool:
             result = project("exec", "-T", "proxy", "sh", "-c", HTTP_GET, check=False)
             return result.stdout.endswith("hello\n")
-        _eventually(served)
+        wait_for(served)
         web = f"{project.name}_web_1"
         networks = json.loads(engine.docker("inspect", "-f", "{{json .NetworkSettings.Networks}}",
                                             web).stdout)
