@@ -15,27 +15,31 @@ class DnsLookup:
         self.store = store
         self.wiring = wiring
 
-    def _visible_endpoints(self, asker: str) -> list[tuple[NetworkRecord, EndpointRecord]]:
-        """Wired endpoints on the user networks the asking container is on."""
-        networks = {n.id: n for n in self.store.networks() if n.is_user_defined}
-        shared = {e.network_id for e in self.store.endpoints(container_id=asker)
-                  if e.wired} & networks.keys()
-        return [(networks[network_id], endpoint) for network_id in shared
-                for endpoint in self.store.endpoints(network_id=network_id) if endpoint.wired]
+    def _shared_networks(self, asker: str) -> list[tuple[NetworkRecord, list[EndpointRecord]]]:
+        """The user networks the asking container is wired on, in Docker's order
+        of its endpoints, each with the wired endpoints on it."""
+        ranked = sorted((v for v in self.wiring.views(asker)
+                         if v.record.wired and v.network.is_user_defined),
+                        key=lambda v: v.docker_rank)
+        return [(view.network, [e for e in self.store.endpoints(network_id=view.network.id)
+                                if e.wired]) for view in ranked]
 
     def lookup(self, asker: str, name: str) -> list[tuple[str, str]] | None:
-        found = []
-        for _, endpoint in self._visible_endpoints(asker):
-            names = {endpoint.container_name.lower(), *map(str.lower, endpoint.aliases),
-                     endpoint.container_id[:12]}
-            if name in names:
-                found.append((endpoint.ip, endpoint.ip6))
-        return found or None
+        """The addresses of `name` on the first shared network that knows it, as
+        Docker's embedded DNS answers (not one address per shared network)."""
+        for _, endpoints in self._shared_networks(asker):
+            found = [(e.ip, e.ip6) for e in endpoints
+                     if name in {e.container_name.lower(), *map(str.lower, e.aliases),
+                                 e.container_id[:12]}]
+            if found:
+                return found
+        return None
 
     def reverse(self, asker: str, address: str) -> str | None:
-        for network, endpoint in self._visible_endpoints(asker):
-            if endpoint.ip == address:
-                return f"{endpoint.container_name}.{network.name}"
+        for network, endpoints in self._shared_networks(asker):
+            owner = next((e for e in endpoints if e.ip == address), None)
+            if owner is not None:
+                return f"{owner.container_name}.{network.name}"
         return None
 
     def upstreams(self, asker: str) -> list[str]:

@@ -103,10 +103,21 @@ class EndpointView:
 
     @property
     def dns_names(self) -> list[str]:
+        """Docker's: name, aliases and short ID, each once."""
         if not self.network.is_user_defined:
             return []
         r = self.record
-        return [n for n in (r.container_name, *r.aliases, r.container_id[:12]) if n]
+        return list(dict.fromkeys(n for n in (r.container_name, *r.aliases,
+                                              r.container_id[:12]) if n))
+
+    @property
+    def docker_rank(self) -> tuple[int, bool, bool, str]:
+        """libnetwork's order of a sandbox's endpoints (its default gateway is the
+        first, its embedded DNS answers from the first network knowing a name):
+        highest GwPriority, then not internal, then dual-stack, then network name."""
+        dual_stack = bool(self.record.ip and self.record.ip6)
+        return (-self.record.gw_priority, self.network.internal, not dual_stack,
+                self.network.name)
 
 
 @dataclass

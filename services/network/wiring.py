@@ -223,11 +223,11 @@ class KernelWiring:
                 self.release(endpoint)
 
     async def update_default_routes(self, sandbox: SandboxRecord) -> None:
-        """Route through the endpoint of highest GwPriority (the first connected
-        among equals) on a network with a way out, for each IP family."""
+        """Route through the first endpoint in Docker's order (highest GwPriority,
+        then network name) on a network with a way out, for each IP family."""
         ranked = sorted((v for v in self.views(sandbox.container_id)
                          if v.record.wired and not v.network.internal),
-                        key=lambda v: -v.record.gw_priority)
+                        key=lambda v: v.docker_rank)
         route = next((self._default_route(v, v.network.gateway) for v in ranked
                       if v.record.ip), None)
         route6 = next((self._default_route(v, v.network.gateway6) for v in ranked
