@@ -57,6 +57,11 @@ class Peers:
         return await self._network.Connect(network_pb2.ConnectRequest(
             container_id=container_id, container_name=name, endpoint=endpoint))
 
+    async def disconnect(self, container_id: str, network: str,
+                         force: bool) -> network_pb2.DisconnectResponse:
+        return await self._network.Disconnect(network_pb2.DisconnectRequest(
+            container_id=container_id, network=network, force=force))
+
     async def plan_sandbox(self, request: network_pb2.CreateSandboxRequest
                            ) -> network_pb2.Sandbox | None:
         """The endpoints a container that is not running gets at its next start."""

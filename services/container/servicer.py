@@ -17,7 +17,7 @@ from services.container.commit import Commits
 from services.container.containers import Manager
 from services.container.files import Files
 from services.container.host import CGROUP_DRIVER, STORAGE_DRIVER, HostFacts
-from services.container.networking import connect_network, remove_link
+from services.container.networking import connect_network, disconnect_network, remove_link
 from services.container.processes import Processes
 from services.container.resources import Resources
 from services.container.servicer_files import FilesServicerMixin
@@ -109,6 +109,10 @@ class ContainerServicer(ProcessServicerMixin, FilesServicerMixin,
     async def ConnectNetwork(self, request, context):  # noqa: N802
         await connect_network(self._manager, request.id, request.endpoint)
         return container_pb2.ConnectNetworkResponse()
+
+    async def DisconnectNetwork(self, request, context):  # noqa: N802
+        await disconnect_network(self._manager, request.id, request.network, request.force)
+        return container_pb2.DisconnectNetworkResponse()
 
     async def Attach(self, request_iterator, context):  # noqa: N802
         async for frame in self._sessions.attach(request_iterator):

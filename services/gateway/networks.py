@@ -93,7 +93,9 @@ class NetworkHandlers:
             # A forced disconnect also clears the endpoint of a container gone for good.
             if not force:
                 raise
-            container_id = container_ref
-        await self.networks.Disconnect(network_pb2.DisconnectRequest(
-            container_id=container_id, network=network.id, force=force))
+            await self.networks.Disconnect(network_pb2.DisconnectRequest(
+                container_id=container_ref, network=network.id, force=force))
+            return web.Response(status=200)
+        await self.containers.DisconnectNetwork(container_pb2.DisconnectNetworkRequest(
+            id=container_id, network=network.id, force=force))
         return web.Response(status=200)

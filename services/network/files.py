@@ -78,15 +78,35 @@ def embedded_resolver_conf(address: str, search: list[str], options: list[str]) 
     return resolv_conf([address], search, options)
 
 
-def hosts_file(hostname: str, domainname: str, address: str,
+def host_records(hostname: str, domainname: str, addresses: list[str]) -> list[str]:
+    """Docker's /etc/hosts lines naming the container at each of its addresses:
+    its full name, then the part before the first dot when there is one."""
+    if not hostname:
+        return []
+    names = f"{hostname}.{domainname}" if domainname else hostname
+    if "." in names:
+        names += " " + names.partition(".")[0]
+    return [f"{address}\t{names}" for address in addresses if address]
+
+
+def hosts_file(hostname: str, domainname: str, addresses: list[str],
                extra_hosts: list[tuple[str, str]]) -> str:
     text = _HOSTS_HEADER
     for name, ip in extra_hosts:
         text += f"{ip}\t{name}\n"
-    if address and hostname:
-        names = f"{hostname}.{domainname} {hostname}" if domainname else hostname
-        text += f"{address}\t{names}\n"
-    return text
+    return with_records(text, host_records(hostname, domainname, addresses))
+
+
+def with_records(hosts: str, records: list[str]) -> str:
+    return hosts + "".join(f"{record}\n" for record in records)
+
+
+def without_records(hosts: str, records: list[str]) -> str:
+    """`hosts` less the lines that are exactly one of `records` (as moby's
+    etchosts.Delete: address and names must both match)."""
+    gone = set(records)
+    return "".join(line for line in hosts.splitlines(keepends=True)
+                   if line.rstrip("\n") not in gone)
 
 
 def host_files() -> tuple[str, str]:

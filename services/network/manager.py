@@ -103,12 +103,17 @@ class NetworkManager:
             if view is not None:
                 if view.network.is_user_bridge:
                     await self.sandboxes.use_embedded_resolver(container_id)
+                self.sandboxes.add_host_records(container_id, view.record)
                 self._refresh_metrics()
             return view
 
     async def disconnect(self, container_id: str, ref: str, force: bool) -> None:
         async with self._lock:
+            network = self.networks.find(ref)
+            before = self.store.endpoint(network.id, container_id)
             await self.endpoints.disconnect(container_id, ref, force)
+            if before is not None and before.wired:
+                self.sandboxes.remove_host_records(container_id, before)
             self._refresh_metrics()
 
     # -- sandboxes ------------------------------------------------------

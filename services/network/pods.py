@@ -106,7 +106,7 @@ class PodNetworks:
             container_id=spec.container_id, netns=str(path), pod_name=spec.pod.name,
             pod_namespace=spec.pod.namespace, pod_uid=spec.pod.uid, port_mappings=mappings))
         first = str(result.addresses[0].address.ip) if result.addresses else ""
-        sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, first,
+        sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, [first],
                                          _extra_hosts(spec.extra_hosts, result))
         sandbox.resolv_conf = _resolv_conf(spec, result)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from services.common.errors import BerthError, InvalidArgument
@@ -38,6 +39,10 @@ def _extra_host(entry: str, views: list[EndpointView]) -> tuple[str, str]:
     if address == "host-gateway":
         address = views[0].network.gateway if views else "127.0.0.1"
     return name, address
+
+
+def _addresses(endpoint: EndpointRecord) -> list[str]:
+    return [address for address in (endpoint.ip, endpoint.ip6) if address]
 
 
 def _default_resolv_conf(spec: SandboxSpec) -> str:
@@ -115,7 +120,8 @@ class Sandboxes:
         mode = "bridge" if spec.network_mode in BRIDGE_MODES else spec.network_mode
         sandbox = SandboxRecord(container_id=spec.container_id,
                                 container_name=spec.container_name, mode=mode,
-                                hostname=spec.hostname, owner=spec.owner)
+                                hostname=spec.hostname, domainname=spec.domainname,
+                                owner=spec.owner)
         try:
             if mode == "host":
                 sandbox.hosts, sandbox.resolv_conf = files.host_files()
@@ -139,7 +145,7 @@ class Sandboxes:
         if other is not None:
             sandbox.hosts, sandbox.resolv_conf = other.hosts, other.resolv_conf
         else:
-            sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, "", [])
+            sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, [], [])
             sandbox.resolv_conf = _default_resolv_conf(spec)
 
     def _by_ref(self, ref: str) -> SandboxRecord | None:
@@ -163,11 +169,11 @@ class Sandboxes:
         self.store.save_sandbox(sandbox)
         await self.wiring.apply_firewall()
         await self.wiring.forget_udp_flows(sandbox)
-        first = self.wiring.views(sandbox.container_id)
-        address = first[0].record.ip if first else ""
-        extra = [_extra_host(entry, first) for entry in spec.extra_hosts]
-        sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, address, extra)
-        if any(v.network.is_user_bridge for v in first):
+        joined = self.wiring.views(sandbox.container_id)
+        extra = [_extra_host(entry, joined) for entry in spec.extra_hosts]
+        addresses = [a for view in joined for a in _addresses(view.record)]
+        sandbox.hosts = files.hosts_file(spec.hostname, spec.domainname, addresses, extra)
+        if any(v.network.is_user_bridge for v in joined):
             await self.dns.start(sandbox.container_id, sandbox.netns_path)
             host = files.read_host_resolv_conf()
             sandbox.resolv_conf = files.embedded_resolver_conf(
@@ -192,6 +198,24 @@ class Sandboxes:
         current = files.parse_resolv_conf(sandbox.resolv_conf)
         sandbox.resolv_conf = files.embedded_resolver_conf(
             RESOLVER_ADDRESS, current.search, current.options)
+        self.store.save_sandbox(sandbox)
+
+    def add_host_records(self, container_id: str, endpoint: EndpointRecord) -> None:
+        """A live connect names the container at its new addresses in /etc/hosts."""
+        self._edit_hosts(container_id, endpoint, files.with_records)
+
+    def remove_host_records(self, container_id: str, endpoint: EndpointRecord) -> None:
+        """A live disconnect drops the lines of the addresses the endpoint had."""
+        self._edit_hosts(container_id, endpoint, files.without_records)
+
+    def _edit_hosts(self, container_id: str, endpoint: EndpointRecord,
+                    edit: Callable[[str, list[str]], str]) -> None:
+        sandbox = self.store.sandbox(container_id)
+        if sandbox is None or not sandbox.owns_netns or sandbox.mode == "cni":
+            return
+        records = files.host_records(sandbox.hostname, sandbox.domainname,
+                                     _addresses(endpoint))
+        sandbox.hosts = edit(sandbox.hosts, records)
         self.store.save_sandbox(sandbox)
 
     def _requested(self, mode: str, spec: SandboxSpec

@@ -149,11 +149,13 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
             return network_pb2.ConnectResponse()
         sandbox = self._manager.get_sandbox(request.container_id)
         return network_pb2.ConnectResponse(endpoint=_endpoint(view),
-                                           resolv_conf=sandbox.resolv_conf)
+                                           resolv_conf=sandbox.resolv_conf,
+                                           hosts=sandbox.hosts)
 
     async def Disconnect(self, request, context):  # noqa: N802
         await self._manager.disconnect(request.container_id, request.network, request.force)
-        return network_pb2.DisconnectResponse()
+        sandbox = self._manager.get_sandbox(request.container_id)
+        return network_pb2.DisconnectResponse(hosts=sandbox.hosts)
 
     async def CreateSandbox(self, request, context):  # noqa: N802
         return _sandbox(await self._manager.create_sandbox(_sandbox_spec(request)))

@@ -145,6 +145,7 @@ class SandboxRecord:
     owns_netns: bool = False
     mode: str = ""
     hostname: str = ""
+    domainname: str = ""
     ports: list[dict] = field(default_factory=list)
     dns: list[str] = field(default_factory=list)
     hosts: str = ""
@@ -208,6 +209,7 @@ ADDED_COLUMNS = [
     ("networks", "user_subnet6", "INTEGER NOT NULL DEFAULT 0"),
     ("endpoints", "ipv6_requested", "TEXT NOT NULL DEFAULT ''"),
     ("endpoints", "driver_opts", "TEXT NOT NULL DEFAULT '{}'"),
+    ("sandboxes", "domainname", "TEXT NOT NULL DEFAULT ''"),
 ]
 # Filled in when the column is added: sandboxes from before are containers'
 # unless they are CNI pods'.

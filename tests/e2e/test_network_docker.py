@@ -304,3 +304,40 @@ def test_embedded_resolver_as_docker(clean: Engine, busybox: str) -> None:
                             "web").stdout.decode().strip()
     assert address in lookup.stdout.decode(), lookup.stdout + lookup.stderr
     assert engine.docker("exec", "late", "ping", "-c1", "-W2", "web").returncode == 0
+
+
+def test_two_networks_hosts_lines_dns_answer_and_gateway_as_docker(clean: Engine,
+                                                                    busybox: str) -> None:
+    """As dockerd: /etc/hosts names the container at its address on each
+    network; a name shared on two networks resolves on the first by name,
+    whose gateway is the default route, whatever the order of connects
+    (checked against dockerd 20.10). A disconnect drops that network's line,
+    as moby's etchosts.Delete does since it matches address and names (20.10
+    matched names only and kept or dropped every line)."""
+    engine = clean
+    engine.docker("network", "create", "--subnet", "10.197.1.0/24", "zz")
+    engine.docker("network", "create", "--subnet", "10.197.2.0/24", "aa")
+    for name in ("one", "two"):
+        engine.docker("run", "-d", "--name", name, "--hostname", name, "--network", "zz",
+                      busybox, "sleep", "300")
+        engine.docker("network", "connect", "aa", name)
+
+    def hosts_lines() -> list[str]:
+        hosts = engine.docker("exec", "one", "cat", "/etc/hosts").stdout.decode()
+        return [line for line in hosts.splitlines() if line.endswith("\tone")]
+
+    def default_route() -> str:
+        routes = engine.docker("exec", "one", "ip", "-4", "route").stdout.decode()
+        return next(line for line in routes.splitlines() if line.startswith("default"))
+
+    assert hosts_lines() == ["10.197.1.2\tone", "10.197.2.2\tone"]
+    assert default_route().startswith("default via 10.197.2.1")
+    lookup = engine.docker("exec", "two", "nslookup", "one", "127.0.0.11").stdout.decode()
+    answers = lookup.split("Name:", 1)[1]
+    assert "10.197.2.2" in answers and "10.197.1.2" not in answers, lookup
+
+    engine.docker("network", "disconnect", "aa", "one")
+    assert hosts_lines() == ["10.197.1.2\tone"]
+    assert default_route().startswith("default via 10.197.1.1")
+    lookup = engine.docker("exec", "two", "nslookup", "one", "127.0.0.11").stdout.decode()
+    assert "10.197.1.2" in lookup.split("Name:", 1)[1], lookup

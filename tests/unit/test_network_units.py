@@ -93,8 +93,21 @@ def test_container_files(tmp_path, monkeypatch) -> None:
         files.FALLBACK_NAMESERVERS
     assert files.resolv_conf(["10.0.0.2"], host.search, host.options) == \
         "nameserver 10.0.0.2\nsearch a.test b.test\noptions ndots:2\n"
-    hosts = files.hosts_file("web", "example.test", "172.17.0.2", [("db", "10.0.0.9")])
+    hosts = files.hosts_file("web", "example.test", ["172.17.0.2"], [("db", "10.0.0.9")])
     assert hosts.endswith("10.0.0.9\tdb\n172.17.0.2\tweb.example.test web\n")
+
+
+def test_hosts_records_per_address_added_and_removed() -> None:
+    """One line per address of each network (Docker's updateHostsFile), and a
+    disconnect removes only the lines of that network's addresses."""
+    hosts = files.hosts_file("c1", "", ["10.0.1.2", "10.0.2.2", "fd00::2"], [])
+    assert hosts.endswith("10.0.1.2\tc1\n10.0.2.2\tc1\nfd00::2\tc1\n")
+    joined = files.with_records(hosts, files.host_records("c1", "", ["10.0.3.2"]))
+    assert joined.endswith("fd00::2\tc1\n10.0.3.2\tc1\n")
+    left = files.without_records(joined, files.host_records("c1", "", ["10.0.2.2", "fd00::2"]))
+    assert left.endswith("ff02::2\tip6-allrouters\n10.0.1.2\tc1\n10.0.3.2\tc1\n")
+    assert files.host_records("", "", ["10.0.1.2"]) == []
+    assert files.host_records("db.local", "", ["10.0.1.3"]) == ["10.0.1.3\tdb.local db"]
 
 
 def test_ipv6_pools() -> None:
