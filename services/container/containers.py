@@ -43,7 +43,7 @@ from services.container import (
     syslogship,
 )
 from services.container.attach import PendingAttaches
-from services.container.bundle import DEFAULT_PATH_ENV, BundleBuilder, conmon_options
+from services.container.bundle import BundleBuilder, conmon_options
 from services.container.host import recursive_read_only_error
 from services.container.links import Link
 from services.container.metrics import START_SECONDS
@@ -282,8 +282,6 @@ class Manager:
             host.log_config.type = "json-file"
         if not host.restart_policy.name:
             host.restart_policy.name = "no"
-        if not any(item.startswith("PATH=") for item in config.env):
-            config.env.insert(0, DEFAULT_PATH_ENV)
 
     # -- start -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ import pexpect
 import pytest
 
 from tests.support.engine import DOCKER_CLI, Engine
+from tests.support.images import busybox_rootfs_tar
 
 pytestmark = pytest.mark.usefixtures("no_leftovers")
 
@@ -59,6 +60,30 @@ def test_the_environment_docker_gives(engine: Engine, busybox: str) -> None:
     unset = engine.docker("run", "--rm", "-e", "BERTH_NOT_SET_ANYWHERE", busybox, "sh", "-c",
                           "echo ${BERTH_NOT_SET_ANYWHERE-unset}")
     assert unset.stdout == b"unset\n"
+
+
+def test_default_path_is_the_processes_not_the_configs(engine: Engine,
+                                                       tmp_path: Path) -> None:
+    """As dockerd: an image without Env (imported) gives a container whose
+    Config.Env stays null; only its processes get Docker's default PATH."""
+    archive = tmp_path / "rootfs.tar"
+    archive.write_bytes(busybox_rootfs_tar())
+    engine.docker("import", str(archive), "run-noenv:1")
+    try:
+        plain = engine.docker("run", "--name", "run-noenv", "run-noenv:1", "env").stdout
+        assert plain.decode().splitlines()[0] == \
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        env = engine.docker("inspect", "-f", "{{json .Config.Env}}", "run-noenv").stdout
+        assert json.loads(env) is None
+        engine.docker("start", "run-noenv")
+        wait_for_state(engine, "run-noenv", "exited")
+        engine.docker("commit", "run-noenv", "run-noenv:committed")
+        committed = engine.docker("image", "inspect", "-f", "{{json .Config.Env}}",
+                                  "run-noenv:committed").stdout
+        assert json.loads(committed) is None
+    finally:
+        engine.docker("rm", "-f", "run-noenv", check=False)
+        engine.docker("rmi", "run-noenv:committed", "run-noenv:1", check=False)
 
 
 def test_exit_code_propagates(engine: Engine, busybox: str) -> None:
