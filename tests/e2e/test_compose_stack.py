@@ -196,14 +196,24 @@ def test_nginx_app_redis_stack(engine: Engine, stack: ComposeProject) -> None:
         assert any(line.startswith("options") and "ndots:0" in line.split()
                    for line in resolv), (service, resolv)
 
+    # app is on both networks: its hostname is in its /etc/hosts at both
+    # addresses, and the embedded DNS answers a name it shares with app on
+    # two networks from one of them, the first by name (back), as dockerd.
+    app = f"{stack.name}_app_1"
+    front, back = f"{stack.name}_front", f"{stack.name}_back"
+    hostname = stack("exec", "-T", "app", "hostname").stdout.strip()
+    hosts = stack("exec", "-T", "app", "cat", "/etc/hosts").stdout.splitlines()
+    assert {f"{_address(engine, app, network)}\t{hostname}"
+            for network in (front, back)} <= set(hosts), hosts
+    lookup = stack("exec", "-T", "app", "getent", "hosts", "app").stdout.splitlines()
+    assert [line.split()[0] for line in lookup] == [_address(engine, app, back)], lookup
+
     # redis is on `back` only: nginx's own resolver cannot find it.
     assert _get(port, "/redis")[0] == 502
     assert "redis could not be resolved" in "\n".join(stack.log_lines("nginx"))
 
     # The app comes back on another address while nginx keeps running; only
     # a lookup through 127.0.0.11 after `valid=1s` finds it.
-    app = f"{stack.name}_app_1"
-    front = f"{stack.name}_front"
     old_address = _address(engine, app, front)
     stack("stop", "-t", "5", "app")
     squatter = engine.docker("run", "-d", "--network", front, IMAGE, "sleep", "300"
