@@ -391,7 +391,7 @@ def _bind_options(request: Request) -> list[str]:
     return options
 
 
-def _oci_order(mount: dict[str, Any]) -> int:
+def mount_depth(mount: dict[str, Any]) -> int:
     """Parents before children: Docker sorts by the depth of the destination."""
     return posixpath.normpath(mount["destination"]).count("/")
 
@@ -475,7 +475,7 @@ async def plan_mounts(container_id: str, config: container_pb2.ContainerConfig,
         with contextlib.suppress(BerthError):
             await release_mounts(container_id, volumes, remove_anonymous=True)
         raise
-    plan.oci_mounts.sort(key=_oci_order)
+    plan.oci_mounts.sort(key=mount_depth)
     plan.mounts.sort(key=lambda m: m["Destination"])
     return plan
 

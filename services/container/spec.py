@@ -14,6 +14,7 @@ from pathlib import Path
 from berth.container.v1 import container_pb2
 from services.common.errors import InvalidArgument
 from services.container import cgroups, seccomp
+from services.container.mounts import mount_depth
 
 DEFAULT_CAPS = ("CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD",
                 "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP",
@@ -209,14 +210,18 @@ def _mounts(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict]:
     if "ipc" not in inputs.host_namespaces:
         mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
                        "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm}"]})
-    for target, source in inputs.files.items():
-        mounts.append({"destination": target, "type": "bind", "source": str(source),
-                       "options": ["rbind", "rprivate"]})
-    if inputs.init_binary:
-        mounts.append({"destination": INIT_PATH, "type": "bind", "source": inputs.init_binary,
-                       "options": ["bind", "ro"]})
+    files = [{"destination": target, "type": "bind", "source": str(source),
+              "options": ["rbind", "rprivate"]} for target, source in inputs.files.items()]
     replaced = {m["destination"] for m in inputs.extra_mounts}
-    return [m for m in mounts if m["destination"] not in replaced] + inputs.extra_mounts
+    # As dockerd: the user's mounts and the network files sorted together by
+    # depth, so a volume on /etc does not hide /etc/hosts; the init binary last.
+    ordered = sorted([*inputs.extra_mounts,
+                      *(f for f in files if f["destination"] not in replaced)],
+                     key=mount_depth)
+    if inputs.init_binary:
+        ordered.append({"destination": INIT_PATH, "type": "bind",
+                        "source": inputs.init_binary, "options": ["bind", "ro"]})
+    return [m for m in mounts if m["destination"] not in replaced] + ordered
 
 
 def _namespaces(host: container_pb2.HostConfig, inputs: SpecInputs) -> list[dict]:

@@ -86,6 +86,20 @@ def test_default_path_is_the_processes_not_the_configs(engine: Engine,
         engine.docker("rmi", "run-noenv:committed", "run-noenv:1", check=False)
 
 
+def test_a_volume_on_etc_keeps_the_engines_network_files(engine: Engine,
+                                                          busybox: str) -> None:
+    """As dockerd, which mounts by depth: /etc first, then /etc/hosts,
+    /etc/hostname and /etc/resolv.conf over it."""
+    try:
+        out = engine.docker("run", "--rm", "--hostname", "over-etc", "-v", "run-etc:/etc",
+                            busybox, "sh", "-c",
+                            "cat /etc/hostname; grep -c over-etc /etc/hosts; "
+                            "grep -c nameserver /etc/resolv.conf").stdout.decode()
+        assert out.split() == ["over-etc", "1", "1"], out
+    finally:
+        engine.docker("volume", "rm", "run-etc", check=False)
+
+
 def test_exit_code_propagates(engine: Engine, busybox: str) -> None:
     result = engine.docker("run", "--rm", busybox, "sh", "-c", "echo out; echo err >&2; exit 3",
                            check=False)
