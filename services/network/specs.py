@@ -111,13 +111,14 @@ class EndpointView:
                                               r.container_id[:12]) if n))
 
     @property
-    def docker_rank(self) -> tuple[int, bool, bool, str]:
+    def docker_rank(self) -> tuple[int, bool, int, str]:
         """libnetwork's order of a sandbox's endpoints (its default gateway is the
         first, its embedded DNS answers from the first network knowing a name):
-        highest GwPriority, then not internal, then dual-stack, then network name."""
-        dual_stack = bool(self.record.ip and self.record.ip6)
-        return (-self.record.gw_priority, self.network.internal, not dual_stack,
-                self.network.name)
+        highest GwPriority, then not internal, then by the gateways it has (both
+        families, then IPv6, then IPv4), then network name."""
+        gateways = (bool(self.record.ip and self.network.gateway)
+                    + 2 * bool(self.record.ip6 and self.network.gateway6))
+        return (-self.record.gw_priority, self.network.internal, -gateways, self.network.name)
 
 
 @dataclass

@@ -80,6 +80,18 @@ def test_gw_priority_then_internal_then_name_rank_endpoints(store: NetworkStore)
     assert _lookup(store).lookup("c" * 64, "c") == [("10.9.3.2", "")]
 
 
+def test_among_equals_dual_stack_then_ipv6_then_ipv4_gateways_come_first() -> None:
+    def view(name: str, ip: str, ip6: str) -> EndpointView:
+        network = NetworkRecord(id=name, name=name, driver="bridge", created="",
+                                gateway="10.9.0.1", gateway6="fd00::1")
+        return EndpointView(network, EndpointRecord(network_id=name, container_id="c",
+                                                    endpoint_id=name, ip=ip, ip6=ip6))
+    views = [view("a4", "10.9.0.2", ""), view("b6", "", "fd00::2"),
+             view("c46", "10.9.0.3", "fd00::3"), view("d4", "10.9.0.4", "")]
+    ranked = sorted(views, key=lambda v: v.docker_rank)
+    assert [v.network.name for v in ranked] == ["c46", "b6", "a4", "d4"]
+
+
 def test_dns_names_are_listed_once() -> None:
     network = NetworkRecord(id="n", name="n", driver="bridge", created="")
     short = "a" * 12
