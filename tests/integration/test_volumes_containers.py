@@ -108,7 +108,10 @@ def test_image_content_is_copied_into_new_volumes(engine: Engine, clean: str) ->
     assert (volume_path(engine, "etc-copy") / "passwd").exists()
     (volume_path(engine, "etc-copy") / "passwd").write_text("changed\n")
     assert run(engine, "-v", "etc-copy:/etc", clean, "cat", "/etc/passwd") == "changed\n"
-    assert run(engine, "-v", "etc-empty:/etc:nocopy", clean, "ls", "-A", "/etc") == ""
+    # Only the engine's files, mounted over the volume (their mount points
+    # land in it), as with dockerd.
+    assert run(engine, "-v", "etc-empty:/etc:nocopy", clean, "ls", "-A", "/etc") == \
+        "hostname\nhosts\nresolv.conf\n"
     engine.docker("create", "--name", "anon", "-v", "/etc", clean)
     source = mounts_of(engine, "anon")["/etc"]["Source"]
     engine.docker("start", "anon")
