@@ -26,13 +26,18 @@ class DnsLookup:
 
     def lookup(self, asker: str, name: str) -> list[tuple[str, str]] | None:
         """The addresses of `name` on the first shared network that knows it, as
-        Docker's embedded DNS answers (not one address per shared network)."""
-        for _, endpoints in self._shared_networks(asker):
-            found = [(e.ip, e.ip6) for e in endpoints
-                     if name in {e.container_name.lower(), *map(str.lower, e.aliases),
-                                 e.container_id[:12]}]
-            if found:
-                return found
+        Docker's embedded DNS answers (not one address per shared network);
+        `name.network` asks that network only."""
+        shared = self._shared_networks(asker)
+        for wanted, network_name in _readings(name):
+            for network, endpoints in shared:
+                if network_name and network.name.lower() != network_name:
+                    continue
+                found = [(e.ip, e.ip6) for e in endpoints
+                         if wanted in {e.container_name.lower(), *map(str.lower, e.aliases),
+                                       e.container_id[:12]}]
+                if found:
+                    return found
         return None
 
     def reverse(self, asker: str, address: str) -> str | None:
@@ -52,3 +57,11 @@ class DnsLookup:
         if sandbox is not None and sandbox.dns:
             return sandbox.dns
         return files.read_host_resolv_conf().nameservers or files.FALLBACK_NAMESERVERS
+
+
+def _readings(name: str) -> list[tuple[str, str]]:
+    """Docker's readings of a dotted name, in its order: `a.b.c` on any
+    network, then `a.b` on network `c`, then `a` on network `b.c`."""
+    parts = name.split(".")
+    return [(name, "")] + [(".".join(parts[:cut]), ".".join(parts[cut:]))
+                           for cut in range(len(parts) - 1, 0, -1)]

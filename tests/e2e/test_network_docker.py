@@ -335,6 +335,9 @@ def test_two_networks_hosts_lines_dns_answer_and_gateway_as_docker(clean: Engine
     lookup = engine.docker("exec", "two", "nslookup", "one", "127.0.0.11").stdout.decode()
     answers = lookup.split("Name:", 1)[1]
     assert "10.197.2.2" in answers and "10.197.1.2" not in answers, lookup
+    # `name.network` asks that network, as Docker's FQDN form.
+    lookup = engine.docker("exec", "two", "nslookup", "one.zz", "127.0.0.11").stdout.decode()
+    assert "10.197.1.2" in lookup.split("Name:", 1)[1], lookup
 
     engine.docker("network", "disconnect", "aa", "one")
     assert hosts_lines() == ["10.197.1.2\tone"]

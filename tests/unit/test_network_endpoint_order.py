@@ -1,5 +1,6 @@
 """Docker's order of a container's endpoints, read by the embedded DNS (which
-network answers a name) and by the default route (which gateway)."""
+network answers a name, `name.network` forms) and by the default route
+(which gateway)."""
 
 from __future__ import annotations
 
@@ -90,6 +91,20 @@ def test_among_equals_dual_stack_then_ipv6_then_ipv4_gateways_come_first() -> No
              view("c46", "10.9.0.3", "fd00::3"), view("d4", "10.9.0.4", "")]
     ranked = sorted(views, key=lambda v: v.docker_rank)
     assert [v.network.name for v in ranked] == ["c46", "b6", "a4", "d4"]
+
+
+def test_name_dot_network_asks_that_network(store: NetworkStore) -> None:
+    """Docker's FQDN form: `name.network`, also for dotted aliases."""
+    _network(store, "aa", 1)
+    _network(store, "my.net", 2)
+    for network in ("aa", "my.net"):
+        _endpoint(store, network, "web", 2, aliases=("api.svc",))
+        _endpoint(store, network, "asker", 3)
+    lookup = _lookup(store)
+    assert lookup.lookup("asker" * 64, "web.my.net") == [("10.9.2.2", "")]
+    assert lookup.lookup("asker" * 64, "api.svc.aa") == [("10.9.1.2", "")]
+    assert lookup.lookup("asker" * 64, "api.svc") == [("10.9.1.2", "")]
+    assert lookup.lookup("asker" * 64, "web.other") is None
 
 
 def test_dns_names_are_listed_once() -> None:
