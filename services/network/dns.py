@@ -75,26 +75,36 @@ class Resolver:
         self._upstreams = upstreams
 
     def _local_answer(self, query: DNSRecord, asker: str) -> DNSRecord | None:
-        """The reply for a container name or address, None for anything else."""
+        """The reply for a container name or address, None for what goes
+        upstream. As Docker's resolver: A and AAAA get the addresses (none of
+        a family the container lacks), MX of a known name an empty answer
+        (an implicit MX), PTR the `name.network`; other types are forwarded.
+        Replies are not authoritative and offer recursion, as Docker's."""
         question = query.q
         name = str(question.qname).rstrip(".").lower()
-        if question.qtype == QTYPE.PTR and name.endswith(ARPA):
-            address = ".".join(reversed(name.removesuffix(ARPA).split(".")))
-            target = self._reverse(asker, address)
-            if target is None:
-                return None
-            reply = query.reply()
-            reply.add_answer(RR(question.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
-            return reply
+        if question.qtype == QTYPE.PTR:
+            return self._ptr_answer(query, asker, name)
+        if question.qtype not in (QTYPE.A, QTYPE.AAAA, QTYPE.MX):
+            return None
         addresses = self._lookup(asker, name)
         if addresses is None:
             return None
-        reply = query.reply()
+        reply = query.reply(ra=1, aa=0)
         for address, address6 in addresses:
-            if question.qtype in (QTYPE.A, QTYPE.ANY):
+            if question.qtype == QTYPE.A:
                 reply.add_answer(RR(question.qname, QTYPE.A, rdata=A(address), ttl=TTL))
-            if address6 and question.qtype in (QTYPE.AAAA, QTYPE.ANY):
+            if address6 and question.qtype == QTYPE.AAAA:
                 reply.add_answer(RR(question.qname, QTYPE.AAAA, rdata=AAAA(address6), ttl=TTL))
+        return reply
+
+    def _ptr_answer(self, query: DNSRecord, asker: str, name: str) -> DNSRecord | None:
+        if not name.endswith(ARPA):
+            return None
+        target = self._reverse(asker, ".".join(reversed(name.removesuffix(ARPA).split("."))))
+        if target is None:
+            return None
+        reply = query.reply(ra=1, aa=0)
+        reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
         return reply
 
     async def answer(self, data: bytes, asker: str, tcp: bool = False) -> bytes | None:
@@ -111,7 +121,7 @@ class Resolver:
         forwarded = await asyncio.to_thread(_forward, data, self._upstreams(asker), tcp)
         if forwarded is None:
             DNS_QUERIES.labels("failed").inc()
-            reply = query.reply()
+            reply = query.reply(ra=0, aa=0)
             reply.header.rcode = RCODE.SERVFAIL
             return reply.pack()
         DNS_QUERIES.labels("forwarded").inc()
