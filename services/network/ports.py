@@ -79,10 +79,19 @@ def requests_for(mappings: list[tuple[str, str, str]], publish_all: bool,
 
 
 def _bind(proto: str, host_ip: str, port: int) -> socket.socket:
+    """A socket holding the port. A TCP one listens with SO_REUSEADDR, as
+    docker-proxy's Go listener: connections that an earlier such listener
+    (dockerd's, nginx...) left in TIME-WAIT do not keep the port taken, and
+    a listener stays exclusive (the ports table DNATs every connection, so
+    none reaches it)."""
     kind = socket.SOCK_DGRAM if proto == "udp" else socket.SOCK_STREAM
     sock = socket.socket(socket.AF_INET, kind)
     try:
+        if kind == socket.SOCK_STREAM:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host_ip, port))
+        if kind == socket.SOCK_STREAM:
+            sock.listen(0)
     except OSError:
         sock.close()
         raise

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 
 import pytest
 
-from services.common.errors import Conflict, InvalidArgument, PermissionDenied
+from services.common.errors import Conflict, Internal, InvalidArgument, PermissionDenied
 from services.network import files, ipam
 from services.network.firewall import BridgeRules, PortRule, render
-from services.network.ports import parse_host_ports, requests_for
+from services.network.ports import parse_host_ports, requests_for, reserve
 
 NET = ipaddress.IPv4Network
 
@@ -124,3 +125,34 @@ def test_ipv6_pools() -> None:
                                           icc=True, subnet6="fd00:1::/64")], [])
     assert 'table ip6 btest {' in script
     assert 'ip6 saddr fd00:1::/64 oifname != "btest-6" masquerade' in script
+
+
+def _time_wait_port() -> int:
+    """A loopback port whose only trace is a connection in TIME-WAIT: its
+    listener (with SO_REUSEADDR, as Go's, nginx's, docker-proxy's) accepted,
+    closed first, and is gone."""
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()
+        client.recv(1)
+        client.close()
+    return port
+
+
+def test_a_port_left_in_time_wait_can_be_published_but_not_twice() -> None:
+    """As with docker-proxy's listener (kernel rule: both sockets must have
+    SO_REUSEADDR); a second reservation still fails."""
+    port = _time_wait_port()
+    request = requests_for([("80/tcp", "127.0.0.1", str(port))], False, [])[0]
+    published, sock = reserve(request, "172.17.0.2:80")
+    try:
+        assert published.host_port == port
+        with pytest.raises(Internal, match="address already in use"):
+            reserve(request, "172.17.0.3:80")
+    finally:
+        sock.close()
