@@ -1,5 +1,5 @@
 """gRPC methods for a container's files: docker cp (stat, get, put), diff,
-export and commit, and KeepMounted (a stopped container's file system kept
+export and commit, and KeepMounted (a container's own file system kept
 mounted while the caller, the builder, reads it). Mixed into
 ContainerServicer, which sets `self._files` (files.py) and `self._commits`
 (commit.py)."""
