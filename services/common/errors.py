@@ -1,7 +1,7 @@
 """Domain errors every service raises, and their gRPC status codes.
 
-Domain code raises these (it never imports grpc); the server wrapper turns
-them into gRPC statuses and the gateway turns those into HTTP codes.
+Domain code raises these (it never imports grpc); the interceptor
+(interceptors.py) turns them into gRPC statuses and the gateway turns those into HTTP codes.
 """
 
 from __future__ import annotations

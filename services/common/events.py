@@ -1,8 +1,8 @@
 """Each service's event stream: a bounded replay buffer plus live subscribers.
 
 `Subscribe` RPCs replay buffered events from `since`, then follow live ones
-until `until` (or forever); the gateway merges every service's stream into
-Docker's /events.
+until `until` (or forever); the gateway merges the streams of the services
+it calls into Docker's /events.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
 """Boot of one berth service: gRPC server, health, reflection, info, metrics,
+the engine config reload (SIGHUP and the EngineConfig.Reload RPC),
 and a graceful SIGTERM (stop accepting, finish in-flight calls, exit 0)."""
 
 from __future__ import annotations

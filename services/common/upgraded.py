@@ -3,7 +3,10 @@
 From the 101 on, the connection carries another protocol (Docker's raw
 hijacked stream, SPDY). The bytes aiohttp reads next go to a parser of our
 own through `request.protocol.set_parser`, the hook aiohttp's WebSocket
-support uses; bytes that arrived with the request are replayed to it first.
+support uses, set before the 101 goes out. Nothing is replayed: bytes a
+client sent in the same packet as the request head would be lost (aiohttp's
+C parser knows only the WebSocket upgrade); Docker clients and client-go
+wait for the 101 first.
 A client's half-close (EOF) is reported instead of closing the connection,
 so output can keep flowing after the client stopped sending.
 """

@@ -1,6 +1,7 @@
 """A container's files: docker cp (stat, get and put an archive), docker
 diff and docker export, on its live root when it runs and on its mounted
-rootfs when it does not."""
+rootfs when it does not; and that rootfs kept mounted for a caller
+(KeepMounted)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """gRPC methods for a container's files: docker cp (stat, get, put), diff,
-export and commit. Mixed into ContainerServicer, which sets `self._files`
-(files.py) and `self._commits` (commit.py)."""
+export and commit, and KeepMounted (a container's own file system kept
+mounted while the caller, the builder, reads it). Mixed into
+ContainerServicer, which sets `self._files` (files.py) and `self._commits`
+(commit.py)."""
 
 from __future__ import annotations
 

@@ -3,8 +3,10 @@ and apply them to a running container: `runc update` for what it covers,
 the memory cgroup's files for swappiness and the OOM killer, the hugetlb
 cgroup's limits and the unified (v2) files the cri service passes, prlimit(2)
 on the container's processes for ulimits. Every field the update accepts is
-stored and applied; devices of a running container are refused (a device
-node cannot be added to a running container's /dev)."""
+stored and applied; devices, device cgroup rules and blkio device lists are
+taken at start, so they change only while the container is not running and
+are refused while it runs (a device node cannot be added to a running
+container's /dev)."""
 
 from __future__ import annotations
 

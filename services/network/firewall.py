@@ -1,7 +1,7 @@
 """nftables rules of one engine: NAT out, published ports, isolation.
 
-The engine owns one `ip` table and one `bridge` table named with its
-instance prefix. Every change re-renders both from the service's state and
+The engine owns one `ip`, one `ip6` and one `bridge` table named with its
+instance prefix. Every change re-renders all three from the service's state and
 loads them atomically with one `nft -f -` (delete + add in one transaction),
 so the kernel never holds half a ruleset and two engines never touch each
 other's rules. nftables rather than iptables: whole tables per engine, atomic

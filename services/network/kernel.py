@@ -1,6 +1,7 @@
 """Netlink work through pyroute2: bridges, veth pairs, netns files.
 
-Every function here blocks (netlink round trips, a fork for netns sockets);
+Every function here blocks (netlink round trips, a thread of its own that
+enters a netns for its sockets, services/common/netns.py);
 callers run them with asyncio.to_thread.
 """
 
