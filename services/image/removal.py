@@ -56,8 +56,10 @@ class Removal:
                 for other in remaining:
                     if "@" in other and reference.parse(other).name == ref.name:
                         self._untag(image_id, other, records)
-            if self.store.refs_of(image_id) or self._running_user(image_id, running):
-                return records   # a running container's image stays, now untagged
+            if self.store.refs_of(image_id) or self._conflict(image_id, force, running):
+                # As moby's quiet delete after untagging: the conflict rules
+                # only decide whether the untagged image goes too.
+                return records
         elif _single_repository(refs):
             self._check_conflicts(image_id, force, running, ignore_references=True)
             for ref_text in refs:
@@ -91,21 +93,29 @@ class Removal:
 
     def _check_conflicts(self, image_id: str, force: bool, running: set[str],
                          ignore_references: bool = False) -> None:
+        if conflict := self._conflict(image_id, force, running, ignore_references):
+            raise conflict
+
+    def _conflict(self, image_id: str, force: bool, running: set[str],
+                  ignore_references: bool = False) -> Conflict | None:
+        """What keeps the image from being deleted: the hard conflicts,
+        and unless forced the soft ones."""
         short = short_id(image_id)
         if self.store.children(image_id):
-            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
-                           f"image has dependent child images")
+            return Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                            f"image has dependent child images")
         if user := self._running_user(image_id, running):
-            raise Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
-                           f"image is being used by {user}")
+            return Conflict(f"conflict: unable to delete {short} (cannot be forced) - "
+                            f"image is being used by {user}")
         if force:
-            return
+            return None
         if not ignore_references and self.store.refs_of(image_id):
-            raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
-                           f"image is referenced in multiple repositories")
+            return Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                            f"image is referenced in multiple repositories")
         if holders := self._stopped_containers(image_id):
-            raise Conflict(f"conflict: unable to delete {short} (must be forced) - "
-                           f"image is being used by stopped container {holders[0][:12]}")
+            return Conflict(f"conflict: unable to delete {short} (must be forced) - "
+                            f"image is being used by stopped container {holders[0][:12]}")
+        return None
 
     def _delete(self, image_id: str, force: bool, prune: bool,
                 records: list[DeleteItem], running: set[str]) -> None:

@@ -246,3 +246,54 @@ def test_a_running_containers_image_cannot_be_deleted_even_forced(engine: Engine
         engine.docker("rm", "inuse-user")   # its rootfs outlives the image, as in Docker
     finally:
         engine.docker("rm", "-f", "inuse-user", "inuse-src", check=False)
+
+
+def test_rmi_of_the_last_tag_untags_whatever_keeps_the_image(engine: Engine,
+                                                             busybox: str) -> None:
+    """As dockerd: once the tag is gone the conflict rules only decide whether
+    the image goes too, so rmi of a tag never fails after untagging."""
+    engine.docker("run", "--name", "lasttag-src", busybox, "touch", "/marker")
+    parent = engine.docker("commit", "lasttag-src", "lasttag-parent:1").stdout.decode().strip()
+    engine.docker("create", "--name", "lasttag-child-src", "lasttag-parent:1", "true")
+    child = engine.docker("commit", "lasttag-child-src", "lasttag-child:1").stdout.decode().strip()
+    engine.docker("rm", "lasttag-src", "lasttag-child-src")
+    short = parent.removeprefix("sha256:")[:12]
+
+    def tags(image: str) -> list[str]:
+        return json.loads(engine.docker("image", "inspect", image).stdout)[0]["RepoTags"]
+
+    try:
+        for args in (["rmi", "lasttag-parent:1"], ["rmi", "-f", "lasttag-parent:1"]):
+            assert engine.docker(*args).stdout.decode() == "Untagged: lasttag-parent:1\n"
+            assert tags(parent) == [], "the parent of an image stays, untagged"
+            engine.docker("tag", parent, "lasttag-parent:1")
+        refused = engine.docker("rmi", "-f", short, check=False)
+        assert (f"conflict: unable to delete {short} (cannot be forced) - image has dependent "
+                f"child images") in refused.stderr.decode()
+
+        user = engine.docker("create", "--name", "lasttag-user", "lasttag-parent:1",
+                             "true").stdout.decode().strip()
+        refused = engine.docker("rmi", "lasttag-parent:1", check=False)
+        assert (f'conflict: unable to remove repository reference "lasttag-parent:1" (must '
+                f"force) - container {user[:12]} is using its referenced image "
+                f"{short}") in refused.stderr.decode()
+        forced = engine.docker("rmi", "-f", "lasttag-parent:1").stdout.decode()
+        assert forced == "Untagged: lasttag-parent:1\n"
+        assert tags(parent) == []
+
+        child_user = engine.docker("create", "--name", "lasttag-child-user", "lasttag-child:1",
+                                   "true").stdout.decode().strip()
+        engine.docker("tag", "lasttag-child:1", "lasttag-child:2")
+        assert engine.docker("rmi", "lasttag-child:1").stdout.decode() == \
+            "Untagged: lasttag-child:1\n"
+        refused = engine.docker("rmi", "lasttag-child:2", check=False)
+        assert (f'conflict: unable to remove repository reference "lasttag-child:2" (must '
+                f"force) - container {child_user[:12]} is using its referenced image "
+                f"{child.removeprefix('sha256:')[:12]}") in refused.stderr.decode()
+        forced = engine.docker("rmi", "-f", "lasttag-child:2").stdout.decode()
+        assert forced == f"Untagged: lasttag-child:2\nDeleted: {child}\n"
+        assert tags(parent) == [], "a stopped container keeps the parent from the prune"
+    finally:
+        engine.docker("rm", "-f", "lasttag-user", "lasttag-child-user", check=False)
+        engine.docker("rmi", "-f", child, check=False)
+        engine.docker("rmi", "-f", parent, check=False)
