@@ -112,7 +112,7 @@ class Peers:
                 kept.add(current)
                 current = parents.get(current, "")
         return ImageUsage(kept_by_tags=kept,
-                          in_use={image.id for image in listed.images if image.containers > 0})
+                          in_use={image.id for image in listed.images if image.holds > 0})
 
     async def remove_untagged_image(self, image_id: str) -> bool:
         """Remove an image nobody named (a build step's); tagged images and

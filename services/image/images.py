@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from services.common import owners
 from services.common.errors import InvalidArgument, NotFound
 from services.common.events import EventBus
 from services.common.filters import Filters, timestamp_ns
@@ -42,7 +43,8 @@ class ImageRecord:
     config: dict[str, Any]
     row: ImageRow
     refs: list[str]
-    containers: int
+    containers: int   # the containers made from it (their rootfs leases)
+    holds: int        # leases of every owner: containers, builds, CRI image volumes
     shared_size: int = -1  # bytes of layers other images use too; -1: not computed
 
     @property
@@ -114,9 +116,11 @@ class Images:
         row = self.store.image(image_id)
         if row is None:
             raise NotFound(f"No such image: {image_id}")
+        owners_of_leases = [owner for _, owner in self.store.leases_of(image_id)]
         return ImageRecord(id=image_id, config=self.config(image_id), row=row,
                            refs=self.store.refs_of(image_id),
-                           containers=len(self.store.lease_holders(image_id)))
+                           containers=owners_of_leases.count(owners.CONTAINER),
+                           holds=len(owners_of_leases))
 
     def inspect(self, name: str) -> ImageRecord:
         return self.record(self.resolve(name))
@@ -138,10 +142,12 @@ class Images:
         filters.checked(LIST_FILTERS)
         dangling = filters.flag("dangling")
         refs = self.store.all_refs()
-        leases = self.store.lease_counts()
+        holds = self.store.lease_counts()
+        containers = self.store.lease_counts(owners.CONTAINER)
         with_children = {row.parent for row in self.store.images() if row.parent}
         records = [ImageRecord(id=row.id, config=self.config(row.id), row=row,
-                               refs=refs.get(row.id, []), containers=leases.get(row.id, 0))
+                               refs=refs.get(row.id, []), containers=containers.get(row.id, 0),
+                               holds=holds.get(row.id, 0))
                    for row in self.store.images()]
         if shared_size:
             self._compute_shared_sizes(records)

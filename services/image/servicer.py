@@ -32,7 +32,7 @@ def encode_image(record: ImageRecord) -> image_pb2.Image:
         architecture=config.get("architecture") or "", variant=config.get("variant") or "",
         os=config.get("os") or "", size=record.row.size, layers=record.diff_ids,
         last_tag_time=record.row.last_tag_time, labels=record.labels,
-        containers=record.containers, shared_size=record.shared_size)
+        containers=record.containers, holds=record.holds, shared_size=record.shared_size)
 
 
 def encode_items(items: list[DeleteItem]) -> list[image_pb2.DeleteItem]:

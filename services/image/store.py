@@ -216,6 +216,8 @@ class ImageStore:
     def leased_chains(self) -> set[str]:
         return {r["chain_id"] for r in self.db.query("SELECT chain_id FROM leases")}
 
-    def lease_counts(self) -> dict[str, int]:
-        rows = self.db.query("SELECT image_id, COUNT(*) AS n FROM leases GROUP BY image_id")
+    def lease_counts(self, owner: str | None = None) -> dict[str, int]:
+        """Leases per image: every owner's, or only `owner`'s."""
+        rows = self.db.query("SELECT image_id, COUNT(*) AS n FROM leases "
+                             "WHERE ?1 IS NULL OR owner = ?1 GROUP BY image_id", (owner,))
         return {r["image_id"]: r["n"] for r in rows}

@@ -297,3 +297,31 @@ def test_rmi_of_the_last_tag_untags_whatever_keeps_the_image(engine: Engine,
         engine.docker("rm", "-f", "lasttag-user", "lasttag-child-user", check=False)
         engine.docker("rmi", "-f", child, check=False)
         engine.docker("rmi", "-f", parent, check=False)
+
+
+def test_containers_count_only_the_containers_leases(engine: Engine, tmp_path: Path) -> None:
+    """Docker counts the containers made from an image; a build's holds and
+    CRI image volumes are no containers, though they keep the image in use."""
+    archive = tmp_path / "counted.tar"
+    archive.write_bytes(image_archive([layer({"counted": b"1"})], ["counted:1"]))
+    engine.docker("load", "-i", str(archive))
+    stub = image_stub(engine)
+
+    def counts() -> set[tuple[int, int]]:
+        inspected = stub.Inspect(image_pb2.InspectImageRequest(name="counted:1"))
+        listed = next(i for i in stub.List(image_pb2.ListImagesRequest()).images
+                      if i.id == inspected.id)
+        return {(inspected.containers, inspected.holds), (listed.containers, listed.holds)}
+
+    leases = {"build-counted-1": "build", "cri-image-volume-counted-0": "cri",
+              "e" * 64: "container"}
+    try:
+        for holder, owner in leases.items():
+            stub.AcquireRootfs(image_pb2.AcquireRootfsRequest(image="counted:1", holder=holder,
+                                                              owner=owner))
+        assert counts() == {(1, 3)}
+    finally:
+        for holder in leases:
+            stub.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(holder=holder))
+    assert counts() == {(0, 0)}
+    engine.docker("rmi", "counted:1")
