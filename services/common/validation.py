@@ -43,3 +43,10 @@ _RESTRICTED_NAME = re.compile(f"{RESTRICTED_NAME_CHARS}+")
 
 def is_restricted_name(name: str) -> bool:
     return _RESTRICTED_NAME.fullmatch(name) is not None
+
+
+def is_interface_name(name: str) -> bool:
+    """What the kernel takes as a link name (dev_valid_name): 1 to 15 bytes,
+    not "." or "..", no "/", ":", whitespace or NUL."""
+    return (0 < len(name.encode()) < 16 and name not in (".", "..")
+            and not any(c in "/:\0" or c.isspace() for c in name))

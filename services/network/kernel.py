@@ -56,6 +56,17 @@ def host_networks() -> list[ipaddress.IPv4Network]:
     return found
 
 
+def link_kind(name: str) -> str | None:
+    """The kind of the host link `name` ("bridge", "veth", "" for a physical
+    one or lo), None when there is no such link."""
+    with IPRoute() as ipr:
+        links = ipr.get_links(ifname=name) if ipr.link_lookup(ifname=name) else []
+        if not links:
+            return None
+        info = links[0].get_attr("IFLA_LINKINFO")
+        return (info.get_attr("IFLA_INFO_KIND") if info else None) or ""
+
+
 def link_exists(name: str) -> bool:
     with IPRoute() as ipr:
         return bool(ipr.link_lookup(ifname=name))

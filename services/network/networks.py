@@ -3,14 +3,19 @@ ID, name or ID prefix. Callers hold the manager's lock for changes."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 from datetime import UTC, datetime
 
 from services.common.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
 from services.common.events import EventBus
 from services.common.filters import Filters, timestamp_ns
-from services.common.validation import RESTRICTED_NAME_CHARS, is_restricted_name
-from services.network import ipam, wiring_macvlan
+from services.common.validation import (
+    RESTRICTED_NAME_CHARS,
+    is_interface_name,
+    is_restricted_name,
+)
+from services.network import ipam, kernel, wiring_macvlan
 from services.network.specs import (
     HOST_BINDING_OPTION,
     ICC_OPTION,
@@ -155,6 +160,7 @@ class Networks:
             network = self._new_record(spec, driver)
             network.config_from = source.id if source else ""
             if driver == "bridge":
+                await self._check_bridge_name(network)
                 await self._bring_up_bridge(network)
             else:
                 await self._bring_up_sublink(network)
@@ -183,6 +189,26 @@ class Networks:
         spec.options = dict(source.options)
         spec.enable_ipv6 = spec.enable_ipv6 or source.enable_ipv6
         return source
+
+    async def _check_bridge_name(self, network: NetworkRecord) -> None:
+        """A bridge name the user gave must be a link name no other network of
+        ours uses; a host bridge of that name is adopted (never deleted), any
+        other host link is refused: its addresses and its life are the host's."""
+        if NAME_OPTION not in network.options:
+            return
+        bridge = network.bridge
+        if not is_interface_name(bridge):
+            raise InvalidArgument(f'invalid bridge name "{bridge}": a link name has 1 to 15 '
+                                  f'characters, none of them "/", ":", NUL or whitespace')
+        for other in self.store.networks():
+            if other.driver == "bridge" and other.bridge == bridge and not other.config_only:
+                raise AlreadyExists(
+                    f"cannot create network {network.id} ({bridge}): conflicts with network "
+                    f"{other.id} ({other.bridge}): networks have same bridge name")
+        kind = await asyncio.to_thread(kernel.link_kind, bridge)
+        if kind is not None and kind != "bridge":
+            raise InvalidArgument(f"existing interface {bridge} is not a bridge")
+        network.bridge_adopted = kind == "bridge"
 
     async def _bring_up_bridge(self, network: NetworkRecord) -> None:
         created = False

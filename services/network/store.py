@@ -97,6 +97,7 @@ class NetworkRecord:
     config_only: bool = False
     config_from: str = ""             # ID of the config-only network it took its config from
     created_parent: str = ""          # macvlan/ipvlan: the dummy or VLAN link made for it
+    bridge_adopted: bool = False      # a host bridge the user named: used, never deleted
 
     @property
     def is_user_bridge(self) -> bool:
@@ -158,7 +159,7 @@ _JSON_FIELDS = {"options", "labels", "ipam_options", "aux_addresses", "aliases",
                 "ports", "dns", "link_local_ips", "driver_opts"}
 _BOOL_FIELDS = {"internal", "attachable", "enable_ipv6", "builtin", "icc", "user_subnet",
                 "user_subnet6",
-                "owns_netns", "enable_ipv4", "config_only"}
+                "owns_netns", "enable_ipv4", "config_only", "bridge_adopted"}
 
 
 def _decode(cls: type, row) -> object:
@@ -210,6 +211,7 @@ ADDED_COLUMNS = [
     ("endpoints", "ipv6_requested", "TEXT NOT NULL DEFAULT ''"),
     ("endpoints", "driver_opts", "TEXT NOT NULL DEFAULT '{}'"),
     ("sandboxes", "domainname", "TEXT NOT NULL DEFAULT ''"),
+    ("networks", "bridge_adopted", "INTEGER NOT NULL DEFAULT 0"),
 ]
 # Filled in when the column is added: sandboxes from before are containers'
 # unless they are CNI pods'.

@@ -68,7 +68,9 @@ class KernelWiring:
 
     @staticmethod
     async def delete_bridge(network: NetworkRecord) -> None:
-        await asyncio.to_thread(kernel.delete_link, network.bridge)
+        """Delete the bridge the engine made; an adopted host bridge stays."""
+        if not network.bridge_adopted:
+            await asyncio.to_thread(kernel.delete_link, network.bridge)
 
     # -- macvlan and ipvlan parents -------------------------------------------
 

@@ -1,0 +1,71 @@
+"""Hostile input against a real engine: nothing a client sends (volume
+options, bridge names, mount destinations, the container's own files) makes
+the engine read or write outside its roots or touch host objects it did not
+make, and bad input is a 400, never a 500."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pyroute2 import IPRoute
+
+from tests.support.engine import Engine
+
+
+@pytest.fixture(scope="module")
+def api(engine: Engine) -> Iterator[httpx.Client]:
+    transport = httpx.HTTPTransport(uds=str(engine.socket))
+    with httpx.Client(transport=transport, base_url="http://berth/v1.50", timeout=120) as client:
+        yield client
+
+
+@pytest.fixture
+def host_bridge() -> Iterator[str]:
+    """A bridge on the host that the engine did not make."""
+    name = f"bh{uuid.uuid4().hex[:8]}"
+    with IPRoute() as ipr:
+        ipr.link("add", ifname=name, kind="bridge")
+    try:
+        yield name
+    finally:
+        with IPRoute() as ipr:
+            for index in ipr.link_lookup(ifname=name):
+                ipr.link("del", index=index)
+
+
+def host_addresses(link: str) -> set[str]:
+    with IPRoute() as ipr:
+        index = ipr.link_lookup(ifname=link)[0]
+        return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)}
+
+
+def link_exists(link: str) -> bool:
+    with IPRoute() as ipr:
+        return bool(ipr.link_lookup(ifname=link))
+
+
+# Bridge names
+
+@pytest.mark.parametrize("bridge", ["lo", "../x", "a\0b", "a b", "x:y"])
+def test_a_bridge_name_that_is_no_new_bridge_is_refused(api: httpx.Client, bridge: str) -> None:
+    before = host_addresses("lo")
+    answer = api.post("/networks/create", json={
+        "Name": "badbridge", "Options": {"com.docker.network.bridge.name": bridge}})
+    assert answer.status_code == 400, answer.text
+    assert api.get("/networks/badbridge").status_code == 404
+    assert host_addresses("lo") == before
+
+
+def test_a_host_bridge_is_adopted_and_never_deleted(engine: Engine, api: httpx.Client,
+                                                    host_bridge: str) -> None:
+    option = f"com.docker.network.bridge.name={host_bridge}"
+    engine.docker("network", "create", "-o", option, "adopter")
+    again = api.post("/networks/create", json={
+        "Name": "adopter2", "Options": {"com.docker.network.bridge.name": host_bridge}})
+    assert again.status_code == 409, again.text
+    assert "networks have same bridge name" in again.json()["message"]
+    engine.docker("network", "rm", "adopter")
+    assert link_exists(host_bridge)
