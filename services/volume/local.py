@@ -27,6 +27,9 @@ def validate_options(options: dict[str, str]) -> None:
             raise InvalidArgument(f'invalid option: "{key}"')
     if "size" in options:
         raise InvalidArgument("quota size requested but no quota support")
+    for key, value in options.items():
+        if "\0" in value:
+            raise InvalidArgument(f'invalid option "{key}": a NUL character in its value')
     for key, required in REQUIRED_WITH.items():
         if key in options:
             for other in required:
@@ -70,7 +73,8 @@ class LocalDriver:
         args = ["mount", "-t", options["type"]]
         if options.get("o"):
             args += ["-o", options["o"]]
-        args += [options["device"], str(path)]
+        # `--`: a device such as "--all" or "-L" is a name, never a mount(8) option.
+        args += ["--", options["device"], str(path)]
         code, output = await _run(args)
         if code != 0:
             raise Internal(f"error while mounting volume '{path}': "

@@ -47,6 +47,26 @@ def link_exists(link: str) -> bool:
         return bool(ipr.link_lookup(ifname=link))
 
 
+# Volumes
+
+def test_a_volume_device_is_never_a_mount_option(engine: Engine, busybox: str) -> None:
+    """device=--all would be `mount --all` (every fstab entry) if it reached
+    mount(8) as an option; it is the name of the tmpfs instead."""
+    engine.docker("volume", "create", "-o", "type=tmpfs", "-o", "device=--all", "dashdev")
+    mounts = engine.docker("run", "--rm", "-v", "dashdev:/x", busybox,
+                           "grep", " /x ", "/proc/mounts").stdout.decode()
+    assert mounts.split()[:3] == ["--all", "/x", "tmpfs"]
+    engine.docker("volume", "rm", "dashdev")
+
+
+def test_a_nul_in_a_volume_option_is_refused(api: httpx.Client) -> None:
+    answer = api.post("/volumes/create", json={
+        "Name": "nulopt", "DriverOpts": {"type": "tmpfs", "device": "a\0b"}})
+    assert answer.status_code == 400, answer.text
+    assert 'invalid option "device"' in answer.json()["message"]
+    assert api.get("/volumes/nulopt").status_code == 404
+
+
 # Bridge names
 
 @pytest.mark.parametrize("bridge", ["lo", "../x", "a\0b", "a b", "x:y"])
