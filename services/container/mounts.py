@@ -483,9 +483,10 @@ async def plan_mounts(container_id: str, config: container_pb2.ContainerConfig,
 # Start and remove
 
 def _image_dir(rootfs: Path, destination: str) -> Path | None:
-    """The image's directory at `destination`, never following a link out."""
+    """The image's directory at `destination`, never following a link out;
+    `..` stops at the root, as runc resolves the destination."""
     path = rootfs
-    for part in Path(destination).relative_to("/").parts:
+    for part in Path(os.path.normpath("/" + destination.lstrip("/"))).relative_to("/").parts:
         path = path / part
         if path.is_symlink() or not path.is_dir():
             return None

@@ -67,6 +67,18 @@ def test_a_nul_in_a_volume_option_is_refused(api: httpx.Client) -> None:
     assert api.get("/volumes/nulopt").status_code == 404
 
 
+def test_a_destination_climbing_out_fills_the_volume_from_the_image(
+        engine: Engine, busybox: str) -> None:
+    """`..` in a volume's destination stops at the container's root: the new
+    volume gets the image's /etc, never the host's."""
+    image_etc = engine.docker("run", "--rm", busybox, "ls", "-a", "/etc").stdout.split()
+    in_volume = engine.docker("run", "--rm", "-v", "climb:/../../../../../../../etc", busybox,
+                              "ls", "-a", "/etc").stdout.split()
+    network_files = {b"hostname", b"hosts", b"resolv.conf"}   # bound by the runtime
+    assert set(in_volume) - network_files == set(image_etc) - network_files
+    engine.docker("volume", "rm", "climb")
+
+
 # Bridge names
 
 @pytest.mark.parametrize("bridge", ["lo", "../x", "a\0b", "a b", "x:y"])
