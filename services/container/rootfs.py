@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import stat
 from pathlib import Path
 
 from services.common.errors import Internal, InvalidArgument
+from services.common.scoped import secure_join
 from services.container.spec import User
+
+MAX_ACCOUNTS_FILE = 16 << 20   # a passwd or group file larger is not read further
 
 
 async def mount_overlay(lower_dirs: list[str], upper: Path, work: Path, target: Path) -> None:
@@ -39,12 +43,24 @@ async def _run(*args: str, cwd: str | None = None) -> None:
         raise Internal(f"{args[0]} failed: {err.decode(errors='replace').strip()}")
 
 
-def _entries(path: Path) -> list[list[str]]:
+def _entries(rootfs: Path, name: str, numeric: tuple[int, ...]) -> list[list[str]]:
+    """The lines of the container's /etc/`name`, read inside its root: a
+    symlink there (the image's or a running container's) never reaches a
+    host file, and only a regular file is read. Lines whose ID fields are
+    not numbers are left out."""
     try:
-        text = path.read_text(errors="replace")
-    except OSError:
+        path = secure_join(str(rootfs), f"/etc/{name}")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with open(fd, errors="replace") as file:
+            # A device node or FIFO there is the container's, not read by us.
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                return []
+            text = file.read(MAX_ACCOUNTS_FILE)
+    except (OSError, InvalidArgument):
         return []
-    return [line.split(":") for line in text.splitlines() if line and not line.startswith("#")]
+    entries = [line.split(":") for line in text.splitlines()
+               if line and not line.startswith("#")]
+    return [e for e in entries if all(len(e) > i and e[i].isdigit() for i in numeric)]
 
 
 def _find_group(groups: list[list[str]], name: str) -> int | None:
@@ -58,8 +74,8 @@ def resolve_user(rootfs: Path, spec: str, group_add: list[str],
                  image_groups: bool = True) -> User:
     """Docker's user lookup: `uid`, `name`, `uid:gid`, `name:group` in the image;
     the user's /etc/group memberships unless `image_groups` is False."""
-    passwd = _entries(rootfs / "etc/passwd")
-    groups = _entries(rootfs / "etc/group")
+    passwd = _entries(rootfs, "passwd", (2, 3))
+    groups = _entries(rootfs, "group", (2,))
     name, _, group = (spec or "0").partition(":")
     user = User()
     for entry in passwd:

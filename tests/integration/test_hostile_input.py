@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -101,3 +102,20 @@ def test_a_host_bridge_is_adopted_and_never_deleted(engine: Engine, api: httpx.C
     assert "networks have same bridge name" in again.json()["message"]
     engine.docker("network", "rm", "adopter")
     assert link_exists(host_bridge)
+
+
+# The container's own files
+
+def test_exec_reads_the_containers_passwd_never_a_host_file(
+        engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """A running container's /etc/passwd made a symlink to a host path: the
+    user is looked up in the container's root, where that path is nothing."""
+    host_passwd = tmp_path / "passwd"
+    host_passwd.write_text("hostuser:x:4242:4242::/:/bin/sh\n")
+    engine.docker("run", "-d", "--name", "passwdlink", busybox, "sleep", "600")
+    engine.docker("exec", "passwdlink", "sh", "-c",
+                  f"rm /etc/passwd && ln -s {host_passwd} /etc/passwd")
+    result = engine.docker("exec", "-u", "hostuser", "passwdlink", "id", check=False)
+    assert result.returncode != 0
+    assert b"unable to find user hostuser" in result.stdout + result.stderr
+    engine.docker("rm", "-f", "passwdlink")
