@@ -54,9 +54,11 @@ def directory_links(root: str) -> LinkReader:
         candidate = os.path.join(root, *parts)
         try:
             info = os.lstat(candidate)
-        except (FileNotFoundError, NotADirectoryError):
+            return os.readlink(candidate) if stat.S_ISLNK(info.st_mode) else None
+        except OSError:
+            # Missing, a name too long, or a /proc link with no target for
+            # us (/proc/self of another PID namespace): no link to follow.
             return None
-        return os.readlink(candidate) if stat.S_ISLNK(info.st_mode) else None
     return read_link
 
 

@@ -88,6 +88,8 @@ def stat_path(root: str, path: str, not_found: str) -> PathInfo:
         info = os.stat(host_path) if host_path == root else os.lstat(host_path)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise NotFound(not_found) from exc
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: {exc.strerror}") from exc
     link_target = ""
     if stat.S_ISLNK(info.st_mode):
         link_target = container_path(root, secure_join(root, absolute))
@@ -147,6 +149,8 @@ def extraction_dir(root: str, path: str, not_found: str) -> str:
         info = os.stat(host_dir)
     except (FileNotFoundError, NotADirectoryError) as exc:
         raise NotFound(not_found) from exc
+    except OSError as exc:
+        raise InvalidArgument(f"{path}: {exc.strerror}") from exc
     if not stat.S_ISDIR(info.st_mode):
         raise InvalidArgument("extraction point is not a directory")
     return host_dir

@@ -119,3 +119,15 @@ def test_exec_reads_the_containers_passwd_never_a_host_file(
     assert result.returncode != 0
     assert b"unable to find user hostuser" in result.stdout + result.stderr
     engine.docker("rm", "-f", "passwdlink")
+
+
+def test_cp_through_a_proc_link_without_target_is_not_found(
+        engine: Engine, busybox: str, api: httpx.Client) -> None:
+    """/proc/self of the container's PID namespace names nothing for the
+    engine: the path is not found, not a 500; nor is a name too long."""
+    engine.docker("run", "-d", "--name", "proclink", busybox, "sh", "-c",
+                  "ln -s /proc/self/root /pr && sleep 600")
+    for path, status in (("/pr/etc/hostname", 404), ("/" + "a" * 5000, 400)):
+        answer = api.get("/containers/proclink/archive", params={"path": path})
+        assert answer.status_code == status, answer.text
+    engine.docker("rm", "-f", "proclink")
