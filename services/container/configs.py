@@ -81,6 +81,10 @@ def command(config: container_pb2.ContainerConfig) -> list[str]:
 def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConfig) -> None:
     if not command(config):
         raise InvalidArgument("No command specified")
+    if config.working_dir and not config.working_dir.startswith("/"):
+        raise InvalidArgument(f"the working directory '{config.working_dir}' is invalid, it "
+                              f"needs to be an absolute path")
+    check_no_nul(config)
     if config.stop_signal:
         try:
             signal_number(config.stop_signal)
@@ -105,6 +109,16 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
         if ulimit.soft > ulimit.hard >= 0:
             raise InvalidArgument(f"ulimit soft limit must be less than or equal to hard "
                                   f"limit: {ulimit.soft} > {ulimit.hard}")
+
+
+def check_no_nul(config: container_pb2.ContainerConfig) -> None:
+    """A NUL cannot reach the kernel in a string: refused here, not by runc at start."""
+    fields = {"working directory": [config.working_dir], "hostname": [config.hostname],
+              "domainname": [config.domainname], "environment variable": list(config.env)}
+    for what, values in fields.items():
+        for value in values:
+            if "\0" in value:
+                raise InvalidArgument(f"invalid {what} {value!r}: it contains a NUL character")
 
 
 def validate_storage_opt(options: dict[str, str]) -> None:

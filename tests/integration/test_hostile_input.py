@@ -131,3 +131,19 @@ def test_cp_through_a_proc_link_without_target_is_not_found(
         answer = api.get("/containers/proclink/archive", params={"path": path})
         assert answer.status_code == status, answer.text
     engine.docker("rm", "-f", "proclink")
+
+
+# Container config
+
+@pytest.mark.parametrize("config, message", [
+    ({"WorkingDir": "../../etc"},
+     "the working directory '../../etc' is invalid, it needs to be an absolute path"),
+    ({"WorkingDir": "/a\0b"}, "invalid working directory"),
+    ({"Env": ["A\0B=1"]}, "invalid environment variable"),
+    ({"Hostname": "a\0b"}, "invalid hostname"),
+])
+def test_a_config_the_kernel_cannot_take_is_refused_at_create(
+        api: httpx.Client, busybox: str, config: dict, message: str) -> None:
+    answer = api.post("/containers/create", json={"Image": busybox, **config})
+    assert answer.status_code == 400, answer.text
+    assert message in answer.json()["message"]
