@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from services.common.errors import InvalidArgument
+
+DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
 
 
 class BlobWriter:
@@ -40,6 +45,10 @@ class ContentStore:
         self.tmp.mkdir(parents=True, exist_ok=True)
 
     def path(self, digest: str) -> Path:
+        """The blob's file; a digest from a manifest or a client is checked
+        first, so that it never names a path outside the store."""
+        if not DIGEST.fullmatch(digest):
+            raise InvalidArgument(f"invalid digest {digest!r}: not sha256 and 64 hex digits")
         return self.root / digest.removeprefix("sha256:")
 
     def exists(self, digest: str) -> bool:

@@ -5,8 +5,14 @@ make, and bad input is a 400, never a 500."""
 
 from __future__ import annotations
 
+import hashlib
+import io
+import json
+import tarfile
+import threading
 import uuid
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -147,3 +153,68 @@ def test_a_config_the_kernel_cannot_take_is_refused_at_create(
     answer = api.post("/containers/create", json={"Image": busybox, **config})
     assert answer.status_code == 400, answer.text
     assert message in answer.json()["message"]
+
+
+# Registries
+
+class _HostileRegistry(BaseHTTPRequestHandler):
+    """A registry whose manifest names a layer by a "digest" that climbs
+    out of the engine's blob store to a tar on the host."""
+
+    documents: dict[str, tuple[str, bytes]] = {}
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        media_type, body = self.documents.get(self.path, ("application/json", b""))
+        self.send_response(200 if self.path in self.documents else 404)
+        self.send_header("Content-Type", media_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def hostile_registry(tmp_path: Path) -> Iterator[str]:
+    host_tar = tmp_path / "host-layer.tar"
+    with tarfile.open(host_tar, "w") as tar:
+        secret = b"host secret\n"
+        info = tarfile.TarInfo("stolen")
+        info.size = len(secret)
+        tar.addfile(info, io.BytesIO(secret))
+    layer = host_tar.read_bytes()
+    config = json.dumps({"architecture": "amd64", "os": "linux",
+                         "config": {"Cmd": ["cat", "/stolen"]},
+                         "rootfs": {"type": "layers", "diff_ids": [
+                             "sha256:" + hashlib.sha256(layer).hexdigest()]}}).encode()
+    config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
+        "config": {"mediaType": "application/vnd.docker.container.image.v1+json",
+                   "digest": config_digest, "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+                    "digest": "sha256:" + "../" * 40 + str(host_tar).lstrip("/"),
+                    "size": len(layer)}]}).encode()
+    _HostileRegistry.documents = {
+        "/v2/": ("application/json", b"{}"),
+        "/v2/evil/manifests/latest": (
+            "application/vnd.docker.distribution.manifest.v2+json", manifest),
+        f"/v2/evil/blobs/{config_digest}": ("application/octet-stream", config)}
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _HostileRegistry)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def test_a_registry_digest_never_names_a_host_file(engine: Engine, hostile_registry: str
+                                                   ) -> None:
+    pulled = engine.docker("pull", f"{hostile_registry}/evil", check=False)
+    assert pulled.returncode != 0
+    assert b"invalid digest" in pulled.stderr
+    assert engine.docker("images", "-q", f"{hostile_registry}/evil").stdout == b""
