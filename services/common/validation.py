@@ -50,3 +50,31 @@ def is_interface_name(name: str) -> bool:
     not "." or "..", no "/", ":", whitespace or NUL."""
     return (0 < len(name.encode()) < 16 and name not in (".", "..")
             and not any(c in "/:\0" or c.isspace() for c in name))
+
+
+def field_with_nul(message: Message, path: str = "") -> str | None:
+    """The dotted name of the first string field, repeated entry, map key or
+    value in `message` (nested messages included) that holds a NUL; None when
+    none does. A NUL cannot reach the kernel in a path, a name or an option."""
+    for field, value in message.ListFields():
+        name = f"{path}{field.name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                found = _nul_in(key, f"{name}[{key!r}]") or _nul_in(item, f"{name}[{key!r}]")
+                if found:
+                    return found
+            continue
+        items = value if field.is_repeated else [value]
+        for item in items:
+            found = _nul_in(item, name)
+            if found:
+                return found
+    return None
+
+
+def _nul_in(value: object, name: str) -> str | None:
+    if isinstance(value, str):
+        return name if "\0" in value else None
+    if isinstance(value, Message):
+        return field_with_nul(value, f"{name}.")
+    return None

@@ -155,6 +155,21 @@ def test_a_config_the_kernel_cannot_take_is_refused_at_create(
     assert message in answer.json()["message"]
 
 
+@pytest.mark.parametrize("host_config", [
+    {"Binds": ["/tmp\0:/x"]},
+    {"Binds": ["/tmp:/x\0"]},
+    {"Tmpfs": {"/x": "size=1\0"}},
+    {"Devices": [{"PathOnHost": "/dev/null\0", "PathInContainer": "/dev/x",
+                  "CgroupPermissions": "rwm"}]},
+])
+def test_a_nul_in_the_host_config_is_refused_at_create(
+        api: httpx.Client, busybox: str, host_config: dict) -> None:
+    answer = api.post("/containers/create", json={"Image": busybox, "HostConfig": host_config})
+    assert answer.status_code == 400, answer.text
+    assert "it contains a NUL character" in answer.json()["message"]
+
+
+
 # Registries
 
 class _HostileRegistry(BaseHTTPRequestHandler):
