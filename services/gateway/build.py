@@ -6,6 +6,7 @@ from aiohttp import web
 
 from berth.build.v1 import build_pb2
 from services.gateway.backends import Backends
+from services.gateway.convert.container_create import client_network_mode
 from services.gateway.errors import bad_request
 from services.gateway.params import boolean, filters, integer, query_json
 from services.gateway.registry_auth import registry_config
@@ -51,7 +52,7 @@ def build_options(request: web.Request) -> build_pb2.BuildOptions:
         target=query.get("target", ""), no_cache=boolean(request, "nocache"),
         pull=boolean(request, "pull"), remove=boolean(request, "rm", True),
         force_remove=boolean(request, "forcerm"), quiet=boolean(request, "q"),
-        network_mode=query.get("networkmode", ""),
+        network_mode=client_network_mode(query.get("networkmode", "")),
         extra_hosts=[h for value in query.getall("extrahosts", []) for h in value.split(",")
                      if h],
         shm_size=integer(request, "shmsize"), memory=integer(request, "memory"),

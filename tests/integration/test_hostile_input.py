@@ -169,6 +169,23 @@ def test_a_nul_in_the_host_config_is_refused_at_create(
     assert "it contains a NUL character" in answer.json()["message"]
 
 
+def test_a_docker_client_cannot_join_a_netns_file(api: httpx.Client, busybox: str) -> None:
+    """ns:<path> is the CRI's network mode; to a Docker client it is the name
+    of a network that does not exist, for a container as for a build."""
+    answer = api.post("/containers/create", json={
+        "Image": busybox, "HostConfig": {"NetworkMode": "ns:/proc/1/ns/net"}})
+    assert answer.status_code == 404, answer.text
+    assert answer.json()["message"] == "network ns:/proc/1/ns/net not found"
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        dockerfile = f"FROM {busybox}\nRUN true\n".encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+    built = api.post("/build", params={"networkmode": "ns:/proc/1/ns/net"},
+                     content=context.getvalue(), headers={"Content-Type": "application/x-tar"})
+    assert built.status_code == 404, built.text
+
 
 # Registries
 

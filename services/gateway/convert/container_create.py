@@ -7,7 +7,7 @@ from __future__ import annotations
 from berth.container.v1 import container_pb2 as pb
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
-from services.gateway.errors import bad_request
+from services.gateway.errors import HTTPError, bad_request
 from services.gateway.params import LATEST_API_VERSION, ApiVersion, Fields
 
 RESTART_POLICIES = ("", "no", "always", "unless-stopped", "on-failure")
@@ -178,11 +178,20 @@ def restart_policy(body: Fields) -> pb.RestartPolicy:
 
 # The CRI's driver (a log at the kubelet's path): not one of Docker's.
 BERTH_ONLY_LOG_DRIVERS = frozenset({"k8s-file"})
+# The CRI's network mode (join the netns file at a host path): not Docker's.
+BERTH_ONLY_NETWORK_MODE_PREFIX = "ns:"
 
 
 def network_mode(value: str) -> str:
     """Docker's "default" (and empty) network mode is the bridge network."""
     return "bridge" if value in ("", "default") else value
+
+
+def client_network_mode(mode: str) -> str:
+    """A Docker client names a network, never a netns file on the host."""
+    if mode.startswith(BERTH_ONLY_NETWORK_MODE_PREFIX):
+        raise HTTPError(404, f"network {mode} not found")
+    return mode
 
 
 def _port_bindings(body: Fields) -> dict[str, pb.PortBindings]:
@@ -204,7 +213,7 @@ def host_config(body: Fields) -> pb.HostConfig:
     host = pb.HostConfig(
         binds=body.strings("Binds"),
         log_config=_log_config(body),
-        network_mode=network_mode(body.string("NetworkMode")),
+        network_mode=client_network_mode(network_mode(body.string("NetworkMode"))),
         port_bindings=_port_bindings(body),
         restart_policy=restart_policy(body.object("RestartPolicy", "container.RestartPolicy")),
         auto_remove=body.boolean("AutoRemove"),
