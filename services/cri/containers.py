@@ -8,6 +8,7 @@ import calendar
 import contextlib
 import hashlib
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from services.common.errors import (
     NotFound,
     Unimplemented,
 )
+from services.common.validation import field_with_nul
 from services.cri import labels
 from services.cri.imagevolumes import ImageVolumes
 from services.cri.peers import Peers
@@ -115,6 +117,19 @@ def merged_resources(current: api_pb2.LinuxContainerResources,
     return merged
 
 
+def pod_log_path(log_directory: str, log_path: str) -> str:
+    """The container's log file: its log_path joined to the pod's
+    log_directory as containerd joins them (an absolute log_path too is
+    under the directory), and never outside that directory."""
+    directory = os.path.normpath(log_directory)
+    joined = os.path.normpath(f"{directory}/{log_path}")
+    if (not os.path.isabs(directory) or joined == directory
+            or os.path.commonpath([joined, directory]) != directory):
+        raise InvalidArgument(f"log path {log_path!r} is not a file in the pod's log "
+                              f"directory {log_directory!r}")
+    return joined
+
+
 class Containers:
     def __init__(self, store: CriStore, peers: Peers, sandboxes: Sandboxes,
                  volumes: ImageVolumes) -> None:
@@ -152,6 +167,10 @@ class Containers:
             raise Conflict(f"pod sandbox {sandbox.id} is not ready")
         if not config.metadata.name:
             raise InvalidArgument("container metadata needs a name")
+        nul_field = field_with_nul(config)
+        if nul_field:
+            raise InvalidArgument(f"invalid container config {nul_field}: it contains a NUL "
+                                  f"character")
         if any(r.sandbox_id == sandbox.id and r.config.metadata.name == config.metadata.name
                and r.config.metadata.attempt == config.metadata.attempt
                for r in self.records.values()):
@@ -162,7 +181,7 @@ class Containers:
             raise NotFound(f"image {config.image.image!r} not found")
         log_path = ""
         if sandbox.config.log_directory and config.log_path:
-            log_path = str(Path(sandbox.config.log_directory) / config.log_path)
+            log_path = pod_log_path(sandbox.config.log_directory, config.log_path)
             Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         stored = api_pb2.ContainerConfig()
         stored.CopyFrom(config)

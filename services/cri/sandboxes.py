@@ -22,6 +22,7 @@ from berth.network.v1 import network_pb2
 from k8s.runtime.v1 import api_pb2
 from services.common.config import Config
 from services.common.errors import AlreadyExists, BerthError, InvalidArgument, NotFound
+from services.common.validation import field_with_nul
 from services.cri import labels
 from services.cri.images import Images
 from services.cri.metrics import RUN_POD_SECONDS
@@ -121,6 +122,10 @@ class Sandboxes:
         metadata = config.metadata
         if not (metadata.name and metadata.namespace):
             raise InvalidArgument("pod sandbox metadata needs a name and a namespace")
+        nul_field = field_with_nul(config)
+        if nul_field:
+            raise InvalidArgument(f"invalid pod sandbox config {nul_field}: it contains a NUL "
+                                  f"character")
         name = pod_name(metadata)
         taken = [s.id for s in self.sandboxes.values() if pod_name(s.config.metadata) == name]
         if taken or name in self._starting:

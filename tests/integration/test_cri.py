@@ -711,3 +711,35 @@ def test_hugepage_limits_and_unified_resources(
         for hierarchy in [cgroups.ROOT, *cgroups.ROOT.iterdir()]:
             with contextlib.suppress(OSError):
                 (hierarchy / parent).rmdir()
+
+
+def test_a_container_log_stays_in_the_pods_log_directory(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+        log_dir: Path) -> None:
+    """log_path is joined under log_directory as containerd joins it (an
+    absolute one too); one climbing out of it, or a NUL anywhere in the
+    config, is INVALID_ARGUMENT."""
+    pod = pod_config("logs-stay", log_dir)
+    sandbox_id = run_pod(runtime, pods, pod)
+
+    def create(name: str, log_path: str, **more: object) -> str:
+        config = cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name=name), image=cri.ImageSpec(image=images),
+            command=["echo", "logged"], log_path=log_path, **more)
+        return runtime.CreateContainer(cri.CreateContainerRequest(
+            pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod)).container_id
+
+    cid = create("absolute", f"{log_dir}/elsewhere.log")
+    runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    joined = log_dir / str(log_dir).lstrip("/") / "elsewhere.log"
+    wait_for(lambda: joined.exists() and b"logged" in joined.read_bytes())
+    assert not (log_dir / "elsewhere.log").exists()
+    for name, log_path, more in (
+            ("climbing", "../../escaped.log", {}),
+            ("nul-log", "a\0b/0.log", {}),
+            ("nul-mount", "nul/0.log",
+             {"mounts": [cri.Mount(container_path="/x", host_path="/tmp\0")]})):
+        with pytest.raises(grpc.RpcError) as refused:
+            create(name, log_path, **more)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
+    assert not (log_dir.parent.parent / "escaped.log").exists()
