@@ -113,10 +113,17 @@ class Distribution:
 
     async def download(self, url: str, path: Path) -> None:
         """Fetch `docker import URL`'s archive to `path`."""
-        if not url.startswith(("http://", "https://")):
-            raise InvalidArgument(f"invalid import source {url!r}: not an http(s) URL")
         try:
-            async with self.registries.client.stream("GET", url) as response:
+            parsed = httpx.URL(url)
+        except httpx.InvalidURL as exc:
+            raise InvalidArgument(f"invalid import source {url!r}: {exc}") from exc
+        if parsed.scheme not in ("http", "https"):
+            raise InvalidArgument(f"invalid import source {url!r}: not an http(s) URL")
+        if not parsed.host or not 0 < (parsed.port or 80) < 65536:
+            raise InvalidArgument(f"invalid import source {url!r}: no host, or a port "
+                                  f"out of range")
+        try:
+            async with self.registries.client.stream("GET", parsed) as response:
                 if response.status_code >= 400:
                     raise InvalidArgument(f"error downloading {url}: "
                                           f"{response.status_code} {response.reason_phrase}")

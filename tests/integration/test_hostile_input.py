@@ -49,6 +49,17 @@ def host_addresses(link: str) -> set[str]:
         return {a.get_attr("IFA_ADDRESS") for a in ipr.get_addr(index=index)}
 
 
+def build_context(dockerfile: str) -> bytes:
+    """A build context tar holding only `dockerfile`."""
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        data = dockerfile.encode()
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return context.getvalue()
+
+
 def link_exists(link: str) -> bool:
     with IPRoute() as ipr:
         return bool(ipr.link_lookup(ifname=link))
@@ -176,14 +187,9 @@ def test_a_docker_client_cannot_join_a_netns_file(api: httpx.Client, busybox: st
         "Image": busybox, "HostConfig": {"NetworkMode": "ns:/proc/1/ns/net"}})
     assert answer.status_code == 404, answer.text
     assert answer.json()["message"] == "network ns:/proc/1/ns/net not found"
-    context = io.BytesIO()
-    with tarfile.open(fileobj=context, mode="w") as tar:
-        dockerfile = f"FROM {busybox}\nRUN true\n".encode()
-        info = tarfile.TarInfo("Dockerfile")
-        info.size = len(dockerfile)
-        tar.addfile(info, io.BytesIO(dockerfile))
     built = api.post("/build", params={"networkmode": "ns:/proc/1/ns/net"},
-                     content=context.getvalue(), headers={"Content-Type": "application/x-tar"})
+                     content=build_context(f"FROM {busybox}\nRUN true\n"),
+                     headers={"Content-Type": "application/x-tar"})
     assert built.status_code == 404, built.text
 
 
@@ -250,3 +256,11 @@ def test_a_registry_digest_never_names_a_host_file(engine: Engine, hostile_regis
     assert pulled.returncode != 0
     assert b"invalid digest" in pulled.stderr
     assert engine.docker("images", "-q", f"{hostile_registry}/evil").stdout == b""
+
+
+@pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x.tar", "http://a\0b/x.tar",
+                                 "file:///etc/passwd"])
+def test_an_import_url_that_is_no_http_url_is_refused(api: httpx.Client, url: str) -> None:
+    answer = api.post("/images/create", params={"fromSrc": url, "repo": "imported"})
+    assert answer.status_code == 400, answer.text
+    assert "invalid import source" in answer.json()["message"]
