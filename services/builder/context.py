@@ -259,8 +259,10 @@ def _restore_mtimes(directories: dict[Path, float]) -> None:
 
 def unpack(upload: BinaryIO, workdir: Path, dockerfile: str) -> Context:
     """Turn the uploaded bytes into a context directory and read its Dockerfile."""
-    root = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
     name = dockerfile or "Dockerfile"
+    if "\0" in name:
+        raise InvalidArgument(f"Cannot locate specified Dockerfile: {name}")
+    root = Path(tempfile.mkdtemp(prefix="context-", dir=workdir))
     digests = ContentDigests()
     try:
         ignore = Ignore([])

@@ -264,3 +264,13 @@ def test_an_import_url_that_is_no_http_url_is_refused(api: httpx.Client, url: st
     answer = api.post("/images/create", params={"fromSrc": url, "repo": "imported"})
     assert answer.status_code == 400, answer.text
     assert "invalid import source" in answer.json()["message"]
+
+
+# Builds
+
+def test_a_dockerfile_name_with_a_nul_is_not_found(api: httpx.Client, busybox: str) -> None:
+    built = api.post("/build", params={"dockerfile": "Docker\0file"},
+                     content=build_context(f"FROM {busybox}\n"),
+                     headers={"Content-Type": "application/x-tar"})
+    assert built.status_code == 400, built.text
+    assert "Cannot locate specified Dockerfile" in built.json()["message"]
