@@ -106,6 +106,9 @@ class Distribution:
         domain = server.removeprefix("https://").removeprefix("http://").split("/")[0]
         if domain in ("", "index.docker.io", "registry-1.docker.io"):
             domain = "docker.io"
+        if not reference.is_registry_domain(domain):
+            # It also names the registry's certs.d directory: never a path.
+            raise InvalidArgument(f"invalid registry server address {server!r}")
         session = await self.registries.open(domain, creds, [])
         session.offline = True
         await session.ping()

@@ -17,6 +17,18 @@ _OFFICIAL = "library/"
 _DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _ID_PREFIX = re.compile(r"^(sha256:)?[a-f0-9]{1,64}$")
+# distribution/reference's domain: host names or a bracketed IPv6 address,
+# and an optional port.
+_DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN = re.compile(rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])"
+                     r"(?::([0-9]{1,5}))?")
+
+
+def is_registry_domain(domain: str) -> bool:
+    """A registry host[:port] as references name them: no path, no port
+    beyond 65535; what a login's server address must come down to."""
+    match = _DOMAIN.fullmatch(domain)
+    return match is not None and int(match.group(1) or 0) < 65536
 
 
 @dataclass(frozen=True)

@@ -258,6 +258,17 @@ def test_a_registry_digest_never_names_a_host_file(engine: Engine, hostile_regis
     assert engine.docker("images", "-q", f"{hostile_registry}/evil").stdout == b""
 
 
+@pytest.mark.parametrize("server", ["..", "../../tmp", "a\0b", "127.0.0.1:99999",
+                                    "file:///etc/passwd"])
+def test_a_login_server_that_is_no_registry_address_is_refused(api: httpx.Client,
+                                                                server: str) -> None:
+    """The server's host names its certs.d directory: `..` would climb out."""
+    answer = api.post("/auth", json={"username": "u", "password": "p",
+                                     "serveraddress": server})
+    assert answer.status_code == 400, answer.text
+    assert "invalid registry server address" in answer.json()["message"]
+
+
 @pytest.mark.parametrize("url", ["http://127.0.0.1:99999/x.tar", "http://a\0b/x.tar",
                                  "file:///etc/passwd"])
 def test_an_import_url_that_is_no_http_url_is_refused(api: httpx.Client, url: str) -> None:
