@@ -34,6 +34,8 @@ DRIVERS = ("bridge", *wiring_macvlan.DRIVERS)
 NOT_A_SWARM_MANAGER = ('This node is not a swarm manager. Use "docker swarm init" or '
                        '"docker swarm join" to connect this node to swarm and try again.')
 PRUNE_FILTERS = {"label", "label!", "until"}
+# What the kernel takes as a link's MTU (IPv4's minimum, a u16 in netlink).
+MIN_MTU, MAX_MTU = 68, 65535
 
 
 def _now() -> str:
@@ -244,6 +246,9 @@ class Networks:
         mtu = options.get(MTU_OPTION, "")
         if mtu and not mtu.isdigit():
             raise InvalidArgument(f"invalid MTU number: {mtu}")
+        if mtu and int(mtu) and not MIN_MTU <= int(mtu) <= MAX_MTU:
+            raise InvalidArgument(f"invalid MTU {mtu}: it must be between {MIN_MTU} and "
+                                  f"{MAX_MTU}")
         bridge = ""
         if driver == "bridge":
             bridge = options.get(NAME_OPTION) or (

@@ -109,6 +109,15 @@ def test_a_bridge_name_that_is_no_new_bridge_is_refused(api: httpx.Client, bridg
     assert host_addresses("lo") == before
 
 
+@pytest.mark.parametrize("mtu", ["99999999999", "65536", "10"])
+def test_an_mtu_the_kernel_cannot_take_is_refused(api: httpx.Client, mtu: str) -> None:
+    answer = api.post("/networks/create", json={
+        "Name": "badmtu", "Options": {"com.docker.network.driver.mtu": mtu}})
+    assert answer.status_code == 400, answer.text
+    assert f"invalid MTU {mtu}" in answer.json()["message"]
+    assert api.get("/networks/badmtu").status_code == 404
+
+
 def test_a_host_bridge_is_adopted_and_never_deleted(engine: Engine, api: httpx.Client,
                                                     host_bridge: str) -> None:
     option = f"com.docker.network.bridge.name={host_bridge}"
