@@ -31,10 +31,12 @@ import tarfile
 import threading
 import zlib  # noqa: F401
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TypeVar
 
 from services.common.errors import BerthError, Internal
 from services.container import archive
 
+T = TypeVar("T")
 CLONE_FS = 0x200
 TAR_CHUNK = 1 << 20      # bytes per chunk of a tar going out
 _QUEUED_CHUNKS = 4
@@ -77,6 +79,36 @@ def _chroot_this_thread(root: str) -> Iterator[None]:
         os.chroot(".")
         os.close(host_root)
         _chrooted.root = None
+
+
+async def run_chrooted(root: str, work: Callable[[], T]) -> T:
+    """`work()` in a new thread chrooted into `root`: its paths, symlinks
+    planted meanwhile included, resolve in the container's root."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T, error: BaseException | None) -> None:
+        if finished.done():   # the caller was cancelled meanwhile
+            return
+        if error is None:
+            finished.set_result(result)
+        else:
+            finished.set_exception(error)
+
+    def run() -> None:
+        result, error = None, None
+        try:
+            with _chroot_this_thread(root):
+                result = work()
+        except BerthError as exc:
+            error = exc
+        except BaseException as exc:  # noqa: BLE001 - reported to the awaiting task
+            error = Internal(f"reading the container's files failed: {exc}")
+            error.__cause__ = exc
+        loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="berth-chrooted", daemon=True).start()
+    return await finished
 
 
 class _ChunkReader:

@@ -15,7 +15,7 @@ from pathlib import Path
 from berth.container.v1 import container_pb2
 from services.common.errors import Internal, PermissionDenied
 from services.container import archive, rootfs, upperdir
-from services.container.chroot_thread import tar_chrooted, untar_chrooted
+from services.container.chroot_thread import run_chrooted, tar_chrooted, untar_chrooted
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
 from services.container.store import Container
@@ -76,8 +76,8 @@ class Files:
         """`rootfs_only`: without the volumes and bind mounts."""
         container = self._manager.get(ref)
         async with self._filesystem(container, live=not rootfs_only) as root:
-            return await asyncio.to_thread(archive.stat_path, root, path,
-                                           self._not_found(path, container))
+            return await run_chrooted(root, partial(archive.stat_path, "/", path,
+                                                    self._not_found(path, container)))
 
     async def get_archive(self, ref: str, path: str, rootfs_only: bool = False
                           ) -> AsyncIterator[archive.PathInfo | bytes]:
@@ -85,8 +85,8 @@ class Files:
         without the volumes and bind mounts."""
         container = self._manager.get(ref)
         async with self._filesystem(container, live=not rootfs_only) as root:
-            info = await asyncio.to_thread(archive.stat_path, root, path,
-                                           self._not_found(path, container))
+            info = await run_chrooted(root, partial(archive.stat_path, "/", path,
+                                                    self._not_found(path, container)))
             yield info
             async for chunk in tar_chrooted(root, partial(archive.write_tar, "/", path)):
                 yield chunk
@@ -95,22 +95,14 @@ class Files:
     async def put_archive(self, options: container_pb2.PutArchiveOptions,
                           data: AsyncIterator[bytes]) -> None:
         container = self._manager.get(options.id)
+        user = container.config.user if options.copy_uid_gid else ""
         async with self._filesystem(container, live=True) as root:
-            host_dir = await asyncio.to_thread(archive.extraction_dir, root, options.path,
-                                               self._not_found(options.path, container))
-            if os.statvfs(host_dir).f_flag & os.ST_RDONLY:
-                on_rootfs = os.stat(host_dir).st_dev == os.stat(root).st_dev
-                raise PermissionDenied("container rootfs is marked read-only" if on_rootfs
-                                       else "mounted volume is marked read-only")
-            owner = None
-            if options.copy_uid_gid and container.config.user:
-                # Archive mode: the container's user owns what is copied in
-                # (without a user, the tar's owners stay, as Docker does).
-                user = rootfs.resolve_user(Path(root), container.config.user, [])
-                owner = (user.uid, user.gid)
+            directory, owner = await run_chrooted(root, partial(
+                _extraction_target, options.path, user,
+                self._not_found(options.path, container)))
             extract = archive.ExtractOptions(
                 no_overwrite_dir_non_dir=options.no_overwrite_dir_non_dir, owner=owner)
-            await untar_chrooted(root, archive.container_path(root, host_dir), extract, data)
+            await untar_chrooted(root, directory, extract, data)
         self._events.publish("extract-to-dir", container)
 
     async def changes(self, ref: str) -> list[upperdir.Change]:
@@ -126,6 +118,22 @@ class Files:
             async for chunk in tar_chrooted(root, partial(archive.write_tree_tar, "/")):
                 yield chunk
         self._events.publish("export", container)
+
+
+def _extraction_target(path: str, user: str, not_found: str
+                       ) -> tuple[str, tuple[int, int] | None]:
+    """In the container's root: the directory an archive goes into, checked
+    writable, and the owner of what is copied in (archive mode with a user;
+    without one the tar's owners stay, as Docker does)."""
+    directory = archive.extraction_dir("/", path, not_found)
+    if os.statvfs(directory).f_flag & os.ST_RDONLY:
+        on_rootfs = os.stat(directory).st_dev == os.stat("/").st_dev
+        raise PermissionDenied("container rootfs is marked read-only" if on_rootfs
+                               else "mounted volume is marked read-only")
+    if not user:
+        return directory, None
+    resolved = rootfs.resolve_user(Path("/"), user, [])
+    return directory, (resolved.uid, resolved.gid)
 
 
 async def _run(*args: str) -> None:

@@ -159,6 +159,37 @@ def test_cp_through_a_proc_link_without_target_is_not_found(
     engine.docker("rm", "-f", "proclink")
 
 
+def test_cp_stat_never_sees_a_host_file_through_a_swapped_link(
+        engine: Engine, busybox: str, api: httpx.Client) -> None:
+    """The container swaps /d between a directory and a link to /etc while
+    the path is stat'ed: the host's /etc/debian_version, which the image
+    lacks, is never found (the stat runs chrooted, not on the host)."""
+    assert Path("/etc/debian_version").exists()
+    engine.docker("run", "-d", "--name", "swapper", busybox, "sh", "-c",
+                  "while true; do mkdir /d; rmdir /d; ln -s /etc /d; rm /d; done")
+    answers = [api.head("/containers/swapper/archive", params={"path": "/d/debian_version"})
+               for _ in range(300)]
+    assert {a.status_code for a in answers} == {404}
+    engine.docker("rm", "-f", "swapper")
+
+
+def test_cp_into_a_container_and_back(engine: Engine, busybox: str, tmp_path: Path) -> None:
+    """The chrooted stat and extraction point keep docker cp whole: into a
+    linked directory, with the container's user owning what comes in."""
+    engine.docker("run", "-d", "--name", "cpround", "-u", "daemon", busybox, "sh", "-c",
+                  "sleep 600")
+    engine.docker("exec", "-u", "root", "cpround", "sh", "-c",
+                  "mkdir /drop && chown daemon /drop && ln -s /drop /link")
+    (tmp_path / "note").write_text("round trip\n")
+    engine.docker("cp", "-a", str(tmp_path / "note"), "cpround:/link/")
+    owner = engine.docker("exec", "cpround", "stat", "-c", "%U", "/drop/note").stdout
+    assert owner.strip() == b"daemon"
+    back = engine.docker("cp", "cpround:/link/note", "-").stdout
+    with tarfile.open(fileobj=io.BytesIO(back)) as tar:
+        assert tar.extractfile("note").read() == b"round trip\n"
+    engine.docker("rm", "-f", "cpround")
+
+
 # Container config
 
 @pytest.mark.parametrize("config, message", [
