@@ -28,7 +28,7 @@ from services.common.errors import Conflict, NotFound
 from services.container import runtime as oci
 from services.container.configs import replace_or_append_env
 from services.container.rootfs import resolve_user
-from services.container.spec import ALL_CAPS
+from services.container.spec import ALL_CAPS, User
 
 EXEC_STARTS = Counter("berth_container_exec_starts_total",
                       "Exec processes started in containers, by result.", ["result"])
@@ -82,11 +82,17 @@ def bounded_caps() -> list[str]:
     return [name for number, name in enumerate(ALL_CAPS) if bounding >> number & 1]
 
 
-def process_spec(container_process: dict, config: container_pb2.ExecConfig, root: Path,
-                 default_user: str, host: container_pb2.HostConfig) -> dict:
-    """The container's process spec with the exec's command, env, user, dir.
-    The user is looked up again in the image with the container's GroupAdd,
-    as dockerd does for an exec."""
+def exec_user(user_spec: str, host: container_pb2.HostConfig) -> User:
+    """The exec's user looked up again in the container's root ("/": the
+    caller runs this chrooted into it) with the container's GroupAdd, as
+    dockerd does for an exec."""
+    return resolve_user(Path("/"), user_spec, list(host.group_add),
+                        not host.strict_supplemental_groups)
+
+
+def process_spec(container_process: dict, config: container_pb2.ExecConfig,
+                 user: User | None) -> dict:
+    """The container's process spec with the exec's command, env, user, dir."""
     process = json.loads(json.dumps(container_process))
     process.pop("consoleSize", None)
     process["args"] = list(config.cmd)
@@ -97,10 +103,7 @@ def process_spec(container_process: dict, config: container_pb2.ExecConfig, root
     process["env"] = replace_or_append_env(env, list(config.env))
     if config.working_dir:
         process["cwd"] = config.working_dir
-    user_spec = config.user or default_user
-    if user_spec:
-        user = resolve_user(root, user_spec, list(host.group_add),
-                            not host.strict_supplemental_groups)
+    if user is not None:
         process["user"] = {"uid": user.uid, "gid": user.gid}
         if user.additional_gids:
             process["user"]["additionalGids"] = user.additional_gids

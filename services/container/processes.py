@@ -10,7 +10,7 @@ import json
 import logging
 import socket
 from collections.abc import AsyncIterator
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from berth.container.v1 import container_pb2
@@ -25,9 +25,17 @@ from services.common.errors import (
     NotFound,
 )
 from services.container import attach, health
+from services.container.chroot_thread import run_chrooted
 from services.container.container_events import ContainerEvents
 from services.container.containers import Manager
-from services.container.exec import Exec, ExecManager, ExecStartFailed, keep_task, process_spec
+from services.container.exec import (
+    Exec,
+    ExecManager,
+    ExecStartFailed,
+    exec_user,
+    keep_task,
+    process_spec,
+)
 from services.container.store import Container
 
 Frame = container_pb2.IOFrame
@@ -99,12 +107,17 @@ class Processes:
         self._events.publish(f"exec_create: {record.command}", container, execID=record.id)
         return record
 
-    def _process(self, container: Container, config: container_pb2.ExecConfig) -> dict:
+    async def _process(self, container: Container, config: container_pb2.ExecConfig) -> dict:
         bundle = self._manager.bundle(container)
         document = json.loads((bundle.path / "config.json").read_text())
-        root = Path(f"/proc/{container.state.pid}/root")
-        return process_spec(document["process"], config, root, container.config.user,
-                            container.host_config)
+        user_spec = config.user or container.config.user
+        user = None
+        if user_spec:
+            # Chrooted: a link the container swaps into its /etc meanwhile
+            # never makes the lookup read a host file.
+            user = await run_chrooted(f"/proc/{container.state.pid}/root", partial(
+                exec_user, user_spec, container.host_config))
+        return process_spec(document["process"], config, user)
 
     def _in_its_run(self, record: Exec) -> bool:
         """Whether the container still runs the run the exec was created in."""
@@ -174,7 +187,7 @@ class Processes:
         as a silent end of the stream that `docker exec` takes for exit 0."""
         try:
             try:
-                process = self._process(container, record.config)
+                process = await self._process(container, record.config)
             except BerthError as exc:   # such as a user the container does not know
                 raise ExecStartFailed(exc.message, 126) from exc
             return await self.execs.start(record, process, attach=not detach)
@@ -235,7 +248,7 @@ class Processes:
         record = self.execs.create(container.id, config)
         self._events.publish(f"exec_create: {record.command}", container, execID=record.id)
         try:
-            sock = await self.execs.start(record, self._process(container, config),
+            sock = await self.execs.start(record, await self._process(container, config),
                                           attach=True, timeout_seconds=max(1, int(timeout)))
         except ExecStartFailed as failure:
             self.execs.forget(record.id)
