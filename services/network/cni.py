@@ -106,6 +106,14 @@ def validate_container_id(container_id: str) -> None:
         raise InvalidArgument(f"invalid CNI container ID {container_id!r}")
 
 
+def validate_cni_arg(what: str, value: str) -> None:
+    """A value CNI_ARGS carries: a ';' or '=' in it would add arguments of
+    its own (IP=... picks the pod's address in host-local)."""
+    if any(c in value for c in ";=\0"):
+        raise InvalidArgument(f"invalid pod {what} {value!r}: CNI_ARGS cannot carry ';', "
+                              f"'=' or NUL")
+
+
 def find_plugin(plugin_type: str, bin_dirs: Sequence[Path]) -> Path:
     if "/" in plugin_type:
         raise Conflict(f"invalid CNI plugin type {plugin_type!r}")

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING
 from services.common.config import Config
 from services.common.errors import BerthError, InvalidArgument
 from services.network import files, kernel
-from services.network.cni import Attachment, CniResult, CniRunner, validate_container_id
+from services.network.cni import (
+    Attachment,
+    CniResult,
+    CniRunner,
+    validate_cni_arg,
+    validate_container_id,
+)
 from services.network.ports import parse_host_ports, parse_port
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore, SandboxRecord
 
@@ -96,6 +102,9 @@ class PodNetworks:
     async def attach(self, sandbox: SandboxRecord, spec: SandboxSpec) -> None:
         """Make the netns and run ADD; the caller's teardown undoes a failure."""
         validate_container_id(spec.container_id)
+        for what, value in (("name", spec.pod.name), ("namespace", spec.pod.namespace),
+                            ("uid", spec.pod.uid)):
+            validate_cni_arg(what, value)
         mappings = port_mappings(spec.port_mappings)
         path = self.netns_dir / spec.container_id
         sandbox.netns_path, sandbox.owns_netns = str(path), True

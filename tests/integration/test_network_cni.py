@@ -302,3 +302,19 @@ def test_pod_sandbox_refuses_docker_networks(service: NetworkService, podnet: Po
         stub.Connect(pb.ConnectRequest(container_id=pod_id(7),
                                        endpoint=pb.EndpointRequest(network="bridge")))
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_pod_names_cannot_add_cni_args(service: NetworkService, podnet: PodNet) -> None:
+    """CNI_ARGS joins K8S_POD_NAME=...;...: a ';' in a name would add an
+    argument of its own (host-local's IP= picks the address)."""
+    stub = service.stub()
+    wanted = podnet.subnet.network_address + 200
+    for pod in (pb.PodNetwork(name=f"p;IP={wanted}", namespace="default", uid="u"),
+                pb.PodNetwork(name="p", namespace="default", uid="u=1")):
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.CreateSandbox(pb.CreateSandboxRequest(
+                container_id=pod_id(8), hostname="pod8", network_mode="cni", pod=pod))
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "CNI_ARGS cannot carry" in refused.value.details()
+    assert str(wanted) not in podnet.leases()
+    assert not (service.root / "run" / "netns" / pod_id(8)).exists()
