@@ -49,44 +49,76 @@ def _json_member(tar: tarfile.TarFile, name: str) -> Any:
         raise InvalidArgument(f"invalid archive: {name}: {exc}") from exc
 
 
-def _blob_name(digest: str) -> str:
-    algorithm, _, hexdigest = digest.partition(":")
+def _typed(value: Any, kind: type, what: str) -> Any:
+    """`value` when it has the JSON type `kind`: an archive is the client's."""
+    if not isinstance(value, kind):
+        raise InvalidArgument(f"invalid archive: {what} is not a JSON {kind.__name__}")
+    return value
+
+
+def _strings(value: Any, what: str) -> list[str]:
+    return [_typed(item, str, f"an entry of {what}") for item in _typed(value or [], list, what)]
+
+
+def _object_field(document: Any, key: str, kind: type, what: str) -> Any:
+    return _typed(_typed(document, dict, what).get(key), kind, f"{what} {key}")
+
+
+def _blob_name(digest: Any) -> str:
+    algorithm, _, hexdigest = _typed(digest, str, "a digest").partition(":")
     return f"blobs/{algorithm}/{hexdigest}"
 
 
 def _docker_archive(tar: tarfile.TarFile) -> list[ArchivedImage]:
-    manifest = _json_member(tar, "manifest.json")
-    return [ArchivedImage(config=_member_bytes(tar, entry["Config"]),
-                          layer_members=list(entry.get("Layers") or []),
-                          repo_tags=list(entry.get("RepoTags") or []))
+    manifest = _typed(_json_member(tar, "manifest.json"), list, "manifest.json")
+    return [ArchivedImage(
+                config=_member_bytes(tar, _object_field(entry, "Config", str, "manifest.json")),
+                layer_members=_strings(entry.get("Layers"), "Layers"),
+                repo_tags=_strings(entry.get("RepoTags"), "RepoTags"))
             for entry in manifest]
 
 
 def _pick_manifest(tar: tarfile.TarFile, descriptor: dict) -> dict:
     """Follow nested indexes down to one image manifest (linux/amd64 first)."""
-    while descriptor.get("mediaType") in INDEX_TYPES:
-        index = _json_member(tar, _blob_name(descriptor["digest"]))
-        candidates = index.get("manifests") or []
+    while _typed(descriptor, dict, "a descriptor").get("mediaType") in INDEX_TYPES:
+        index = _typed(_json_member(tar, _blob_name(descriptor.get("digest"))), dict,
+                       "an image index")
+        candidates = _typed(index.get("manifests") or [], list, "an index's manifests")
         if not candidates:
             raise InvalidArgument("invalid archive: empty image index")
-        preferred = [m for m in candidates
-                     if (m.get("platform") or {}).get("architecture") == "amd64"]
+        preferred = [m for m in candidates if isinstance(m, dict)
+                     and (m.get("platform") or {}).get("architecture") == "amd64"]
         descriptor = (preferred or candidates)[0]
-    return _json_member(tar, _blob_name(descriptor["digest"]))
+    return _typed(_json_member(tar, _blob_name(descriptor.get("digest"))), dict,
+                  "an image manifest")
 
 
 def _oci_layout(tar: tarfile.TarFile) -> list[ArchivedImage]:
-    index = _json_member(tar, "index.json")
+    index = _typed(_json_member(tar, "index.json"), dict, "index.json")
     images = []
-    for descriptor in index.get("manifests") or []:
+    for descriptor in _typed(index.get("manifests") or [], list, "index.json manifests"):
         manifest = _pick_manifest(tar, descriptor)
-        annotations = descriptor.get("annotations") or {}
-        name = annotations.get(CONTAINERD_NAME) or ""
+        annotations = _typed(descriptor.get("annotations") or {}, dict, "annotations")
+        name = _typed(annotations.get(CONTAINERD_NAME) or "", str, CONTAINERD_NAME)
+        config = _object_field(manifest, "config", dict, "an image manifest")
+        layers = _typed(manifest.get("layers") or [], list, "an image manifest's layers")
         images.append(ArchivedImage(
-            config=_member_bytes(tar, _blob_name(manifest["config"]["digest"])),
-            layer_members=[_blob_name(layer["digest"]) for layer in manifest.get("layers") or []],
+            config=_member_bytes(tar, _blob_name(config.get("digest"))),
+            layer_members=[_blob_name(_typed(layer, dict, "a layer").get("digest"))
+                           for layer in layers],
             repo_tags=[name] if name else []))
     return images
+
+
+def config_document(raw: bytes) -> dict:
+    """An archived image's config as a JSON object, its diff IDs strings."""
+    try:
+        config = _typed(json.loads(raw), dict, "an image config")
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid archive: an image config: {exc}") from exc
+    rootfs = _typed(config.get("rootfs") or {}, dict, "an image config's rootfs")
+    _strings(rootfs.get("diff_ids"), "an image config's diff_ids")
+    return config
 
 
 def read_archive(tar: tarfile.TarFile) -> list[ArchivedImage]:

@@ -139,7 +139,8 @@ class Ingest:
             except tarfile.TarError as exc:
                 raise InvalidArgument(f"invalid archive: {exc}") from exc
             for image in found:
-                if wanted and not platforms.matches(wanted, json.loads(image.config)):
+                if wanted and not platforms.matches(wanted,
+                                                    archive.config_document(image.config)):
                     continue
                 async for message in self._load_one(tar, image, quiet):
                     yield message
@@ -148,7 +149,7 @@ class Ingest:
 
     async def _load_one(self, tar: tarfile.TarFile, image: archive.ArchivedImage,
                         quiet: bool) -> AsyncIterator[Message]:
-        config = json.loads(image.config)
+        config = archive.config_document(image.config)
         diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
         if len(diff_ids) != len(image.layer_members):
             raise InvalidArgument("invalid archive: layer count does not match the config")

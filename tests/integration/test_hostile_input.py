@@ -233,6 +233,39 @@ def test_a_docker_client_cannot_join_a_netns_file(api: httpx.Client, busybox: st
     assert built.status_code == 404, built.text
 
 
+# Image archives
+
+def image_archive(members: dict[str, bytes]) -> bytes:
+    archive = io.BytesIO()
+    with tarfile.open(fileobj=archive, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return archive.getvalue()
+
+
+CONFIG = json.dumps({"architecture": "amd64", "os": "linux",
+                     "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+
+
+@pytest.mark.parametrize("members", [
+    {"manifest.json": b'[{"Layers": []}]'},
+    {"manifest.json": b'["x"]'},
+    {"manifest.json": b'{"a": 1}'},
+    {"manifest.json": b'[{"Config": 5}]'},
+    {"manifest.json": b'[{"Config": "c", "RepoTags": [5]}]', "c": CONFIG},
+    {"manifest.json": b'[{"Config": "c"}]', "c": b"not json"},
+    {"manifest.json": b'[{"Config": "c"}]', "c": b'{"rootfs": {"diff_ids": [1]}}'},
+    {"index.json": b'{"manifests": [{"digest": 5}]}'},
+    {"index.json": b'{"manifests": "x"}'},
+])
+def test_a_malformed_image_archive_is_refused(api: httpx.Client, members: dict) -> None:
+    answer = api.post("/images/load", params={"quiet": "1"}, content=image_archive(members))
+    assert answer.status_code == 400, answer.text
+    assert answer.json()["message"].startswith("invalid archive: ")
+
+
 # Registries
 
 class _HostileRegistry(BaseHTTPRequestHandler):
