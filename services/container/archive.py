@@ -54,6 +54,8 @@ class PathInfo:
 
 def _absolute(path: str) -> str:
     """The path as an absolute container path, keeping a trailing / or /."""
+    if "\0" in path:
+        raise InvalidArgument(f"invalid path {path!r}: it contains a NUL character")
     absolute = os.path.normpath("/" + path)
     if absolute.startswith("//"):
         absolute = absolute[1:]

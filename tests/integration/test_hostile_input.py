@@ -150,12 +150,17 @@ def test_exec_reads_the_containers_passwd_never_a_host_file(
 def test_cp_through_a_proc_link_without_target_is_not_found(
         engine: Engine, busybox: str, api: httpx.Client) -> None:
     """/proc/self of the container's PID namespace names nothing for the
-    engine: the path is not found, not a 500; nor is a name too long."""
+    engine: the path is not found, not a 500; a name too long or with a NUL
+    is a 400."""
     engine.docker("run", "-d", "--name", "proclink", busybox, "sh", "-c",
                   "ln -s /proc/self/root /pr && sleep 600")
-    for path, status in (("/pr/etc/hostname", 404), ("/" + "a" * 5000, 400)):
+    for path, status in (("/pr/etc/hostname", 404), ("/" + "a" * 5000, 400),
+                         ("/etc\0x", 400)):
         answer = api.get("/containers/proclink/archive", params={"path": path})
         assert answer.status_code == status, answer.text
+    put = api.put("/containers/proclink/archive", params={"path": "/tmp\0x"},
+                  content=build_context("FROM scratch\n"))
+    assert put.status_code == 400, put.text
     engine.docker("rm", "-f", "proclink")
 
 
