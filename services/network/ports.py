@@ -9,6 +9,7 @@ before the container starts. Port 0 binds let the kernel choose random ports.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import socket
 from dataclasses import dataclass
 
@@ -59,22 +60,35 @@ def parse_host_ports(text: str) -> tuple[int, int]:
     return (first, last)
 
 
+def host_ip(text: str) -> str:
+    """A published port's host address: an IPv4 address (the nftables rules
+    name it, so it is checked before anything renders it)."""
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid host IP address: {text!r}") from None
+    if address.version != 4:
+        raise InvalidArgument(f"publishing a port on the IPv6 address {text} is not "
+                              f"supported by berth")
+    return str(address)
+
+
 def requests_for(mappings: list[tuple[str, str, str]], publish_all: bool,
                  exposed: list[str], default_ip: str = "0.0.0.0") -> list[PortRequest]:
     """PortBindings (container_port, host_ip, host_port) plus -P's exposed ports;
     `default_ip` is for bindings that name no host address."""
     result = []
     bound = set()
-    for container_port, host_ip, host_port in mappings:
+    for container_port, address, host_port in mappings:
         number, proto = parse_port(container_port)
         bound.add((number, proto))
-        result.append(PortRequest(number, proto, host_ip or default_ip,
+        result.append(PortRequest(number, proto, host_ip(address or default_ip),
                                   parse_host_ports(host_port)))
     if publish_all:
         for spec in exposed:
             number, proto = parse_port(spec)
             if (number, proto) not in bound:
-                result.append(PortRequest(number, proto, default_ip, (0, 0)))
+                result.append(PortRequest(number, proto, host_ip(default_ip), (0, 0)))
     return result
 
 

@@ -118,6 +118,24 @@ def test_an_mtu_the_kernel_cannot_take_is_refused(api: httpx.Client, mtu: str) -
     assert api.get("/networks/badmtu").status_code == 404
 
 
+@pytest.mark.parametrize("host_ip, message", [
+    ("127.0.0.1 tcp dport 1 drop", "invalid host IP address"),
+    ("::1", "not supported by berth"),
+])
+def test_a_published_ports_host_ip_is_an_ipv4_address(
+        engine: Engine, api: httpx.Client, busybox: str, host_ip: str, message: str) -> None:
+    """The host IP ends up in the nftables ruleset's text: anything but an
+    address is refused before it gets there, with a 400."""
+    created = api.post("/containers/create", params={"name": "hostip"}, json={
+        "Image": busybox, "Cmd": ["sleep", "60"], "ExposedPorts": {"80/tcp": {}},
+        "HostConfig": {"PortBindings": {"80/tcp": [{"HostIp": host_ip, "HostPort": "0"}]}}})
+    assert created.status_code == 201, created.text
+    started = api.post("/containers/hostip/start")
+    assert started.status_code == 400, started.text
+    assert message in started.json()["message"]
+    engine.docker("rm", "-f", "hostip")
+
+
 def test_a_host_bridge_is_adopted_and_never_deleted(engine: Engine, api: httpx.Client,
                                                     host_bridge: str) -> None:
     option = f"com.docker.network.bridge.name={host_bridge}"
