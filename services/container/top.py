@@ -60,6 +60,8 @@ async def _run_ps(args: list[str]) -> tuple[int, bytes, bytes]:
 
 
 async def top(pids: set[int], ps_args: str) -> ProcessTable:
+    if "\0" in ps_args:
+        raise InvalidArgument(f"invalid ps arguments {ps_args!r}: a NUL character")
     args = ps_args.split() if ps_args else ["-ef"]
     if not pids:
         raise InvalidArgument("container has no processes")
@@ -70,5 +72,7 @@ async def top(pids: set[int], ps_args: str) -> ProcessTable:
         code, out, err = await _run_ps(args)
     if code != 0:
         first_line = err.decode(errors="replace").strip().split("\n")[0]
-        raise Internal(f"ps: {first_line or f'exit status {code}'}")
+        # ps refusing the client's arguments is their error, not the engine's.
+        error = InvalidArgument if ps_args else Internal
+        raise error(f"ps: {first_line or f'exit status {code}'}")
     return parse_ps_output(out.decode(errors="replace"), pids)

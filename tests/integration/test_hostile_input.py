@@ -213,6 +213,15 @@ def test_cp_into_a_container_and_back(engine: Engine, busybox: str, tmp_path: Pa
     engine.docker("rm", "-f", "cpround")
 
 
+@pytest.mark.parametrize("ps_args", ["-ef\0x", "--no-such-option"])
+def test_top_with_ps_arguments_ps_refuses_is_a_400(
+        engine: Engine, busybox: str, api: httpx.Client, ps_args: str) -> None:
+    engine.docker("run", "-d", "--name", "topped", busybox, "sleep", "600")
+    answer = api.get("/containers/topped/top", params={"ps_args": ps_args})
+    assert answer.status_code == 400, answer.text
+    engine.docker("rm", "-f", "topped")
+
+
 # Container config
 
 @pytest.mark.parametrize("config, message", [
