@@ -213,6 +213,15 @@ def test_cp_into_a_container_and_back(engine: Engine, busybox: str, tmp_path: Pa
     engine.docker("rm", "-f", "cpround")
 
 
+def test_an_update_with_a_nul_is_a_400(engine: Engine, busybox: str, api: httpx.Client
+                                       ) -> None:
+    engine.docker("run", "-d", "--name", "updated", busybox, "sleep", "600")
+    answer = api.post("/containers/updated/update", json={"CpusetCpus": "0\0"})
+    assert answer.status_code == 400, answer.text
+    assert "it contains a NUL character" in answer.json()["message"]
+    engine.docker("rm", "-f", "updated")
+
+
 @pytest.mark.parametrize("ps_args", ["-ef\0x", "--no-such-option"])
 def test_top_with_ps_arguments_ps_refuses_is_a_400(
         engine: Engine, busybox: str, api: httpx.Client, ps_args: str) -> None:
