@@ -23,6 +23,9 @@ import contextlib
 import json
 import os
 import posixpath
+import shutil
+import stat
+import tempfile
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -494,14 +497,51 @@ def _image_dir(rootfs: Path, destination: str) -> Path | None:
 
 
 async def _copy_into_empty(source: Path, volume: Path) -> None:
+    """Copy the image's directory into an empty volume. A running container
+    sharing the volume may plant links in it meanwhile, and cp writes through
+    a link: the copy goes to a directory beside the volume's data, which no
+    container sees, and its entries are renamed in (a rename replaces a link,
+    never follows it). A volume that is a mount of its own has no such
+    directory on its file system and is copied into directly."""
     if not volume.is_dir() or any(volume.iterdir()):
         return
+    staging = await asyncio.to_thread(_staging_dir, volume)
+    try:
+        await _cp_all(source, staging or volume)
+        if staging is not None:
+            await asyncio.to_thread(_move_entries, staging, volume)
+    finally:
+        if staging is not None:
+            await asyncio.to_thread(shutil.rmtree, staging, True)
+
+
+def _staging_dir(volume: Path) -> Path | None:
+    if os.stat(volume.parent).st_dev != os.stat(volume).st_dev:
+        return None
+    return Path(tempfile.mkdtemp(prefix=".copy-up-", dir=volume.parent))
+
+
+def _move_entries(staging: Path, volume: Path) -> None:
+    """The staged entries into the volume, and the image directory's owner,
+    mode and times (cp gave them to the staging directory) onto it."""
+    info = os.stat(staging)
+    os.chown(volume, info.st_uid, info.st_gid)
+    os.chmod(volume, stat.S_IMODE(info.st_mode))
+    for name in os.listdir(staging):
+        if os.path.lexists(volume / name):
+            continue    # written by a container meanwhile: theirs stays
+        with contextlib.suppress(OSError):    # a directory onto a link planted meanwhile
+            os.rename(staging / name, volume / name)
+    os.utime(volume, ns=(info.st_atime_ns, info.st_mtime_ns))
+
+
+async def _cp_all(source: Path, target: Path) -> None:
     process = await asyncio.create_subprocess_exec(
-        "cp", "-a", "--", f"{source}/.", f"{volume}/", stdin=asyncio.subprocess.DEVNULL,
+        "cp", "-a", "--", f"{source}/.", f"{target}/", stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     _, errors = await process.communicate()
     if process.returncode != 0:
-        raise Internal(f"copying image content into volume {volume}: "
+        raise Internal(f"copying image content into volume {target}: "
                        f"{errors.decode(errors='replace').strip()}")
 
 
