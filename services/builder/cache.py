@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -10,6 +9,7 @@ from datetime import UTC, datetime
 from services.builder.context import ContextCache
 from services.builder.peers import Peers
 from services.builder.store import CacheRecord, CacheStore
+from services.common import goregexp
 from services.common.errors import InvalidArgument
 from services.common.events import EventBus
 from services.common.filters import Filters
@@ -91,8 +91,8 @@ def _text_test(key: str, value: str | None, field: Callable[[RecordView], str]) 
     if key != "id":
         return lambda view: field(view) == value
     try:
-        pattern = re.compile(value)
-    except re.error as exc:
+        pattern = goregexp.compile(value)
+    except goregexp.GoRegexpError as exc:
         raise InvalidArgument(f"invalid filter 'id={value}': {exc}") from exc
     return lambda view: pattern.search(field(view)) is not None
 

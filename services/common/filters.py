@@ -15,7 +15,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 
 from berth.types.v1 import types_pb2
-from services.common import godur
+from services.common import godur, goregexp
 from services.common.errors import InvalidArgument
 
 _NANOS = 1_000_000_000
@@ -115,8 +115,8 @@ def name_matches(pattern: str, name: str) -> bool:
     if pattern == name:
         return True
     try:
-        return re.search(pattern, name) is not None
-    except re.error:
+        return goregexp.compile(pattern).search(name) is not None
+    except goregexp.GoRegexpError:
         return False
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from berth.container.v1 import container_pb2
+from services.common import goregexp
 from services.common.errors import InvalidArgument
 
 JOURNAL_SOCKET = Path("/run/systemd/journal/socket")
@@ -77,8 +78,8 @@ def validate(log_config: container_pb2.LogConfig) -> None:
     render_tag(options.get("tag", ""), container_pb2.ContainerConfig(), "", "", "")
     for key in ("labels-regex", "env-regex"):
         try:
-            re.compile(options.get(key, ""))
-        except re.error as exc:
+            goregexp.compile(options.get(key, ""))
+        except goregexp.GoRegexpError as exc:
             raise InvalidArgument(f"error parsing regexp: {exc}") from None
     limits(log_config)
 
@@ -132,7 +133,7 @@ def _named_attributes(log_config: container_pb2.LogConfig,
                 extra[name] = source[name]
     for key, source in (("labels-regex", labels), ("env-regex", env)):
         if options.get(key):
-            pattern = re.compile(options[key])
+            pattern = goregexp.compile(options[key])
             extra.update({k: v for k, v in source.items() if pattern.search(k)})
     return extra
 

@@ -297,6 +297,33 @@ def test_a_docker_client_cannot_join_a_netns_file(api: httpx.Client, busybox: st
     assert built.status_code == 404, built.text
 
 
+# Regular expressions: RE2, as Go's, never backtracking for minutes
+
+EXPONENTIAL = "(a+)+$"     # Python's re takes 2^n steps on "a" * n + "b"
+VICTIM = "a" * 32 + "b"
+
+
+def test_a_name_filter_is_matched_in_linear_time(engine: Engine, busybox: str,
+                                                 api: httpx.Client) -> None:
+    engine.docker("create", "--name", VICTIM, busybox, "true")
+    listed = api.get("/containers/json", params={
+        "all": "1", "filters": json.dumps({"name": [EXPONENTIAL]})}, timeout=60)
+    assert listed.status_code == 200 and listed.json() == []
+    assert api.get("/containers/json", params={"all": "1"}, timeout=60).status_code == 200
+    engine.docker("rm", VICTIM)
+
+
+def test_a_log_options_regex_is_matched_in_linear_time(engine: Engine, busybox: str,
+                                                       api: httpx.Client) -> None:
+    engine.docker("run", "--name", "regexlog", "--log-opt", f"labels-regex={EXPONENTIAL}",
+                  "--label", f"{VICTIM}=1", busybox, "echo", "logged")
+    details = api.get("/containers/regexlog/logs", params={"stdout": "1", "details": "1"},
+                      timeout=60)
+    assert details.status_code == 200 and b"logged" in details.content
+    engine.docker("rm", "regexlog")
+
+
+
 # Image archives
 
 def image_archive(members: dict[str, bytes]) -> bytes:
