@@ -323,6 +323,17 @@ def test_a_log_options_regex_is_matched_in_linear_time(engine: Engine, busybox: 
     engine.docker("rm", "regexlog")
 
 
+def test_a_dockerignore_pattern_is_matched_in_linear_time(
+        engine: Engine, busybox: str, tmp_path: Path) -> None:
+    (tmp_path / "Dockerfile").write_text(f"FROM {busybox}\nCOPY . /ctx/\n")
+    (tmp_path / ".dockerignore").write_text("**/" * 30 + "x\n")
+    deep = tmp_path.joinpath(*["a"] * 40)
+    deep.mkdir(parents=True)
+    (deep / "b").write_text("kept\n")
+    engine.docker("build", "-q", "-t", "ignored", str(tmp_path), timeout=60)
+    listed = engine.docker("run", "--rm", "ignored", "cat", "/ctx/" + "a/" * 40 + "b").stdout
+    assert listed == b"kept\n"
+
 
 # Image archives
 
