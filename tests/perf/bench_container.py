@@ -28,6 +28,10 @@ from pathlib import Path
 from tests.support.engine import DOCKER_CLI, running_engine
 from tests.support.images import busybox_archive
 
+# dockerd's default bridge, on a subnet the tests' engines do not use.
+DOCKERD_BRIDGE = "docker0"
+DOCKERD_BRIDGE_ADDRESS = "10.213.0.1/24"
+
 
 @dataclass
 class Target:
@@ -77,10 +81,14 @@ def real_dockerd(archive: Path) -> Iterator[Target]:
     root = Path(tempfile.mkdtemp(prefix="bench-dockerd-"))
     sock = root / "docker.sock"
     exec_root = root / "run"
+    # dockerd's containers join its default bridge as berth's join berth's:
+    # the same work per `docker run`. It leaves the bridge behind; it goes
+    # at the end unless it was there before.
+    bridge_was_there = Path("/sys/class/net", DOCKERD_BRIDGE).exists()
     process = subprocess.Popen(
         ["dockerd", "-H", f"unix://{sock}", "--data-root", str(root / "data"),
          "--exec-root", str(exec_root), "--pidfile", str(root / "docker.pid"),
-         "--bridge", "none", "--iptables=false", "--ip6tables=false"],
+         "--bip", DOCKERD_BRIDGE_ADDRESS, "--iptables=false", "--ip6tables=false"],
         stdout=subprocess.DEVNULL, stderr=(root / "dockerd.log").open("wb"),
         start_new_session=True)
     target = Target("dockerd 20.10", f"unix://{sock}",
@@ -105,6 +113,8 @@ def real_dockerd(archive: Path) -> Iterator[Target]:
             process.wait()
         subprocess.run(["umount", "-R", str(root / "data")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
+        if not bridge_was_there:
+            subprocess.run(["ip", "link", "del", DOCKERD_BRIDGE], capture_output=True)
 
 
 @contextlib.contextmanager
