@@ -4,8 +4,12 @@ container's side, and the removal of a legacy link."""
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable
+from pathlib import Path
 
 from berth.network.v1 import network_pb2
+from services.common import etc_hosts
 from services.common.errors import Internal, NotFound
 from services.container.containers import Manager
 from services.container.links import Link
@@ -14,33 +18,49 @@ from services.container.store import Container
 
 async def connect_network(manager: Manager, ref: str,
                           endpoint: network_pb2.EndpointRequest) -> None:
-    """Connect through the network service; a running container's
-    /etc/resolv.conf and /etc/hosts are rewritten in place (they are
-    bind-mounted) when the connect changed them: Docker adds the container's
-    new addresses to /etc/hosts, and a first user network brings the resolver."""
+    """Connect through the network service. A running container's files are
+    edited in place (they are bind-mounted), as Docker does: /etc/hosts gets
+    the lines of its new addresses appended, keeping what the user added, and
+    /etc/resolv.conf is rewritten only when a first user network brings the
+    embedded resolver."""
     container = manager.get(ref)
     async with manager.lock(container.id):
         reply = await manager.peers.connect(container.id, container.name, endpoint)
-        await _follow(manager, container, "resolv.conf", reply.resolv_conf)
-        await _follow(manager, container, "hosts", reply.hosts)
+        if not container.running:
+            return
+        if reply.resolv_conf:
+            await asyncio.to_thread(_bundle_file(manager, container, "resolv.conf").write_text,
+                                    reply.resolv_conf)
+        await _edit_hosts(manager, container,
+                          functools.partial(etc_hosts.append_records,
+                                            records=list(reply.hosts_added)))
 
 
 async def disconnect_network(manager: Manager, ref: str, network: str, force: bool) -> None:
     """Disconnect through the network service; a running container's
-    /etc/hosts loses the lines of the addresses it had there, as in Docker."""
+    /etc/hosts loses just the lines of the addresses it had there, as Docker."""
     container = manager.get(ref)
     async with manager.lock(container.id):
         reply = await manager.peers.disconnect(container.id, network, force)
-        await _follow(manager, container, "hosts", reply.hosts)
+        if container.running:
+            await _edit_hosts(manager, container,
+                              functools.partial(etc_hosts.delete_records,
+                                                records=list(reply.hosts_removed)))
 
 
-async def _follow(manager: Manager, container: Container, name: str, content: str) -> None:
-    """Bring the bundle's copy of a network file to `content` (empty: no live sandbox)."""
-    if not content or not container.running:
-        return
-    path = manager.bundle(container).path / name
-    if await asyncio.to_thread(path.read_text) != content:
-        await asyncio.to_thread(path.write_text, content)
+def _bundle_file(manager: Manager, container: Container, name: str) -> Path:
+    return manager.bundle(container).path / name
+
+
+async def _edit_hosts(manager: Manager, container: Container,
+                      edit: Callable[[str], str]) -> None:
+    """Apply `edit` to the container's /etc/hosts as it is now (the user may
+    have changed it), writing the same file (the bind mount follows the inode)."""
+    path = _bundle_file(manager, container, "hosts")
+    current = await asyncio.to_thread(path.read_text)
+    edited = edit(current)
+    if edited != current:
+        await asyncio.to_thread(path.write_text, edited)
 
 
 def remove_link(manager: Manager, name: str) -> None:

@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.common import etc_hosts
+
 HOST_RESOLV_CONF = Path("/etc/resolv.conf")
 HOST_HOSTS = Path("/etc/hosts")
 FALLBACK_NAMESERVERS = ["8.8.8.8", "8.8.4.4"]
@@ -94,19 +96,7 @@ def hosts_file(hostname: str, domainname: str, addresses: list[str],
     text = _HOSTS_HEADER
     for name, ip in extra_hosts:
         text += f"{ip}\t{name}\n"
-    return with_records(text, host_records(hostname, domainname, addresses))
-
-
-def with_records(hosts: str, records: list[str]) -> str:
-    return hosts + "".join(f"{record}\n" for record in records)
-
-
-def without_records(hosts: str, records: list[str]) -> str:
-    """`hosts` less the lines that are exactly one of `records` (as moby's
-    etchosts.Delete: address and names must both match)."""
-    gone = set(records)
-    return "".join(line for line in hosts.splitlines(keepends=True)
-                   if line.rstrip("\n") not in gone)
+    return etc_hosts.append_records(text, host_records(hostname, domainname, addresses))
 
 
 def host_files() -> tuple[str, str]:

@@ -21,7 +21,13 @@ from services.network.endpoints import Endpoints
 from services.network.networks import Networks
 from services.network.pods import PodNetworks
 from services.network.sandboxes import Sandboxes
-from services.network.specs import EndpointSpec, EndpointView, NetworkSpec, SandboxSpec, SandboxView
+from services.network.specs import (
+    Connected,
+    EndpointSpec,
+    NetworkSpec,
+    SandboxSpec,
+    SandboxView,
+)
 from services.network.store import EndpointRecord, NetworkRecord, NetworkStore
 from services.network.wiring import KernelWiring
 
@@ -97,24 +103,28 @@ class NetworkManager:
     # -- endpoints ------------------------------------------------------
 
     async def connect(self, container_id: str, container_name: str,
-                      spec: EndpointSpec) -> EndpointView | None:
+                      spec: EndpointSpec) -> Connected:
         async with self._lock:
             view = await self.endpoints.connect(container_id, container_name, spec)
-            if view is not None:
-                if view.network.is_user_bridge:
-                    await self.sandboxes.use_embedded_resolver(container_id)
-                self.sandboxes.add_host_records(container_id, view.record)
-                self._refresh_metrics()
-            return view
+            if view is None:
+                return Connected()
+            started = (view.network.is_user_bridge
+                       and await self.sandboxes.use_embedded_resolver(container_id))
+            added = self.sandboxes.add_host_records(container_id, view.record)
+            self._refresh_metrics()
+            return Connected(view, added, started)
 
-    async def disconnect(self, container_id: str, ref: str, force: bool) -> None:
+    async def disconnect(self, container_id: str, ref: str, force: bool) -> list[str]:
+        """The /etc/hosts lines removed (none unless the sandbox is live)."""
         async with self._lock:
             network = self.networks.find(ref)
             before = self.store.endpoint(network.id, container_id)
             await self.endpoints.disconnect(container_id, ref, force)
+            removed = []
             if before is not None and before.wired:
-                self.sandboxes.remove_host_records(container_id, before)
+                removed = self.sandboxes.remove_host_records(container_id, before)
             self._refresh_metrics()
+            return removed
 
     # -- sandboxes ------------------------------------------------------
 

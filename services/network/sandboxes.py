@@ -11,6 +11,7 @@ import socket
 from collections.abc import Callable
 from pathlib import Path
 
+from services.common import etc_hosts
 from services.common.errors import BerthError, InvalidArgument
 from services.network import endpoints, files
 from services.network.dns import RESOLVER_ADDRESS, DnsListeners
@@ -182,41 +183,46 @@ class Sandboxes:
         else:
             sandbox.resolv_conf = _default_resolv_conf(spec)
 
-    async def use_embedded_resolver(self, container_id: str) -> None:
+    async def use_embedded_resolver(self, container_id: str) -> bool:
         """As Docker on a first connect to a user network: start the sandbox's
         resolver and point its resolv.conf there, keeping search and options
         (the servers it named stay reachable: they are the host's or --dns).
-        A resolver that cannot start leaves the connect done, as in Docker."""
+        A resolver that cannot start leaves the connect done, as in Docker.
+        Whether resolv.conf changed."""
         sandbox = self.store.sandbox(container_id)
         if sandbox is None or not sandbox.owns_netns or _has_resolver(sandbox):
-            return
+            return False
         try:
             await self.dns.start(container_id, sandbox.netns_path)
         except (BerthError, OSError) as exc:
             log.warning("no DNS for container %s: %s", container_id[:12], exc)
-            return
+            return False
         current = files.parse_resolv_conf(sandbox.resolv_conf)
         sandbox.resolv_conf = files.embedded_resolver_conf(
             RESOLVER_ADDRESS, current.search, current.options)
         self.store.save_sandbox(sandbox)
+        return True
 
-    def add_host_records(self, container_id: str, endpoint: EndpointRecord) -> None:
-        """A live connect names the container at its new addresses in /etc/hosts."""
-        self._edit_hosts(container_id, endpoint, files.with_records)
+    def add_host_records(self, container_id: str, endpoint: EndpointRecord) -> list[str]:
+        """A live connect names the container at its new addresses in /etc/hosts;
+        the lines added."""
+        return self._edit_hosts(container_id, endpoint, etc_hosts.append_records)
 
-    def remove_host_records(self, container_id: str, endpoint: EndpointRecord) -> None:
-        """A live disconnect drops the lines of the addresses the endpoint had."""
-        self._edit_hosts(container_id, endpoint, files.without_records)
+    def remove_host_records(self, container_id: str, endpoint: EndpointRecord) -> list[str]:
+        """A live disconnect drops the lines of the addresses the endpoint had;
+        the lines removed."""
+        return self._edit_hosts(container_id, endpoint, etc_hosts.delete_records)
 
     def _edit_hosts(self, container_id: str, endpoint: EndpointRecord,
-                    edit: Callable[[str, list[str]], str]) -> None:
+                    edit: Callable[[str, list[str]], str]) -> list[str]:
         sandbox = self.store.sandbox(container_id)
         if sandbox is None or not sandbox.owns_netns or sandbox.mode == "cni":
-            return
+            return []
         records = files.host_records(sandbox.hostname, sandbox.domainname,
                                      _addresses(endpoint))
         sandbox.hosts = edit(sandbox.hosts, records)
         self.store.save_sandbox(sandbox)
+        return records
 
     def _requested(self, mode: str, spec: SandboxSpec
                    ) -> list[tuple[NetworkRecord, EndpointSpec]]:

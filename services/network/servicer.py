@@ -143,19 +143,22 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         return network_pb2.PruneNetworksResponse(deleted=deleted)
 
     async def Connect(self, request, context):  # noqa: N802
-        view = await self._manager.connect(request.container_id, request.container_name,
-                                           _endpoint_spec(request.endpoint))
-        if view is None:
+        connected = await self._manager.connect(request.container_id,
+                                                request.container_name,
+                                                _endpoint_spec(request.endpoint))
+        if connected.endpoint is None:
             return network_pb2.ConnectResponse()
         sandbox = self._manager.get_sandbox(request.container_id)
-        return network_pb2.ConnectResponse(endpoint=_endpoint(view),
-                                           resolv_conf=sandbox.resolv_conf,
-                                           hosts=sandbox.hosts)
+        return network_pb2.ConnectResponse(
+            endpoint=_endpoint(connected.endpoint),
+            resolv_conf=sandbox.resolv_conf if connected.resolver_started else "",
+            hosts=sandbox.hosts, hosts_added=connected.hosts_added)
 
     async def Disconnect(self, request, context):  # noqa: N802
-        await self._manager.disconnect(request.container_id, request.network, request.force)
+        removed = await self._manager.disconnect(request.container_id, request.network,
+                                                 request.force)
         sandbox = self._manager.get_sandbox(request.container_id)
-        return network_pb2.DisconnectResponse(hosts=sandbox.hosts)
+        return network_pb2.DisconnectResponse(hosts=sandbox.hosts, hosts_removed=removed)
 
     async def CreateSandbox(self, request, context):  # noqa: N802
         return _sandbox(await self._manager.create_sandbox(_sandbox_spec(request)))

@@ -122,6 +122,15 @@ class EndpointView:
 
 
 @dataclass
+class Connected:
+    """A connect's outcome: the endpoint when the sandbox is live, the lines it
+    added to /etc/hosts, and whether it switched resolv.conf to the resolver."""
+    endpoint: EndpointView | None = None
+    hosts_added: list[str] = field(default_factory=list)
+    resolver_started: bool = False
+
+
+@dataclass
 class SandboxView:
     container_id: str
     netns_path: str = ""

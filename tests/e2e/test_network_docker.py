@@ -306,6 +306,35 @@ def test_embedded_resolver_as_docker(clean: Engine, busybox: str) -> None:
     assert engine.docker("exec", "late", "ping", "-c1", "-W2", "web").returncode == 0
 
 
+def test_connect_and_disconnect_keep_what_the_user_wrote_in_etc_files(
+        clean: Engine, busybox: str) -> None:
+    """As moby's etchosts.Add/Delete: a live connect appends the container's
+    lines to /etc/hosts and a disconnect drops just them, so lines added
+    inside the container stay; resolv.conf is rewritten only by the first
+    user network (the switch to the embedded resolver), not by later ones."""
+    engine = clean
+    engine.docker("network", "create", "--subnet", "10.197.5.0/24", "keep-a")
+    engine.docker("network", "create", "--subnet", "10.197.6.0/24", "keep-b")
+    engine.docker("run", "-d", "--name", "keeper", "--hostname", "keeper", busybox,
+                  "sleep", "300")
+
+    def shell(script: str) -> str:
+        return engine.docker("exec", "keeper", "sh", "-c", script).stdout.decode()
+
+    shell("echo '1.2.3.4 foo' >> /etc/hosts")
+    engine.docker("network", "connect", "keep-a", "keeper")
+    hosts = shell("cat /etc/hosts").splitlines()
+    assert "1.2.3.4 foo" in hosts and hosts[-1] == "10.197.5.2\tkeeper", hosts
+    assert shell("cat /etc/resolv.conf").startswith("nameserver 127.0.0.11")
+    shell("echo '# mine' >> /etc/resolv.conf")
+    engine.docker("network", "connect", "keep-b", "keeper")
+    engine.docker("network", "disconnect", "keep-a", "keeper")
+    hosts = shell("cat /etc/hosts").splitlines()
+    assert "1.2.3.4 foo" in hosts and hosts[-1] == "10.197.6.2\tkeeper", hosts
+    assert "10.197.5.2\tkeeper" not in hosts
+    assert shell("cat /etc/resolv.conf").endswith("# mine\n")
+
+
 def test_two_networks_hosts_lines_dns_answer_and_gateway_as_docker(clean: Engine,
                                                                     busybox: str) -> None:
     """As dockerd: /etc/hosts names the container at its address on each

@@ -7,6 +7,7 @@ import socket
 
 import pytest
 
+from services.common import etc_hosts
 from services.common.errors import Conflict, Internal, InvalidArgument, PermissionDenied
 from services.network import files, ipam
 from services.network.firewall import BridgeRules, PortRule, render
@@ -103,10 +104,12 @@ def test_hosts_records_per_address_added_and_removed() -> None:
     disconnect removes only the lines of that network's addresses."""
     hosts = files.hosts_file("c1", "", ["10.0.1.2", "10.0.2.2", "fd00::2"], [])
     assert hosts.endswith("10.0.1.2\tc1\n10.0.2.2\tc1\nfd00::2\tc1\n")
-    joined = files.with_records(hosts, files.host_records("c1", "", ["10.0.3.2"]))
+    joined = etc_hosts.append_records(hosts, files.host_records("c1", "", ["10.0.3.2"]))
     assert joined.endswith("fd00::2\tc1\n10.0.3.2\tc1\n")
-    left = files.without_records(joined, files.host_records("c1", "", ["10.0.2.2", "fd00::2"]))
-    assert left.endswith("ff02::2\tip6-allrouters\n10.0.1.2\tc1\n10.0.3.2\tc1\n")
+    left = etc_hosts.delete_records(joined + "1.2.3.4 foo\n10.0.2.2\tc1 mine\n",
+                                    files.host_records("c1", "", ["10.0.2.2", "fd00::2"]))
+    assert left.endswith("ff02::2\tip6-allrouters\n10.0.1.2\tc1\n10.0.3.2\tc1\n"
+                         "1.2.3.4 foo\n10.0.2.2\tc1 mine\n")
     assert files.host_records("", "", ["10.0.1.2"]) == []
     assert files.host_records("db.local", "", ["10.0.1.3"]) == ["10.0.1.3\tdb.local db"]
 
