@@ -40,6 +40,8 @@ ReverseLookup = Callable[[str, str], str | None]
 ARPA = ".in-addr.arpa"
 # asking container's ID -> upstream servers
 Upstreams = Callable[[str], list[str]]
+# asking container's ID -> whether its resolv.conf options set ndots
+NdotsSet = Callable[[str], bool]
 
 
 def _exchange_udp(query: bytes, server: str) -> bytes:
@@ -69,10 +71,12 @@ def _forward(query: bytes, servers: list[str], tcp: bool) -> bytes | None:
 
 
 class Resolver:
-    def __init__(self, lookup: Lookup, reverse: ReverseLookup, upstreams: Upstreams) -> None:
+    def __init__(self, lookup: Lookup, reverse: ReverseLookup, upstreams: Upstreams,
+                 ndots_set: NdotsSet) -> None:
         self._lookup = lookup
         self._reverse = reverse
         self._upstreams = upstreams
+        self._ndots_set = ndots_set
 
     def _local_answer(self, query: DNSRecord, asker: str) -> DNSRecord | None:
         """The reply for a container name or address, None for what goes
@@ -107,6 +111,16 @@ class Resolver:
         reply.add_answer(RR(query.q.qname, QTYPE.PTR, rdata=PTR(target), ttl=TTL))
         return reply
 
+    def _kept_single_label(self, query: DNSRecord, asker: str) -> DNSRecord | None:
+        """As Docker's resolver when the container set ndots itself: an A or
+        AAAA query of an unknown name without a dot is not forwarded but
+        answered empty, so the client goes on with its search domains."""
+        name = str(query.q.qname).rstrip(".")
+        if (query.q.qtype not in (QTYPE.A, QTYPE.AAAA) or "." in name
+                or not self._ndots_set(asker)):
+            return None
+        return query.reply(ra=1, aa=0)
+
     async def answer(self, data: bytes, asker: str, tcp: bool = False) -> bytes | None:
         try:
             query = DNSRecord.parse(data)
@@ -114,7 +128,7 @@ class Resolver:
             return None
         if not query.questions:
             return None
-        local = self._local_answer(query, asker)
+        local = self._local_answer(query, asker) or self._kept_single_label(query, asker)
         if local is not None:
             DNS_QUERIES.labels("answered").inc()
             return local.pack()

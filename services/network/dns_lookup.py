@@ -47,6 +47,10 @@ class DnsLookup:
                 return f"{owner.container_name}.{network.name}"
         return None
 
+    def ndots_set(self, asker: str) -> bool:
+        sandbox = self.store.sandbox(asker)
+        return sandbox is not None and sandbox.ndots_set
+
     def upstreams(self, asker: str) -> list[str]:
         """Where to forward: none for a container only on internal networks (as
         Docker: they have no way out), else its --dns servers or the host's."""

@@ -72,10 +72,15 @@ def resolv_conf(nameservers: list[str], search: list[str], options: list[str]) -
     return "\n".join(lines) + "\n"
 
 
+def names_ndots(options: list[str]) -> bool:
+    """Whether resolv.conf options set ndots (any value, as moby's ndotsSet)."""
+    return any(option.startswith("ndots:") for option in options)
+
+
 def embedded_resolver_conf(address: str, search: list[str], options: list[str]) -> str:
     """Docker's resolv.conf for the embedded resolver: its address only, and
     `ndots:0` unless an ndots option was given."""
-    if not any(option.startswith("ndots:") for option in options):
+    if not names_ndots(options):
         options = [*options, "ndots:0"]
     return resolv_conf([address], search, options)
 

@@ -42,7 +42,8 @@ class NetworkManager:
         self.store = store
         self.wiring = KernelWiring(config.instance_prefix, store, events)
         lookup = DnsLookup(store, self.wiring)
-        self.dns = DnsListeners(Resolver(lookup.lookup, lookup.reverse, lookup.upstreams))
+        self.dns = DnsListeners(Resolver(lookup.lookup, lookup.reverse, lookup.upstreams,
+                                             lookup.ndots_set))
         self.networks = Networks(config.instance_prefix, store, events, self.wiring)
         self.endpoints = Endpoints(store, self.networks, self.wiring)
         netns_dir = config.exec_root / "netns"

@@ -177,9 +177,10 @@ class Sandboxes:
         if any(v.network.is_user_bridge for v in joined):
             await self.dns.start(sandbox.container_id, sandbox.netns_path)
             host = files.read_host_resolv_conf()
+            options = spec.dns_options or host.options
+            sandbox.ndots_set = files.names_ndots(options)
             sandbox.resolv_conf = files.embedded_resolver_conf(
-                RESOLVER_ADDRESS, spec.dns_search or host.search,
-                spec.dns_options or host.options)
+                RESOLVER_ADDRESS, spec.dns_search or host.search, options)
         else:
             sandbox.resolv_conf = _default_resolv_conf(spec)
 
@@ -198,6 +199,7 @@ class Sandboxes:
             log.warning("no DNS for container %s: %s", container_id[:12], exc)
             return False
         current = files.parse_resolv_conf(sandbox.resolv_conf)
+        sandbox.ndots_set = files.names_ndots(current.options)
         sandbox.resolv_conf = files.embedded_resolver_conf(
             RESOLVER_ADDRESS, current.search, current.options)
         self.store.save_sandbox(sandbox)

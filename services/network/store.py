@@ -152,6 +152,7 @@ class SandboxRecord:
     hosts: str = ""
     resolv_conf: str = ""
     owner: str = ""                 # the service that keeps the list of sandbox IDs
+    ndots_set: bool = False         # the user's resolv.conf options named ndots
     created_ns: int = field(default_factory=time.time_ns)
 
 
@@ -159,7 +160,7 @@ _JSON_FIELDS = {"options", "labels", "ipam_options", "aux_addresses", "aliases",
                 "ports", "dns", "link_local_ips", "driver_opts"}
 _BOOL_FIELDS = {"internal", "attachable", "enable_ipv6", "builtin", "icc", "user_subnet",
                 "user_subnet6",
-                "owns_netns", "enable_ipv4", "config_only", "bridge_adopted"}
+                "owns_netns", "enable_ipv4", "config_only", "bridge_adopted", "ndots_set"}
 
 
 def _decode(cls: type, row) -> object:
@@ -212,6 +213,7 @@ ADDED_COLUMNS = [
     ("endpoints", "driver_opts", "TEXT NOT NULL DEFAULT '{}'"),
     ("sandboxes", "domainname", "TEXT NOT NULL DEFAULT ''"),
     ("networks", "bridge_adopted", "INTEGER NOT NULL DEFAULT 0"),
+    ("sandboxes", "ndots_set", "INTEGER NOT NULL DEFAULT 0"),
 ]
 # Filled in when the column is added: sandboxes from before are containers'
 # unless they are CNI pods'.

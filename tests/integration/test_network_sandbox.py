@@ -485,6 +485,50 @@ with socket.create_connection((sys.argv[1], 53), timeout=5) as sock:
 """
 
 
+UDP_QUERY = """
+import socket, sys
+from dnslib import DNSRecord, RCODE
+query = DNSRecord.question(sys.argv[2], sys.argv[3])
+with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    sock.settimeout(5)
+    sock.sendto(query.pack(), (sys.argv[1], 53))
+    reply = DNSRecord.parse(sock.recv(4096))
+print(RCODE.get(reply.header.rcode), *sorted(str(rr.rdata) for rr in reply.rr))
+"""
+
+
+def test_explicit_ndots_keeps_single_labels_from_upstream(stub) -> None:
+    """As Docker's resolver: with ndots in the container's options (at create
+    or when a connect brings the resolver), an A/AAAA query of an unknown
+    name without a dot is answered empty, not forwarded; dotted names and
+    containers without the option are forwarded."""
+    stub.Create(pb.CreateNetworkRequest(name="dotted"))
+    upstream = FakeUpstream()
+    try:
+        set_at_create = sandbox(stub, 56, network_mode="dotted", dns=[upstream.address],
+                                dns_options=["ndots:2"])
+        set_before_connect = sandbox(stub, 57, dns=[upstream.address],
+                                     dns_options=["ndots:0"])
+        stub.Connect(pb.ConnectRequest(container_id=cid(57), container_name="c57",
+                                       endpoint=pb.EndpointRequest(network="dotted")))
+        unset = sandbox(stub, 58, network_mode="dotted", dns=[upstream.address])
+
+        def ask(box: pb.Sandbox, name: str, qtype: str = "A") -> str:
+            asked = run_in(box.netns_path, sys.executable, "-c", UDP_QUERY, "127.0.0.11",
+                           name, qtype)
+            return asked.stdout.strip() or asked.stderr
+
+        assert "options ndots:2\n" in set_at_create.resolv_conf
+        for box in (set_at_create, set_before_connect):
+            assert ask(box, "nothere") == "NOERROR"
+            assert ask(box, "nothere", "AAAA") == "NOERROR"
+            assert ask(box, "nothere.test") == "NOERROR 192.0.2.123"
+            assert ask(box, "c58") == f"NOERROR {unset.endpoints[0].ip_address}"
+        assert ask(unset, "nothere") == "NOERROR 192.0.2.123"
+    finally:
+        upstream.close()
+
+
 def _metric(url: str, name: str) -> float:
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     return sum(float(line.split()[-1]) for line in text.splitlines()
