@@ -22,15 +22,15 @@ async def connect_network(manager: Manager, ref: str,
     edited in place (they are bind-mounted), as Docker does: /etc/hosts gets
     the lines of its new addresses appended, keeping what the user added, and
     /etc/resolv.conf is rewritten only when a first user network brings the
-    embedded resolver."""
+    embedded resolver, and not if the user edited it."""
     container = manager.get(ref)
     async with manager.lock(container.id):
         reply = await manager.peers.connect(container.id, container.name, endpoint)
         if not container.running:
             return
         if reply.resolv_conf:
-            await asyncio.to_thread(_bundle_file(manager, container, "resolv.conf").write_text,
-                                    reply.resolv_conf)
+            await _switch_resolv_conf(_bundle_file(manager, container, "resolv.conf"),
+                                      reply.resolv_conf_replaced, reply.resolv_conf)
         await _edit_hosts(manager, container,
                           functools.partial(etc_hosts.append_records,
                                             records=list(reply.hosts_added)))
@@ -50,6 +50,11 @@ async def disconnect_network(manager: Manager, ref: str, network: str, force: bo
 
 def _bundle_file(manager: Manager, container: Container, name: str) -> Path:
     return manager.bundle(container).path / name
+
+
+async def _switch_resolv_conf(path: Path, replaced: str, content: str) -> None:
+    if await asyncio.to_thread(path.read_text) == replaced:
+        await asyncio.to_thread(path.write_text, content)
 
 
 async def _edit_hosts(manager: Manager, container: Container,

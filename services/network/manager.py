@@ -109,11 +109,12 @@ class NetworkManager:
             view = await self.endpoints.connect(container_id, container_name, spec)
             if view is None:
                 return Connected()
-            started = (view.network.is_user_bridge
-                       and await self.sandboxes.use_embedded_resolver(container_id))
+            replaced = ""
+            if view.network.is_user_bridge:
+                replaced = await self.sandboxes.use_embedded_resolver(container_id)
             added = self.sandboxes.add_host_records(container_id, view.record)
             self._refresh_metrics()
-            return Connected(view, added, started)
+            return Connected(view, added, replaced)
 
     async def disconnect(self, container_id: str, ref: str, force: bool) -> list[str]:
         """The /etc/hosts lines removed (none unless the sandbox is live)."""

@@ -184,26 +184,27 @@ class Sandboxes:
         else:
             sandbox.resolv_conf = _default_resolv_conf(spec)
 
-    async def use_embedded_resolver(self, container_id: str) -> bool:
+    async def use_embedded_resolver(self, container_id: str) -> str:
         """As Docker on a first connect to a user network: start the sandbox's
         resolver and point its resolv.conf there, keeping search and options
         (the servers it named stay reachable: they are the host's or --dns).
         A resolver that cannot start leaves the connect done, as in Docker.
-        Whether resolv.conf changed."""
+        The resolv.conf replaced, empty when it stays."""
         sandbox = self.store.sandbox(container_id)
         if sandbox is None or not sandbox.owns_netns or _has_resolver(sandbox):
-            return False
+            return ""
         try:
             await self.dns.start(container_id, sandbox.netns_path)
         except (BerthError, OSError) as exc:
             log.warning("no DNS for container %s: %s", container_id[:12], exc)
-            return False
-        current = files.parse_resolv_conf(sandbox.resolv_conf)
+            return ""
+        replaced = sandbox.resolv_conf
+        current = files.parse_resolv_conf(replaced)
         sandbox.ndots_set = files.names_ndots(current.options)
         sandbox.resolv_conf = files.embedded_resolver_conf(
             RESOLVER_ADDRESS, current.search, current.options)
         self.store.save_sandbox(sandbox)
-        return True
+        return replaced
 
     def add_host_records(self, container_id: str, endpoint: EndpointRecord) -> list[str]:
         """A live connect names the container at its new addresses in /etc/hosts;

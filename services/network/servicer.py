@@ -151,7 +151,8 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
         sandbox = self._manager.get_sandbox(request.container_id)
         return network_pb2.ConnectResponse(
             endpoint=_endpoint(connected.endpoint),
-            resolv_conf=sandbox.resolv_conf if connected.resolver_started else "",
+            resolv_conf=sandbox.resolv_conf if connected.resolv_conf_replaced else "",
+            resolv_conf_replaced=connected.resolv_conf_replaced,
             hosts=sandbox.hosts, hosts_added=connected.hosts_added)
 
     async def Disconnect(self, request, context):  # noqa: N802

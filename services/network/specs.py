@@ -124,10 +124,11 @@ class EndpointView:
 @dataclass
 class Connected:
     """A connect's outcome: the endpoint when the sandbox is live, the lines it
-    added to /etc/hosts, and whether it switched resolv.conf to the resolver."""
+    added to /etc/hosts, and the resolv.conf it replaced when it switched the
+    sandbox to the embedded resolver (empty otherwise)."""
     endpoint: EndpointView | None = None
     hosts_added: list[str] = field(default_factory=list)
-    resolver_started: bool = False
+    resolv_conf_replaced: str = ""
 
 
 @dataclass

@@ -335,6 +335,25 @@ def test_connect_and_disconnect_keep_what_the_user_wrote_in_etc_files(
     assert shell("cat /etc/resolv.conf").endswith("# mine\n")
 
 
+def test_first_user_network_leaves_an_edited_resolv_conf(clean: Engine,
+                                                        busybox: str) -> None:
+    """As moby's rebuildDNS (it checks the file against its hash): a
+    resolv.conf the user edited inside the container is not switched to the
+    embedded resolver, which still answers at 127.0.0.11."""
+    engine = clean
+    engine.docker("network", "create", "edited")
+    engine.docker("run", "-d", "--name", "peer", "--network", "edited", busybox, "sleep", "300")
+    engine.docker("run", "-d", "--name", "editor", busybox, "sleep", "300")
+    engine.docker("exec", "editor", "sh", "-c", "echo '# mine' >> /etc/resolv.conf")
+    before = engine.docker("exec", "editor", "cat", "/etc/resolv.conf").stdout.decode()
+    engine.docker("network", "connect", "edited", "editor")
+    assert engine.docker("exec", "editor", "cat", "/etc/resolv.conf").stdout.decode() == before
+    address = engine.docker("inspect", "-f", "{{.NetworkSettings.Networks.edited.IPAddress}}",
+                            "peer").stdout.decode().strip()
+    lookup = engine.docker("exec", "editor", "nslookup", "peer", "127.0.0.11").stdout.decode()
+    assert address in lookup.split("Name:", 1)[-1], lookup
+
+
 def test_two_networks_hosts_lines_dns_answer_and_gateway_as_docker(clean: Engine,
                                                                     busybox: str) -> None:
     """As dockerd: /etc/hosts names the container at its address on each
