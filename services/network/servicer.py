@@ -153,13 +153,12 @@ class NetworkServicer(network_pb2_grpc.NetworkServiceServicer):
             endpoint=_endpoint(connected.endpoint),
             resolv_conf=sandbox.resolv_conf if connected.resolv_conf_replaced else "",
             resolv_conf_replaced=connected.resolv_conf_replaced,
-            hosts=sandbox.hosts, hosts_added=connected.hosts_added)
+            hosts_added=connected.hosts_added)
 
     async def Disconnect(self, request, context):  # noqa: N802
         removed = await self._manager.disconnect(request.container_id, request.network,
                                                  request.force)
-        sandbox = self._manager.get_sandbox(request.container_id)
-        return network_pb2.DisconnectResponse(hosts=sandbox.hosts, hosts_removed=removed)
+        return network_pb2.DisconnectResponse(hosts_removed=removed)
 
     async def CreateSandbox(self, request, context):  # noqa: N802
         return _sandbox(await self._manager.create_sandbox(_sandbox_spec(request)))
