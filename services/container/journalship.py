@@ -18,8 +18,6 @@ the event loop without blocking it."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import socket
 import struct
@@ -81,14 +79,7 @@ class JournalSink:
 
     async def ship(self, path: Path, offset: int, still_running: Callable[[], bool]) -> None:
         """Send the lines appended after `offset` until the container stops."""
-        loop = asyncio.get_running_loop()
-        try:
-            async for line in logs.follow(path, offset, {"stdout", "stderr"}, 0, still_running):
-                for entry in self.entries(line):
-                    with contextlib.suppress(OSError):
-                        await loop.sock_sendall(self._sock, entry)
-        finally:
-            self._sock.close()
+        await logs.ship(self._sock, path, offset, still_running, self.entries)
 
 
 def native_entry(message: bytes, fields: dict[str, str]) -> bytes:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import contextlib
 import gzip
 import re
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,3 +174,18 @@ async def follow(path: Path, offset: int, streams: set[str], until: int,
                     yield line
             return
         await asyncio.sleep(_POLL_SECONDS)
+
+
+async def ship(sock: socket.socket, path: Path, offset: int, still_running: Callable[[], bool],
+               datagrams: Callable[[LogLine], Iterable[bytes]]) -> None:
+    """Send what each line appended after `offset` becomes until the
+    container stops, then close `sock`. A receiver that is away loses lines,
+    never stops the container (Docker's non-blocking log drivers)."""
+    loop = asyncio.get_running_loop()
+    try:
+        async for line in follow(path, offset, {"stdout", "stderr"}, 0, still_running):
+            for datagram in datagrams(line):
+                with contextlib.suppress(OSError):
+                    await loop.sock_sendall(sock, datagram)
+    finally:
+        sock.close()

@@ -7,7 +7,6 @@ severity info and stderr at err)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 from collections.abc import Callable
@@ -65,15 +64,10 @@ class SyslogSink:
         self._sock.close()
 
     async def ship(self, path: Path, offset: int, still_running: Callable[[], bool]) -> None:
-        """Send the lines appended after `offset` until the container stops."""
-        loop = asyncio.get_running_loop()
-        try:
-            async for line in logs.follow(path, offset, {"stdout", "stderr"}, 0, still_running):
-                if line.data.strip(b"\n"):
-                    with contextlib.suppress(OSError):
-                        await loop.sock_sendall(self._sock, self.message(line))
-        finally:
-            self._sock.close()
+        """Send the lines appended after `offset` until the container stops
+        (empty lines are not sent, as Docker's syslog driver)."""
+        await logs.ship(self._sock, path, offset, still_running,
+                        lambda line: [self.message(line)] if line.data.strip(b"\n") else [])
 
 
 def _stamp(now: datetime) -> str:
