@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from tests.support.engine import DOCKER_CLI, running_engine
 from tests.support.images import busybox_archive
+from tests.support.processes import stop_process
 
 # dockerd's default bridge, on a subnet the tests' engines do not use.
 DOCKERD_BRIDGE = "docker0"
@@ -105,12 +105,7 @@ def real_dockerd(archive: Path) -> Iterator[Target]:
             ids = target.docker("ps", "-aq").stdout.decode().split()
             if ids:
                 target.docker("rm", "-f", *ids)
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, group=True)
         subprocess.run(["umount", "-R", str(root / "data")], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
         if not bridge_was_there:

@@ -41,6 +41,7 @@ from tests.perf.bench_container import pids_matching, rss_bytes
 from tests.support.cri import pause_image_archive
 from tests.support.engine import running_engine
 from tests.support.images import busybox_archive
+from tests.support.processes import stop_process
 
 PLUGIN_DIR = "/usr/lib/cni"
 PAUSE = "berth-bench/pause:1"
@@ -136,12 +137,7 @@ def containerd(images: list[Path]) -> Iterator[Runtime]:
         yield Runtime("containerd 1.6", f"unix://{sock}", "docker.io/library/busybox:latest",
                       lambda: pids_matching("containerd-shim-runc-v2", str(sock)))
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process(process, group=True)
         for pid in pids_matching("containerd-shim-runc-v2", str(sock)):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)

@@ -12,7 +12,6 @@ import contextlib
 import io
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tarfile
@@ -20,6 +19,8 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
@@ -71,12 +72,7 @@ def real_dockerd(root: Path) -> Iterator[str]:
             time.sleep(0.5)
         yield f"unix://{socket}"
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
         subprocess.run(["umount", "-R", str(root / "data")], capture_output=True)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -17,6 +16,7 @@ import docker
 from pyroute2 import IPRoute
 
 from services.common.config import Config
+from tests.support.processes import stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 BERTH = [sys.executable, "-m", "cli.main"]
@@ -66,14 +66,7 @@ class Engine:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return self.process.returncode if self.process else None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        return None if self.process is None else stop_process(self.process, group=True)
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ, DOCKER_HOST=self.host, DOCKER_BUILDKIT="0")

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from pathlib import Path
 from pyroute2 import NetNS, netns
 
 from tests.support.engine import REPO
+from tests.support.processes import stop_process
 
 PREFIXLEN = 30
 
@@ -68,13 +68,7 @@ class Host:
 
 
 def _end(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    stop_process(process)
     if process.stdout is not None:
         process.stdout.close()
 

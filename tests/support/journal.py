@@ -21,7 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support.polling import wait_for
+from tests.support.processes import stop_process
 
 JOURNALD = Path("/lib/systemd/systemd-journald")
 _SETTINGS = """[Journal]
@@ -96,16 +96,7 @@ def private_journal() -> Iterator[PrivateJournal]:
                                f"{(root / 'journald.log').read_text(errors='replace')}")
         yield journal
     finally:
-        _stop(process)
+        stop_process(process)
         shutil.rmtree(root, ignore_errors=True)
 
 
-def _stop(process: subprocess.Popen) -> None:
-    if process.poll() is not None:
-        return
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -23,6 +22,7 @@ import grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from services.common.config import Config
 from tests.support.engine import BERTH, REPO
+from tests.support.processes import stop_process
 
 
 @dataclass
@@ -62,14 +62,7 @@ class NetworkService:
         raise RuntimeError(f"network service did not start:\n{self.logs()}")
 
     def stop(self) -> int | None:
-        if self.process is None or self.process.poll() is not None:
-            return None if self.process is None else self.process.returncode
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            return self.process.wait()
+        return None if self.process is None else stop_process(self.process, group=True)
 
     def logs(self) -> str:
         path = self.root / "network.log"
