@@ -59,6 +59,14 @@ class DeadlineExceeded(BerthError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class RuntimeRefused(BerthError):
+    """The OCI runtime refused a container at start, in runc's words:
+    UNKNOWN, the code containerd's CRI answers with (kubelet shows the
+    message as the container's or pod's failure reason)."""
+
+    code = grpc.StatusCode.UNKNOWN
+
+
 class Internal(BerthError):
     """A failure outside the user's control (a registry that is down, a
     runtime that fails): HTTP 500. Never UNAVAILABLE, which the gateway

@@ -18,16 +18,18 @@ from berth.container.v1 import container_pb2
 from k8s.runtime.v1 import api_pb2
 from services.common.errors import (
     AlreadyExists,
+    BerthError,
     Conflict,
     InvalidArgument,
     NotFound,
+    PeerUnavailable,
     Unimplemented,
 )
 from services.common.validation import field_with_nul
 from services.cri import labels
 from services.cri.imagevolumes import ImageVolumes
 from services.cri.peers import Peers
-from services.cri.sandboxes import Sandboxes, pod_name, seccomp_option
+from services.cri.sandboxes import Sandboxes, pod_name, seccomp_option, start_container
 from services.cri.store import READY, ContainerRecord, CriStore, Sandbox
 
 _STATES = {"created": api_pb2.CONTAINER_CREATED, "running": api_pb2.CONTAINER_RUNNING,
@@ -38,6 +40,9 @@ _PROPAGATION = {api_pb2.PROPAGATION_PRIVATE: "rprivate",
                 api_pb2.PROPAGATION_HOST_TO_CONTAINER: "rslave",
                 api_pb2.PROPAGATION_BIDIRECTIONAL: "rshared"}
 _NEVER = "0001-01-01T00:00:00Z"
+# containerd's exit code and reason of a container that failed to start.
+_START_ERROR_EXIT_CODE = 128
+_START_ERROR_REASON = "StartError"
 
 
 def parse_time(stamp: str) -> int:
@@ -292,9 +297,21 @@ class Containers:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self, cid: str) -> None:
+        """Start the container. One that fails to start has exited, with the
+        error as its status' message (containerd's StartError): kubelet
+        makes a new attempt rather than starting it again."""
         record = self.get(cid)
-        await self._peers.containers.Start(
-            container_pb2.StartContainerRequest(id=record.id))
+        if record.start_error:
+            raise Conflict(f"container {record.id} is in CONTAINER_EXITED state: "
+                           f"it failed to start")
+        try:
+            await start_container(self._peers, record.id)
+        except (NotFound, PeerUnavailable):
+            raise
+        except BerthError as exc:
+            record.start_error, record.start_failed_ns = exc.message, time.time_ns()
+            self._store.save_container(record)
+            raise
 
     async def stop(self, cid: str, timeout: int) -> None:
         """Stop the container; an unknown one is stopped already (CRI)."""
@@ -356,13 +373,17 @@ class Containers:
         state = inspect.state
         status = api_pb2.ContainerStatus(
             id=record.id, metadata=record.config.metadata,
-            state=_STATES.get(state.status, api_pb2.CONTAINER_UNKNOWN),
+            state=_state_of(record, state.status),
             created_at=record.created_ns, started_at=parse_time(state.started_at),
             finished_at=parse_time(state.finished_at), exit_code=state.exit_code,
             image=record.config.image, image_ref=record.image_id, image_id=record.image_id,
             labels=record.config.labels, annotations=record.config.annotations,
             mounts=record.config.mounts, log_path=record.log_path)
-        if status.state == api_pb2.CONTAINER_EXITED:
+        if record.start_error:
+            status.reason, status.message = _START_ERROR_REASON, record.start_error
+            status.exit_code, status.finished_at = (_START_ERROR_EXIT_CODE,
+                                                    record.start_failed_ns)
+        elif status.state == api_pb2.CONTAINER_EXITED:
             status.reason = ("OOMKilled" if state.oom_killed
                              else "Completed" if state.exit_code == 0 else "Error")
             status.message = state.error
@@ -387,7 +408,7 @@ class Containers:
         found = [api_pb2.Container(
             id=r.id, pod_sandbox_id=r.sandbox_id, metadata=r.config.metadata,
             image=r.config.image, image_ref=r.image_id, image_id=r.image_id,
-            state=_STATES.get(states[r.id], api_pb2.CONTAINER_UNKNOWN),
+            state=_state_of(r, states[r.id]),
             created_at=r.created_ns, labels=r.config.labels, annotations=r.config.annotations)
             for r in list(self.records.values()) if r.id in states and _matches(r, wanted)]
         if wanted is not None and wanted.HasField("state"):
@@ -430,6 +451,14 @@ class Containers:
                 container_pb2.ExecInspectRequest(exec_id=exec_id))
             exit_code = instance.exit_code
         return bytes(stdout), bytes(stderr), exit_code
+
+
+def _state_of(record: ContainerRecord, berth_status: str) -> int:
+    """The CRI state of a container whose berth container has this status;
+    one that failed to start has exited (its berth container stays created)."""
+    if record.start_error:
+        return api_pb2.CONTAINER_EXITED
+    return _STATES.get(berth_status, api_pb2.CONTAINER_UNKNOWN)
 
 
 def _matches(record: ContainerRecord, wanted: api_pb2.ContainerFilter | None) -> bool:

@@ -21,7 +21,13 @@ from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
 from k8s.runtime.v1 import api_pb2
 from services.common.config import Config
-from services.common.errors import AlreadyExists, BerthError, InvalidArgument, NotFound
+from services.common.errors import (
+    AlreadyExists,
+    BerthError,
+    InvalidArgument,
+    NotFound,
+    RuntimeRefused,
+)
 from services.common.validation import field_with_nul
 from services.cri import labels
 from services.cri.images import Images
@@ -34,6 +40,8 @@ log = logging.getLogger("berth.cri")
 DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 # The container service's network mode for a netns file someone else made.
 NETNS_PATH_MODE = "ns:"
+# How the container service (as dockerd) begins a start error of runc's.
+_DOCKER_TASK_ERROR = "failed to create task for container: "
 _PROTOCOLS = {api_pb2.TCP: "tcp", api_pb2.UDP: "udp", api_pb2.SCTP: "sctp"}
 
 Undo = list[Callable[[], Awaitable[None]]]
@@ -54,6 +62,28 @@ def resolv_conf(dns: api_pb2.DNSConfig, fallback: str) -> str:
     if dns.options:
         lines.append("options " + " ".join(dns.options))
     return "\n".join(lines) + "\n"
+
+
+def runtime_refusal(error: BerthError) -> RuntimeRefused | None:
+    """A start error of the container service that is runc refusing the
+    container, in containerd's CRI words ("failed to create containerd
+    task: failed to create shim task: OCI runtime create failed: ...");
+    None for any other error."""
+    if not error.message.startswith(_DOCKER_TASK_ERROR):
+        return None
+    return RuntimeRefused("failed to create containerd task: "
+                          + error.message.removeprefix(_DOCKER_TASK_ERROR))
+
+
+async def start_container(peers: Peers, cid: str) -> None:
+    """Start a berth container; runc's refusal is a RuntimeRefused."""
+    try:
+        await peers.containers.Start(container_pb2.StartContainerRequest(id=cid))
+    except BerthError as exc:
+        refusal = runtime_refusal(exc)
+        if refusal is None:
+            raise
+        raise refusal from exc
 
 
 def seccomp_option(profile: api_pb2.SecurityProfile | None, legacy_path: str) -> list[str]:
@@ -181,8 +211,7 @@ class Sandboxes:
             self._pause_request(sandbox, image.id))
         sandbox.pause_id = created.id
         undo.append(lambda: self._remove_container(created.id))
-        await self._peers.containers.Start(
-            container_pb2.StartContainerRequest(id=created.id))
+        await start_container(self._peers, created.id)
 
     def _network_request(self, sandbox: Sandbox) -> network_pb2.CreateSandboxRequest:
         config = sandbox.config

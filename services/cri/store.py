@@ -30,6 +30,11 @@ CREATE TABLE IF NOT EXISTS containers (
     log_path TEXT NOT NULL,
     created_ns INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS start_failures (
+    id TEXT PRIMARY KEY,                  -- a container of the containers table
+    message TEXT NOT NULL,                -- what StartContainer answered
+    failed_ns INTEGER NOT NULL
+);
 """
 
 READY, NOT_READY = "ready", "notready"
@@ -60,6 +65,8 @@ class ContainerRecord:
     image_id: str
     log_path: str
     created_ns: int
+    start_error: str = ""               # set when StartContainer failed: the container exited
+    start_failed_ns: int = 0
 
 
 def _sandbox(row) -> Sandbox:
@@ -73,7 +80,8 @@ def _container(row) -> ContainerRecord:
     return ContainerRecord(id=row["id"], sandbox_id=row["sandbox_id"],
                            config=api_pb2.ContainerConfig.FromString(row["config"]),
                            image_id=row["image_id"], log_path=row["log_path"],
-                           created_ns=row["created_ns"])
+                           created_ns=row["created_ns"], start_error=row["message"] or "",
+                           start_failed_ns=row["failed_ns"] or 0)
 
 
 class CriStore:
@@ -99,13 +107,18 @@ class CriStore:
             "INSERT OR REPLACE INTO containers VALUES (?, ?, ?, ?, ?, ?)",
             (record.id, record.sandbox_id, record.config.SerializeToString(),
              record.image_id, record.log_path, record.created_ns))
+        if record.start_error:
+            self._db.execute("INSERT OR REPLACE INTO start_failures VALUES (?, ?, ?)",
+                             (record.id, record.start_error, record.start_failed_ns))
 
     def containers(self) -> list[ContainerRecord]:
         return [_container(row) for row in self._db.query(
-            "SELECT * FROM containers ORDER BY created_ns")]
+            "SELECT containers.*, start_failures.message, start_failures.failed_ns "
+            "FROM containers LEFT JOIN start_failures USING (id) ORDER BY created_ns")]
 
     def delete_container(self, cid: str) -> None:
         self._db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+        self._db.execute("DELETE FROM start_failures WHERE id = ?", (cid,))
 
     def close(self) -> None:
         self._db.close()

@@ -743,3 +743,50 @@ def test_a_container_log_stays_in_the_pods_log_directory(
             create(name, log_path, **more)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, name
     assert not (log_dir.parent.parent / "escaped.log").exists()
+
+
+def test_a_container_runc_refuses_fails_with_runcs_message(
+        images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
+        log_dir: Path) -> None:
+    pod = pod_config("refused", log_dir)
+    sandbox_id = run_pod(runtime, pods, pod)
+    config = cri.ContainerConfig(
+        metadata=cri.ContainerMetadata(name="missing"), image=cri.ImageSpec(image=images),
+        command=["/no/such/binary"])
+    cid = runtime.CreateContainer(cri.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, config=config, sandbox_config=pod)).container_id
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    assert refused.value.code() == grpc.StatusCode.UNKNOWN
+    message = refused.value.details()
+    assert message.startswith("failed to create containerd task: failed to create shim task: "
+                              "OCI runtime create failed: ")
+    assert "/no/such/binary" in message
+    status = status_of(runtime, cid)
+    assert (status.state, status.reason, status.message) == (
+        cri.CONTAINER_EXITED, "StartError", message)
+    assert status.exit_code == 128 and status.finished_at >= status.created_at
+    listed = runtime.ListContainers(cri.ListContainersRequest(
+        filter=cri.ContainerFilter(id=cid))).containers
+    assert [c.state for c in listed] == [cri.CONTAINER_EXITED]
+    with pytest.raises(grpc.RpcError) as again:
+        runtime.StartContainer(cri.StartContainerRequest(container_id=cid))
+    assert again.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    runtime.RemoveContainer(cri.RemoveContainerRequest(container_id=cid))
+
+
+def test_a_pod_runc_refuses_fails_with_runcs_message_and_leaves_nothing(
+        engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
+        log_dir: Path) -> None:
+    config = pod_config("refused-pod", log_dir)
+    config.linux.sysctls["kernel.no_such_sysctl"] = "1"
+    with pytest.raises(grpc.RpcError) as refused:
+        runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config))
+    assert refused.value.code() == grpc.StatusCode.UNKNOWN
+    assert refused.value.details().startswith(
+        "failed to create containerd task: failed to create shim task: "
+        "OCI runtime create failed: ")
+    assert "no_such_sysctl" in refused.value.details()
+    names = runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
+    assert "refused-pod" not in [p.metadata.name for p in names]
+    assert b"refused-pod" not in engine.docker("ps", "-a", "--format", "{{.Names}}").stdout
