@@ -51,23 +51,27 @@ def subnet() -> ipaddress.IPv4Network:
 
 
 @pytest.fixture(scope="module")
-def engine(tmp_path_factory: pytest.TempPathFactory,
-           subnet: ipaddress.IPv4Network) -> Iterator[Engine]:
-    root = tmp_path_factory.mktemp("cri-pods")
+def cni_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CNI config and the host-local IPAM's allocations (ipam/)."""
+    return tmp_path_factory.mktemp("cri-pods")
+
+
+@pytest.fixture(scope="module")
+def engine(cni_root: Path, subnet: ipaddress.IPv4Network) -> Iterator[Engine]:
     bridge = "bcri" + secrets.token_hex(4)
-    (root / "cni").mkdir()
-    (root / "cni" / "10-pods.conflist").write_text(json.dumps({
+    (cni_root / "cni").mkdir()
+    (cni_root / "cni" / "10-pods.conflist").write_text(json.dumps({
         "cniVersion": "1.0.0", "name": "cri-test-pods", "plugins": [
             {"type": "bridge", "bridge": bridge, "isGateway": True, "ipMasq": False,
              "hairpinMode": True,
-             "ipam": {"type": "host-local", "dataDir": str(root / "ipam"),
+             "ipam": {"type": "host-local", "dataDir": str(cni_root / "ipam"),
                       "ranges": [[{"subnet": str(subnet)}]],
                       "routes": [{"dst": "0.0.0.0/0"}]}},
             {"type": "portmap", "capabilities": {"portMappings": True}}]}))
-    (root / "engine.json").write_text(json.dumps({"cri-sandbox-image": PAUSE_IMAGE}))
+    (cni_root / "engine.json").write_text(json.dumps({"cri-sandbox-image": PAUSE_IMAGE}))
     try:
-        with running_engine(args=("--config", str(root / "engine.json"), "--cni-conf-dir",
-                                  str(root / "cni"), "--cni-bin-dir", str(PLUGIN_DIR))) as up:
+        with running_engine(args=("--config", str(cni_root / "engine.json"), "--cni-conf-dir",
+                                  str(cni_root / "cni"), "--cni-bin-dir", str(PLUGIN_DIR))) as up:
             yield up
     finally:
         kernel.delete_link(bridge)
@@ -150,11 +154,11 @@ def serve(pod: Pod, image: str, text: str) -> str:
 
 def test_two_pods_reach_each_other_by_pod_ip(
         images: str, runtime: api_pb2_grpc.RuntimeServiceStub, pods: list[str],
-        subnet: ipaddress.IPv4Network, log_dir: Path) -> None:
+        subnet: ipaddress.IPv4Network, log_dir: Path, cni_root: Path) -> None:
     server = Pod(runtime, pods, pod_config("server", log_dir))
     client = Pod(runtime, pods, pod_config("client", log_dir))
     assert ipaddress.IPv4Address(server.ip) in subnet
-    assert server.ip != client.ip
+    assert sorted(allocated_pod_ips(cni_root)) == sorted([server.ip, client.ip])
     serve(server, images, "hello-pod")
     shell = client.start("shell", images, "exec sleep 1000")
     reply = client.exec(shell, "wget", "-q", "-O-", f"http://{server.ip}/")
@@ -188,14 +192,23 @@ def test_containers_share_the_pod_namespaces(
     assert "sleep 1000" not in pod.exec(alone, "ps", "-o", "args").stdout.decode()
 
 
+def allocated_pod_ips(cni_root: Path) -> list[str]:
+    """The addresses host-local has handed out (one file each)."""
+    allocations = cni_root / "ipam" / "cri-test-pods"
+    return [f.name for f in allocations.glob("*") if f.name[0].isdigit()]
+
+
 def test_failed_run_pod_sandbox_leaves_nothing(
         engine: Engine, images: str, runtime: api_pb2_grpc.RuntimeServiceStub,
-        log_dir: Path) -> None:
+        log_dir: Path, cni_root: Path) -> None:
     config = pod_config("broken", log_dir)
     config.linux.sysctls["kernel.no_such_sysctl"] = "1"
     with pytest.raises(grpc.RpcError) as failed:
         runtime.RunPodSandbox(cri.RunPodSandboxRequest(config=config))
+    assert failed.value.code() == grpc.StatusCode.UNKNOWN
+    assert failed.value.details().startswith("failed to create containerd task: ")
     assert "no_such_sysctl" in failed.value.details()
+    assert allocated_pod_ips(cni_root) == []
     assert not runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
     assert engine.docker("ps", "-aq").stdout == b""
     assert not list((engine.exec_root / "netns").glob("*"))
