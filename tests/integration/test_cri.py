@@ -539,11 +539,18 @@ def test_sandboxes_survive_a_restart_of_the_cri_service(
     cid = start_container(runtime, sandbox_id, pod, images, "exec sleep 1000")
     gone = start_container(runtime, sandbox_id, pod, images, "exec sleep 1000", "gone")
     engine.docker("rm", "-f", gone)
+    failed = runtime.CreateContainer(cri.CreateContainerRequest(
+        pod_sandbox_id=sandbox_id, sandbox_config=pod, config=cri.ContainerConfig(
+            metadata=cri.ContainerMetadata(name="failed"), image=cri.ImageSpec(image=images),
+            command=["/no/such/binary"]))).container_id
+    with pytest.raises(grpc.RpcError):
+        runtime.StartContainer(cri.StartContainerRequest(container_id=failed))
+    failure = status_of(runtime, failed)
     # What a RunPodSandbox cut short by a crash leaves: a labelled container no record names.
     orphan = engine.docker("create", "--label", "io.kubernetes.cri.type=podsandbox",
                            images, "true").stdout.decode().strip()
     info = types_pb2_grpc.InfoStub(channel).GetServiceInfo(types_pb2.GetServiceInfoRequest())
-    assert info.object_counts["containers"] == 2
+    assert info.object_counts["containers"] == 3
     os.kill(info.pid, signal.SIGKILL)
 
     def restarted() -> bool:
@@ -558,6 +565,7 @@ def test_sandboxes_survive_a_restart_of_the_cri_service(
     listed = runtime.ListPodSandbox(cri.ListPodSandboxRequest()).items
     assert [(s.id, s.state) for s in listed] == [(sandbox_id, cri.SANDBOX_READY)]
     assert status_of(runtime, cid).state == cri.CONTAINER_RUNNING
+    assert status_of(runtime, failed) == failure
     run = runtime.ExecSync(cri.ExecSyncRequest(container_id=cid, cmd=["echo", "still"]))
     assert run.stdout == b"still\n"
     wait_for(lambda: engine.docker("ps", "-aq", "--filter", f"id={orphan}").stdout == b"")
@@ -566,7 +574,7 @@ def test_sandboxes_survive_a_restart_of_the_cri_service(
         return types_pb2_grpc.InfoStub(channel).GetServiceInfo(
             types_pb2.GetServiceInfoRequest()).object_counts["containers"]
 
-    wait_for(lambda: counted() == 1)   # the removed container's record is forgotten
+    wait_for(lambda: counted() == 2)   # the removed container's record is forgotten
 
 
 def test_streamed_lists_match_the_lists(
