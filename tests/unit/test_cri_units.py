@@ -9,12 +9,12 @@ import pytest
 
 from berth.image.v1 import image_pb2
 from k8s.runtime.v1 import api_pb2 as cri
-from services.common.errors import Internal, InvalidArgument
+from services.common.errors import Internal, InvalidArgument, PeerUnavailable
 from services.container.spec import rootfs_propagation
 from services.cri.chunks import CHUNK, chunks
 from services.cri.containers import merged_resources, parse_time
 from services.cri.images import image_user, registry_auth
-from services.cri.sandboxes import resolv_conf, seccomp_option
+from services.cri.sandboxes import resolv_conf, runtime_refusal, seccomp_option
 from services.image.registry import hosts_toml_urls
 
 
@@ -117,3 +117,15 @@ def test_an_update_changes_only_the_limits_it_sets() -> None:
         cpu_shares=512, memory_limit_in_bytes=128 << 20,
         unified={"memory.high": "1", "pids.max": "10"},
         hugepage_limits=[cri.HugepageLimit(page_size="1GB", limit=1 << 30)])
+
+
+def test_runc_refusal_in_containerds_words() -> None:
+    refused = runtime_refusal(InvalidArgument(
+        "failed to create task for container: failed to create shim task: OCI runtime "
+        "create failed: runc create failed: exec: \"x\": executable file not found: unknown"))
+    assert refused is not None and refused.code.name == "UNKNOWN"
+    assert refused.message == (
+        "failed to create containerd task: failed to create shim task: OCI runtime create "
+        "failed: runc create failed: exec: \"x\": executable file not found: unknown")
+    assert runtime_refusal(PeerUnavailable("container")) is None
+    assert runtime_refusal(Internal("failed to start container abc: disk full")) is None
