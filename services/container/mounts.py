@@ -499,26 +499,31 @@ def _image_dir(rootfs: Path, destination: str) -> Path | None:
 async def _copy_into_empty(source: Path, volume: Path) -> None:
     """Copy the image's directory into an empty volume. A running container
     sharing the volume may plant links in it meanwhile, and cp writes through
-    a link: the copy goes to a directory beside the volume's data, which no
-    container sees, and its entries are renamed in (a rename replaces a link,
-    never follows it). A volume that is a mount of its own has no such
-    directory on its file system and is copied into directly."""
+    a link: the copy goes to a staging directory of a fresh name, and its
+    entries are renamed in (a rename replaces a link, never follows it)."""
     if not volume.is_dir() or any(volume.iterdir()):
         return
     staging = await asyncio.to_thread(_staging_dir, volume)
     try:
-        await _cp_all(source, staging or volume)
-        if staging is not None:
-            await asyncio.to_thread(_move_entries, staging, volume)
+        await _cp_all(source, staging)
+        await asyncio.to_thread(_move_entries, staging, volume)
     finally:
-        if staging is not None:
-            await asyncio.to_thread(shutil.rmtree, staging, True)
+        await asyncio.to_thread(shutil.rmtree, staging, True)
 
 
-def _staging_dir(volume: Path) -> Path | None:
-    if os.stat(volume.parent).st_dev != os.stat(volume).st_dev:
-        return None
-    return Path(tempfile.mkdtemp(prefix=".copy-up-", dir=volume.parent))
+def _staging_dir(volume: Path) -> Path:
+    """A new directory (mkdir of a random name, mode 0700) on the volume's
+    file system, so that its entries can be renamed in: beside the volume's
+    data, which no container sees, or, for a volume that is a mount of its
+    own (tmpfs, nfs), inside the mount's root, under a name no container
+    could have planted beforehand."""
+    on_own_mount = os.stat(volume.parent).st_dev != os.stat(volume).st_dev
+    parent = volume if on_own_mount else volume.parent
+    try:
+        return Path(tempfile.mkdtemp(prefix=".copy-up-", dir=parent))
+    except OSError as error:
+        raise Internal(f"copying image content into volume {volume}: "
+                       f"staging directory in {parent}: {error.strerror}") from error
 
 
 def _move_entries(staging: Path, volume: Path) -> None:

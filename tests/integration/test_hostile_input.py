@@ -97,27 +97,37 @@ def test_a_destination_climbing_out_fills_the_volume_from_the_image(
     engine.docker("volume", "rm", "climb")
 
 
+@pytest.mark.parametrize("volume_options", [
+    pytest.param([], id="data-directory"),
+    pytest.param(["-o", "type=tmpfs", "-o", "device=tmpfs"], id="own-mount"),
+])
 def test_filling_a_shared_volume_never_writes_through_a_planted_link(
-        engine: Engine, busybox: str, tmp_path: Path) -> None:
+        engine: Engine, busybox: str, tmp_path: Path, volume_options: list[str]) -> None:
     """A running container keeps planting /vol/marker -> a host file while
     new containers fill the same (empty) volume from an image holding
-    /seed/marker: the copy lands beside the volume and is renamed in, so the
-    host file keeps its content (before, cp wrote through the link within a
-    few tries)."""
+    /seed/marker: the copy lands in a staging directory (beside the volume's
+    data, or inside a volume that is a mount of its own) and is renamed in,
+    so the host file keeps its content (before, cp wrote through the link
+    within a few tries)."""
     host_file = tmp_path / "host-file"
     host_file.write_text("original\n")
     (tmp_path / "Dockerfile").write_text(
         f"FROM {busybox}\nRUN mkdir /seed && echo planted > /seed/marker\n")
     engine.docker("build", "-q", "-t", "seeded", str(tmp_path))
-    engine.docker("run", "-d", "--name", "planter", "-v", "shared:/vol", busybox, "sh", "-c",
-                  f"while true; do ln -s {host_file} /vol/marker; rm -f /vol/marker; done")
-    for _ in range(25):
-        engine.docker("run", "--rm", "-v", "shared:/seed", "seeded", "true")
-        assert host_file.read_text() == "original\n"
-        # Races the planter's own rm: either may remove it.
-        engine.docker("exec", "planter", "rm", "-f", "/vol/marker", check=False)
-    engine.docker("rm", "-f", "planter")
-    engine.docker("volume", "rm", "shared")
+    engine.docker("volume", "create", *volume_options, "shared")
+    try:
+        engine.docker("run", "-d", "--name", "planter", "-v", "shared:/vol", busybox, "sh", "-c",
+                      f"while true; do ln -s {host_file} /vol/marker; rm -f /vol/marker; done")
+        for _ in range(25):
+            engine.docker("run", "--rm", "-v", "shared:/seed", "seeded", "true")
+            assert host_file.read_text() == "original\n"
+            # Races the planter's own rm: either may remove it.
+            engine.docker("exec", "planter", "rm", "-f", "/vol/marker", check=False)
+        left = engine.docker("exec", "planter", "ls", "-A", "/vol").stdout.split()
+        assert set(left) <= {b"marker"}    # no staging directory stays behind
+    finally:
+        engine.docker("rm", "-f", "planter", check=False)
+        engine.docker("volume", "rm", "shared", check=False)
 
 
 # Bridge names
