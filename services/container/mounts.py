@@ -499,54 +499,64 @@ def _image_dir(rootfs: Path, destination: str) -> Path | None:
 async def _copy_into_empty(source: Path, volume: Path) -> None:
     """Copy the image's directory into an empty volume. A running container
     sharing the volume may plant links in it meanwhile, and cp writes through
-    a link: the copy goes to a staging directory of a fresh name, and its
-    entries are renamed in (a rename replaces a link, never follows it)."""
+    a link: the copy goes to a staging directory of a fresh name, reached
+    through its open descriptor (a link swapped in for it is never followed),
+    and its entries are renamed in (a rename replaces a link, never follows it)."""
     if not volume.is_dir() or any(volume.iterdir()):
         return
-    staging = await asyncio.to_thread(_staging_dir, volume)
+    staging, staging_fd = await asyncio.to_thread(_staging_dir, volume)
     try:
-        await _cp_all(source, staging)
-        await asyncio.to_thread(_move_entries, staging, volume)
+        await _cp_all(source, staging_fd, volume)
+        await asyncio.to_thread(_move_entries, staging_fd, volume)
     finally:
+        os.close(staging_fd)
         await asyncio.to_thread(shutil.rmtree, staging, True)
 
 
-def _staging_dir(volume: Path) -> Path:
+def _staging_dir(volume: Path) -> tuple[Path, int]:
     """A new directory (mkdir of a random name, mode 0700) on the volume's
-    file system, so that its entries can be renamed in: beside the volume's
-    data, which no container sees, or, for a volume that is a mount of its
-    own (tmpfs, nfs), inside the mount's root, under a name no container
-    could have planted beforehand."""
+    file system, so that its entries can be renamed in, and its open
+    descriptor: beside the volume's data, which no container sees, or, for a
+    volume that is a mount of its own (tmpfs, nfs), inside the mount's root,
+    under a name no container could have planted beforehand."""
     on_own_mount = os.stat(volume.parent).st_dev != os.stat(volume).st_dev
     parent = volume if on_own_mount else volume.parent
     try:
-        return Path(tempfile.mkdtemp(prefix=".copy-up-", dir=parent))
+        staging = Path(tempfile.mkdtemp(prefix=".copy-up-", dir=parent))
     except OSError as error:
         raise Internal(f"copying image content into volume {volume}: "
                        f"staging directory in {parent}: {error.strerror}") from error
+    try:
+        return staging, os.open(staging, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as error:
+        shutil.rmtree(staging, True)
+        raise Internal(f"copying image content into volume {volume}: "
+                       f"staging directory {staging}: {error.strerror}") from error
 
 
-def _move_entries(staging: Path, volume: Path) -> None:
+def _move_entries(staging_fd: int, volume: Path) -> None:
     """The staged entries into the volume, and the image directory's owner,
     mode and times (cp gave them to the staging directory) onto it."""
-    info = os.stat(staging)
+    info = os.fstat(staging_fd)
     os.chown(volume, info.st_uid, info.st_gid)
     os.chmod(volume, stat.S_IMODE(info.st_mode))
-    for name in os.listdir(staging):
+    for name in os.listdir(staging_fd):
         if os.path.lexists(volume / name):
             continue    # written by a container meanwhile: theirs stays
         with contextlib.suppress(OSError):    # a directory onto a link planted meanwhile
-            os.rename(staging / name, volume / name)
+            os.rename(name, volume / name, src_dir_fd=staging_fd)
     os.utime(volume, ns=(info.st_atime_ns, info.st_mtime_ns))
 
 
-async def _cp_all(source: Path, target: Path) -> None:
+async def _cp_all(source: Path, target_fd: int, volume: Path) -> None:
+    """cp -a of `source`'s content into the open directory `target_fd`."""
     process = await asyncio.create_subprocess_exec(
-        "cp", "-a", "--", f"{source}/.", f"{target}/", stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+        "cp", "-a", "--", f"{source}/.", f"/proc/self/fd/{target_fd}/",
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE, pass_fds=(target_fd,))
     _, errors = await process.communicate()
     if process.returncode != 0:
-        raise Internal(f"copying image content into volume {target}: "
+        raise Internal(f"copying image content into volume {volume}: "
                        f"{errors.decode(errors='replace').strip()}")
 
 
