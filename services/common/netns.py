@@ -52,13 +52,14 @@ def enter(path: str) -> None:
         os.close(fd)
 
 
-def socket_in(path: str, family: socket.AddressFamily) -> socket.socket:
-    """A non-blocking TCP socket of the namespace `path` (the host's when
-    `path` is empty)."""
+def socket_in(path: str, family: socket.AddressFamily,
+              kind: socket.SocketKind = socket.SOCK_STREAM) -> socket.socket:
+    """A non-blocking socket (TCP unless `kind` says otherwise) of the
+    namespace `path` (the host's when `path` is empty)."""
     def make() -> socket.socket:
         if path:
             enter(path)
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock = socket.socket(family, kind)
         sock.setblocking(False)
         return sock
     return in_fresh_thread(make) if path else make()

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import socket
+import threading
 import time
 import urllib.request
 
 import docker
 import pytest
+from dnslib import QTYPE, RR, A, DNSRecord
 
 from berth.network.v1 import network_pb2
+from services.common import netns
 from tests.support.engine import Engine
 
 
@@ -392,3 +395,53 @@ def test_two_networks_hosts_lines_dns_answer_and_gateway_as_docker(clean: Engine
     assert default_route().startswith("default via 10.197.1.1")
     lookup = engine.docker("exec", "two", "nslookup", "one", "127.0.0.11").stdout.decode()
     assert "10.197.1.2" in lookup.split("Name:", 1)[1], lookup
+
+
+def serve_whoami_dns(sock: socket.socket, stop: threading.Event) -> None:
+    """A DNS server answering every A query with the address that asked."""
+    sock.settimeout(0.2)
+    while not stop.is_set():
+        try:
+            data, (source, port) = sock.recvfrom(4096)
+        except TimeoutError:
+            continue
+        query = DNSRecord.parse(data)
+        reply = query.reply()
+        if query.q.qtype == QTYPE.A:
+            reply.add_answer(RR(query.q.qname, QTYPE.A, rdata=A(source), ttl=0))
+        sock.sendto(reply.pack(), (source, port))
+
+
+def test_forwarded_queries_leave_from_the_container(clean: Engine, busybox: str) -> None:
+    """As Docker's resolver, names it does not know go to the container's
+    `--dns` servers from inside the container's netns: a DNS server in
+    another container on the network sees the asker's address, not the
+    host's (the bridge's gateway)."""
+    engine = clean
+    engine.docker("network", "create", "--subnet", "10.197.4.0/24", "forwarded")
+    engine.docker("run", "-d", "--name", "dns-server", "--network", "forwarded", busybox,
+                  "sleep", "300")
+    pid = engine.docker("inspect", "-f", "{{.State.Pid}}", "dns-server").stdout.decode().strip()
+    server_ip = engine.docker("inspect", "-f",
+                              "{{.NetworkSettings.Networks.forwarded.IPAddress}}",
+                              "dns-server").stdout.decode().strip()
+    server = netns.socket_in(f"/proc/{pid}/ns/net", socket.AF_INET, socket.SOCK_DGRAM)
+    server.bind(("0.0.0.0", 53))
+    stop = threading.Event()
+    serving = threading.Thread(target=serve_whoami_dns, args=(server, stop))
+    serving.start()
+    try:
+        engine.docker("run", "-d", "--name", "asker", "--network", "forwarded",
+                      "--dns", server_ip, busybox, "sleep", "300")
+        asker_ip = engine.docker("inspect", "-f",
+                                 "{{.NetworkSettings.Networks.forwarded.IPAddress}}",
+                                 "asker").stdout.decode().strip()
+        lookup = engine.docker("exec", "asker", "nslookup", "-type=a", "whoami.example.com",
+                               "127.0.0.11", check=False)
+        output = lookup.stdout.decode()
+        assert "Name:" in output, output + lookup.stderr.decode()
+        assert asker_ip in output.split("Name:", 1)[1], output
+    finally:
+        stop.set()
+        serving.join()
+        server.close()

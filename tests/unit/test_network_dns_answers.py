@@ -18,7 +18,7 @@ def _ask(name: str, qtype: str, ndots_set: bool = False) -> DNSRecord:
                         lambda asker, address: "web.net" if address == "172.20.0.2" else None,
                         lambda asker: [], lambda asker: ndots_set)
     query = DNSRecord.question(name, qtype)
-    return DNSRecord.parse(asyncio.run(resolver.answer(query.pack(), "asker")))
+    return DNSRecord.parse(asyncio.run(resolver.answer(query.pack(), "asker", "")))
 
 
 def test_addresses_of_a_known_name_not_authoritative() -> None:
