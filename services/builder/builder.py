@@ -9,8 +9,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from docker.utils.build import match_tag
@@ -20,7 +19,7 @@ from services.builder import instructions
 from services.builder.metrics import BUILDS
 from services.builder.options import BuildOptions
 from services.builder.peers import Peers
-from services.builder.steps import HOLD_OWNER, Build
+from services.builder.steps import Build
 from services.builder.store import CacheStore
 from services.common.errors import BerthError, InvalidArgument
 
@@ -31,26 +30,30 @@ class Builder:
     def __init__(self, peers: Peers, cache: CacheStore, workdir: Path) -> None:
         self.peers = peers
         self.cache = cache
-        self.started_ns = time.time_ns()
         self.workdir = workdir
         shutil.rmtree(workdir, ignore_errors=True)
         workdir.mkdir(parents=True, exist_ok=True)
         self.contexts = build_context.ContextCache(workdir)
+        self.running: set[Build] = set()
+        # Called when the image service missed a release (services.builder.holds).
+        self.missed_release: Callable[[], None] = lambda: None
+
+    def live_holders(self) -> set[str]:
+        """The image holds of the builds running; the image service may drop
+        every other `build` hold."""
+        return {holder for build in self.running for holder in build.holders}
 
     async def let_go_of_leftovers(self, attempts: int = 60) -> None:
         """After a crash, remove the containers the interrupted builds held
-        and drop their image holds: every hold of the build service taken
-        before this one started (retrying while the peers start)."""
+        (retrying while the peers start); their image holds go with the
+        first sweep (services.builder.holds)."""
         pending = self.cache.held()
-        holds_dropped = False
         for _ in range(attempts):
-            holds_dropped = holds_dropped or await self.peers.release_gone_holds(
-                HOLD_OWNER, self.started_ns)
             for kind, ref in list(pending):
                 if await self.peers.remove_container(ref):
                     self.cache.let_go(kind, ref)
                     pending.remove((kind, ref))
-            if not pending and holds_dropped:
+            if not pending:
                 return
             await asyncio.sleep(1)
 
@@ -81,6 +84,7 @@ class Builder:
         try:
             dockerfile = instructions.parse(ctx.dockerfile_text, ctx.dockerfile_name)
             build = Build(self, options, ctx, dockerfile)
+            self.running.add(build)
             buffered: list[dict] = []
             try:
                 async for message in build.run():
@@ -101,6 +105,7 @@ class Builder:
                 raise
             finally:
                 await build.release()
+                self.running.discard(build)
             if options.quiet:
                 yield {"stream": final + "\n"}
                 return

@@ -61,12 +61,6 @@ class Peers:
         return await _gone(self.images.ReleaseRootfs(image_pb2.ReleaseRootfsRequest(
             holder=holder)))
 
-    async def release_gone_holds(self, owner: str, before_ns: int) -> bool:
-        """Drop every hold `owner` took before `before_ns` (those of a build
-        service that crashed); whether the image service answered."""
-        return await _gone(self.images.ReleaseGoneRootfs(image_pb2.ReleaseGoneRootfsRequest(
-            owner=owner, before_nano=before_ns)))
-
     async def cache_from(self, request: image_pb2.CacheFromRequest
                          ) -> image_pb2.CacheFromResponse:
         return await self.images.CacheFrom(request)

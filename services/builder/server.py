@@ -7,6 +7,7 @@ import asyncio
 from berth.build.v1 import build_pb2, build_pb2_grpc
 from services.builder.builder import Builder
 from services.builder.cache import BuildCache
+from services.builder.holds import HoldSweeper
 from services.builder.peers import Peers
 from services.builder.servicer import BuildServicer
 from services.builder.store import CacheStore
@@ -23,10 +24,14 @@ async def setup(ctx: ServiceContext) -> list[str]:
     servicer = BuildServicer(builder, BuildCache(store, peers, events, builder.contexts), events)
     build_pb2_grpc.add_BuildServiceServicer_to_server(servicer, ctx.server)
 
+    holds = HoldSweeper(ctx.config, builder.live_holders)
+    builder.missed_release = holds.missed
+    holds.start()
     cleanup = asyncio.create_task(builder.let_go_of_leftovers())
 
     async def close() -> None:
         cleanup.cancel()
+        await holds.close()
         await peers.close()
         store.db.close()
     ctx.on_shutdown.append(close)
