@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_build import build_service_status
+from tests.integration.test_reconcile import kill_service, service_pid
 from tests.support.engine import DOCKER_CLI, Engine
 from tests.support.polling import wait_for
 
@@ -53,15 +54,19 @@ def context(root: Path, dockerfile: str) -> Path:
     return root
 
 
-def build_holds(engine: Engine) -> list[str]:
-    """The holders of the image service's leases the build service owns."""
+def leases(engine: Engine) -> list[tuple[str, str]]:
+    """The owners and holders of the image service's leases."""
     connection = sqlite3.connect(f"file:{engine.data_root / 'image' / 'state.db'}?mode=ro",
                                  uri=True)
     try:
-        rows = connection.execute("SELECT holder FROM leases WHERE owner = 'build'")
-        return [row[0] for row in rows]
+        return connection.execute("SELECT owner, holder FROM leases").fetchall()
     finally:
         connection.close()
+
+
+def build_holds(engine: Engine) -> list[str]:
+    """The holders of the image service's leases the build service owns."""
+    return [holder for owner, holder in leases(engine) if owner == "build"]
 
 
 def start_build(engine: Engine, ctx: Path, *args: str) -> tuple[subprocess.Popen, str]:
@@ -224,5 +229,37 @@ def test_holds_of_a_crashed_build_service_are_dropped_when_it_is_back(
              message="the restarted build service to drop the crashed one's holds")
     wait_for(lambda: not engine.docker("ps", "-aq").stdout.strip(), timeout=90,
              message="the restarted build service to remove the step containers")
+    engine.docker("image", "prune", "-a", "-f")
+    assert image_ids(engine) == set()
+
+
+# Kills of the image service in a row before the one under test: `berth up`
+# restarts a service that keeps dying later each time (0.2 s doubling), so
+# the last kill keeps it away for 6.4 s, past every release of the build.
+KILLS_BEFORE = 5
+
+
+def test_holds_the_image_service_missed_are_dropped_when_it_is_back(
+        engine: Engine, base: str, tmp_path: Path) -> None:
+    """The image service is killed as the build's last step ends and stays
+    away while the build lets go of its images: the releases it missed are
+    swept once `berth up` has it back, with no restart of the build service."""
+    ctx = context(tmp_path / "ctx", f"FROM {BASE}\nRUN echo one > /one\n"
+                                    "RUN echo slow && sleep 0.5\n")
+    for _ in range(KILLS_BEFORE):
+        kill_service(engine, "image")
+    client, _ = start_build(engine, ctx, "-t", "orphaned")
+    try:
+        image_service = service_pid(engine, "image")
+        assert image_service is not None
+        os.kill(image_service, signal.SIGKILL)
+    finally:
+        output, _ = client.communicate(timeout=180)
+    assert "Successfully built" not in output
+    wait_for(lambda: not build_holds(engine), timeout=60,
+             message="the build service to sweep the holds the image service missed")
+    # The step container's own lease, which the container service sweeps.
+    wait_for(lambda: not leases(engine), timeout=60,
+             message="the container service to sweep the lease of the step container")
     engine.docker("image", "prune", "-a", "-f")
     assert image_ids(engine) == set()
