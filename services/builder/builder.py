@@ -104,8 +104,12 @@ class Builder:
                     build.keep_containers()  # rm=false keeps the failed step's container
                 raise
             finally:
-                await build.release()
-                self.running.discard(build)
+                try:
+                    await build.release()
+                finally:
+                    self.running.discard(build)
+                    if build.holders:  # releases the image service missed
+                        self.missed_release()
             if options.quiet:
                 yield {"stream": final + "\n"}
                 return

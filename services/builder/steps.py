@@ -141,12 +141,10 @@ class Build:
         return hold
 
     async def let_go(self, holder: str) -> None:
-        """Release a hold; one the image service missed is swept once it
-        answers again (and the build is over)."""
+        """Release a hold; one the image service missed is swept once the
+        build is over (services.builder.holds)."""
         if await self.peers.release_image(holder):
             self.holders.discard(holder)
-        else:
-            self.builder.missed_release()
 
     async def settle(self, stage: Stage, image_id: str, holder: str) -> None:
         """The stage moves on to `image_id`, held by `holder`, and lets go of
