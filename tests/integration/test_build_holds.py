@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from tests.integration.test_build import build_service_status
-from tests.integration.test_reconcile import kill_service, service_pid
 from tests.support.engine import DOCKER_CLI, Engine
 from tests.support.polling import wait_for
+from tests.support.services import kill_service, service_pid
 
 BASE = "holds-base"
 # The label of the last step's image only: the prunes spare it, since once

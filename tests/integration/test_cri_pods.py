@@ -9,10 +9,8 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import os
 import random
 import secrets
-import signal
 import socket
 import sqlite3
 import tempfile
@@ -25,13 +23,13 @@ import pytest
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
-from berth.types.v1 import types_pb2, types_pb2_grpc
 from k8s.runtime.v1 import api_pb2 as cri
 from k8s.runtime.v1 import api_pb2_grpc
 from services.network import kernel
 from tests.support.cri import PAUSE_IMAGE, load_pause_image, remove_pods
 from tests.support.engine import Engine, running_engine
 from tests.support.polling import wait_for
+from tests.support.services import kill_service
 
 PLUGIN_DIR = Path("/usr/lib/cni")
 pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
@@ -225,23 +223,6 @@ def cri_leases(engine: Engine) -> list[str]:
     return sorted(holder for (holder,) in rows)
 
 
-def restart_service(engine: Engine, service: str) -> None:
-    """kill -9 of one service; the supervisor starts it again."""
-    with grpc.insecure_channel(f"unix://{engine.exec_root}/{service}.sock") as channel:
-        info = types_pb2_grpc.InfoStub(channel)
-        pid = info.GetServiceInfo(types_pb2.GetServiceInfoRequest()).pid
-        os.kill(pid, signal.SIGKILL)
-
-        def restarted() -> bool:
-            try:
-                return info.GetServiceInfo(types_pb2.GetServiceInfoRequest(),
-                                           timeout=2).pid != pid
-            except grpc.RpcError:
-                return False
-
-        wait_for(restarted, timeout=30, message=f"the {service} service to come back")
-
-
 def peer_stubs(engine: Engine) -> tuple[network_pb2_grpc.NetworkServiceStub,
                                         image_pb2_grpc.ImageServiceStub]:
     return (network_pb2_grpc.NetworkServiceStub(
@@ -265,7 +246,7 @@ def test_a_restarted_cri_service_sweeps_what_of_its_own_it_does_not_know(
         image=images, holder=stray_lease, owner="cri"))
     assert netns and cri_leases(engine) == [stray_lease]
     try:
-        restart_service(engine, "cri")
+        kill_service(engine, "cri")
         wait_for(lambda: not networks.GetSandbox(
             network_pb2.GetSandboxRequest(container_id=stray)).netns_path,
             timeout=60, message="the stray pod network to be swept")
@@ -303,7 +284,7 @@ def test_the_cri_service_sweeps_a_restarted_peer(
             image=images, holder=stray_lease, owner="cri"))
         assert cri_leases(engine) == [stray_lease]
     try:
-        restart_service(engine, service)
+        kill_service(engine, service)
         if service == "network":
             wait_for(lambda: not networks.GetSandbox(
                 network_pb2.GetSandboxRequest(container_id=stray)).netns_path,

@@ -8,8 +8,6 @@ comes back is swept of the container service's holders only."""
 from __future__ import annotations
 
 import ipaddress
-import os
-import signal
 import sqlite3
 import subprocess
 import threading
@@ -23,10 +21,10 @@ from pyroute2 import IPRoute
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from berth.network.v1 import network_pb2, network_pb2_grpc
-from berth.types.v1 import types_pb2, types_pb2_grpc
 from services.common.config import Config
 from tests.support.engine import DOCKER_CLI, Engine
 from tests.support.polling import wait_for
+from tests.support.services import kill_service
 
 IMAGE = "reconcile-victim"
 KILLS = 3
@@ -44,26 +42,6 @@ def victim(engine: Engine, busybox: str) -> str:
     engine.docker("commit", created, IMAGE)
     engine.docker("rm", created)
     return IMAGE
-
-
-def service_pid(engine: Engine, service: str) -> int | None:
-    channel = grpc.insecure_channel(f"unix://{engine.exec_root}/{service}.sock")
-    try:
-        return types_pb2_grpc.InfoStub(channel).GetServiceInfo(
-            types_pb2.GetServiceInfoRequest(), timeout=2).pid
-    except grpc.RpcError:
-        return None
-    finally:
-        channel.close()
-
-
-def kill_service(engine: Engine, service: str) -> None:
-    """SIGKILL one service by its PID; `berth up` starts it again."""
-    old = service_pid(engine, service)
-    assert old is not None
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: service_pid(engine, service) not in (None, old), timeout=60,
-             message=f"the {service} service to be back")
 
 
 @dataclass
