@@ -20,6 +20,7 @@ import pytest
 from pyroute2 import IPRoute
 
 from tests.support.engine import Engine
+from tests.support.images import files_tar
 
 
 @pytest.fixture(scope="module")
@@ -347,16 +348,6 @@ def test_a_dockerignore_pattern_is_matched_in_linear_time(
 
 # Image archives
 
-def image_archive(members: dict[str, bytes]) -> bytes:
-    archive = io.BytesIO()
-    with tarfile.open(fileobj=archive, mode="w") as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return archive.getvalue()
-
-
 CONFIG = json.dumps({"architecture": "amd64", "os": "linux",
                      "rootfs": {"type": "layers", "diff_ids": []}}).encode()
 
@@ -373,7 +364,7 @@ CONFIG = json.dumps({"architecture": "amd64", "os": "linux",
     {"index.json": b'{"manifests": "x"}'},
 ])
 def test_a_malformed_image_archive_is_refused(api: httpx.Client, members: dict) -> None:
-    answer = api.post("/images/load", params={"quiet": "1"}, content=image_archive(members))
+    answer = api.post("/images/load", params={"quiet": "1"}, content=files_tar(members))
     assert answer.status_code == 400, answer.text
     assert answer.json()["message"].startswith("invalid archive: ")
 

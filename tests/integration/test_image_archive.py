@@ -13,22 +13,12 @@ import grpc
 
 from berth.image.v1 import image_pb2, image_pb2_grpc
 from tests.support.engine import Engine
-from tests.support.images import image_archive
+from tests.support.images import files_tar, image_archive
 
 
 def image_stub(engine: Engine) -> image_pb2_grpc.ImageServiceStub:
     channel = grpc.insecure_channel(f"unix://{engine.exec_root / 'image.sock'}")
     return image_pb2_grpc.ImageServiceStub(channel)
-
-
-def layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def commit(stub: image_pb2_grpc.ImageServiceStub, options: image_pb2.CommitLayerOptions,
@@ -67,7 +57,7 @@ def test_save_by_sdk_streams_a_tar(engine: Engine, busybox: str) -> None:
 
 def test_import_with_changes(engine: Engine, tmp_path: Path) -> None:
     source = tmp_path / "rootfs.tar.gz"
-    source.write_bytes(gzip.compress(layer({"hello.txt": b"hi"})))
+    source.write_bytes(gzip.compress(files_tar({"hello.txt": b"hi"})))
     out = engine.docker("import", "-c", "CMD [\"/bin/sh\"]", "-c", "ENV A=b",
                         "-c", "WORKDIR /work", "-c", "LABEL team=x", "-c", "EXPOSE 8080",
                         "-m", "my import", str(source), "imported:1").stdout
@@ -92,7 +82,7 @@ def test_commit_layer_history_and_prune(engine: Engine, busybox: str, tmp_path: 
     config.cmd.values.extend(["sh"])
     child = commit(stub, image_pb2.CommitLayerOptions(
         parent=base_id, config=config, created_by="RUN echo hi > /srv/hi"),
-        layer({"srv/hi": b"hi\n"}))
+        files_tar({"srv/hi": b"hi\n"}))
     meta = commit(stub, image_pb2.CommitLayerOptions(
         parent=child, config=config, created_by="CMD [\"sh\"]", empty_layer=True,
         tags=["built:1"]))
@@ -115,7 +105,7 @@ def test_commit_layer_history_and_prune(engine: Engine, busybox: str, tmp_path: 
     assert engine.docker("image", "inspect", child, check=False).returncode != 0
 
     orphan = commit(stub, image_pb2.CommitLayerOptions(parent=base_id, config=config),
-                    layer({"x": b"y"}))
+                    files_tar({"x": b"y"}))
     pruned = engine.client().images.prune()
     assert any(item.get("Deleted") == orphan for item in pruned["ImagesDeleted"])
     assert pruned["SpaceReclaimed"] == 1
@@ -124,7 +114,7 @@ def test_commit_layer_history_and_prune(engine: Engine, busybox: str, tmp_path: 
 
 def test_oci_layout_load(engine: Engine, tmp_path: Path) -> None:
     archive = tmp_path / "docker.tar"
-    archive.write_bytes(image_archive([layer({"oci": b"1"})], ["ocisrc:1"]))
+    archive.write_bytes(image_archive([files_tar({"oci": b"1"})], ["ocisrc:1"]))
     engine.docker("load", "-i", str(archive))
     saved = tmp_path / "saved.tar"
     engine.docker("save", "-o", str(saved), "ocisrc:1")
@@ -147,7 +137,7 @@ def test_list_and_prune_filters(engine: Engine, busybox: str) -> None:
     def labelled(value: str) -> str:
         config = image_pb2.ImageConfig(labels={"filtertest": value})
         return commit(stub, image_pb2.CommitLayerOptions(parent=base_id, config=config),
-                      layer({value: value.encode()}))
+                      files_tar({value: value.encode()}))
 
     first, second = labelled("one"), labelled("two")
     client = engine.client()
@@ -175,7 +165,7 @@ def test_shared_size(engine: Engine, busybox: str) -> None:
     base = json.loads(engine.docker("image", "inspect", busybox).stdout)[0]
     child = commit(stub, image_pb2.CommitLayerOptions(parent=base["Id"],
                                                       config=image_pb2.ImageConfig()),
-                   layer({"shared": b"12345"}))
+                   files_tar({"shared": b"12345"}))
     listed = {i.id: i for i in stub.List(image_pb2.ListImagesRequest(shared_size=True)).images}
     assert listed[base["Id"]].shared_size == base["Size"]
     assert listed[child].shared_size == base["Size"]

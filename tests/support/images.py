@@ -67,12 +67,18 @@ def _add_symlink(tar: tarfile.TarFile, name: str, target: str) -> None:
     tar.addfile(info)
 
 
-def file_layer(data: bytes, name: str = "data.bin") -> bytes:
-    """An uncompressed layer of one file."""
+def files_tar(files: dict[str, bytes]) -> bytes:
+    """An uncompressed tar of regular files: a layer, or an archive's members."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        _add_file(tar, name, data)
+        for name, data in files.items():
+            _add_file(tar, name, data)
     return buf.getvalue()
+
+
+def file_layer(data: bytes, name: str = "data.bin") -> bytes:
+    """An uncompressed layer of one file."""
+    return files_tar({name: data})
 
 
 def busybox_rootfs_tar() -> bytes:
