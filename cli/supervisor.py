@@ -31,6 +31,7 @@ from services.common import peers
 from services.common.config import SERVICES, Config
 from services.common.pidlock import PidLock
 from services.common.server import prepare_exec_root, service_lock
+from services.common.tasks import keep_task
 
 log = logging.getLogger("berth.up")
 
@@ -190,9 +191,7 @@ class Supervisor:
             await self.spawn(child)
 
     def on_sighup(self) -> None:
-        task = asyncio.create_task(self.reload())
-        self.reloads.add(task)
-        task.add_done_callback(self.reloads.discard)
+        keep_task(self.reloads, asyncio.create_task(self.reload()))
 
     async def reload(self) -> None:
         """SIGHUP: every running service reads the config file again. The

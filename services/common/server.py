@@ -26,6 +26,7 @@ from services.common.errors import InvalidArgument
 from services.common.interceptors import ServerInterceptor
 from services.common.metrics import serve_metrics
 from services.common.pidlock import PidLock
+from services.common.tasks import keep_task
 from services.common.version import VERSION
 
 GRACE_SECONDS = 10.0
@@ -96,9 +97,7 @@ class ConfigReloader:
                  config.engine_file or "no file")
 
     def on_signal(self) -> None:
-        task = asyncio.create_task(self._reload_logged())
-        self._signalled.add(task)
-        task.add_done_callback(self._signalled.discard)
+        keep_task(self._signalled, asyncio.create_task(self._reload_logged()))
 
     async def _reload_logged(self) -> None:
         log.info("got signal to reload configuration, reloading from: %s",

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Histogram
 
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, NotFound
+from services.common.tasks import keep_task
 from services.container import runtime as oci
 from services.container.configs import replace_or_append_env
 from services.container.rootfs import resolve_user
@@ -302,8 +303,3 @@ async def _reader(fd: int) -> asyncio.StreamReader:
                                  os.fdopen(fd, "rb", buffering=0))
     return reader
 
-
-def keep_task(tasks: set[asyncio.Task], task: asyncio.Task) -> None:
-    """Hold a reference to a background task until it is done."""
-    tasks.add(task)
-    task.add_done_callback(tasks.discard)

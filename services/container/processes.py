@@ -24,6 +24,7 @@ from services.common.errors import (
     InvalidArgument,
     NotFound,
 )
+from services.common.tasks import keep_task
 from services.container import attach, health
 from services.container.chroot_thread import run_chrooted
 from services.container.container_events import ContainerEvents
@@ -33,7 +34,6 @@ from services.container.exec import (
     ExecManager,
     ExecStartFailed,
     exec_user,
-    keep_task,
     process_spec,
 )
 from services.container.store import Container

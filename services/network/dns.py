@@ -23,6 +23,7 @@ from prometheus_client import Counter
 
 from services.common import netns
 from services.common.errors import Internal
+from services.common.tasks import keep_task
 from services.network import kernel
 
 log = logging.getLogger("berth.network.dns")
@@ -174,9 +175,7 @@ class _Protocol(asyncio.DatagramProtocol):
         self._transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        task = asyncio.ensure_future(self._reply(data, addr))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        keep_task(self._tasks, asyncio.ensure_future(self._reply(data, addr)))
 
     async def _reply(self, data: bytes, addr: tuple[str, int]) -> None:
         try:

@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from services.common import netns
+from services.common.tasks import keep_task
 from services.cri.streaming import spdy
 from services.cri.streaming.websocket import ChannelSocket
 
@@ -202,9 +203,8 @@ async def serve_spdy(session: spdy.Session, request: PortForwardRequest) -> None
             setattr(pair, kind, stream)
             if pair.data is not None and pair.error is not None:
                 del pairs[request_id]
-                task = asyncio.create_task(_forward_pair(request, pair.data, pair.error))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
+                keep_task(tasks, asyncio.create_task(
+                    _forward_pair(request, pair.data, pair.error)))
     finally:
         for task in list(tasks):
             task.cancel()

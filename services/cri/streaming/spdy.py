@@ -28,6 +28,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from services.common.tasks import keep_task
+
 VERSION = 3
 
 SYN_STREAM, SYN_REPLY, RST_STREAM, SETTINGS = 1, 2, 3, 4
@@ -655,6 +657,4 @@ class Session:
         async def guarded() -> None:
             with contextlib.suppress(ConnectionError):
                 await work
-        task = asyncio.ensure_future(guarded())
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        keep_task(self._tasks, asyncio.ensure_future(guarded()))
