@@ -39,7 +39,6 @@ if TYPE_CHECKING:
     from services.builder.builder import Builder
 
 DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-HOLD_OWNER = owners.BUILD
 PROXY_ARGS = {"HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY",
               "ftp_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"}
 
@@ -136,7 +135,7 @@ class Build:
         """A hold for the next image the build takes, noted before it is
         asked for, so that one taken by a call cut short is released too."""
         hold = image_pb2.ImageHold(holder=f"build-{self.id}-{next(self.hold_numbers)}",
-                                   owner=HOLD_OWNER)
+                                   owner=owners.BUILD)
         self.holders.add(hold.holder)
         return hold
 

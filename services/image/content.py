@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from services.common.errors import InvalidArgument
-
-DIGEST = re.compile(r"sha256:[a-f0-9]{64}")
+from services.image.reference import DIGEST
 
 
 class BlobWriter:

@@ -243,8 +243,8 @@ class Images:
     # Rootfs leases.
     def acquire(self, name: str, holder: str, owner: str) -> tuple[ImageRecord, list[str]]:
         image_id = self.resolve(name)
-        self.hold(image_id, holder, owner)
         chains = chain_ids(self.record_diff_ids(image_id))
+        self._add_lease(holder, image_id, chains, owner)
         lower = [str(self.layers.path(c)) for c in reversed(chains)] or [str(self.layers.empty)]
         return self.record(image_id), lower
 
@@ -252,8 +252,10 @@ class Images:
         """A rootfs lease on an image a call just made or found; nothing
         when no holder is named."""
         if holder:
-            chains = chain_ids(self.record_diff_ids(image_id))
-            self.store.add_lease(holder, image_id, chains[-1] if chains else "", owner)
+            self._add_lease(holder, image_id, chain_ids(self.record_diff_ids(image_id)), owner)
+
+    def _add_lease(self, holder: str, image_id: str, chains: list[str], owner: str) -> None:
+        self.store.add_lease(holder, image_id, chains[-1] if chains else "", owner)
 
     # Pins: what is being added or exported, safe from garbage collection.
     def pin(self, *keys: str) -> None:

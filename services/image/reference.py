@@ -14,7 +14,7 @@ from services.common.errors import InvalidArgument
 DEFAULT_TAG = "latest"
 DOCKER_HUB = "docker.io"
 _OFFICIAL = "library/"
-_DIGEST = re.compile(r"^sha256:[a-f0-9]{64}$")
+DIGEST = re.compile(r"sha256:[a-f0-9]{64}")  # fullmatch
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 _ID_PREFIX = re.compile(r"^(sha256:)?[a-f0-9]{1,64}$")
 # distribution/reference's domain: host names or a bracketed IPv6 address,
@@ -82,7 +82,7 @@ def parse(text: str, default_tag: bool = True) -> ImageRef:
         name, tag = rest[:colon], rest[colon + 1:]
         if not _TAG.match(tag):
             raise InvalidArgument("invalid reference format")
-    if digest and not _DIGEST.match(digest):
+    if digest and not DIGEST.fullmatch(digest):
         raise InvalidArgument("invalid reference format")
     try:
         parsed = Reference.parse_normalized_named(name)

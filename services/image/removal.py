@@ -17,10 +17,6 @@ from services.image.layers import chain_ids
 log = logging.getLogger(__name__)
 
 PRUNE_FILTERS = {"dangling", "label", "label!", "until"}
-# The build service's leases (holders build-<build>-<n>): a running build
-# holds the images it stands on. They are no containers, and like a running
-# container's they cannot be forced away.
-BUILD_OWNER = owners.BUILD
 
 
 @dataclass
@@ -75,15 +71,17 @@ class Removal:
 
     def _running_user(self, image_id: str, running: set[str]) -> str | None:
         """What keeps the image whatever the force, as Docker's messages
-        name it: a running container, else a running build."""
+        name it: a running container, else a running build (the build
+        service's leases, holders build-<build>-<n>: no containers, and like
+        a running container's they cannot be forced away)."""
         leases = self.store.leases_of(image_id)
         if container := next((h for h, _ in leases if h in running), None):
             return f"running container {container[:12]}"
-        return "running build" if any(o == BUILD_OWNER for _, o in leases) else None
+        return "running build" if any(o == owners.BUILD for _, o in leases) else None
 
     def _stopped_containers(self, image_id: str) -> list[str]:
         """The containers using the image (running ones are checked first)."""
-        return [h for h, owner in self.store.leases_of(image_id) if owner != BUILD_OWNER]
+        return [h for h, owner in self.store.leases_of(image_id) if owner != owners.BUILD]
 
     def _user(self, image_id: str) -> str | None:
         """Any user of the image: its first container, else a running build."""

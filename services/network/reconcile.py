@@ -25,9 +25,6 @@ from services.network.store import NetworkStore
 
 log = logging.getLogger(__name__)
 
-# The service whose list of IDs covers the endpoint rows.
-ENDPOINT_OWNER = owners.CONTAINER
-
 
 def gone_containers(store: NetworkStore, owner: str, existing: set[str],
                     before_ns: int) -> list[str]:
@@ -35,7 +32,7 @@ def gone_containers(store: NetworkStore, owner: str, existing: set[str],
     sandboxes = store.sandboxes()
     candidates = {s.container_id for s in sandboxes
                   if s.owner == owner and s.created_ns < before_ns}
-    if owner == ENDPOINT_OWNER:
+    if owner == owners.CONTAINER:  # its list of IDs covers the endpoint rows
         others = {s.container_id for s in sandboxes if s.owner != owner}
         candidates |= {e.container_id for e in store.endpoints()
                        if e.created_ns < before_ns and e.container_id not in others}
