@@ -59,6 +59,11 @@ class DeadlineExceeded(BerthError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+# How the container service (as dockerd) begins the error of a start runc
+# refused; the cri service recognises it to answer as containerd does.
+RUNTIME_CREATE_FAILED = "failed to create task for container: "
+
+
 class RuntimeRefused(BerthError):
     """The OCI runtime refused a container at start, in runc's words:
     UNKNOWN, the code containerd's CRI answers with (kubelet shows the

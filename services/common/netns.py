@@ -16,6 +16,11 @@ import threading
 from collections.abc import Callable
 from typing import TypeVar
 
+# The container service's network mode "ns:<path>" (as Podman names it):
+# join the netns file at <path>, made by someone else (the cri service's pod
+# sandboxes). Not Docker's: the gateway refuses it from Docker clients.
+NETNS_PATH_MODE = "ns:"
+
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000
 

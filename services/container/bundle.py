@@ -11,6 +11,7 @@ from pathlib import Path
 
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, Internal
+from services.common.netns import NETNS_PATH_MODE
 from services.container import (
     cgroups,
     configs,
@@ -58,8 +59,8 @@ class BundleBuilder:
         if host.network_mode.startswith("container:"):
             other = running_peer(find, host.network_mode.partition(":")[2])
             other_netns = f"/proc/{other.state.pid}/ns/net"
-        elif host.network_mode.startswith(sandbox.NETNS_PATH_MODE):
-            other_netns = host.network_mode.removeprefix(sandbox.NETNS_PATH_MODE)
+        elif host.network_mode.startswith(NETNS_PATH_MODE):
+            other_netns = host.network_mode.removeprefix(NETNS_PATH_MODE)
         request = sandbox.sandbox_request(container.id, container.name, config, host,
                                           container.networking_config, other_netns)
         link_hosts, link_env = await self._linked(container, find)

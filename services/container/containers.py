@@ -20,6 +20,7 @@ from pathlib import Path
 from berth.container.v1 import container_pb2
 from services.common.config import Config
 from services.common.errors import (
+    RUNTIME_CREATE_FAILED,
     AlreadyExists,
     BerthError,
     Conflict,
@@ -67,7 +68,7 @@ def now_ns() -> int:
 
 def start_error(message: str) -> tuple[BerthError, int]:
     """Docker's start error for a runc create failure, and the exit code."""
-    text = ("failed to create task for container: failed to create shim task: OCI runtime "
+    text = (f"{RUNTIME_CREATE_FAILED}failed to create shim task: OCI runtime "
             f"create failed: {message}: unknown")
     lowered = message.lower()
     if "not a directory" in lowered:
@@ -382,8 +383,8 @@ class Manager:
         if log_config.type != "syslog":
             return None
         options = dict(log_config.config)
-        tag = syslogship.tag_of(container.config, container.id, container.name,
-                                container.image_id, options)
+        tag = logdrivers.shipped_tag(options, container.config, container.id, container.name,
+                                     container.image_id)
         return await syslogship.SyslogSink.connect(options, tag)
 
     def _watch(self, container: Container, conmon_pid: int,

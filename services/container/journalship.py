@@ -97,8 +97,7 @@ def native_entry(message: bytes, fields: dict[str, str]) -> bytes:
 def fields_of(log_config: container_pb2.LogConfig, container: container_pb2.ContainerConfig,
               cid: str, name: str, image_id: str) -> dict[str, str]:
     """Docker's fields of every entry of the container (moby's journald.New)."""
-    tag = logdrivers.render_tag(log_config.config.get("tag") or "{{.ID}}", container, cid,
-                                name, image_id)
+    tag = logdrivers.shipped_tag(dict(log_config.config), container, cid, name, image_id)
     return {"CONTAINER_ID": cid[:12], "CONTAINER_ID_FULL": cid,
             "CONTAINER_NAME": name.lstrip("/"), "CONTAINER_TAG": tag,
             "IMAGE_NAME": container.image, "SYSLOG_IDENTIFIER": tag,

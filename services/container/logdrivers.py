@@ -252,6 +252,13 @@ def syslog_facility(facility: str) -> int:
     raise InvalidArgument("invalid syslog facility")
 
 
+def shipped_tag(options: dict[str, str], container: container_pb2.ContainerConfig, cid: str,
+                name: str, image_id: str) -> str:
+    """The tag the syslog and journald drivers send: the `tag` option's
+    template, `{{.ID}}` by default."""
+    return render_tag(options.get("tag") or "{{.ID}}", container, cid, name, image_id)
+
+
 def render_tag(template: str, container: container_pb2.ContainerConfig, cid: str, name: str,
                image_id: str) -> str:
     """Docker's log tag template ({{.ID}}, {{.Name}}, {{.ImageName}}, ...)."""

@@ -7,12 +7,8 @@ from dataclasses import dataclass
 
 from berth.container.v1 import container_pb2
 from berth.network.v1 import network_pb2
+from services.common.netns import NETNS_PATH_MODE
 from services.container.peers import OWNER, Peers
-
-# Network mode "ns:<path>" (as Podman names it): join the netns file at
-# <path>, made by someone else (the cri service's pod sandboxes). The network
-# service shares it as it shares another container's.
-NETNS_PATH_MODE = "ns:"
 
 
 @dataclass

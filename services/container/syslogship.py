@@ -13,7 +13,6 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from berth.container.v1 import container_pb2
 from services.common.errors import Internal
 from services.container import logdrivers, logs
 
@@ -125,10 +124,3 @@ def _dial_error(scheme: str, target: str | tuple[str, int], exc: OSError) -> str
     address = target if isinstance(target, str) else f"{target[0]}:{target[1]}"
     reason = exc.strerror.lower() if exc.strerror else str(exc) or "i/o timeout"
     return f"dial {scheme} {address}: connect: {reason}"
-
-
-def tag_of(container: container_pb2.ContainerConfig, cid: str, name: str, image_id: str,
-           options: dict[str, str]) -> str:
-    """The syslog tag: the `tag` option's template, `{{.ID}}` by default."""
-    return logdrivers.render_tag(options.get("tag") or "{{.ID}}", container, cid, name, image_id)
-

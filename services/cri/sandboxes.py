@@ -22,12 +22,14 @@ from berth.network.v1 import network_pb2
 from k8s.runtime.v1 import api_pb2
 from services.common.config import Config
 from services.common.errors import (
+    RUNTIME_CREATE_FAILED,
     AlreadyExists,
     BerthError,
     InvalidArgument,
     NotFound,
     RuntimeRefused,
 )
+from services.common.netns import NETNS_PATH_MODE
 from services.common.validation import field_with_nul
 from services.cri import labels
 from services.cri.images import Images
@@ -38,10 +40,6 @@ from services.cri.store import NOT_READY, READY, CriStore, Sandbox
 log = logging.getLogger("berth.cri")
 
 DEFAULT_SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
-# The container service's network mode for a netns file someone else made.
-NETNS_PATH_MODE = "ns:"
-# How the container service (as dockerd) begins a start error of runc's.
-_DOCKER_TASK_ERROR = "failed to create task for container: "
 _PROTOCOLS = {api_pb2.TCP: "tcp", api_pb2.UDP: "udp", api_pb2.SCTP: "sctp"}
 
 Undo = list[Callable[[], Awaitable[None]]]
@@ -69,10 +67,10 @@ def runtime_refusal(error: BerthError) -> RuntimeRefused | None:
     container, in containerd's CRI words ("failed to create containerd
     task: failed to create shim task: OCI runtime create failed: ...");
     None for any other error."""
-    if not error.message.startswith(_DOCKER_TASK_ERROR):
+    if not error.message.startswith(RUNTIME_CREATE_FAILED):
         return None
     return RuntimeRefused("failed to create containerd task: "
-                          + error.message.removeprefix(_DOCKER_TASK_ERROR))
+                          + error.message.removeprefix(RUNTIME_CREATE_FAILED))
 
 
 async def start_container(peers: Peers, cid: str) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from berth.container.v1 import container_pb2 as pb
 from berth.image.v1 import image_pb2
 from berth.types.v1 import types_pb2
+from services.common.netns import NETNS_PATH_MODE
 from services.gateway.errors import HTTPError, bad_request
 from services.gateway.params import LATEST_API_VERSION, ApiVersion, Fields
 
@@ -178,8 +179,6 @@ def restart_policy(body: Fields) -> pb.RestartPolicy:
 
 # The CRI's driver (a log at the kubelet's path): not one of Docker's.
 BERTH_ONLY_LOG_DRIVERS = frozenset({"k8s-file"})
-# The CRI's network mode (join the netns file at a host path): not Docker's.
-BERTH_ONLY_NETWORK_MODE_PREFIX = "ns:"
 
 
 def network_mode(value: str) -> str:
@@ -189,7 +188,7 @@ def network_mode(value: str) -> str:
 
 def client_network_mode(mode: str) -> str:
     """A Docker client names a network, never a netns file on the host."""
-    if mode.startswith(BERTH_ONLY_NETWORK_MODE_PREFIX):
+    if mode.startswith(NETNS_PATH_MODE):
         raise HTTPError(404, f"network {mode} not found")
     return mode
 
