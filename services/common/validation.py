@@ -52,6 +52,14 @@ def is_interface_name(name: str) -> bool:
             and not any(c in "/:\0" or c.isspace() for c in name))
 
 
+def refuse_nul(message: Message, what: str) -> None:
+    """INVALID_ARGUMENT naming the first field of `message` (a `what`) that
+    holds a NUL."""
+    field = field_with_nul(message)
+    if field:
+        raise InvalidArgument(f"invalid {what} {field}: it contains a NUL character")
+
+
 def field_with_nul(message: Message, path: str = "") -> str | None:
     """The dotted name of the first string field, repeated entry, map key or
     value in `message` (nested messages included) that holds a NUL; None when

@@ -8,7 +8,7 @@ import os
 from berth.container.v1 import container_pb2
 from berth.image.v1 import image_pb2
 from services.common.errors import InvalidArgument
-from services.common.validation import field_with_nul
+from services.common.validation import refuse_nul
 from services.container import cgroups, spec
 from services.container.runtime import signal_number
 
@@ -86,9 +86,7 @@ def validate(config: container_pb2.ContainerConfig, host: container_pb2.HostConf
         raise InvalidArgument(f"the working directory '{config.working_dir}' is invalid, it "
                               f"needs to be an absolute path")
     check_no_nul(config)
-    nul_field = field_with_nul(host)
-    if nul_field:
-        raise InvalidArgument(f"invalid host config {nul_field}: it contains a NUL character")
+    refuse_nul(host, "host config")
     if config.stop_signal:
         try:
             signal_number(config.stop_signal)

@@ -15,7 +15,7 @@ import resource
 
 from berth.container.v1 import container_pb2
 from services.common.errors import Conflict, InvalidArgument
-from services.common.validation import field_with_nul
+from services.common.validation import refuse_nul
 from services.container import cgroups
 from services.container.configs import validate_resources, validate_restart_policy
 from services.container.runtime import runc_message
@@ -38,9 +38,7 @@ _START_TIME_LISTS = ("devices", "device_cgroup_rules", "blkio_weight_device",
 def merge(host: container_pb2.HostConfig, update: container_pb2.UpdateContainerRequest
           ) -> container_pb2.HostConfig:
     """The container's HostConfig with the update applied (validated)."""
-    nul_field = field_with_nul(update)
-    if nul_field:
-        raise InvalidArgument(f"invalid update {nul_field}: it contains a NUL character")
+    refuse_nul(update, "update")
     merged = container_pb2.HostConfig()
     merged.CopyFrom(host)
     res, new = merged.resources, update.resources

@@ -25,7 +25,7 @@ from services.common.errors import (
     PeerUnavailable,
     Unimplemented,
 )
-from services.common.validation import field_with_nul
+from services.common.validation import refuse_nul
 from services.cri import labels
 from services.cri.imagevolumes import ImageVolumes
 from services.cri.peers import Peers
@@ -172,10 +172,7 @@ class Containers:
             raise Conflict(f"pod sandbox {sandbox.id} is not ready")
         if not config.metadata.name:
             raise InvalidArgument("container metadata needs a name")
-        nul_field = field_with_nul(config)
-        if nul_field:
-            raise InvalidArgument(f"invalid container config {nul_field}: it contains a NUL "
-                                  f"character")
+        refuse_nul(config, "container config")
         if any(r.sandbox_id == sandbox.id and r.config.metadata.name == config.metadata.name
                and r.config.metadata.attempt == config.metadata.attempt
                for r in self.records.values()):

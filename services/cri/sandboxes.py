@@ -30,7 +30,7 @@ from services.common.errors import (
     RuntimeRefused,
 )
 from services.common.netns import NETNS_PATH_MODE
-from services.common.validation import field_with_nul
+from services.common.validation import refuse_nul
 from services.cri import labels
 from services.cri.images import Images
 from services.cri.metrics import RUN_POD_SECONDS
@@ -150,10 +150,7 @@ class Sandboxes:
         metadata = config.metadata
         if not (metadata.name and metadata.namespace):
             raise InvalidArgument("pod sandbox metadata needs a name and a namespace")
-        nul_field = field_with_nul(config)
-        if nul_field:
-            raise InvalidArgument(f"invalid pod sandbox config {nul_field}: it contains a NUL "
-                                  f"character")
+        refuse_nul(config, "pod sandbox config")
         name = pod_name(metadata)
         taken = [s.id for s in self.sandboxes.values() if pod_name(s.config.metadata) == name]
         if taken or name in self._starting:
