@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import json
-import random
 import secrets
 import socket
 import sqlite3
@@ -28,24 +27,16 @@ from k8s.runtime.v1 import api_pb2_grpc
 from services.network import kernel
 from tests.support.cri import PAUSE_IMAGE, load_pause_image, remove_pods
 from tests.support.engine import Engine, running_engine
+from tests.support.network import CNI_PLUGIN_DIR, free_subnet, needs_cni_plugins
 from tests.support.polling import wait_for
 from tests.support.services import kill_service
 
-PLUGIN_DIR = Path("/usr/lib/cni")
-pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
-                                reason="containernetworking-plugins is not installed")
-
-
-def pick_subnet() -> ipaddress.IPv4Network:
-    """A 10.89.x.0/24 no interface or route of the host uses."""
-    taken = kernel.host_networks()
-    free = [ipaddress.IPv4Network(f"10.89.{x}.0/24") for x in range(100, 250)]
-    return random.choice([n for n in free if not any(n.overlaps(t) for t in taken)])
+pytestmark = needs_cni_plugins
 
 
 @pytest.fixture(scope="module")
 def subnet() -> ipaddress.IPv4Network:
-    return pick_subnet()
+    return free_subnet(89)
 
 
 @pytest.fixture(scope="module")
@@ -68,8 +59,9 @@ def engine(cni_root: Path, subnet: ipaddress.IPv4Network) -> Iterator[Engine]:
             {"type": "portmap", "capabilities": {"portMappings": True}}]}))
     (cni_root / "engine.json").write_text(json.dumps({"cri-sandbox-image": PAUSE_IMAGE}))
     try:
-        with running_engine(args=("--config", str(cni_root / "engine.json"), "--cni-conf-dir",
-                                  str(cni_root / "cni"), "--cni-bin-dir", str(PLUGIN_DIR))) as up:
+        with running_engine(args=("--config", str(cni_root / "engine.json"),
+                                  "--cni-conf-dir", str(cni_root / "cni"),
+                                  "--cni-bin-dir", str(CNI_PLUGIN_DIR))) as up:
             yield up
     finally:
         kernel.delete_link(bridge)

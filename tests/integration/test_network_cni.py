@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import random
 import socket
 import subprocess
 import urllib.request
@@ -24,24 +23,17 @@ import pytest
 from berth.network.v1 import network_pb2 as pb
 from services.network import kernel
 from tests.support.network import (
+    CNI_PLUGIN_DIR,
     NetworkService,
+    free_subnet,
     links,
+    needs_cni_plugins,
     run_in,
     running_network_service,
     serve_http,
 )
 
-PLUGIN_DIR = Path("/usr/lib/cni")
-pytestmark = pytest.mark.skipif(not (PLUGIN_DIR / "bridge").exists(),
-                                reason="containernetworking-plugins is not installed")
-
-
-def pick_subnet() -> ipaddress.IPv4Network:
-    """A 10.88.x.0/24 no interface or route of the host uses."""
-    taken = kernel.host_networks()
-    free = [ipaddress.IPv4Network(f"10.88.{x}.0/24") for x in range(100, 250)]
-    free = [n for n in free if not any(n.overlaps(t) for t in taken)]
-    return random.choice(free)
+pytestmark = needs_cni_plugins
 
 
 @pytest.fixture(scope="module")
@@ -52,13 +44,13 @@ def conf_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def subnet() -> ipaddress.IPv4Network:
     """One for the module: the bridge keeps the address of its first pod."""
-    return pick_subnet()
+    return free_subnet(88)
 
 
 @pytest.fixture(scope="module")
 def service(conf_dir: Path) -> Iterator[NetworkService]:
     with running_network_service(("--cni-conf-dir", str(conf_dir),
-                                  "--cni-bin-dir", str(PLUGIN_DIR))) as running:
+                                  "--cni-bin-dir", str(CNI_PLUGIN_DIR))) as running:
         yield running
         kernel.delete_link(bridge_name(running))
 

@@ -7,7 +7,9 @@ through `nsenter --net=PATH`; each is ended by its PID at teardown.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -18,9 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 
 from berth.network.v1 import network_pb2, network_pb2_grpc
 from services.common.config import Config
+from services.network import kernel
 from tests.support.engine import BERTH, REPO
 from tests.support.processes import stop_process
 
@@ -85,6 +89,19 @@ class NetworkService:
                 child.kill()
             child.wait()
         self.children.clear()
+
+
+# Debian's containernetworking-plugins, which the CNI tests run.
+CNI_PLUGIN_DIR = Path("/usr/lib/cni")
+needs_cni_plugins = pytest.mark.skipif(not (CNI_PLUGIN_DIR / "bridge").exists(),
+                                       reason="containernetworking-plugins is not installed")
+
+
+def free_subnet(second_octet: int) -> ipaddress.IPv4Network:
+    """A 10.<second_octet>.x.0/24 no interface or route of the host uses."""
+    taken = kernel.host_networks()
+    free = [ipaddress.IPv4Network(f"10.{second_octet}.{x}.0/24") for x in range(100, 250)]
+    return random.choice([n for n in free if not any(n.overlaps(t) for t in taken)])
 
 
 def serve_http(service: NetworkService, box: network_pb2.Sandbox, directory: Path,
